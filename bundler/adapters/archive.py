@@ -1,0 +1,316 @@
+"""Tar archives of OCI image layouts (``archive:FILE.tar``), read and written by streaming.
+
+Writing puts ``oci-layout``, ``index.json`` and every manifest first, then configs, then layers,
+so a reader can check the metadata (and, later, signatures) before the big blobs pass by. The
+archive is written under a temporary name beside its destination and renamed only at commit.
+
+Reading never extracts: member headers are indexed once, every member is checked (a plain file
+or directory, a name inside the layout, no duplicates), and blobs are served straight from their
+offsets in the tar, so nothing is written to a temporary directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import posixpath
+import re
+import tarfile
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bundler.adapters.layout import (
+    INDEX_FILE,
+    LAYOUT_VERSION_DOC,
+    OCI_LAYOUT_FILE,
+    blob_relpath,
+)
+from bundler.adapters.stream import CHUNK_SIZE, VerifiedStream
+from bundler.errors import (
+    ManifestError,
+    NotFoundError,
+    TransportError,
+    UnsafeArchiveError,
+    UsageError,
+)
+from bundler.model import mediatypes as mt
+from bundler.model.descriptor import Descriptor
+from bundler.model.digest import Digest
+from bundler.model.manifest import Manifest
+from bundler.model.plan import TransferPlan
+
+MAX_MEMBERS = 200_000
+_BLOB_NAME = re.compile(r"^blobs/(sha256|sha512)/([0-9a-f]+)$")
+_ALLOWED_DIRS = {"blobs", "blobs/sha256", "blobs/sha512"}
+
+
+@dataclass(frozen=True)
+class _Member:
+    offset: int
+    size: int
+
+
+def _normalise(name: str) -> str:
+    if name.startswith("/") or "\\" in name or "\x00" in name:
+        raise UnsafeArchiveError(f"archive member {name!r} has an absolute or odd path")
+    norm = posixpath.normpath(name)
+    if norm == "." or norm.startswith("../") or norm == ".." or "/../" in f"/{norm}/":
+        raise UnsafeArchiveError(f"archive member {name!r} escapes the archive root")
+    return norm
+
+
+class ArchiveReader:
+    """Random access to the files of a layout tar, without extracting it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = f"archive:{path}"
+        self._members: dict[str, _Member] = {}
+        try:
+            self._fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise NotFoundError(f"archive {path} does not exist") from None
+        except OSError as exc:
+            raise TransportError(f"cannot open {path}: {exc.strerror}") from None
+        try:
+            self._index_members()
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._lock = threading.Lock()
+
+    def _index_members(self) -> None:
+        with os.fdopen(os.dup(self._fd), "rb") as fh:
+            try:
+                tar = tarfile.open(fileobj=fh, mode="r:")
+            except tarfile.TarError as exc:
+                raise UnsafeArchiveError(f"{self.path} is not a tar archive: {exc}") from None
+            count = 0
+            try:
+                for info in tar:
+                    count += 1
+                    if count > MAX_MEMBERS:
+                        raise UnsafeArchiveError(
+                            f"{self.path} has more than {MAX_MEMBERS} members"
+                        )
+                    name = _normalise(info.name)
+                    if info.isdir():
+                        if name not in _ALLOWED_DIRS:
+                            raise UnsafeArchiveError(
+                                f"archive member {info.name!r} is not part of an OCI layout"
+                            )
+                        continue
+                    if not info.isreg():
+                        kind = "link" if info.issym() or info.islnk() else "special file"
+                        raise UnsafeArchiveError(
+                            f"archive member {info.name!r} is a {kind}; only plain files allowed"
+                        )
+                    if name not in (OCI_LAYOUT_FILE, INDEX_FILE) and not _BLOB_NAME.match(name):
+                        raise UnsafeArchiveError(
+                            f"archive member {info.name!r} is not part of an OCI layout"
+                        )
+                    if name in self._members:
+                        raise UnsafeArchiveError(
+                            f"archive member {name!r} appears twice; refusing the ambiguity"
+                        )
+                    self._members[name] = _Member(info.offset_data, info.size)
+                    # Drop the member list tarfile keeps: we hold our own compact index.
+                    tar.members = []
+            except tarfile.TarError as exc:
+                raise UnsafeArchiveError(f"{self.path} is a damaged tar archive: {exc}") from None
+
+    def read_file(self, relpath: str, limit: int) -> bytes:
+        member = self._members.get(relpath)
+        if member is None:
+            raise NotFoundError(f"missing {relpath}")
+        if member.size > limit:
+            raise ManifestError(f"{self.name}: {relpath} exceeds {limit} bytes")
+        return os.pread(self._fd, member.size, member.offset)
+
+    def has_blob(self, descriptor: Descriptor) -> bool:
+        member = self._members.get(blob_relpath(descriptor.digest))
+        return member is not None and member.size == descriptor.size
+
+    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        member = self._members.get(blob_relpath(descriptor.digest))
+        if member is None:
+            raise NotFoundError(f"{self.name} lacks blob {descriptor.digest}")
+        return self._chunks(member)
+
+    def _chunks(self, member: _Member) -> Iterator[bytes]:
+        offset, remaining = member.offset, member.size
+        while remaining > 0:
+            chunk = os.pread(self._fd, min(CHUNK_SIZE, remaining), offset)
+            if not chunk:
+                raise TransportError(f"{self.name} is truncated")
+            offset += len(chunk)
+            remaining -= len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+class _StreamReader(io.RawIOBase):
+    """File-like view of a VerifiedStream, for tarfile.addfile."""
+
+    def __init__(self, stream: VerifiedStream) -> None:
+        self._iter = iter(stream)
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            try:
+                self._buffer += next(self._iter)
+            except StopIteration:
+                break
+        if size < 0:
+            out, self._buffer = self._buffer, b""
+        else:
+            out, self._buffer = self._buffer[:size], self._buffer[size:]
+        return out
+
+
+class ArchiveTarget:
+    """Writes a layout tar; the file appears under its name only at ``commit``."""
+
+    parallel_blobs = False
+
+    def __init__(self, path: Path, ref: str | None) -> None:
+        self.path = path
+        self.ref = ref
+        self.name = f"archive:{path}"
+        if path.exists() and path.is_dir():
+            raise UsageError(f"{path} is a directory, not an archive file")
+        if not path.parent.exists():
+            raise UsageError(f"directory {path.parent} does not exist")
+        self._tar: tarfile.TarFile | None = None
+        self._tmp: str | None = None
+        self._written: set[Digest] = set()
+        self._plan: TransferPlan | None = None
+        self._fh: Any = None
+
+    def root_tag(self, source_ref: str | None) -> str | None:
+        return self.ref or source_ref
+
+    def _add(self, name: str, size: int, fileobj: Any, mode: int = 0o644) -> None:
+        assert self._tar is not None
+        info = tarfile.TarInfo(name)
+        info.size = size
+        info.mode = mode
+        info.mtime = 0
+        info.type = tarfile.REGTYPE if size >= 0 else tarfile.DIRTYPE
+        self._tar.addfile(info, fileobj)
+
+    def _add_dir(self, name: str) -> None:
+        assert self._tar is not None
+        info = tarfile.TarInfo(name)
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+        info.mtime = 0
+        self._tar.addfile(info)
+
+    def begin(self, plan: TransferPlan) -> None:
+        self._plan = plan
+        try:
+            fd, self._tmp = tempfile.mkstemp(
+                prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent
+            )
+            self._fh = os.fdopen(fd, "wb")
+            self._tar = tarfile.TarFile(
+                fileobj=self._fh, mode="w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK_SIZE
+            )
+        except OSError as exc:
+            raise TransportError(f"cannot create {self.path}: {exc.strerror}") from None
+        entries: list[dict[str, Any]] = []
+        for assignment in plan.tags:
+            entries.append(
+                assignment.descriptor.with_annotations(
+                    {mt.ANNOTATION_REF_NAME: assignment.tag}
+                ).to_json()
+            )
+        tagged = {a.descriptor.digest for a in plan.tags}
+        for referrers in plan.referrers.values():
+            for referrer in referrers:
+                if referrer.digest not in tagged:
+                    d = referrer.descriptor()
+                    artifact_type = referrer.artifact_type or (
+                        referrer.config.media_type if referrer.config else None
+                    )
+                    entries.append(
+                        Descriptor(d.media_type, d.digest, d.size, artifact_type=artifact_type)
+                        .to_json()
+                    )
+        index = json.dumps(
+            {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}, indent=2
+        ).encode() + b"\n"
+        self._add(OCI_LAYOUT_FILE, len(LAYOUT_VERSION_DOC), io.BytesIO(LAYOUT_VERSION_DOC))
+        self._add(INDEX_FILE, len(index), io.BytesIO(index))
+        self._add_dir("blobs")
+        self._add_dir("blobs/sha256")
+        for manifest in plan.manifests:
+            self._write_blob(manifest.digest, manifest.size, io.BytesIO(manifest.raw))
+
+    def _write_blob(self, digest: Digest, size: int, fileobj: Any) -> None:
+        if digest in self._written:
+            return
+        self._add(blob_relpath(digest), size, fileobj)
+        self._written.add(digest)
+
+    def has_blob(self, descriptor: Descriptor) -> bool:
+        return descriptor.digest in self._written
+
+    def mount_blob(self, descriptor: Descriptor, source: object) -> bool:
+        return False
+
+    def put_blob(self, stream: VerifiedStream) -> None:
+        d = stream.descriptor
+        self._write_blob(d.digest, d.size, _StreamReader(stream))
+        if not stream.finished:
+            stream.drain()  # tarfile read exactly `size` bytes; make the digest check run
+
+    def put_manifest(self, manifest: Manifest) -> None:
+        if manifest.digest not in self._written:
+            raise ManifestError(f"manifest {manifest.digest} was not planned for {self.name}")
+
+    def tag(self, tag: str, manifest: Manifest) -> None:
+        assert self._plan is not None
+        if not any(a.tag == tag for a in self._plan.tags):
+            raise UsageError(f"tag {tag!r} was not planned for {self.name}")
+
+    def add_referrer(self, subject: Digest, referrer: Manifest) -> None:
+        pass  # recorded in index.json by begin()
+
+    def commit(self) -> None:
+        if self._tar is None or self._tmp is None:
+            raise UsageError(f"{self.name}: nothing was written")
+        try:
+            self._tar.close()
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            os.chmod(self._tmp, 0o644)
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            self.abort()
+            raise TransportError(f"cannot finish {self.path}: {exc.strerror}") from None
+        self._tmp = None
+
+    def abort(self) -> None:
+        if self._fh is not None:
+            with contextlib.suppress(Exception):
+                self._fh.close()
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp)
+            self._tmp = None

@@ -1,0 +1,73 @@
+"""The two faces every transport offers to the copy service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from bundler.adapters.stream import VerifiedStream
+from bundler.model.descriptor import Descriptor
+from bundler.model.digest import Digest
+from bundler.model.manifest import Manifest
+from bundler.model.plan import TransferPlan
+
+
+class Source(Protocol):
+    """Where content is read from. Manifests come back verified; blob chunks raw."""
+
+    name: str
+
+    def resolve(self) -> Descriptor:
+        """The descriptor of the artifact the user named (tag or digest resolved)."""
+        ...
+
+    def ref_name(self) -> str | None:
+        """The tag or layout ref the user named, to carry over when the target names none."""
+        ...
+
+    def fetch_manifest(self, descriptor: Descriptor) -> Manifest: ...
+
+    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        """Raw chunks of a blob; the caller wraps them in a VerifiedStream."""
+        ...
+
+    def find_tag(self, tag: str) -> Descriptor | None:
+        """Resolve another tag beside the artifact (e.g. cosign's ``sha256-<hex>.sig``)."""
+        ...
+
+    def referrers(self, subject: Digest) -> list[Descriptor]:
+        """Manifests whose ``subject`` is ``subject`` (OCI 1.1 referrers)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Target(Protocol):
+    """Where content is written. Nothing becomes visible under a name before ``commit``."""
+
+    name: str
+    parallel_blobs: bool
+
+    def begin(self, plan: TransferPlan) -> None: ...
+
+    def has_blob(self, descriptor: Descriptor) -> bool: ...
+
+    def mount_blob(self, descriptor: Descriptor, source: Source) -> bool:
+        """Try to obtain the blob without moving bytes (same-registry mount)."""
+        ...
+
+    def put_blob(self, stream: VerifiedStream) -> None: ...
+
+    def put_manifest(self, manifest: Manifest) -> None: ...
+
+    def tag(self, tag: str, manifest: Manifest) -> None: ...
+
+    def add_referrer(self, subject: Digest, referrer: Manifest) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def root_tag(self, source_ref: str | None) -> str | None:
+        """The name to give the copied artifact: the user's, else one derived from the source."""
+        ...

@@ -1,0 +1,355 @@
+"""OCI image layout directories: read by streaming, written atomically.
+
+Writes go blob by blob into ``blobs/<alg>/`` through a temporary file that is renamed into
+place only after its size and digest check out; ``index.json`` is replaced in one rename at
+commit. A crash therefore leaves at most unreferenced, correct blobs, never a ref name that
+points at content that is not all there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from bundler.adapters.stream import CHUNK_SIZE, VerifiedStream, read_exact
+from bundler.errors import ManifestError, NotFoundError, TransportError, UsageError
+from bundler.model import mediatypes as mt
+from bundler.model.descriptor import Descriptor
+from bundler.model.digest import Digest
+from bundler.model.manifest import (
+    MAX_MANIFEST_BYTES,
+    Manifest,
+    load_json_strict,
+    parse_manifest,
+)
+from bundler.model.plan import TransferPlan
+
+OCI_LAYOUT_FILE = "oci-layout"
+INDEX_FILE = "index.json"
+LAYOUT_VERSION_DOC = b'{"imageLayoutVersion":"1.0.0"}'
+MAX_INDEX_BYTES = 16 * 1024 * 1024
+
+
+class LayoutReader(Protocol):
+    """Read access to the files of a layout, wherever they are stored (directory or tar)."""
+
+    name: str
+
+    def read_file(self, relpath: str, limit: int) -> bytes: ...
+
+    def has_blob(self, descriptor: Descriptor) -> bool: ...
+
+    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]: ...
+
+
+def blob_relpath(digest: Digest) -> str:
+    # Built only from a validated Digest, so it cannot name anything outside blobs/.
+    return f"blobs/{digest.algorithm}/{digest.hex}"
+
+
+def parse_index(raw: bytes, origin: str) -> list[Descriptor]:
+    doc = load_json_strict(raw, f"{origin} index.json")
+    if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
+        raise ManifestError(f"{origin}: index.json is not a schemaVersion 2 image index")
+    manifests = doc.get("manifests")
+    if not isinstance(manifests, list):
+        raise ManifestError(f"{origin}: index.json lacks a 'manifests' list")
+    return [Descriptor.from_json(item) for item in manifests]
+
+
+def check_layout_header(raw: bytes, origin: str) -> None:
+    doc = load_json_strict(raw, f"{origin} oci-layout")
+    if not isinstance(doc, dict) or doc.get("imageLayoutVersion") != "1.0.0":
+        raise ManifestError(f"{origin}: unsupported oci-layout version")
+
+
+class LayoutSource:
+    """A :class:`~bundler.adapters.base.Source` over any :class:`LayoutReader`.
+
+    ``ref`` selects the index.json entry whose ``org.opencontainers.image.ref.name`` equals it;
+    a ``sha256:...`` ref selects by digest; no ref selects the only entry, if there is one.
+    """
+
+    def __init__(self, reader: LayoutReader, ref: str | None) -> None:
+        self.reader = reader
+        self.ref = ref
+        self.name = f"{reader.name}:{ref}" if ref else reader.name
+        try:
+            header = reader.read_file(OCI_LAYOUT_FILE, 4096)
+            raw_index = reader.read_file(INDEX_FILE, MAX_INDEX_BYTES)
+        except NotFoundError as exc:
+            raise NotFoundError(f"{reader.name} is not a complete OCI layout: {exc}") from None
+        check_layout_header(header, reader.name)
+        self.entries = parse_index(raw_index, reader.name)
+        self._referrers: list[tuple[Digest, Descriptor]] | None = None
+
+    def _by_ref(self, ref: str) -> Descriptor | None:
+        found = [d for d in self.entries if d.annotations.get(mt.ANNOTATION_REF_NAME) == ref]
+        if len(found) > 1:
+            raise ManifestError(f"{self.reader.name}: ref {ref!r} names several manifests")
+        return found[0] if found else None
+
+    def resolve(self) -> Descriptor:
+        if self.ref is None:
+            named = [d for d in self.entries if d.media_type in mt.MANIFESTS]
+            if len(named) != 1:
+                refs = sorted(
+                    d.annotations.get(mt.ANNOTATION_REF_NAME, str(d.digest)) for d in named
+                )
+                raise UsageError(
+                    f"{self.reader.name} holds {len(named)} manifests; name one as "
+                    f"{self.reader.name}:REF (refs: {', '.join(refs[:10]) or 'none'})"
+                )
+            return named[0]
+        if self.ref.startswith(("sha256:", "sha512:")):
+            digest = Digest.parse(self.ref)
+            for d in self.entries:
+                if d.digest == digest:
+                    return d
+            raise NotFoundError(f"{self.reader.name} has no manifest {digest}")
+        found = self._by_ref(self.ref)
+        if found is None:
+            raise NotFoundError(f"{self.reader.name} has no ref {self.ref!r}")
+        return found
+
+    def ref_name(self) -> str | None:
+        if self.ref and not self.ref.startswith(("sha256:", "sha512:")):
+            return self.ref
+        return None
+
+    def fetch_manifest(self, descriptor: Descriptor) -> Manifest:
+        if descriptor.size > MAX_MANIFEST_BYTES:
+            raise ManifestError(
+                f"manifest {descriptor.digest} in {self.reader.name} is {descriptor.size} bytes"
+            )
+        stream = VerifiedStream(
+            self.reader.open_blob(descriptor), descriptor, self.reader.name
+        )
+        raw = read_exact(stream, descriptor.size)
+        return parse_manifest(raw, media_type=descriptor.media_type, expected=descriptor.digest)
+
+    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        return self.reader.open_blob(descriptor)
+
+    def find_tag(self, tag: str) -> Descriptor | None:
+        return self._by_ref(tag)
+
+    def referrers(self, subject: Digest) -> list[Descriptor]:
+        if self._referrers is None:
+            self._referrers = self._scan_referrers()
+        return [d for s, d in self._referrers if s == subject]
+
+    def _scan_referrers(self) -> list[tuple[Digest, Descriptor]]:
+        found: list[tuple[Digest, Descriptor]] = []
+        for entry in self.entries:
+            if entry.media_type not in mt.MANIFESTS or entry.size > MAX_MANIFEST_BYTES:
+                continue
+            if mt.ANNOTATION_REF_NAME in entry.annotations:
+                continue  # tagged content is reached through its tag, not as a referrer
+            if not self.reader.has_blob(entry):
+                continue
+            manifest = self.fetch_manifest(entry)
+            if manifest.subject is not None:
+                found.append((manifest.subject.digest,
+                    Descriptor(
+                        manifest.media_type,
+                        manifest.digest,
+                        manifest.size,
+                        dict(manifest.annotations),
+                        artifact_type=manifest.artifact_type
+                        or (manifest.config.media_type if manifest.config else None),
+                    )
+                ))
+        return found
+
+    def close(self) -> None:
+        close = getattr(self.reader, "close", None)
+        if close is not None:
+            close()
+
+
+class LayoutDirectory:
+    """An OCI image layout directory on disk (reader face)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = f"oci:{path}"
+
+    def read_file(self, relpath: str, limit: int) -> bytes:
+        target = self.path / relpath
+        try:
+            with open(target, "rb") as fh:
+                data = fh.read(limit + 1)
+        except FileNotFoundError:
+            raise NotFoundError(f"missing {relpath}") from None
+        except OSError as exc:
+            raise TransportError(f"cannot read {target}: {exc.strerror}") from None
+        if len(data) > limit:
+            raise ManifestError(f"{self.name}: {relpath} exceeds {limit} bytes")
+        return data
+
+    def blob_path(self, digest: Digest) -> Path:
+        return self.path / blob_relpath(digest)
+
+    def has_blob(self, descriptor: Descriptor) -> bool:
+        try:
+            return self.blob_path(descriptor.digest).stat().st_size == descriptor.size
+        except FileNotFoundError:
+            return False
+
+    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        path = self.blob_path(descriptor.digest)
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - closed by the generator
+        except FileNotFoundError:
+            raise NotFoundError(f"{self.name} lacks blob {descriptor.digest}") from None
+        return _file_chunks(fh)
+
+
+def _file_chunks(fh: Any) -> Iterator[bytes]:
+    with fh:
+        while chunk := fh.read(CHUNK_SIZE):
+            yield chunk
+
+
+class LayoutTarget:
+    """Writes into an OCI layout directory; ``commit`` publishes the ref names."""
+
+    parallel_blobs = True
+
+    def __init__(self, path: Path, ref: str | None) -> None:
+        self.directory = LayoutDirectory(path)
+        self.path = path
+        self.ref = ref
+        self.name = f"oci:{path}:{ref}" if ref else f"oci:{path}"
+        self._new_entries: list[Descriptor] = []
+        self._created_dir = False
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"{path} exists and is not a directory")
+        if path.exists() and any(path.iterdir()) and not (path / OCI_LAYOUT_FILE).exists():
+            raise UsageError(f"{path} is a non-empty directory that is not an OCI layout")
+
+    def root_tag(self, source_ref: str | None) -> str | None:
+        return self.ref or source_ref
+
+    def begin(self, plan: TransferPlan) -> None:
+        try:
+            if not self.path.exists():
+                self.path.mkdir(parents=True)
+                self._created_dir = True
+            header = self.path / OCI_LAYOUT_FILE
+            if header.exists():
+                check_layout_header(header.read_bytes(), self.name)
+            else:
+                _atomic_write(header, LAYOUT_VERSION_DOC)
+        except OSError as exc:
+            raise TransportError(f"cannot prepare {self.path}: {exc.strerror}") from None
+
+    def has_blob(self, descriptor: Descriptor) -> bool:
+        return self.directory.has_blob(descriptor)
+
+    def mount_blob(self, descriptor: Descriptor, source: object) -> bool:
+        return False
+
+    def put_blob(self, stream: VerifiedStream) -> None:
+        digest = stream.descriptor.digest
+        final = self.directory.blob_path(digest)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{digest.hex[:16]}-", dir=final.parent)
+        except OSError as exc:
+            raise TransportError(f"cannot write into {final.parent}: {exc.strerror}") from None
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in stream:
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, final)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise TransportError(f"cannot write {final}: {exc.strerror}") from None
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def put_manifest(self, manifest: Manifest) -> None:
+        descriptor = manifest.descriptor()
+        if self.has_blob(descriptor):
+            return
+        self.put_blob(VerifiedStream([manifest.raw], descriptor, "memory"))
+
+    def tag(self, tag: str, manifest: Manifest) -> None:
+        self._new_entries.append(
+            manifest.descriptor().with_annotations({mt.ANNOTATION_REF_NAME: tag})
+        )
+
+    def add_referrer(self, subject: Digest, referrer: Manifest) -> None:
+        descriptor = referrer.descriptor()
+        artifact_type = referrer.artifact_type or (
+            referrer.config.media_type if referrer.config else None
+        )
+        self._new_entries.append(
+            Descriptor(descriptor.media_type, descriptor.digest, descriptor.size,
+                       artifact_type=artifact_type)
+        )
+
+    def commit(self) -> None:
+        index_path = self.path / INDEX_FILE
+        lock_path = self.path / ".bundler.lock"
+        try:
+            with open(lock_path, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                entries: list[dict[str, Any]] = []
+                if index_path.exists():
+                    raw = self.directory.read_file(INDEX_FILE, MAX_INDEX_BYTES)
+                    parse_index(raw, self.name)  # refuse to build on a corrupt index
+                    doc = json.loads(raw)
+                    entries = list(doc["manifests"])
+                for new in self._new_entries:
+                    ref = new.annotations.get(mt.ANNOTATION_REF_NAME)
+                    entries = [
+                        e for e in entries
+                        if not (
+                            (ref is not None
+                             and (e.get("annotations") or {}).get(mt.ANNOTATION_REF_NAME) == ref)
+                            or (ref is None and e.get("digest") == str(new.digest)
+                                and not e.get("annotations"))
+                        )
+                    ]
+                    entries.append(new.to_json())
+                doc_out = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}
+                _atomic_write(index_path, json.dumps(doc_out, indent=2).encode() + b"\n")
+        except OSError as exc:
+            raise TransportError(f"cannot write {index_path}: {exc.strerror}") from None
+
+    def abort(self) -> None:
+        # Blobs already written are correct and content-addressed; leaving them lets a re-run
+        # skip them. A directory this copy created and never committed goes away entirely.
+        if self._created_dir and not (self.path / INDEX_FILE).exists():
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,549 @@
+"""The OCI distribution API over HTTP(S), one client per registry host.
+
+Everything here is bounded: connect and read timeouts on every request, a fixed number of
+attempts with exponential backoff for transient failures only (connection errors, 429, 5xx
+gateway errors), manifest reads capped at 4 MiB. Blob bodies stream in both directions; their
+digests are checked by :class:`~bundler.adapters.stream.VerifiedStream` on our side and by the
+registry on commit.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urljoin
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from bundler.adapters.registry.auth import Authenticator, parse_challenge
+from bundler.adapters.registry.credentials import Credential, CredentialStore
+from bundler.adapters.stream import CHUNK_SIZE, VerifiedStream
+from bundler.errors import (
+    AuthError,
+    DigestMismatchError,
+    IntegrityError,
+    ManifestError,
+    NotFoundError,
+    RegistryError,
+    TransportError,
+)
+from bundler.model import mediatypes as mt
+from bundler.model.descriptor import Descriptor
+from bundler.model.digest import Digest
+from bundler.model.manifest import MAX_MANIFEST_BYTES, parse_manifest
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+MAX_RETRY_AFTER_S = 30.0
+MAX_TAG_PAGES = 1000
+USER_AGENT = "bundler/0.1"
+
+
+@dataclass
+class RegistryOptions:
+    """How to reach registries. One instance serves every client of a run."""
+
+    ca_bundle: Path | None = None
+    plain_http: bool = False  # talk HTTP to every registry named (never implied for remote hosts)
+    insecure_skip_tls_verify: bool = False
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    max_attempts: int = 4
+    backoff_base: float = 0.25
+    backoff_max: float = 8.0
+    parallel: int = 4
+    chunk_size: int | None = None  # None: one streamed PUT per blob; else PATCH chunks
+    credential_store: CredentialStore | None = None
+    credentials: dict[str, Credential] = field(default_factory=dict)
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return (self.connect_timeout, self.read_timeout)
+
+
+def is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _oci_error(resp: requests.Response) -> tuple[str | None, str]:
+    try:
+        doc = resp.json()
+        first = doc["errors"][0]
+        return str(first.get("code")), str(first.get("message") or first.get("code"))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        text = resp.text.strip().splitlines()
+        return None, (text[0][:200] if text else resp.reason or "")
+
+
+class RegistryClient:
+    """Speaks the distribution API to one registry host (``host[:port]``)."""
+
+    def __init__(self, host: str, options: RegistryOptions | None = None) -> None:
+        self.host = host
+        self.options = options or RegistryOptions()
+        credential = self.options.credentials.get(host)
+        if credential is None:
+            store = self.options.credential_store or CredentialStore()
+            credential = store.get(host)
+        self.auth = Authenticator(host, credential, self.options.timeout)
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        pool = max(self.options.parallel + 2, 4)
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool, max_retries=0)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        if self.options.insecure_skip_tls_verify:
+            self.session.verify = False
+        elif self.options.ca_bundle is not None:
+            self.session.verify = str(self.options.ca_bundle)
+        self._base: str | None = None
+        self._base_lock = threading.Lock()
+        self.sleep: Callable[[float], None] = time.sleep
+
+    # -- connection set-up -------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        with self._base_lock:
+            if self._base is None:
+                self._base = self._discover()
+            return self._base
+
+    def _discover(self) -> str:
+        """Pick the scheme and learn the auth challenge from ``GET /v2/``.
+
+        HTTPS unless told otherwise; plain HTTP is tried only on loopback when the server there
+        does not speak TLS, never for a certificate failure.
+        """
+        schemes = ["http"] if self.options.plain_http else ["https"]
+        if not self.options.plain_http and is_loopback(self.host):
+            schemes.append("http")
+        last: Exception | None = None
+        for scheme in schemes:
+            base = f"{scheme}://{self.host}"
+            try:
+                resp = self._send_with_retries(
+                    lambda base=base: self.session.get(  # type: ignore[misc]
+                        f"{base}/v2/", timeout=self.options.timeout
+                    ),
+                    what=f"GET {base}/v2/",
+                )
+            except requests.exceptions.SSLError as exc:
+                text = str(exc)
+                if scheme == "https" and "http" in schemes and (
+                    "WRONG_VERSION_NUMBER" in text or "record layer failure" in text
+                    or "wrong version number" in text
+                ):
+                    last = exc
+                    continue
+                raise TransportError(f"TLS to {self.host} failed: {_short(exc)}") from None
+            except requests.RequestException as exc:
+                raise TransportError(f"cannot reach registry {self.host}: {_short(exc)}") from None
+            if resp.status_code == 401:
+                self.auth.learn(parse_challenge(resp.headers.get("WWW-Authenticate")))
+            elif resp.status_code not in (200, 404):
+                raise RegistryError(
+                    f"{self.host} answered HTTP {resp.status_code} on /v2/", resp.status_code
+                )
+            resp.close()
+            return base
+        raise TransportError(f"cannot reach registry {self.host}: {_short(last)}")
+
+    def _send_with_retries(
+        self, send: Callable[[], requests.Response], what: str
+    ) -> requests.Response:
+        attempts = self.options.max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                resp = send()
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if isinstance(exc, requests.exceptions.SSLError) or attempt == attempts:
+                    raise
+                self.sleep(self._backoff(attempt))
+                continue
+            if resp.status_code in RETRY_STATUSES and attempt < attempts:
+                delay = self._retry_after(resp) or self._backoff(attempt)
+                resp.close()
+                self.sleep(delay)
+                continue
+            return resp
+        raise TransportError(f"{what}: gave up after {attempts} attempts")  # pragma: no cover
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(self.options.backoff_base * (2 ** (attempt - 1)), self.options.backoff_max)
+        return base * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not crypto
+
+    @staticmethod
+    def _retry_after(resp: requests.Response) -> float | None:
+        value = resp.headers.get("Retry-After")
+        if value and value.isdigit():
+            return min(float(value), MAX_RETRY_AFTER_S)
+        return None
+
+    # -- the one request path ----------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        scopes: tuple[str, ...],
+        *,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        replayable: bool = True,
+        stream: bool = False,
+    ) -> requests.Response:
+        """Send one request with auth, retrying transient failures when the body allows it."""
+        url = path_or_url if "://" in path_or_url else self.base_url + path_or_url
+        what = f"{method} {url}"
+        auth_retried = False
+        while True:
+            hdrs = dict(headers or {})
+            authorization = self.auth.header_for(scopes, self.session)
+            if authorization:
+                hdrs["Authorization"] = authorization
+
+            def send(hdrs: dict[str, str] = hdrs) -> requests.Response:
+                return self.session.request(
+                    method, url, headers=hdrs, params=params, data=body,
+                    timeout=self.options.timeout, stream=stream, allow_redirects=True,
+                )
+
+            try:
+                if replayable:
+                    resp = self._send_with_retries(send, what)
+                else:
+                    resp = send()
+            except IntegrityError:
+                raise
+            except requests.exceptions.SSLError as exc:
+                raise TransportError(f"TLS to {self.host} failed: {_short(exc)}") from None
+            except requests.RequestException as exc:
+                cause = _integrity_cause(exc, body)
+                if cause is not None:
+                    raise cause from None
+                raise TransportError(f"{what} failed: {_short(exc)}") from None
+            if resp.status_code == 401 and not auth_retried:
+                challenge = parse_challenge(resp.headers.get("WWW-Authenticate"))
+                resp.close()
+                self.auth.on_unauthorized(challenge, scopes, self.session)
+                if not replayable:
+                    raise _Reauthenticated()
+                auth_retried = True
+                continue
+            if resp.status_code in (401, 403):
+                code, message = _oci_error(resp)
+                resp.close()
+                who = f"as {self.auth.credential.username!r}" if self.auth.credential else (
+                    "anonymously"
+                )
+                raise AuthError(
+                    f"{self.host} refused {method} {_path(url)} {who}: {message}"
+                )
+            return resp
+
+    # -- manifests ---------------------------------------------------------------------
+
+    def get_manifest(self, repo: str, ref: str) -> tuple[bytes, str | None, Digest]:
+        """Raw manifest bytes, the served media type, and their verified digest."""
+        resp = self.request(
+            "GET", f"/v2/{repo}/manifests/{ref}", (f"repository:{repo}:pull",),
+            headers={"Accept": mt.MANIFEST_ACCEPT}, stream=True,
+        )
+        with resp:
+            self._expect(resp, (200,), f"manifest {repo}:{ref}")
+            declared = resp.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > MAX_MANIFEST_BYTES:
+                raise ManifestError(f"manifest {repo}:{ref} is {declared} bytes; limit 4 MiB")
+            raw = b""
+            for chunk in resp.iter_content(64 * 1024):
+                raw += chunk
+                if len(raw) > MAX_MANIFEST_BYTES:
+                    raise ManifestError(f"manifest {repo}:{ref} exceeds 4 MiB")
+            media_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip() or None
+            header_digest = resp.headers.get("Docker-Content-Digest")
+        if ref.startswith(("sha256:", "sha512:")):
+            expected = Digest.parse(ref)
+            if not expected.matches(raw):
+                raise DigestMismatchError(
+                    f"registry {self.host} served manifest {repo}@{ref} with other content"
+                )
+            return raw, media_type, expected
+        actual = Digest.of(raw)
+        if header_digest:
+            try:
+                claimed = Digest.parse(header_digest)
+            except Exception:
+                claimed = None
+            if claimed is not None and claimed.algorithm == "sha256" and claimed != actual:
+                raise DigestMismatchError(
+                    f"registry {self.host} says {repo}:{ref} is {claimed} but served {actual}"
+                )
+        return raw, media_type, actual
+
+    def head_manifest(self, repo: str, ref: str) -> Descriptor | None:
+        resp = self.request(
+            "HEAD", f"/v2/{repo}/manifests/{ref}", (f"repository:{repo}:pull",),
+            headers={"Accept": mt.MANIFEST_ACCEPT},
+        )
+        with resp:
+            if resp.status_code == 404:
+                return None
+            self._expect(resp, (200,), f"manifest {repo}:{ref}")
+            digest = resp.headers.get("Docker-Content-Digest")
+            length = resp.headers.get("Content-Length")
+            media_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
+        if not digest or not length or not length.isdigit():
+            # Some registries omit the digest on HEAD; fall back to a GET that we hash.
+            raw, served_type, actual = self.get_manifest(repo, ref)
+            parsed = parse_manifest(raw, media_type=served_type)
+            return Descriptor(parsed.media_type, actual, len(raw))
+        return Descriptor(media_type or mt.OCI_MANIFEST, Digest.parse(digest), int(length))
+
+    def put_manifest(self, repo: str, ref: str, raw: bytes, media_type: str) -> requests.Response:
+        resp = self.request(
+            "PUT", f"/v2/{repo}/manifests/{ref}", (f"repository:{repo}:pull,push",),
+            headers={"Content-Type": media_type}, body=raw,
+        )
+        with resp:
+            self._expect(resp, (201, 200), f"manifest upload {repo}:{ref}")
+        return resp
+
+    def delete_manifest(self, repo: str, digest: Digest) -> None:
+        resp = self.request(
+            "DELETE", f"/v2/{repo}/manifests/{digest}", (f"repository:{repo}:delete",)
+        )
+        with resp:
+            self._expect(resp, (202, 200), f"delete {repo}@{digest}")
+
+    # -- blobs -------------------------------------------------------------------------
+
+    def blob_exists(self, repo: str, descriptor: Descriptor) -> bool:
+        resp = self.request(
+            "HEAD", f"/v2/{repo}/blobs/{descriptor.digest}", (f"repository:{repo}:pull",)
+        )
+        with resp:
+            if resp.status_code == 404:
+                return False
+            self._expect(resp, (200,), f"blob {repo}@{descriptor.digest}")
+            length = resp.headers.get("Content-Length")
+            return length is None or not length.isdigit() or int(length) == descriptor.size
+
+    def get_blob(self, repo: str, descriptor: Descriptor) -> Iterator[bytes]:
+        """Stream a blob's raw bytes (the caller verifies them)."""
+        resp = self.request(
+            "GET", f"/v2/{repo}/blobs/{descriptor.digest}", (f"repository:{repo}:pull",),
+            stream=True,
+        )
+        try:
+            self._expect(resp, (200,), f"blob {repo}@{descriptor.digest}")
+        except BaseException:
+            resp.close()
+            raise
+        return self._iter_body(resp, f"blob {repo}@{descriptor.digest}")
+
+    def _iter_body(self, resp: requests.Response, what: str) -> Iterator[bytes]:
+        with resp:
+            try:
+                yield from resp.iter_content(CHUNK_SIZE)
+            except requests.RequestException as exc:
+                raise TransportError(f"{what} from {self.host}: {_short(exc)}") from None
+
+    def mount_blob(self, repo: str, descriptor: Descriptor, from_repo: str) -> bool:
+        """Ask the registry to link a blob from another repository; True if it did."""
+        resp = self.request(
+            "POST", f"/v2/{repo}/blobs/uploads/",
+            (f"repository:{repo}:pull,push", f"repository:{from_repo}:pull"),
+            params={"mount": str(descriptor.digest), "from": from_repo},
+        )
+        with resp:
+            if resp.status_code == 201:
+                return True
+            if resp.status_code == 202:
+                # The registry opened an upload session instead; abandon it.
+                location = resp.headers.get("Location")
+                if location:
+                    self._cancel_upload(repo, location)
+                return False
+            self._expect(resp, (201, 202), f"mount of {descriptor.digest} into {repo}")
+        return False
+
+    def _cancel_upload(self, repo: str, location: str) -> None:
+        try:
+            self.request(
+                "DELETE", urljoin(self.base_url + "/", location),
+                (f"repository:{repo}:pull,push",),
+            ).close()
+        except Exception:  # noqa: S110 - best effort; the registry expires sessions anyway
+            pass
+
+    def upload_blob(self, repo: str, stream: VerifiedStream) -> None:
+        """Upload one blob from a verified stream (monolithic PUT or PATCH chunks)."""
+        scopes = (f"repository:{repo}:pull,push",)
+        digest = stream.descriptor.digest
+        resp = self.request("POST", f"/v2/{repo}/blobs/uploads/", scopes)
+        with resp:
+            self._expect(resp, (202,), f"upload session for {digest} in {repo}")
+            location = resp.headers.get("Location")
+        if not location:
+            raise RegistryError(f"{self.host} opened an upload without a Location")
+        location = urljoin(self.base_url + "/", location)
+        chunk_size = self.options.chunk_size
+        try:
+            if chunk_size and stream.descriptor.size > chunk_size:
+                location = self._upload_chunks(repo, location, stream, chunk_size, scopes)
+                body: Any = b""
+            else:
+                body = stream
+            resp = self.request(
+                "PUT", location, scopes,
+                headers={"Content-Type": "application/octet-stream"},
+                params={"digest": str(digest)}, body=body, replayable=False,
+            )
+        except BaseException:
+            if stream.error is not None:
+                raise stream.error from None
+            raise
+        with resp:
+            if stream.error is not None:
+                raise stream.error
+            self._expect(resp, (201,), f"upload of blob {digest} to {repo}")
+        if not stream.finished:
+            raise TransportError(f"upload of {digest} ended before the whole blob was sent")
+
+    def _upload_chunks(
+        self, repo: str, location: str, stream: VerifiedStream, chunk_size: int,
+        scopes: tuple[str, ...],
+    ) -> str:
+        offset = 0
+        pending = bytearray()
+        source = iter(stream)
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < chunk_size:
+                try:
+                    pending += next(source)
+                except StopIteration:
+                    exhausted = True
+            if not pending:
+                return location
+            piece = bytes(pending[:chunk_size])
+            del pending[:chunk_size]
+            end = offset + len(piece) - 1
+            resp = self.request(
+                "PATCH", location, scopes,
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Range": f"{offset}-{end}",
+                },
+                body=piece, replayable=False,
+            )
+            with resp:
+                self._expect(resp, (202,), f"chunk {offset}-{end} of {stream.descriptor.digest}")
+                location = urljoin(self.base_url + "/", resp.headers.get("Location") or location)
+            offset += len(piece)
+
+    # -- tags and referrers ------------------------------------------------------------
+
+    def list_tags(self, repo: str) -> list[str]:
+        tags: list[str] = []
+        url: str | None = f"/v2/{repo}/tags/list"
+        for _ in range(MAX_TAG_PAGES):
+            if url is None:
+                return tags
+            resp = self.request("GET", url, (f"repository:{repo}:pull",))
+            with resp:
+                if resp.status_code == 404:
+                    return tags
+                self._expect(resp, (200,), f"tag list of {repo}")
+                try:
+                    page = resp.json().get("tags") or []
+                except ValueError:
+                    raise RegistryError(f"{self.host} sent a malformed tag list") from None
+                tags.extend(str(t) for t in page)
+                link = resp.links.get("next", {}).get("url")
+            url = urljoin(self.base_url + "/", link) if link else None
+        raise RegistryError(f"{self.host}: tag list of {repo} exceeds {MAX_TAG_PAGES} pages")
+
+    def referrers(self, repo: str, digest: Digest) -> list[Descriptor] | None:
+        """The referrers API answer, or None if the registry has no such API."""
+        resp = self.request(
+            "GET", f"/v2/{repo}/referrers/{digest}", (f"repository:{repo}:pull",),
+            headers={"Accept": mt.OCI_INDEX},
+        )
+        with resp:
+            content_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
+            if resp.status_code == 404 and content_type != mt.OCI_INDEX:
+                return None  # no such route: distribution 2.8 answers "404 page not found"
+            if resp.status_code in (400, 405, 501):
+                return None
+            self._expect(resp, (200,), f"referrers of {repo}@{digest}")
+            raw = resp.content
+        manifest = parse_manifest(raw, media_type=mt.OCI_INDEX)
+        return list(manifest.manifests)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _expect(self, resp: requests.Response, ok: tuple[int, ...], what: str) -> None:
+        if resp.status_code in ok:
+            return
+        code, message = _oci_error(resp)
+        if resp.status_code == 404:
+            raise NotFoundError(f"{what} not found on {self.host}")
+        detail = f"{code}: {message}" if code else message
+        raise RegistryError(
+            f"{what} on {self.host} failed: HTTP {resp.status_code} {detail}".rstrip(),
+            resp.status_code, code,
+        )
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class _Reauthenticated(TransportError):
+    """A non-replayable request met a 401; the new credentials are ready, retry from source."""
+
+
+def _short(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown error"
+    text = str(exc)
+    for marker in ("Caused by ", "Max retries exceeded"):
+        if marker in text and "(" in text:
+            text = text.split("(", 1)[-1]
+    return text.strip("()'\" ")[:300]
+
+
+def _path(url: str) -> str:
+    return "/" + url.split("://", 1)[-1].split("/", 1)[-1]
+
+
+def _integrity_cause(exc: BaseException, body: Any) -> IntegrityError | None:
+    if isinstance(body, VerifiedStream) and isinstance(body.error, IntegrityError):
+        return body.error
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, IntegrityError):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def quote_repo(repo: str) -> str:
+    return quote(repo, safe="/")

@@ -1,0 +1,72 @@
+"""Options shared by commands that talk to registries, and output helpers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bundler.adapters.registry.client import RegistryOptions
+from bundler.adapters.registry.credentials import CredentialStore
+from bundler.errors import UsageError
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+OutputOpt = Annotated[
+    OutputFormat, typer.Option("--output", "-o", help="Result format on stdout.")
+]
+PlainHttpOpt = Annotated[
+    bool,
+    typer.Option("--plain-http", help="Talk plain HTTP to registries (loopback falls back "
+                 "to HTTP by itself when the server there does not speak TLS)."),
+]
+CaFileOpt = Annotated[
+    Path | None, typer.Option("--ca-file", help="PEM bundle of CAs to trust for registry TLS.")
+]
+InsecureOpt = Annotated[
+    bool, typer.Option("--insecure-skip-tls-verify", help="Do not verify registry certificates.")
+]
+ConfigDirOpt = Annotated[
+    Path | None,
+    typer.Option("--registry-config", help="Directory of the Docker config.json holding "
+                 "credentials (default: $DOCKER_CONFIG or ~/.docker)."),
+]
+ParallelOpt = Annotated[
+    int, typer.Option("--parallel", min=1, max=32, help="Blobs transferred at once.")
+]
+
+
+def registry_options(
+    plain_http: bool, ca_file: Path | None, insecure: bool, config_dir: Path | None,
+    parallel: int = 4,
+) -> RegistryOptions:
+    if ca_file is not None and not ca_file.is_file():
+        raise UsageError(f"CA file {ca_file} does not exist")
+    return RegistryOptions(
+        ca_bundle=ca_file,
+        plain_http=plain_http,
+        insecure_skip_tls_verify=insecure,
+        credential_store=CredentialStore(config_dir),
+        parallel=parallel,
+    )
+
+
+def emit_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"  # pragma: no cover

@@ -1,0 +1,106 @@
+"""``bundler copy``: any OCI artifact between registries, layout directories and archives."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from bundler.cli.common import (
+    CaFileOpt,
+    ConfigDirOpt,
+    InsecureOpt,
+    OutputFormat,
+    OutputOpt,
+    ParallelOpt,
+    PlainHttpOpt,
+    emit_json,
+    human_bytes,
+    registry_options,
+)
+from bundler.model.plan import TransferPlan
+from bundler.services import copy as copy_service
+from bundler.services.transports import Transports, parse_location
+
+
+class _BarProgress(copy_service.Progress):
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = progress.add_task("planning", total=None)
+
+    def planned(self, plan: TransferPlan) -> None:
+        self.progress.update(
+            self.task, total=plan.blob_bytes,
+            description=f"{len(plan.manifests)} manifests, {len(plan.blobs)} blobs",
+        )
+
+    def advance(self, nbytes: int) -> None:
+        self.progress.advance(self.task, nbytes)
+
+
+def copy_command(
+    source: Annotated[str, typer.Option("--from", help="Source: REGISTRY/REPO[:TAG][@DIGEST], "
+                                        "oci:DIR[:REF] or archive:FILE.tar[:REF].")],
+    destination: Annotated[str, typer.Option("--to", help="Destination, same forms.")],
+    output: OutputOpt = OutputFormat.text,
+    no_referrers: Annotated[
+        bool, typer.Option("--no-referrers", help="Leave signatures and other referrers behind.")
+    ] = False,
+    parallel: ParallelOpt = 4,
+    plain_http: PlainHttpOpt = False,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
+    config_dir: ConfigDirOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Copy an image, an index with all its children, or any OCI artifact, with its
+    signatures and referrers. Every manifest and blob is digest-checked on the way; names
+    are written only after all content under them is in place."""
+    src = parse_location(source)
+    dst = parse_location(destination, for_target=True)
+    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir, parallel))
+    console = Console(stderr=True)
+    show_bar = not quiet and output is OutputFormat.text and console.is_terminal
+    try:
+        source_store = transports.open_source(src)
+        try:
+            target_store = transports.open_target(dst)
+            with Progress(
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                TransferSpeedColumn(), TimeRemainingColumn(),
+                console=console, disable=not show_bar, transient=True,
+            ) as bar:
+                result = copy_service.copy(
+                    source_store, target_store, with_referrers=not no_referrers,
+                    parallel=parallel, progress=_BarProgress(bar),
+                )
+        finally:
+            source_store.close()
+    finally:
+        transports.close()
+    if output is OutputFormat.json:
+        emit_json(result.to_json())
+        return
+    name = f"{result.target}" + (f" ({result.tag})" if result.tag else "")
+    typer.echo(f"{result.digest}  {name}")
+    typer.echo(
+        f"{result.manifests} manifests, {result.blobs} blobs "
+        f"({result.blobs_copied} copied, {result.blobs_skipped} already there, "
+        f"{result.blobs_mounted} mounted), {human_bytes(result.bytes_copied)} moved "
+        f"in {result.seconds:.1f}s; {len(result.referrers)} referrers, "
+        f"{max(len(result.tags) - (1 if result.tag else 0), 0)} signature tags",
+        err=True,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("copy")(copy_command)

