@@ -185,6 +185,7 @@ class ArchiveTarget:
     """Writes a layout tar; the file appears under its name only at ``commit``."""
 
     parallel_blobs = False
+    requires_name = True
 
     def __init__(self, path: Path, ref: str | None) -> None:
         self.path = path

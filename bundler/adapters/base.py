@@ -47,6 +47,7 @@ class Target(Protocol):
 
     name: str
     parallel_blobs: bool
+    requires_name: bool  # layouts need a ref name; registries accept digest-only pushes
 
     def begin(self, plan: TransferPlan) -> None: ...
 

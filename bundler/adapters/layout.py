@@ -223,6 +223,7 @@ class LayoutTarget:
     """Writes into an OCI layout directory; ``commit`` publishes the ref names."""
 
     parallel_blobs = True
+    requires_name = True
 
     def __init__(self, path: Path, ref: str | None) -> None:
         self.directory = LayoutDirectory(path)

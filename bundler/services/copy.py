@@ -136,7 +136,7 @@ def copy(
     plan = plan_copy(source, with_referrers=with_referrers)
     root_manifest = next(m for m in plan.manifests if m.digest == plan.root.digest)
     root_tag = target.root_tag(source.ref_name())
-    if root_tag is None and not hasattr(target, "client"):
+    if root_tag is None and target.requires_name:
         raise UsageError(f"name the copy in {target.name}: add :REF to the location")
     if root_tag is not None:
         plan.tags.insert(0, TagAssignment(root_tag, plan.root))

@@ -84,8 +84,12 @@ class _Token:
 class Authenticator:
     """Per-registry auth state, shared by the threads of one client."""
 
-    def __init__(self, host: str, credential: Credential | None, timeout: tuple[float, float]):
+    def __init__(
+        self, host: str, credential: Credential | None, timeout: tuple[float, float],
+        verify: bool | str = True,
+    ) -> None:
         self.host = host
+        self.verify = verify
         self.credential = credential
         self.timeout = timeout
         self.challenge: Challenge | None = None
@@ -151,10 +155,12 @@ class Authenticator:
                     "service": self.challenge.params.get("service", ""),
                     "scope": " ".join(scopes),
                 }
-                resp = session.post(realm, data=form, timeout=self.timeout)
+                resp = session.post(realm, data=form, timeout=self.timeout, verify=self.verify)
             else:
                 auth = (cred.username, cred.password) if cred is not None else None
-                resp = session.get(realm, params=params, auth=auth, timeout=self.timeout)
+                resp = session.get(
+                    realm, params=params, auth=auth, timeout=self.timeout, verify=self.verify
+                )
         except requests.RequestException as exc:
             raise TransportError(f"token service {realm} unreachable: {exc}") from None
         self.token_requests += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -98,17 +99,20 @@ class RegistryClient:
         if credential is None:
             store = self.options.credential_store or CredentialStore()
             credential = store.get(host)
-        self.auth = Authenticator(host, credential, self.options.timeout)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
         pool = max(self.options.parallel + 2, 4)
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool, max_retries=0)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
+        # Passed on every request: requests lets REQUESTS_CA_BUNDLE override Session.verify.
+        self.verify: bool | str = True
         if self.options.insecure_skip_tls_verify:
-            self.session.verify = False
+            self.verify = False
         elif self.options.ca_bundle is not None:
-            self.session.verify = str(self.options.ca_bundle)
+            self.verify = str(self.options.ca_bundle)
+        self.session.verify = self.verify
+        self.auth = Authenticator(host, credential, self.options.timeout, self.verify)
         self._base: str | None = None
         self._base_lock = threading.Lock()
         self.sleep: Callable[[float], None] = time.sleep
@@ -137,7 +141,7 @@ class RegistryClient:
             try:
                 resp = self._send_with_retries(
                     lambda base=base: self.session.get(  # type: ignore[misc]
-                        f"{base}/v2/", timeout=self.options.timeout
+                        f"{base}/v2/", timeout=self.options.timeout, verify=self.verify
                     ),
                     what=f"GET {base}/v2/",
                 )
@@ -221,6 +225,7 @@ class RegistryClient:
                 return self.session.request(
                     method, url, headers=hdrs, params=params, data=body,
                     timeout=self.options.timeout, stream=stream, allow_redirects=True,
+                    verify=self.verify,
                 )
 
             try:
@@ -522,6 +527,12 @@ def _short(exc: BaseException | None) -> str:
     if exc is None:
         return "unknown error"
     text = str(exc)
+    ssl = re.search(r"\[SSL: [A-Z_]+\] ([^(]+?)\s*\(_ssl", text)
+    if ssl:
+        return ssl.group(1)
+    refused = re.search(r"(Connection refused|Name or service not known|timed out)", text)
+    if refused:
+        return refused.group(1)
     for marker in ("Caused by ", "Max retries exceeded"):
         if marker in text and "(" in text:
             text = text.split("(", 1)[-1]

@@ -76,6 +76,7 @@ class RegistrySource:
 
 class RegistryTarget:
     parallel_blobs = True
+    requires_name = False
 
     def __init__(self, client: RegistryClient, reference: Reference) -> None:
         self.client = client
