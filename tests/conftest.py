@@ -53,7 +53,7 @@ def _which_or_skip(name: str, hint: str) -> str:
     return path
 
 
-_APT_HINT = "run scripts/install-test-deps.sh as root"
+_APT_HINT = "run scripts/setup.sh test as root"
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +83,7 @@ def helm() -> str:
     local = REPO_ROOT / ".tools" / "bin" / "helm"
     if local.is_file() and os.access(local, os.X_OK):
         return str(local)
-    return _which_or_skip("helm", "run scripts/install-test-deps.sh")
+    return _which_or_skip("helm", "run scripts/setup.sh test")
 
 
 @pytest.fixture(scope="session")

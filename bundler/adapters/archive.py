@@ -88,7 +88,7 @@ class ArchiveReader:
     def _index_members(self) -> None:
         with os.fdopen(os.dup(self._fd), "rb") as fh:
             try:
-                tar = tarfile.open(fileobj=fh, mode="r:")
+                tar = tarfile.open(fileobj=fh, mode="r:")  # noqa: SIM115 - closed with fh
             except tarfile.TarError as exc:
                 raise UnsafeArchiveError(f"{self.path} is not a tar archive: {exc}") from None
             count = 0
@@ -121,7 +121,7 @@ class ArchiveReader:
                         )
                     self._members[name] = _Member(info.offset_data, info.size)
                     # Drop the member list tarfile keeps: we hold our own compact index.
-                    tar.members = []
+                    tar.members = []  # type: ignore[attr-defined]
             except tarfile.TarError as exc:
                 raise UnsafeArchiveError(f"{self.path} is a damaged tar archive: {exc}") from None
 

@@ -60,7 +60,9 @@ def copy_command(
     ca_file: CaFileOpt = None,
     insecure: InsecureOpt = False,
     config_dir: ConfigDirOpt = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar and no summary on stderr.")
+    ] = False,
 ) -> None:
     """Copy an image, an index with all its children, or any OCI artifact, with its
     signatures and referrers. Every manifest and blob is digest-checked on the way; names
@@ -74,14 +76,20 @@ def copy_command(
         source_store = transports.open_source(src)
         try:
             target_store = transports.open_target(dst)
-            with Progress(
-                TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                TransferSpeedColumn(), TimeRemainingColumn(),
-                console=console, disable=not show_bar, transient=True,
-            ) as bar:
+            if show_bar:
+                with Progress(
+                    TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), TimeRemainingColumn(),
+                    console=console, transient=True,
+                ) as bar:
+                    result = copy_service.copy(
+                        source_store, target_store, with_referrers=not no_referrers,
+                        parallel=parallel, progress=_BarProgress(bar),
+                    )
+            else:
                 result = copy_service.copy(
                     source_store, target_store, with_referrers=not no_referrers,
-                    parallel=parallel, progress=_BarProgress(bar),
+                    parallel=parallel,
                 )
         finally:
             source_store.close()
@@ -92,6 +100,8 @@ def copy_command(
         return
     name = f"{result.target}" + (f" ({result.tag})" if result.tag else "")
     typer.echo(f"{result.digest}  {name}")
+    if quiet:
+        return
     typer.echo(
         f"{result.manifests} manifests, {result.blobs} blobs "
         f"({result.blobs_copied} copied, {result.blobs_skipped} already there, "

@@ -61,26 +61,18 @@ def exit_code_for(error: BaseException) -> int:
 
 
 def run() -> None:
+    """Run the CLI. Typer handles usage errors (exit 2) and --help; bundler's own errors
+    arrive here and leave as one line on stderr with their family's exit code."""
     try:
-        app(standalone_mode=False)
+        app()
     except BundlerError as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         typer.echo(f"error: {message}", err=True)
         sys.exit(exit_code_for(error))
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as error:  # click usage errors and the truly unexpected
-        import click
-
-        if isinstance(error, click.exceptions.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        if isinstance(error, click.exceptions.Exit):
-            sys.exit(error.exit_code)
+    except Exception as error:  # a bug: say so in one line, without locals
         typer.echo(f"internal error: {type(error).__name__}: {error}", err=True)
         sys.exit(1)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
@@ -207,7 +206,7 @@ def _copy_blobs(
         return
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="blob") as pool:
         futures: list[Future[None]] = [pool.submit(one, d) for d in order]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        _done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in pending:
             future.cancel()
         for future in futures:

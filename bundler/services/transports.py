@@ -14,6 +14,7 @@ from typing import Literal
 from bundler.adapters.archive import ArchiveReader, ArchiveTarget
 from bundler.adapters.base import Source, Target
 from bundler.adapters.layout import LayoutDirectory, LayoutSource, LayoutTarget
+from bundler.adapters.registry.blobcache import BlobLocationCache, default_cache_path
 from bundler.adapters.registry.client import RegistryClient, RegistryOptions
 from bundler.adapters.registry.store import RegistrySource, RegistryTarget
 from bundler.errors import ReferenceFormatError
@@ -54,9 +55,15 @@ def parse_location(text: str, *, for_target: bool = False) -> Location:
 class Transports:
     """Opens locations, sharing one registry client per host so mounts and tokens are reused."""
 
-    def __init__(self, options: RegistryOptions | None = None) -> None:
+    def __init__(
+        self, options: RegistryOptions | None = None, *, blob_cache: Path | None = None,
+        use_blob_cache: bool = True,
+    ) -> None:
         self.options = options or RegistryOptions()
         self._clients: dict[str, RegistryClient] = {}
+        self.locations = BlobLocationCache(
+            (blob_cache or default_cache_path()) if use_blob_cache else None
+        )
 
     def client(self, host: str) -> RegistryClient:
         if host not in self._clients:
@@ -66,7 +73,9 @@ class Transports:
     def open_source(self, location: Location) -> Source:
         if location.kind == "registry":
             assert location.reference is not None
-            return RegistrySource(self.client(location.reference.registry), location.reference)
+            return RegistrySource(
+                self.client(location.reference.registry), location.reference, self.locations
+            )
         assert location.path is not None
         if location.kind == "oci":
             return LayoutSource(LayoutDirectory(location.path), location.ref)
@@ -79,13 +88,16 @@ class Transports:
                 raise ReferenceFormatError(
                     f"{location}: a copy target names a tag, not a digest"
                 )
-            return RegistryTarget(self.client(location.reference.registry), location.reference)
+            return RegistryTarget(
+                self.client(location.reference.registry), location.reference, self.locations
+            )
         assert location.path is not None
         if location.kind == "oci":
             return LayoutTarget(location.path, location.ref)
         return ArchiveTarget(location.path, location.ref)
 
     def close(self) -> None:
+        self.locations.save()
         for client in self._clients.values():
             client.close()
         self._clients.clear()

@@ -109,7 +109,7 @@ class Authenticator:
         if challenge.scheme == "basic":
             if self.credential is None:
                 raise AuthError(f"{self.host} requires a login (no credentials found)")
-            return requests.auth._basic_auth_str(  # type: ignore[attr-defined]
+            return requests.auth._basic_auth_str(
                 self.credential.username, self.credential.password
             )
         with self._lock:

@@ -9,6 +9,7 @@ registry on commit.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import random
 import re
@@ -188,7 +189,7 @@ class RegistryClient:
 
     def _backoff(self, attempt: int) -> float:
         base = min(self.options.backoff_base * (2 ** (attempt - 1)), self.options.backoff_max)
-        return base * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not crypto
+        return float(base * (0.5 + random.random() / 2))  # noqa: S311 - jitter, not crypto
 
     @staticmethod
     def _retry_after(resp: requests.Response) -> float | None:
@@ -229,10 +230,7 @@ class RegistryClient:
                 )
 
             try:
-                if replayable:
-                    resp = self._send_with_retries(send, what)
-                else:
-                    resp = send()
+                resp = self._send_with_retries(send, what) if replayable else send()
             except IntegrityError:
                 raise
             except requests.exceptions.SSLError as exc:
@@ -251,7 +249,7 @@ class RegistryClient:
                 auth_retried = True
                 continue
             if resp.status_code in (401, 403):
-                code, message = _oci_error(resp)
+                _code, message = _oci_error(resp)
                 resp.close()
                 who = f"as {self.auth.credential.username!r}" if self.auth.credential else (
                     "anonymously"
@@ -388,13 +386,12 @@ class RegistryClient:
         return False
 
     def _cancel_upload(self, repo: str, location: str) -> None:
-        try:
+        # Best effort: the registry expires abandoned sessions anyway.
+        with contextlib.suppress(Exception):
             self.request(
                 "DELETE", urljoin(self.base_url + "/", location),
                 (f"repository:{repo}:pull,push",),
             ).close()
-        except Exception:  # noqa: S110 - best effort; the registry expires sessions anyway
-            pass
 
     def upload_blob(self, repo: str, stream: VerifiedStream) -> None:
         """Upload one blob from a verified stream (monolithic PUT or PATCH chunks)."""

@@ -6,9 +6,10 @@ import json
 import threading
 from collections.abc import Iterator
 
+from bundler.adapters.registry.blobcache import BlobLocationCache
 from bundler.adapters.registry.client import RegistryClient
 from bundler.adapters.stream import VerifiedStream
-from bundler.errors import NotFoundError
+from bundler.errors import AuthError, NotFoundError, RegistryError
 from bundler.model import mediatypes as mt
 from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
@@ -18,8 +19,12 @@ from bundler.model.reference import Reference, is_valid_tag
 
 
 class RegistrySource:
-    def __init__(self, client: RegistryClient, reference: Reference) -> None:
+    def __init__(
+        self, client: RegistryClient, reference: Reference,
+        locations: BlobLocationCache | None = None,
+    ) -> None:
         self.client = client
+        self.locations = locations
         self.reference = reference
         self.repo = reference.repository
         self.name = str(reference)
@@ -46,7 +51,7 @@ class RegistrySource:
         cached = self._cache.get(descriptor.digest)
         if cached is not None:
             return cached
-        raw, media_type, digest = self.client.get_manifest(self.repo, str(descriptor.digest))
+        raw, media_type, _digest = self.client.get_manifest(self.repo, str(descriptor.digest))
         manifest = parse_manifest(
             raw, media_type=media_type or descriptor.media_type, expected=descriptor.digest
         )
@@ -54,6 +59,8 @@ class RegistrySource:
         return manifest
 
     def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        if self.locations is not None:
+            self.locations.record(self.client.host, descriptor.digest, self.repo)
         return self.client.get_blob(self.repo, descriptor)
 
     def find_tag(self, tag: str) -> Descriptor | None:
@@ -77,9 +84,14 @@ class RegistrySource:
 class RegistryTarget:
     parallel_blobs = True
     requires_name = False
+    MAX_MOUNT_TRIES = 3
 
-    def __init__(self, client: RegistryClient, reference: Reference) -> None:
+    def __init__(
+        self, client: RegistryClient, reference: Reference,
+        locations: BlobLocationCache | None = None,
+    ) -> None:
         self.client = client
+        self.locations = locations or BlobLocationCache(None)
         self.reference = reference
         self.repo = reference.repository
         self.name = str(reference)
@@ -102,19 +114,38 @@ class RegistryTarget:
         _ = self.client.base_url  # reach the registry before planning any upload
 
     def has_blob(self, descriptor: Descriptor) -> bool:
-        return self.client.blob_exists(self.repo, descriptor)
+        found = self.client.blob_exists(self.repo, descriptor)
+        if found:
+            self.locations.record(self.client.host, descriptor.digest, self.repo)
+        return found
 
     def mount_blob(self, descriptor: Descriptor, source: object) -> bool:
-        if (
-            isinstance(source, RegistrySource)
-            and source.client.host == self.client.host
-            and source.repo != self.repo
-        ):
-            return self.client.mount_blob(self.repo, descriptor, source.repo)
+        """Link the blob from a repository of this registry known to hold it."""
+        host = self.client.host
+        candidates: list[str] = []
+        if isinstance(source, RegistrySource) and source.client.host == host:
+            candidates.append(source.repo)
+        candidates += self.locations.candidates(host, descriptor.digest)
+        tried: list[str] = []
+        for repo in candidates:
+            if repo == self.repo or repo in tried:
+                continue
+            if len(tried) == self.MAX_MOUNT_TRIES:
+                break
+            tried.append(repo)
+            try:
+                mounted = self.client.mount_blob(self.repo, descriptor, repo)
+            except (AuthError, RegistryError, NotFoundError):
+                mounted = False  # no pull right on that repository, or it is gone
+            if mounted:
+                self.locations.record(host, descriptor.digest, self.repo)
+                return True
+            self.locations.forget(host, descriptor.digest, repo)
         return False
 
     def put_blob(self, stream: VerifiedStream) -> None:
         self.client.upload_blob(self.repo, stream)
+        self.locations.record(self.client.host, stream.descriptor.digest, self.repo)
 
     def put_manifest(self, manifest: Manifest) -> None:
         resp = self.client.put_manifest(

