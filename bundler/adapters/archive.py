@@ -47,7 +47,7 @@ from bundler.model.plan import TransferPlan
 
 MAX_MEMBERS = 200_000
 _BLOB_NAME = re.compile(r"^blobs/(sha256|sha512)/([0-9a-f]+)$")
-_ALLOWED_DIRS = {"blobs", "blobs/sha256", "blobs/sha512"}
+_ALLOWED_DIRS = {".", "blobs", "blobs/sha256", "blobs/sha512"}  # "." from `tar -C dir .`
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def _normalise(name: str) -> str:
     if name.startswith("/") or "\\" in name or "\x00" in name:
         raise UnsafeArchiveError(f"archive member {name!r} has an absolute or odd path")
     norm = posixpath.normpath(name)
-    if norm == "." or norm.startswith("../") or norm == ".." or "/../" in f"/{norm}/":
+    if norm.startswith("../") or norm == ".." or "/../" in f"/{norm}/":
         raise UnsafeArchiveError(f"archive member {name!r} escapes the archive root")
     return norm
 

@@ -12,7 +12,7 @@ from bundler.errors import ReferenceFormatError
 # Algorithms we can verify, with the exact hex length each produces. A digest in any other
 # algorithm is refused: content we cannot hash is content we cannot trust.
 _HEX_LENGTHS = {"sha256": 64, "sha512": 128}
-_DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
+_DIGEST_RE = re.compile(r"([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)\Z", re.ASCII)
 
 
 class Hasher(Protocol):
@@ -34,7 +34,7 @@ class Digest:
         expected = _HEX_LENGTHS.get(algorithm)
         if expected is None:
             raise ReferenceFormatError(f"unsupported digest algorithm {algorithm!r} in {text!r}")
-        if len(hexpart) != expected or not re.fullmatch(r"[0-9a-f]+", hexpart):
+        if len(hexpart) != expected or not re.fullmatch(r"[0-9a-f]+", hexpart, re.ASCII):
             raise ReferenceFormatError(
                 f"malformed {algorithm} digest {text!r}: need {expected} lowercase hex characters"
             )

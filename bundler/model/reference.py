@@ -24,9 +24,10 @@ _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
 _TAG = r"[\w][\w.-]{0,127}"
 
-_PATH_RE = re.compile(rf"^{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
-_DOMAIN_RE = re.compile(rf"^{_DOMAIN}$")
-_TAG_RE = re.compile(rf"^{_TAG}$")
+# \Z, not $: '$' also matches before a trailing newline. ASCII: distribution's \w is ASCII.
+_PATH_RE = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*\Z", re.ASCII)
+_DOMAIN_RE = re.compile(rf"{_DOMAIN}\Z", re.ASCII)
+_TAG_RE = re.compile(rf"{_TAG}\Z", re.ASCII)
 
 
 def is_valid_tag(tag: str) -> bool:

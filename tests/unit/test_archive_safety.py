@@ -6,9 +6,10 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import shutil
 import sys
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -239,15 +240,10 @@ def _corrupt_a_layer(layout: Path) -> None:
 
 @pytest.fixture
 def corrupt_layout(layout: Path, tmp_path: Path) -> Path:
-    import shutil
-
     dst = tmp_path / "corrupt-layout"
     shutil.copytree(layout, dst)
     _corrupt_a_layer(dst)
     return dst
-
-
-TargetFactory = Callable[[Path], object]
 
 
 def _archive_target(out: Path) -> ArchiveTarget:
@@ -258,20 +254,18 @@ def _layout_target(out: Path) -> LayoutTarget:
     return LayoutTarget(out / "oci", None)
 
 
-def _leftovers(directory: Path) -> Iterator[Path]:
-    return (p for p in directory.rglob("*"))
-
-
 @pytest.mark.parametrize("make_target", [_archive_target, _layout_target], ids=["archive", "oci"])
 def test_copy_of_a_corrupt_blob_leaves_neither_output_nor_partial_file(
-    corrupt_layout: Path, tmp_path: Path, make_target: TargetFactory
+    corrupt_layout: Path,
+    tmp_path: Path,
+    make_target: Callable[[Path], ArchiveTarget | LayoutTarget],
 ) -> None:
     out = tmp_path / "out"
     out.mkdir()
     target = make_target(out)
     with pytest.raises(DigestMismatchError):
-        copy(LayoutSource(LayoutDirectory(corrupt_layout), REF), target, parallel=1)  # type: ignore[arg-type]
-    assert list(_leftovers(out)) == []
+        copy(LayoutSource(LayoutDirectory(corrupt_layout), REF), target, parallel=1)
+    assert list(out.rglob("*")) == []
 
 
 def test_archive_copy_of_a_corrupt_blob_keeps_an_earlier_archive_intact(

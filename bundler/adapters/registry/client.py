@@ -80,14 +80,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _one_line(text: str, limit: int = 200) -> str:
+    # A registry's words end up in our one-line error: no newlines, bounded length.
+    return " ".join(text.split())[:limit]
+
+
 def _oci_error(resp: requests.Response) -> tuple[str | None, str]:
     try:
         doc = resp.json()
         first = doc["errors"][0]
-        return str(first.get("code")), str(first.get("message") or first.get("code"))
+        code = _one_line(str(first.get("code")), 64)
+        return code, _one_line(str(first.get("message") or first.get("code")))
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         text = resp.text.strip().splitlines()
-        return None, (text[0][:200] if text else resp.reason or "")
+        return None, _one_line(text[0] if text else resp.reason or "")
 
 
 class RegistryClient:

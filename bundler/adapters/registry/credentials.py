@@ -104,7 +104,7 @@ class CredentialStore:
             if entry.get("auth"):
                 try:
                     decoded = base64.b64decode(entry["auth"], validate=True).decode()
-                except (ValueError, UnicodeDecodeError):
+                except (ValueError, UnicodeDecodeError, TypeError):
                     raise AuthError(
                         f"{self.path}: the 'auth' entry for {key} is not base64 user:password"
                     ) from None
@@ -127,6 +127,8 @@ class CredentialStore:
             _run_helper(helper, "store", payload)
             return
         auths = doc.setdefault("auths", {})
+        if not isinstance(auths, dict):
+            raise AuthError(f"{self.path}: 'auths' is not an object")
         token = base64.b64encode(f"{credential.username}:{credential.password}".encode()).decode()
         for key in [k for k in auths if _normalise_host(k) == host]:
             del auths[key]
@@ -143,6 +145,8 @@ class CredentialStore:
                 _run_helper(helper, "erase", host)
                 removed = True
         auths = doc.get("auths") or {}
+        if not isinstance(auths, dict):
+            raise AuthError(f"{self.path}: 'auths' is not an object")
         for key in [k for k in auths if _normalise_host(k) == host]:
             del auths[key]
             removed = True
