@@ -44,9 +44,17 @@ ParallelOpt = Annotated[
 ]
 
 
+ChunkOpt = Annotated[
+    int,
+    typer.Option("--chunk-size", min=0, max=4096, metavar="MiB",
+                 help="Upload blobs larger than this in chunks of this many MiB "
+                 "(0: one streamed request per blob)."),
+]
+
+
 def registry_options(
     plain_http: bool, ca_file: Path | None, insecure: bool, config_dir: Path | None,
-    parallel: int = 4,
+    parallel: int = 4, chunk_mib: int = 0,
 ) -> RegistryOptions:
     if ca_file is not None and not ca_file.is_file():
         raise UsageError(f"CA file {ca_file} does not exist")
@@ -56,6 +64,7 @@ def registry_options(
         insecure_skip_tls_verify=insecure,
         credential_store=CredentialStore(config_dir),
         parallel=parallel,
+        chunk_size=chunk_mib * 1024 * 1024 or None,
     )
 
 

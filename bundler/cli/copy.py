@@ -17,6 +17,7 @@ from rich.progress import (
 
 from bundler.cli.common import (
     CaFileOpt,
+    ChunkOpt,
     ConfigDirOpt,
     InsecureOpt,
     OutputFormat,
@@ -27,6 +28,7 @@ from bundler.cli.common import (
     human_bytes,
     registry_options,
 )
+from bundler.errors import UsageError
 from bundler.model.plan import TransferPlan
 from bundler.services import copy as copy_service
 from bundler.services.transports import Transports, parse_location
@@ -56,6 +58,7 @@ def copy_command(
         bool, typer.Option("--no-referrers", help="Leave signatures and other referrers behind.")
     ] = False,
     parallel: ParallelOpt = 4,
+    chunk_size: ChunkOpt = 0,
     plain_http: PlainHttpOpt = False,
     ca_file: CaFileOpt = None,
     insecure: InsecureOpt = False,
@@ -69,7 +72,9 @@ def copy_command(
     are written only after all content under them is in place."""
     src = parse_location(source)
     dst = parse_location(destination, for_target=True)
-    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir, parallel))
+    transports = Transports(
+        registry_options(plain_http, ca_file, insecure, config_dir, parallel, chunk_size)
+    )
     console = Console(stderr=True)
     show_bar = not quiet and output is OutputFormat.text and console.is_terminal
     try:
@@ -112,5 +117,33 @@ def copy_command(
     )
 
 
+def tags_command(
+    repository: Annotated[str, typer.Argument(help="REGISTRY/REPO whose tags to list.")],
+    output: OutputOpt = OutputFormat.text,
+    plain_http: PlainHttpOpt = False,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
+    config_dir: ConfigDirOpt = None,
+) -> None:
+    """List a repository's tags (following the registry's pagination)."""
+    location = parse_location(repository, for_target=True)
+    if location.reference is None:
+        raise UsageError(f"{repository}: tags are listed for registry repositories only")
+    if location.reference.tag or location.reference.digest:
+        raise UsageError(f"{repository}: name a repository, without tag or digest")
+    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir))
+    try:
+        reference = location.reference
+        tags = transports.client(reference.registry).list_tags(reference.repository)
+    finally:
+        transports.close()
+    if output is OutputFormat.json:
+        emit_json({"repository": reference.name, "tags": tags})
+        return
+    for tag in tags:
+        typer.echo(tag)
+
+
 def register(app: typer.Typer) -> None:
     app.command("copy")(copy_command)
+    app.command("tags")(tags_command)

@@ -327,6 +327,8 @@ class FakeRegistry(BaseAdapter):
         return self._error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown")
 
     def _tags(self, seen: Seen, repo: str, rest: str) -> tuple[int, dict[str, str], bytes]:
+        if not any(r == repo for (r, _) in self.manifests):
+            return self._error(404, "NAME_UNKNOWN", "repository name not known to registry")
         tags = sorted(
             ref for (r, ref) in self.manifests if r == repo and not ref.startswith("sha256:")
         )

@@ -289,8 +289,9 @@ def test_tag_listing_follows_link_pagination(client: RegistryClient) -> None:
     assert pages[1].query == {"n": ["2"], "last": ["b"]}
 
 
-def test_tag_listing_of_an_unknown_repository_is_empty(client: RegistryClient) -> None:
-    assert client.list_tags("nothing-here") == []
+def test_tag_listing_of_an_unknown_repository_is_not_found(client: RegistryClient) -> None:
+    with pytest.raises(NotFoundError, match="nothing-here"):
+        client.list_tags("nothing-here")
 
 
 def test_referrers_api_404_in_plain_text_means_no_api(

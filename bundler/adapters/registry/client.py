@@ -476,7 +476,7 @@ class RegistryClient:
             resp = self.request("GET", url, (f"repository:{repo}:pull",))
             with resp:
                 if resp.status_code == 404:
-                    return tags
+                    raise NotFoundError(f"repository {repo} not found on {self.host}")
                 self._expect(resp, (200,), f"tag list of {repo}")
                 try:
                     page = resp.json().get("tags") or []
