@@ -204,7 +204,8 @@ def _copy_blobs(
         for descriptor in order:
             one(descriptor)
         return
-    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="blob") as pool:
+    pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="blob")
+    try:
         futures: list[Future[None]] = [pool.submit(one, d) for d in order]
         _done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in pending:
@@ -214,6 +215,12 @@ def _copy_blobs(
                 exc = future.exception()
                 assert exc is not None
                 raise exc
+    except BaseException:
+        # Ctrl-C or a failed blob: drop the queue, and let the transfers in flight end (bounded
+        # by the timeouts) before the target is aborted, so none writes after the clean-up.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _transfer(

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import tarfile
 import threading
 import time
@@ -261,30 +262,53 @@ def test_not_a_tar_is_refused(cli: Cli, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------ interrupted copies
-def _stalled_layout(synth: ModuleType, root: Path) -> tuple[Path, bytes, Path]:
-    """A layout whose only layer is a FIFO: reading it blocks until the test feeds it."""
+MiB = 1024 * 1024
+
+
+def _stalled_layout(
+    synth: ModuleType, root: Path, stalled: int, small: int = 0
+) -> tuple[Path, list[tuple[Path, bytes]], list[str]]:
+    """A layout whose ``stalled`` biggest layers are FIFOs: reading one blocks until the
+    test feeds it. Returns (layout, [(fifo, content)], digests of the small layers)."""
     layout = root / "stalled"
-    desc = synth.write_image(layout, "img", [synth.LayerSpec("stall", 4 * 1024 * 1024,
-                                                              level=0)])
-    layer = layout_json(layout, desc["digest"])["layers"][0]
-    blob = layout / "blobs" / "sha256" / layer["digest"].split(":")[1]
-    data = blob.read_bytes()
-    blob.unlink()
-    os.mkfifo(blob)
-    return layout, data, blob
+    specs = [synth.LayerSpec(f"stall-{i}", 4 * MiB + i, level=0) for i in range(stalled)]
+    specs += [synth.LayerSpec(f"small-{i}", 16 * 1024, level=0) for i in range(small)]
+    desc = synth.write_image(layout, "img", specs)
+    layers = layout_json(layout, desc["digest"])["layers"]
+    fifos: list[tuple[Path, bytes]] = []
+    for layer in layers[:stalled]:
+        blob = layout / "blobs" / "sha256" / layer["digest"].split(":")[1]
+        data = blob.read_bytes()
+        blob.unlink()
+        os.mkfifo(blob)
+        fifos.append((blob, data))
+    return layout, fifos, [layer["digest"] for layer in layers[stalled:]]
 
 
-def _feed_half(fifo: Path, data: bytes, fed: threading.Event, release: threading.Event) -> None:
-    try:
-        fd = os.open(fifo, os.O_WRONLY)
+class _Feeder:
+    """Writes the first half of a blob into its FIFO, then holds it open until released."""
+
+    def __init__(self, fifo: Path, data: bytes) -> None:
+        self.fed = threading.Event()
+        self.release = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(fifo, data), daemon=True)
+        self.thread.start()
+
+    def _run(self, fifo: Path, data: bytes) -> None:
         try:
-            os.write(fd, data[: len(data) // 2])
-            fed.set()
-            release.wait(60)
-        finally:
-            os.close(fd)
-    except OSError:
-        fed.set()
+            fd = os.open(fifo, os.O_WRONLY)
+            try:
+                os.write(fd, data[: len(data) // 2])
+                self.fed.set()
+                self.release.wait(60)
+            finally:
+                os.close(fd)
+        except OSError:
+            self.fed.set()
+
+    def stop(self) -> None:
+        self.release.set()
+        self.thread.join(10)
 
 
 def _wait_for(predicate: Callable[[], bool], timeout: float = 30) -> None:
@@ -294,47 +318,58 @@ def _wait_for(predicate: Callable[[], bool], timeout: float = 30) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("target_kind", ["archive", "oci"])
-def test_interrupted_copy_leaves_no_name_and_no_partial_file(
-    cli: Cli, synth: ModuleType, tmp_path: Path, target_kind: str
-) -> None:
-    layout, data, fifo = _stalled_layout(synth, tmp_path)
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    target = (
-        f"archive:{out_dir / 'img.tar'}:img" if target_kind == "archive"
-        else f"oci:{out_dir / 'layout'}:img"
-    )
-    fed, release = threading.Event(), threading.Event()
-    feeder = threading.Thread(target=_feed_half, args=(fifo, data, fed, release), daemon=True)
-    feeder.start()
-    proc = cli.popen("copy", "--from", f"oci:{layout}:img", "--to", target, "-q")
+def _interrupt(proc: subprocess.Popen[str], feeders: list[_Feeder], hold: float) -> str:
+    """SIGINT the copy while its reads are stalled; unblock the reads after ``hold`` s."""
     try:
-        assert fed.wait(30), "bundler never started reading the layer"
-        if target_kind == "archive":
-            _wait_for(lambda: any(p.name.endswith(".partial") for p in out_dir.iterdir()))
+        for feeder in feeders:
+            assert feeder.fed.wait(30), "bundler never started reading a stalled layer"
         time.sleep(0.3)  # let it consume what was fed
         proc.send_signal(signal.SIGINT)
-        try:
-            _, stderr = proc.communicate(timeout=20)
-        except Exception:
-            proc.kill()
-            proc.communicate()
-            raise
+        time.sleep(hold)
+        for feeder in feeders:
+            feeder.stop()
+        _, stderr = proc.communicate(timeout=30)
+        return stderr
     finally:
-        release.set()
+        for feeder in feeders:
+            feeder.stop()
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
-        feeder.join(10)
+            proc.communicate()
+
+
+def test_interrupted_copy_to_archive_leaves_no_archive_and_no_partial_file(
+    cli: Cli, synth: ModuleType, tmp_path: Path
+) -> None:
+    layout, fifos, _ = _stalled_layout(synth, tmp_path, stalled=1)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    feeders = [_Feeder(*fifo) for fifo in fifos]
+    proc = cli.popen("copy", "--from", f"oci:{layout}:img", "--to",
+                     f"archive:{out_dir / 'img.tar'}:img", "-q")
+    _wait_for(lambda: any(p.name.endswith(".partial") for p in out_dir.iterdir()))
+    stderr = _interrupt(proc, feeders, hold=0.0)
     assert proc.returncode == 130, stderr
-    assert "interrupted" in stderr
-    if target_kind == "archive":
-        assert list(out_dir.iterdir()) == []
-    else:
-        layout_out = out_dir / "layout"
-        assert not (layout_out / "index.json").exists() or layout_index(layout_out)[
-            "manifests"] == []
+    assert "Traceback" not in stderr
+    assert list(out_dir.iterdir()) == []
+
+
+def test_interrupt_stops_a_parallel_copy_without_moving_queued_blobs(
+    cli: Cli, synth: ModuleType, example_layout: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C while both transfer slots are stalled: the blobs queued behind them must not
+    be copied afterwards, and no ref may be written."""
+    layout, fifos, queued = _stalled_layout(synth, tmp_path, stalled=2, small=6)
+    target = tmp_path / "out"
+    cli.copy_ok(f"oci:{example_layout}:{API_REF}", f"oci:{target}:keep")
+    feeders = [_Feeder(*fifo) for fifo in fifos]
+    proc = cli.popen("copy", "--from", f"oci:{layout}:img", "--to", f"oci:{target}:img",
+                     "--parallel", "2", "-q")
+    stderr = _interrupt(proc, feeders, hold=1.0)
+    assert proc.returncode == 130, stderr
+    assert [m["annotations"][REF_NAME] for m in layout_index(target)["manifests"]] == ["keep"]
+    moved = [d for d in queued if (target / "blobs" / "sha256" / d.split(":")[1]).exists()]
+    assert moved == [], f"{len(moved)} queued blobs were still copied after the interrupt"
 
 
 def test_archive_target_into_missing_directory_is_a_usage_error(
