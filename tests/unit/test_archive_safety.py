@@ -3,11 +3,9 @@ into an archive never leaves a file behind when content turns out bad."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import shutil
-import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,26 +21,12 @@ from bundler.model import mediatypes as mt
 from bundler.model.digest import Digest
 from bundler.services.copy import copy
 
-SYNTH_PATH = Path(__file__).resolve().parents[2] / "examples" / "images" / "synth.py"
 REF = "example.local/unit/app:1.0"
 
 
-def _load_synth() -> ModuleType:
-    cached = sys.modules.get("synth")
-    if cached is not None and Path(getattr(cached, "__file__", "")) == SYNTH_PATH:
-        return cached
-    spec = importlib.util.spec_from_file_location("synth", SYNTH_PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["synth"] = module  # its dataclasses look themselves up by module name
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def layout(tmp_path_factory: pytest.TempPathFactory, synth: ModuleType) -> Path:
     """A small synthetic single-image layout (shared: copy before modifying)."""
-    synth = _load_synth()
     out = tmp_path_factory.mktemp("synth") / "layout"
     synth.write_image(
         out, REF,
