@@ -4,7 +4,10 @@ The families say whose fault a failure is, because that decides what a caller ma
 
     BundlerError
     ├── UsageError              the caller asked for something malformed or impossible
-    │   └── ReferenceFormatError  an image reference or transport string does not parse
+    │   ├── ReferenceFormatError  an image reference or transport string does not parse
+    │   └── ConfigError           a bundle config is invalid, or names a value path that is absent
+    ├── ChartError              a chart is malformed: Chart.yaml, values.yaml, or its templates
+    ├── IncompleteError         the rendered chart runs an image the bundle does not hold
     ├── NotFoundError           the named thing does not exist where it was looked for
     ├── AuthError               credentials are missing or were refused
     ├── TransportError          the network or the disk failed; retrying may help
@@ -31,6 +34,18 @@ class UsageError(BundlerError):
 
 class ReferenceFormatError(UsageError):
     """A reference, digest or transport string does not follow its grammar."""
+
+
+class ConfigError(UsageError):
+    """A bundle config file is invalid, or names a chart value path that does not exist."""
+
+
+class ChartError(BundlerError):
+    """A chart is malformed (Chart.yaml, values.yaml) or its templates do not render."""
+
+
+class IncompleteError(BundlerError):
+    """The chart's rendered templates reference images the bundle does not contain."""
 
 
 class NotFoundError(BundlerError):

@@ -12,6 +12,9 @@ from bundler.cli import copy as copy_commands
 from bundler.errors import (
     AuthError,
     BundlerError,
+    ChartError,
+    ConfigError,
+    IncompleteError,
     DigestMismatchError,
     IntegrityError,
     ManifestError,
@@ -24,6 +27,7 @@ from bundler.errors import (
 
 # Exit codes are part of the interface: scripts branch on them. Most specific first.
 EXIT_CODES: list[tuple[type[BaseException], int, str]] = [
+    (ConfigError, 10, "invalid config"),
     (UsageError, 2, "usage"),
     (NotFoundError, 3, "not found"),
     (AuthError, 4, "authentication"),
@@ -33,6 +37,8 @@ EXIT_CODES: list[tuple[type[BaseException], int, str]] = [
     (ManifestError, 7, "invalid content"),
     (UnsafeArchiveError, 8, "unsafe archive"),
     (IntegrityError, 6, "integrity"),
+    (ChartError, 9, "invalid chart"),
+    (IncompleteError, 11, "incomplete bundle"),
 ]
 
 app = typer.Typer(
