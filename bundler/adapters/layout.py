@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from bundler.adapters.stream import CHUNK_SIZE, VerifiedStream, read_exact
 from bundler.errors import ManifestError, NotFoundError, TransportError, UsageError
 from bundler.model import mediatypes as mt
+from bundler.model.bundle import BUNDLE_ARTIFACT_TYPE
 from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
 from bundler.model.manifest import (
@@ -99,6 +100,9 @@ class LayoutSource:
     def resolve(self) -> Descriptor:
         if self.ref is None:
             named = [d for d in self.entries if d.media_type in mt.MANIFESTS]
+            bundles = [d for d in named if d.artifact_type == BUNDLE_ARTIFACT_TYPE]
+            if len(bundles) == 1:
+                return bundles[0]  # a bundle archive: the bundle, not one of its images
             if len(named) != 1:
                 refs = sorted(
                     d.annotations.get(mt.ANNOTATION_REF_NAME, str(d.digest)) for d in named

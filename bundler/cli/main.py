@@ -9,13 +9,15 @@ import typer
 from bundler import __version__
 from bundler.cli import auth as auth_commands
 from bundler.cli import copy as copy_commands
+from bundler.cli import images as images_commands
+from bundler.cli import pack as pack_commands
 from bundler.errors import (
     AuthError,
     BundlerError,
     ChartError,
     ConfigError,
-    IncompleteError,
     DigestMismatchError,
+    IncompleteError,
     IntegrityError,
     ManifestError,
     NotFoundError,
@@ -50,7 +52,9 @@ app = typer.Typer(
     add_completion=False,
 )
 copy_commands.register(app)
+pack_commands.register(app)
 auth_commands.register(app)
+images_commands.register(app)
 
 
 @app.command()

@@ -66,7 +66,9 @@ class Manifest:
         return ((self.config,) if self.config else ()) + self.layers
 
     def descriptor(self) -> Descriptor:
-        return Descriptor(self.media_type, self.digest, len(self.raw))
+        return Descriptor(
+            self.media_type, self.digest, len(self.raw), artifact_type=self.artifact_type
+        )
 
 
 def _infer_media_type(doc: dict[str, Any], hint: str | None) -> str:

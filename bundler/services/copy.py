@@ -129,7 +129,13 @@ def copy(
     with_referrers: bool = True,
     parallel: int = 4,
     progress: Progress | None = None,
+    layout_names: list[TagAssignment] | None = None,
 ) -> CopyResult:
+    """Copy the artifact ``source`` names into ``target``.
+
+    ``layout_names`` are extra ref names (e.g. each image of a bundle under its own reference)
+    written only into layout and archive targets, where they let other tools find the content.
+    """
     started = time.monotonic()
     progress = progress or Progress()
     plan = plan_copy(source, with_referrers=with_referrers)
@@ -139,6 +145,9 @@ def copy(
         raise UsageError(f"name the copy in {target.name}: add :REF to the location")
     if root_tag is not None:
         plan.tags.insert(0, TagAssignment(root_tag, plan.root))
+    if layout_names and target.requires_name:
+        taken = {a.tag for a in plan.tags}
+        plan.tags.extend(a for a in layout_names if a.tag not in taken)
     result = CopyResult(
         source=source.name, target=target.name, digest=plan.root.digest,
         media_type=root_manifest.media_type, tag=root_tag,

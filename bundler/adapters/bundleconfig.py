@@ -1,0 +1,79 @@
+"""Bundle config files: YAML, checked against schemas/bundle-config.schema.json."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from bundler.errors import ConfigError
+from bundler.model.spec import BundleSpec, ExtraImage, ImageSourceSpec
+
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    text = resources.files("bundler.schemas").joinpath(name).read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def _where(error: jsonschema.ValidationError) -> str:
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    return path.lstrip(".") or "(top level)"
+
+
+def load_bundle_config(path: Path) -> BundleSpec:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"bundle config {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read bundle config {path}: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"bundle config {path} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        doc = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"bundle config {path} is not valid YAML{where}") from None
+    validator = jsonschema.Draft202012Validator(load_schema("bundle-config.schema.json"))
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        raise ConfigError(f"bundle config {path}: {_where(first)}: {first.message}")
+    base = path.parent
+    spec = BundleSpec(
+        name=doc["metadata"]["name"],
+        version=doc["metadata"].get("version"),
+        annotations=dict(doc["metadata"].get("annotations") or {}),
+        chart_path=(base / doc["chart"]["path"]) if "path" in doc["chart"] else None,
+        chart_ref=doc["chart"].get("ref"),
+        values_files=[base / v for v in doc.get("values", [])],
+        images=[
+            ExtraImage(i["ref"], tuple(i.get("valuePaths", []))) for i in doc.get("images", [])
+        ],
+        value_paths=list(doc.get("valuePaths", [])),
+        platforms=list(doc.get("platforms", [])),
+        upstream=bool(doc.get("upstream", True)),
+        allow_missing=list(doc.get("allowMissing", [])),
+    )
+    for source in doc.get("sources", []):
+        if "oci" in source:
+            spec.sources.append(ImageSourceSpec("oci", path=base / source["oci"]))
+        elif "dockerArchive" in source:
+            archive = base / source["dockerArchive"]
+            spec.sources.append(ImageSourceSpec("docker-archive", path=archive))
+        else:
+            mirror = source["mirror"]
+            spec.sources.append(
+                ImageSourceSpec("mirror", mirror_from=mirror["from"], mirror_to=mirror["to"])
+            )
+    return spec

@@ -1,0 +1,592 @@
+"""Helm charts read from a directory or a ``.tgz``, validated the way Helm does, and packed
+reproducibly.
+
+A chart directory is read once into memory (``.helmignore`` applied, symlinks refused), packed
+into a ``.tgz`` whose bytes depend only on the files' paths, contents and executable bits, and
+parsed from that same file set, so what discovery looks at is exactly what a bundle ships.
+``helm package`` cannot serve here: its archives carry the current time (helm#8212).
+
+A chart archive is read in memory and never extracted. Every member is checked before its bytes
+are used: one top-level directory, no absolute paths, no ``..``, only plain files and
+directories, bounded sizes and counts.
+
+PyYAML is confined to this module and ``services/discover.py``; only ``safe_load`` semantics are
+used, and duplicate mapping keys are refused so that two parsers cannot read two different
+charts out of one file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import gzip
+import io
+import json
+import posixpath
+import re
+import stat
+import tarfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import semver
+import yaml
+
+from bundler.errors import ChartError, NotFoundError, UnsafeArchiveError
+
+MAX_ARCHIVE_BYTES = 20 * 1024 * 1024  # compressed
+MAX_UNPACKED_BYTES = 200 * 1024 * 1024
+MAX_FILES = 10_000
+MAX_YAML_BYTES = 8 * 1024 * 1024  # one Chart.yaml or values.yaml
+MAX_SUBCHART_DEPTH = 5
+
+CHART_FILE = "Chart.yaml"
+VALUES_FILE = "values.yaml"
+HELMIGNORE_FILE = ".helmignore"
+
+# A chart name becomes the basename of an OCI repository when the chart is published, so it must
+# be one repository path component: lowercase, no '/', no '..'.
+_CHART_NAME = re.compile(r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*\Z", re.ASCII)
+_ALIAS = re.compile(r"[a-zA-Z0-9_-]+\Z", re.ASCII)
+
+
+# ---------------------------------------------------------------------------- YAML
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``safe_load`` that refuses duplicate mapping keys instead of keeping the last one."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, "unhashable mapping key", key_node.start_mark
+            ) from None
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+# Helm's YAML parser (Go, YAML 1.1) also reads y/Y/n/N as booleans; PyYAML does not. Agree with
+# Helm, so that discovery and the config blob see the values Helm sees.
+_GO_BOOLS = {"y": True, "n": False}
+
+
+def _construct_bool(loader: _StrictLoader, node: yaml.ScalarNode) -> bool:
+    value = str(loader.construct_scalar(node)).lower()
+    return _GO_BOOLS[value] if value in _GO_BOOLS else bool(loader.bool_values[value])
+
+
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:y|Y|n|N)$"), list("yYnN")
+)
+_StrictLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
+
+
+def parse_yaml(data: bytes | str, where: str) -> Any:
+    """Parse one YAML document safely; errors become a one-line ``ChartError`` naming ``where``
+    and the line."""
+    if len(data) > MAX_YAML_BYTES:
+        raise ChartError(f"{where}: larger than {MAX_YAML_BYTES} bytes")
+    try:
+        return yaml.load(data, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ChartError(f"{where}: YAML error{line}: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ChartError(f"{where}: YAML error: {str(exc).splitlines()[0]}") from None
+
+
+# ---------------------------------------------------------------------------- model
+
+
+def _go_sanitize(text: str) -> str:
+    """Helm's metadata sanitising: whitespace becomes a space, unprintable runes vanish."""
+    return "".join(" " if c.isspace() else c for c in text if c.isspace() or c.isprintable())
+
+
+def _go_json(value: Any) -> bytes:
+    """Compact JSON as Go's encoding/json writes it (HTML-safe escapes, U+2028/9 escaped)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escape)
+    return text.encode()
+
+
+def _put(out: dict[str, Any], key: str, value: Any) -> None:
+    if value not in (None, "", [], {}, False):
+        out[key] = value
+
+
+def _go_str(value: Any) -> str:
+    """A YAML scalar as Helm's YAML-to-struct conversion turns it into a Go string."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _go_sanitize(str(value)) if value is not None else ""
+
+
+def _str_list(value: Any) -> list[str]:
+    return [_go_str(v) for v in value] if isinstance(value, list) else []
+
+
+@dataclass(frozen=True)
+class ChartMetadata:
+    name: str
+    version: str
+    api_version: str
+    app_version: str | None
+    description: str | None
+    type: str | None
+    annotations: dict[str, str]
+    dependencies: list[dict[str, Any]]
+    raw: dict[str, Any] = field(repr=False)
+
+    def config_json(self) -> bytes:
+        """Helm's OCI config blob: ``json.Marshal(chart.Metadata)`` as Helm writes it (its
+        struct's field order, empty fields omitted, sanitised strings, sorted annotations)."""
+        raw = self.raw
+
+        def text(key: str) -> str:
+            return _go_str(raw.get(key))
+
+        out: dict[str, Any] = {}
+        _put(out, "name", text("name"))
+        _put(out, "home", text("home"))
+        _put(out, "sources", _str_list(raw.get("sources")))
+        _put(out, "version", text("version"))
+        _put(out, "description", text("description"))
+        _put(out, "keywords", _str_list(raw.get("keywords")))
+        maintainers = []
+        for m in raw.get("maintainers") or []:
+            if isinstance(m, dict):
+                entry: dict[str, Any] = {}
+                for key in ("name", "email", "url"):
+                    _put(entry, key, _go_str(m.get(key)))
+                maintainers.append(entry)
+        _put(out, "maintainers", maintainers)
+        _put(out, "icon", text("icon"))
+        _put(out, "apiVersion", text("apiVersion"))
+        _put(out, "condition", text("condition"))
+        _put(out, "tags", text("tags"))
+        _put(out, "appVersion", text("appVersion"))
+        _put(out, "deprecated", raw.get("deprecated") is True)
+        _put(out, "annotations", dict(sorted(self.annotations.items())))
+        _put(out, "kubeVersion", text("kubeVersion"))
+        dependencies = []
+        for dep in self.dependencies:
+            d: dict[str, Any] = {"name": _go_str(dep.get("name"))}
+            _put(d, "version", _go_str(dep.get("version")))
+            d["repository"] = _go_str(dep.get("repository"))
+            _put(d, "condition", _go_str(dep.get("condition")))
+            _put(d, "tags", _str_list(dep.get("tags")))
+            _put(d, "enabled", dep.get("enabled") is True)
+            _put(d, "import-values", dep.get("import-values") or [])
+            _put(d, "alias", _go_str(dep.get("alias")))
+            dependencies.append(d)
+        _put(out, "dependencies", dependencies)
+        _put(out, "type", text("type"))
+        return _go_json(out)
+
+
+@dataclass
+class Chart:
+    metadata: ChartMetadata
+    values: dict[str, Any]
+    files: dict[str, bytes]
+    subcharts: list[Subchart]
+    archive: bytes
+    origin: str
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+@dataclass
+class Subchart:
+    name: str  # the key its values live under in the parent: the alias, else the chart name
+    chart: Chart
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def _optional_str(doc: dict[str, Any], key: str, where: str) -> str | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ChartError(f"{where}: {key} must be a string (quote {value!r})")
+    return value
+
+
+def parse_metadata(data: bytes, origin: str) -> ChartMetadata:
+    where = f"{CHART_FILE} of {origin}"
+    doc = parse_yaml(data, where)
+    if not isinstance(doc, dict):
+        raise ChartError(f"{where}: not a YAML mapping")
+    api_version = doc.get("apiVersion")
+    if api_version not in ("v1", "v2"):
+        raise ChartError(f"{where}: apiVersion {api_version!r} is not v2 (or v1)")
+    name = doc.get("name")
+    if name is None or name == "":
+        raise ChartError(f"{where}: name is required")
+    if not isinstance(name, str) or not _CHART_NAME.match(name):
+        raise ChartError(
+            f"{where}: name {name!r} is invalid (lowercase letters, digits, '.', '_', '-'; "
+            "no '/')"
+        )
+    version = doc.get("version")
+    if version is None or version == "":
+        raise ChartError(f"{where}: version is required")
+    if not isinstance(version, str):
+        raise ChartError(f"{where}: version {version!r} must be a quoted string")
+    if not semver.Version.is_valid(version):
+        raise ChartError(f"{where}: version {version!r} is not semantic versioning")
+    app_version = _optional_str(doc, "appVersion", where)
+    description = _optional_str(doc, "description", where)
+    chart_type = _optional_str(doc, "type", where)
+    if chart_type not in (None, "", "application", "library"):
+        raise ChartError(f"{where}: type {chart_type!r} is neither application nor library")
+    annotations = doc.get("annotations") or {}
+    if not isinstance(annotations, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+    ):
+        raise ChartError(f"{where}: annotations must map strings to strings")
+    dependencies = doc.get("dependencies") or []
+    if not isinstance(dependencies, list) or not all(isinstance(d, dict) for d in dependencies):
+        raise ChartError(f"{where}: dependencies must be a list of mappings")
+    for dep in dependencies:
+        if not isinstance(dep.get("name"), str) or not dep["name"]:
+            raise ChartError(f"{where}: a dependency has no name")
+        alias = dep.get("alias")
+        if alias is not None and (not isinstance(alias, str) or not _ALIAS.match(alias)):
+            raise ChartError(f"{where}: dependency alias {alias!r} is invalid")
+    return ChartMetadata(
+        name=name,
+        version=version,
+        api_version=api_version,
+        app_version=app_version,
+        description=description,
+        type=chart_type or None,
+        annotations=dict(annotations),
+        dependencies=[dict(d) for d in dependencies],
+        raw=doc,
+    )
+
+
+def parse_values(data: bytes | None, origin: str) -> dict[str, Any]:
+    if data is None:
+        return {}
+    doc = parse_yaml(data, f"{VALUES_FILE} of {origin}")
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ChartError(f"{VALUES_FILE} of {origin}: not a YAML mapping")
+    return doc
+
+
+# ---------------------------------------------------------------------------- .helmignore
+
+
+@dataclass(frozen=True)
+class _Rule:
+    pattern: str
+    negate: bool
+    dir_only: bool
+    anchored: bool  # match the whole relative path, not just the base name
+
+
+class HelmIgnore:
+    """The subset of gitignore that Helm's ``.helmignore`` supports: comments, ``*.tmp``-style
+    globs on base names, ``dir/`` (directories only), patterns with a ``/`` matched against
+    the whole path, ``!`` negation (the last matching rule wins). ``**`` is refused, as by
+    Helm."""
+
+    def __init__(self, text: str = "", where: str = HELMIGNORE_FILE) -> None:
+        # Helm's defaults: hidden files under templates/ are never templates.
+        self.rules: list[_Rule] = [_Rule("templates/.?*", False, False, True)]
+        for number, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if "**" in line:
+                raise ChartError(f"{where} line {number}: '**' is not supported by Helm")
+            negate = line.startswith("!")
+            if negate:
+                line = line[1:]
+            dir_only = line.endswith("/")
+            line = line.rstrip("/")
+            anchored = "/" in line
+            line = line.lstrip("/")
+            if line:
+                self.rules.append(_Rule(line, negate, dir_only, anchored))
+
+    def ignored(self, path: str, is_dir: bool) -> bool:
+        verdict = False
+        for rule in self.rules:
+            if rule.dir_only and not is_dir:
+                continue
+            subject = path if rule.anchored else posixpath.basename(path)
+            if fnmatch.fnmatchcase(subject, rule.pattern):
+                verdict = not rule.negate
+        return verdict
+
+
+# ---------------------------------------------------------------------------- packing
+
+
+@dataclass(frozen=True)
+class _File:
+    data: bytes
+    executable: bool = False
+
+
+def _pack(top: str, files: dict[str, _File]) -> bytes:
+    """A reproducible chart archive: every file under ``top/``, sorted, fixed metadata."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(files):
+            entry = files[path]
+            info = tarfile.TarInfo(f"{top}/{path}")
+            info.size = len(entry.data)
+            info.mode = 0o755 if entry.executable else 0o644
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(entry.data))
+    out = io.BytesIO()
+    # GzipFile with filename "" and mtime 0 writes no name and a zero timestamp.
+    with gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=9, mtime=0) as gz:
+        gz.write(raw.getvalue())
+    return out.getvalue()
+
+
+def _read_dir(root: Path) -> dict[str, _File]:
+    """The chart directory's files after ``.helmignore``; symlinks and special files refused."""
+    origin = f"chart dir {root}"
+    ignore_path = root / HELMIGNORE_FILE
+    rules = HelmIgnore()
+    if ignore_path.is_file() and not ignore_path.is_symlink():
+        text = ignore_path.read_text(errors="replace")
+        rules = HelmIgnore(text, f"{HELMIGNORE_FILE} of {origin}")
+    files: dict[str, _File] = {}
+    total = 0
+
+    def walk(directory: Path, rel: str) -> None:
+        nonlocal total
+        try:
+            entries = sorted(directory.iterdir(), key=lambda p: p.name)
+        except OSError as exc:
+            raise ChartError(f"{origin}: cannot read {directory}: {exc.strerror}") from None
+        for entry in entries:
+            path = f"{rel}{entry.name}"
+            st = entry.lstat()
+            if stat.S_ISDIR(st.st_mode):
+                if entry.name == ".git" or rules.ignored(path, True):
+                    continue
+                walk(entry, f"{path}/")
+                continue
+            if rules.ignored(path, False):
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                raise ChartError(f"{origin}: {path} is a symlink; charts must hold plain files")
+            if not stat.S_ISREG(st.st_mode):
+                raise ChartError(f"{origin}: {path} is not a regular file")
+            if len(files) >= MAX_FILES:
+                raise ChartError(f"{origin}: more than {MAX_FILES} files")
+            total += st.st_size
+            if total > MAX_UNPACKED_BYTES:
+                raise ChartError(f"{origin}: more than {MAX_UNPACKED_BYTES} bytes of files")
+            files[path] = _File(entry.read_bytes(), bool(st.st_mode & 0o111))
+
+    if not root.is_dir():
+        raise ChartError(f"{origin}: not a directory")
+    walk(root, "")
+    return files
+
+
+def package_chart_dir(path: Path) -> bytes:
+    """Pack a chart directory into a ``.tgz`` Helm reads; same files in, same bytes out."""
+    files = _read_dir(path)
+    chart_yaml = files.get(CHART_FILE)
+    if chart_yaml is None:
+        raise ChartError(f"chart dir {path}: {CHART_FILE} is missing")
+    metadata = parse_metadata(chart_yaml.data, f"chart dir {path}")
+    return _pack(metadata.name, files)
+
+
+# ---------------------------------------------------------------------------- archives
+
+
+def _member_path(info: tarfile.TarInfo, origin: str) -> str:
+    name = info.name
+    if name.startswith("/") or "\\" in name or "\x00" in name or re.match(r"[A-Za-z]:", name):
+        raise UnsafeArchiveError(f"{origin}: member {name!r} has an absolute or odd path")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeArchiveError(f"{origin}: member {name!r} escapes the chart directory")
+    if info.issym() or info.islnk():
+        raise UnsafeArchiveError(f"{origin}: member {name!r} is a link")
+    if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE):
+        raise UnsafeArchiveError(f"{origin}: member {name!r} is a device or special file")
+    if not parts:
+        raise UnsafeArchiveError(f"{origin}: member {name!r} has an empty path")
+    return "/".join(parts)
+
+
+def _read_archive(data: bytes, origin: str) -> dict[str, _File]:
+    """The files of a chart archive below its single top-level directory, checked, in memory."""
+    if len(data) > MAX_ARCHIVE_BYTES:
+        raise UnsafeArchiveError(f"{origin}: larger than {MAX_ARCHIVE_BYTES} bytes compressed")
+    if data[:2] != b"\x1f\x8b":
+        raise ChartError(f"{origin}: not a gzip-compressed chart archive")
+    files: dict[str, _File] = {}
+    top: str | None = None
+    total = 0
+    count = 0
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r|gz") as tar:
+            for info in tar:
+                count += 1
+                if count > MAX_FILES:
+                    raise UnsafeArchiveError(f"{origin}: more than {MAX_FILES} members")
+                path = _member_path(info, origin)
+                first, _, rest = path.partition("/")
+                if top is None:
+                    top = first
+                elif first != top:
+                    raise UnsafeArchiveError(
+                        f"{origin}: member {info.name!r} is outside the top-level directory "
+                        f"{top!r}"
+                    )
+                if info.isdir():
+                    continue
+                if not rest:
+                    raise UnsafeArchiveError(
+                        f"{origin}: member {info.name!r} is not inside a chart directory"
+                    )
+                total += info.size
+                if total > MAX_UNPACKED_BYTES:
+                    raise UnsafeArchiveError(
+                        f"{origin}: more than {MAX_UNPACKED_BYTES} bytes uncompressed"
+                    )
+                if rest in files:
+                    raise UnsafeArchiveError(f"{origin}: member {info.name!r} appears twice")
+                handle = tar.extractfile(info)
+                assert handle is not None  # a regular file
+                files[rest] = _File(handle.read(), bool(info.mode & 0o111))
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise ChartError(f"{origin}: damaged chart archive: {exc}") from None
+    if top is None:
+        raise ChartError(f"{origin}: empty chart archive")
+    return files
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _subfiles(files: dict[str, _File], prefix: str) -> dict[str, _File]:
+    return {p[len(prefix):]: f for p, f in files.items() if p.startswith(prefix)}
+
+
+def _build(
+    files: dict[str, _File], origin: str, archive: bytes | None, depth: int
+) -> Chart:
+    if depth > MAX_SUBCHART_DEPTH:
+        raise ChartError(f"{origin}: subcharts nested deeper than {MAX_SUBCHART_DEPTH}")
+    chart_yaml = files.get(CHART_FILE)
+    if chart_yaml is None:
+        raise ChartError(f"{origin}: {CHART_FILE} is missing")
+    metadata = parse_metadata(chart_yaml.data, origin)
+    values_file = files.get(VALUES_FILE)
+    values = parse_values(values_file.data if values_file else None, origin)
+    if archive is None:
+        archive = _pack(metadata.name, files)
+
+    loaded: list[Chart] = []
+    names = sorted({p.split("/", 2)[1] for p in files if p.startswith("charts/")})
+    for entry in names:
+        if entry[:1] in ("_", "."):  # Helm skips these too
+            continue
+        if f"charts/{entry}" in files:
+            if entry.endswith(".tgz"):
+                loaded.append(_load_archive(
+                    files[f"charts/{entry}"].data, f"subchart {entry} of {origin}", depth + 1
+                ))
+            continue  # other plain files in charts/ are not charts
+        sub_origin = f"subchart charts/{entry} of {origin}"
+        loaded.append(_build(_subfiles(files, f"charts/{entry}/"), sub_origin, None, depth + 1))
+
+    subcharts: list[Subchart] = []
+    for sub in loaded:
+        aliases = [
+            d["alias"] for d in metadata.dependencies
+            if d.get("name") == sub.metadata.name and d.get("alias")
+        ]
+        plain = not aliases or any(
+            d.get("name") == sub.metadata.name and not d.get("alias")
+            for d in metadata.dependencies
+        )
+        for alias in aliases:
+            subcharts.append(Subchart(alias, sub))
+        if plain:
+            subcharts.append(Subchart(sub.metadata.name, sub))
+    return Chart(
+        metadata=metadata,
+        values=values,
+        files={p: f.data for p, f in files.items()},
+        subcharts=subcharts,
+        archive=archive,
+        origin=origin,
+    )
+
+
+def _load_archive(data: bytes, origin: str, depth: int) -> Chart:
+    return _build(_read_archive(data, origin), origin, data, depth)
+
+
+def load_chart_dir(path: Path) -> Chart:
+    """Load a chart directory; its ``archive`` is the reproducible ``.tgz`` of the same files."""
+    return _build(_read_dir(path), f"chart dir {path}", None, 0)
+
+
+def load_chart_archive(data: bytes, origin: str) -> Chart:
+    """Load a chart ``.tgz`` from memory; its ``archive`` is ``data`` itself."""
+    return _load_archive(data, origin, 0)
+
+
+def load_chart(path: Path) -> Chart:
+    """A chart directory or a chart ``.tgz`` file."""
+    if path.is_dir():
+        return load_chart_dir(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_ARCHIVE_BYTES:
+            raise UnsafeArchiveError(
+                f"chart archive {path}: larger than {MAX_ARCHIVE_BYTES} bytes compressed"
+            )
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"chart {path} does not exist") from None
+    except OSError as exc:
+        raise ChartError(f"cannot read chart {path}: {exc.strerror}") from None
+    return load_chart_archive(data, f"chart archive {path}")

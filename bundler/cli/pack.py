@@ -1,0 +1,215 @@
+"""``bundler pack`` and ``bundler inspect``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bundler.cli.common import (
+    CaFileOpt,
+    ConfigDirOpt,
+    InsecureOpt,
+    OutputFormat,
+    OutputOpt,
+    ParallelOpt,
+    PlainHttpOpt,
+    emit_json,
+    human_bytes,
+    registry_options,
+)
+from bundler.errors import UsageError
+from bundler.model.spec import BundleSpec, ExtraImage, ImageSourceSpec
+from bundler.services.transports import Transports, parse_location
+
+
+def _source_spec(text: str) -> ImageSourceSpec:
+    if text.startswith("oci:"):
+        return ImageSourceSpec("oci", path=Path(text[4:]))
+    if text.startswith("docker-archive:"):
+        return ImageSourceSpec("docker-archive", path=Path(text[len("docker-archive:"):]))
+    raise UsageError(f"--source {text!r}: expected oci:DIR or docker-archive:FILE.tar")
+
+
+def _mirror_spec(text: str) -> ImageSourceSpec:
+    src, sep, dst = text.partition("=")
+    if not sep or not src or not dst:
+        raise UsageError(f"--mirror {text!r}: expected REGISTRY=MIRROR[/PREFIX]")
+    return ImageSourceSpec("mirror", mirror_from=src, mirror_to=dst)
+
+
+def _created(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if value == "now":
+        return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    try:
+        dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--created {value!r}: expected 'now' or an RFC 3339 time") from None
+    return value
+
+
+def pack_command(
+    config: Annotated[
+        Path | None, typer.Argument(help="Bundle config file (YAML; schemas/bundle-config).")
+    ] = None,
+    to: Annotated[str, typer.Option("--to", help="Where to write the bundle: REGISTRY/REPO"
+                                    "[:TAG], oci:DIR[:REF] or archive:FILE.tar.")] = "",
+    chart: Annotated[
+        str | None, typer.Option("--chart", help="Chart directory, .tgz, or oci://REF "
+                                 "(instead of, or overriding, the config's chart).")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Bundle name.")] = None,
+    version: Annotated[str | None, typer.Option("--version", help="Bundle version.")] = None,
+    image: Annotated[
+        list[str] | None, typer.Option("--image", help="An extra image to bundle.")
+    ] = None,
+    value_path: Annotated[
+        list[str] | None,
+        typer.Option("--value-path", help="A chart value path holding an image."),
+    ] = None,
+    values: Annotated[
+        list[Path] | None, typer.Option("--values", "-f", help="Values file for rendering.")
+    ] = None,
+    platform: Annotated[
+        list[str] | None, typer.Option("--platform", help="Keep only this os/arch[/variant].")
+    ] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option("--source", help="Look images up in oci:DIR or docker-archive:FILE.tar "
+                     "first (by their reference)."),
+    ] = None,
+    mirror: Annotated[
+        list[str] | None,
+        typer.Option("--mirror", help="Fetch REGISTRY's images from MIRROR[/PREFIX] instead."),
+    ] = None,
+    no_upstream: Annotated[
+        bool, typer.Option("--no-upstream", help="Never fetch from the images' own registries.")
+    ] = False,
+    allow_missing: Annotated[
+        list[str] | None,
+        typer.Option("--allow-missing", help="A rendered image that may be left out."),
+    ] = None,
+    helm: Annotated[str | None, typer.Option("--helm", help="Helm binary for rendering.")] = None,
+    no_render: Annotated[
+        bool, typer.Option("--no-render", help="Skip rendering and the completeness check.")
+    ] = False,
+    created: Annotated[
+        str | None,
+        typer.Option("--created", help="Stamp the bundle with this time ('now' or RFC 3339); "
+                     "without it the bundle carries no time and packs reproducibly."),
+    ] = None,
+    output: OutputOpt = OutputFormat.text,
+    parallel: ParallelOpt = 4,
+    plain_http: PlainHttpOpt = False,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
+    config_dir: ConfigDirOpt = None,
+) -> None:
+    """Pack a Helm chart and every image it runs into one OCI bundle."""
+    from bundler.adapters.bundleconfig import load_bundle_config
+    from bundler.services.pack import PackOptions, pack
+
+    if not to:
+        raise UsageError("say where the bundle goes: --to REGISTRY/REPO, oci:DIR or archive:FILE")
+    spec = load_bundle_config(config) if config is not None else BundleSpec()
+    if chart is not None:
+        if chart.startswith("oci://"):
+            spec.chart_ref, spec.chart_path = chart.removeprefix("oci://"), None
+        else:
+            spec.chart_path, spec.chart_ref = Path(chart), None
+    spec.name = name or spec.name
+    spec.version = version or spec.version
+    spec.images += [ExtraImage(i) for i in image or []]
+    spec.value_paths += value_path or []
+    spec.values_files += values or []
+    spec.platforms += platform or []
+    spec.sources = [_source_spec(s) for s in source or []] + [
+        _mirror_spec(m) for m in mirror or []
+    ] + spec.sources
+    spec.upstream = spec.upstream and not no_upstream
+    spec.allow_missing += allow_missing or []
+    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir, parallel))
+    try:
+        result = pack(
+            spec, to, transports,
+            PackOptions(helm=helm, render=not no_render, created=_created(created),
+                        parallel=parallel),
+        )
+    finally:
+        transports.close()
+    if output is OutputFormat.json:
+        emit_json(result.to_json())
+        return
+    typer.echo(f"{result.digest}  {result.target}" + (f" ({result.tag})" if result.tag else ""))
+    typer.echo(
+        f"bundle {result.name} {result.version}: chart {result.chart.name} "
+        f"{result.chart.version}, {len(result.images)} images"
+        + ("" if result.rendered else " (templates not rendered: completeness unchecked)"),
+        err=True,
+    )
+    for img in result.images:
+        paths = ", ".join(v.path for v in img.value_paths) or "-"
+        typer.echo(
+            f"  {img.reference}  {img.digest.short()}  {','.join(img.platforms)}  "
+            f"{human_bytes(img.size)}  values: {paths}  from {img.pulled_from}",
+            err=True,
+        )
+
+
+def inspect_command(
+    source: Annotated[str, typer.Argument(help="REGISTRY/REPO[:TAG][@DIGEST], oci:DIR[:REF] "
+                                          "or archive:FILE.tar[:REF].")],
+    output: OutputOpt = OutputFormat.text,
+    lock: Annotated[bool, typer.Option("--lock", help="Print the bundle's lock document.")] = False,
+    plain_http: PlainHttpOpt = False,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
+    config_dir: ConfigDirOpt = None,
+) -> None:
+    """Show what a bundle (or any OCI artifact) holds: chart, images, platforms, sizes,
+    signatures. Every manifest shown is digest-checked; signatures are listed, not verified."""
+    from bundler.services.inspect import inspect, lock_json
+
+    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir))
+    try:
+        store = transports.open_source(parse_location(source))
+        try:
+            result = inspect(store)
+        finally:
+            store.close()
+    finally:
+        transports.close()
+    if lock:
+        if result.lock is None:
+            raise UsageError(f"{source} is not a bundle: it has no lock document")
+        typer.echo(lock_json(result.lock))
+        return
+    if output is OutputFormat.json:
+        emit_json(result.to_json())
+        return
+    kind = "bundle" if result.is_bundle else result.media_type
+    typer.echo(f"{result.digest}  {kind}" + (
+        f" {result.name} {result.version}" if result.is_bundle else ""))
+    if result.chart:
+        typer.echo(f"chart   {result.chart['name']} {result.chart['version']}  "
+                   f"{human_bytes(result.chart['size'])}")
+    for img in result.images:
+        typer.echo(f"image   {img.reference}  {img.digest.short()}  "
+                   f"{','.join(img.platforms) or '-'}  {human_bytes(img.size)}")
+    typer.echo(f"bytes   {human_bytes(result.total_bytes)} total, "
+               f"{human_bytes(result.unique_bytes)} unique")
+    if result.signatures:
+        for sig in result.signatures:
+            typer.echo(f"signed  {sig.kind} {sig.tag or sig.artifact_type or ''} "
+                       f"{sig.digest.short()}")
+    else:
+        typer.echo("signed  no signatures found")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pack")(pack_command)
+    app.command("inspect")(inspect_command)

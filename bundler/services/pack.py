@@ -1,0 +1,518 @@
+"""``bundler pack``: a chart and every image it runs become one OCI bundle.
+
+1. Chart: load it (directory, .tgz, or a Helm OCI reference) and make its Helm OCI manifest.
+   A directory is packaged reproducibly; an archive or an OCI chart keeps its bytes.
+2. Discover: images from the bundle config, the chart's annotations, image-shaped values
+   (chart and subcharts) and explicit value paths are *declared*; the rendered templates
+   (``helm template``) say which images the chart will actually *run*.
+3. Completeness: every rendered image must be declared (so it is bundled and has a value path
+   promotion can rewrite), unless the user allows it to be missing by name.
+4. Resolve: each declared image is looked up in the configured sources, then its own registry;
+   tags are resolved to digests once; multi-arch indexes stay whole unless platforms are given.
+5. Lock and index: the lock document and the bundle index are built from the above alone, so
+   the same inputs give the same bundle digest.
+6. Write: the ordinary copy moves it to the target, verified, names last.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import semver
+
+from bundler.adapters.base import Source
+from bundler.adapters.chart import Chart, load_chart, load_chart_archive
+from bundler.adapters.layout import LayoutDirectory, LayoutSource
+from bundler.adapters.registry.store import RegistrySource
+from bundler.adapters.stream import VerifiedStream, read_exact
+from bundler.errors import (
+    ChartError,
+    ConfigError,
+    DigestMismatchError,
+    IncompleteError,
+    ManifestError,
+    NotFoundError,
+    UsageError,
+)
+from bundler.model import mediatypes as mt
+from bundler.model.bundle import (
+    ANNOTATION_CREATED,
+    ANNOTATION_DESCRIPTION,
+    ANNOTATION_TITLE,
+    ANNOTATION_VERSION,
+    EMPTY_DESCRIPTOR,
+    EMPTY_JSON,
+    LOCK_MEDIA_TYPE,
+    ROLE_CHART,
+    ROLE_IMAGE,
+    ROLE_LOCK,
+    Blob,
+    BundleEntry,
+    BundleLock,
+    LockedChart,
+    LockedImage,
+    ValuePath,
+    bundle_index,
+    canonical_json,
+    chart_manifest,
+    helm_tag,
+    lock_manifest,
+)
+from bundler.model.descriptor import Descriptor, Platform
+from bundler.model.digest import Digest
+from bundler.model.manifest import Manifest, load_json_strict, parse_manifest
+from bundler.model.plan import TagAssignment
+from bundler.model.reference import Reference
+from bundler.model.spec import BundleSpec, ImageSourceSpec
+from bundler.services import copy as copy_service
+from bundler.services.bundle_source import BundleSource
+from bundler.services.discover import (
+    ImageFinding,
+    coalesced_values,
+    discover,
+    find_helm,
+    resolve_value,
+)
+from bundler.services.transports import Transports
+
+MAX_CHART_BYTES = 20 * 1024 * 1024
+MAX_CONFIG_BLOB_BYTES = 1024 * 1024
+ANNOTATION_CHART = "dev.bundler.chart"
+
+
+@dataclass
+class PackedImage:
+    reference: str
+    digest: Digest
+    media_type: str
+    platforms: tuple[str, ...]
+    size: int
+    pulled_from: str
+    value_paths: tuple[ValuePath, ...]
+    found_by: tuple[str, ...]
+
+
+@dataclass
+class PackResult:
+    name: str
+    version: str
+    digest: Digest
+    target: str
+    tag: str | None
+    chart: LockedChart
+    images: list[PackedImage] = field(default_factory=list)
+    rendered: bool = False
+    copy: copy_service.CopyResult | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "digest": str(self.digest),
+            "target": self.target,
+            "tag": self.tag,
+            "chart": self.chart.to_json(),
+            "images": [
+                {
+                    "reference": i.reference,
+                    "digest": str(i.digest),
+                    "mediaType": i.media_type,
+                    "platforms": list(i.platforms),
+                    "size": i.size,
+                    "pulledFrom": i.pulled_from,
+                    "valuePaths": [v.to_json() for v in i.value_paths],
+                    "foundBy": list(i.found_by),
+                }
+                for i in self.images
+            ],
+            "completeness": {"rendered": self.rendered},
+            "copy": self.copy.to_json() if self.copy else None,
+        }
+
+
+# -- step 1: the chart -----------------------------------------------------------------------
+
+
+@dataclass
+class LoadedChart:
+    chart: Chart
+    manifest: Manifest
+    source_kind: str
+    blobs: dict[Digest, bytes] = field(default_factory=dict)
+    source: Source | None = None  # for OCI charts: where the manifest's blobs come from
+
+
+def load_chart_for_bundle(spec: BundleSpec, transports: Transports) -> LoadedChart:
+    if (spec.chart_path is None) == (spec.chart_ref is None):
+        raise UsageError("name exactly one chart: a path (directory or .tgz) or an OCI reference")
+    if spec.chart_path is not None:
+        path = spec.chart_path
+        if not path.exists():
+            raise NotFoundError(f"chart {path} does not exist")
+        chart = load_chart(path)
+        metadata = chart.metadata
+        config = Blob.of(mt.HELM_CONFIG, metadata.config_json())
+        archive = Blob.of(mt.HELM_CHART, chart.archive)
+        annotations = {ANNOTATION_TITLE: metadata.name, ANNOTATION_VERSION: metadata.version}
+        if metadata.description:
+            annotations[ANNOTATION_DESCRIPTION] = metadata.description
+        manifest = chart_manifest(config, archive, annotations)
+        kind = "directory" if path.is_dir() else "archive"
+        return LoadedChart(
+            chart, manifest, kind,
+            {config.descriptor.digest: config.data, archive.descriptor.digest: archive.data},
+        )
+    assert spec.chart_ref is not None
+    reference = Reference.parse(spec.chart_ref.removeprefix("oci://"))
+    source = RegistrySource(transports.client(reference.registry), reference, transports.locations)
+    manifest = source.fetch_manifest(source.resolve())
+    if manifest.is_index or manifest.config is None or manifest.config.media_type != mt.HELM_CONFIG:
+        raise ChartError(f"{reference} is not a Helm chart (config {manifest.config})")
+    layers = [layer for layer in manifest.layers if layer.media_type == mt.HELM_CHART]
+    if len(layers) != 1:
+        raise ChartError(f"{reference} has {len(layers)} chart content layers, expected 1")
+    layer = layers[0]
+    if layer.size > MAX_CHART_BYTES:
+        raise ChartError(f"chart {reference} is {layer.size} bytes, more than {MAX_CHART_BYTES}")
+    data = read_exact(VerifiedStream(source.open_blob(layer), layer, str(reference)), layer.size)
+    chart = load_chart_archive(data, f"chart {reference}")
+    return LoadedChart(chart, manifest, "oci", source=source)
+
+
+# -- steps 2 and 3: discovery and completeness ------------------------------------------------
+
+
+@dataclass
+class DeclaredImage:
+    reference: Reference
+    value_paths: set[tuple[str, str]] = field(default_factory=set)
+    found_by: set[str] = field(default_factory=set)
+
+
+def declared_images(
+    spec: BundleSpec, chart: Chart, findings: list[ImageFinding]
+) -> dict[str, DeclaredImage]:
+    declared: dict[str, DeclaredImage] = {}
+    values = coalesced_values(chart)
+
+    def add(ref: Reference, source: str, path: str | None, form: str | None) -> None:
+        key = str(ref)
+        entry = declared.setdefault(key, DeclaredImage(ref))
+        entry.found_by.add(source)
+        if path is not None:
+            entry.value_paths.add((path, form or "string"))
+
+    for finding in findings:
+        if finding.source == "template":
+            continue
+        add(Reference.parse(finding.reference), finding.source, finding.value_path,
+            finding.value_form)
+    for extra in spec.images:
+        ref = Reference.parse(extra.ref)
+        for path in extra.value_paths:
+            value = resolve_value(values, path)  # ConfigError when absent
+            form = "map" if isinstance(value, dict) else "string"
+            add(ref, "config", path, form)
+        if not extra.value_paths:
+            add(ref, "config", None, None)
+    return declared
+
+
+def check_completeness(
+    findings: list[ImageFinding], declared: dict[str, DeclaredImage], allow_missing: list[str]
+) -> None:
+    allowed = {str(Reference.parse(r)) for r in allow_missing}
+    for finding in findings:
+        if finding.source != "template":
+            continue
+        ref = str(Reference.parse(finding.reference))
+        if ref in declared:
+            declared[ref].found_by.add("template")
+            continue
+        if ref in allowed:
+            continue
+        raise IncompleteError(
+            f"{ref} is run by {finding.detail} but the bundle does not declare it: add it to "
+            "the bundle config's images (with its valuePaths) or allow it with --allow-missing"
+        )
+
+
+# -- step 4: resolving images ----------------------------------------------------------------
+
+
+class ImageResolver:
+    """Finds each image in the configured sources, then (if allowed) its own registry."""
+
+    def __init__(
+        self, sources: list[ImageSourceSpec], upstream: bool, transports: Transports
+    ) -> None:
+        self.sources = sources
+        self.upstream = upstream
+        self.transports = transports
+
+    def _candidates(self, ref: Reference) -> list[tuple[str, Callable[[], Source]]]:
+        out: list[tuple[str, Callable[[], Source]]] = []
+        names = [str(ref)]
+        if ref.digest is not None and ref.tag is not None:
+            names.append(str(ref.with_digest(None)))
+        for spec in self.sources:
+            if spec.kind == "oci":
+                assert spec.path is not None
+                for name in names:
+                    out.append((f"oci:{spec.path}:{name}", _layout_opener(spec.path, name)))
+            elif spec.kind == "docker-archive":
+                assert spec.path is not None
+                for name in names:
+                    out.append((f"docker-archive:{spec.path}:{name}",
+                                _docker_archive_opener(spec.path, name)))
+            elif spec.kind == "mirror" and spec.mirror_from == ref.registry:
+                assert spec.mirror_to is not None
+                host, _, prefix = spec.mirror_to.partition("/")
+                repo = f"{prefix.strip('/')}/{ref.repository}" if prefix else ref.repository
+                mirrored = Reference(host, repo, ref.tag, ref.digest)
+                out.append((str(mirrored), self._registry_opener(mirrored)))
+        if self.upstream:
+            out.append((str(ref), self._registry_opener(ref)))
+        return out
+
+    def _registry_opener(self, ref: Reference) -> Callable[[], Source]:
+        def open_() -> Source:
+            return RegistrySource(
+                self.transports.client(ref.registry), ref, self.transports.locations
+            )
+        return open_
+
+    def resolve(self, ref: Reference) -> tuple[Source, Descriptor, str]:
+        tried: list[str] = []
+        for where, opener in self._candidates(ref):
+            try:
+                source = opener()
+                descriptor = source.resolve()
+            except NotFoundError:
+                tried.append(where)
+                continue
+            if ref.digest is not None and descriptor.digest != ref.digest:
+                raise DigestMismatchError(
+                    f"{ref} is pinned to {ref.digest} but {where} holds {descriptor.digest}"
+                )
+            return source, descriptor, where
+        raise NotFoundError(f"image {ref} not found (looked in: {', '.join(tried) or 'nowhere'})")
+
+
+def _layout_opener(path: Path, name: str) -> Callable[[], Source]:
+    def open_() -> Source:
+        if not path.exists():
+            raise NotFoundError(f"image source {path} does not exist")
+        return LayoutSource(LayoutDirectory(path), name)
+    return open_
+
+
+def _docker_archive_opener(path: Path, name: str) -> Callable[[], Source]:
+    def open_() -> Source:
+        from bundler.adapters.dockerarchive import DockerArchiveSource
+
+        if not path.exists():
+            raise NotFoundError(f"image source {path} does not exist")
+        return DockerArchiveSource(path, name)
+    return open_
+
+
+def _matches(platform: Platform, wanted: list[Platform]) -> bool:
+    return any(
+        platform.os == w.os and platform.architecture == w.architecture
+        and (w.variant is None or w.variant == platform.variant)
+        for w in wanted
+    )
+
+
+def filter_platforms(index: Manifest, wanted: list[Platform], ref: str) -> Manifest:
+    """A new index holding only the children of the wanted platforms (their bytes untouched)."""
+    doc = load_json_strict(index.raw, f"index of {ref}")
+    kept = [
+        child for child, d in zip(doc["manifests"], index.manifests, strict=True)
+        if d.platform is not None and _matches(d.platform, wanted)
+    ]
+    if not kept:
+        have = ", ".join(str(d.platform) for d in index.manifests if d.platform) or "none"
+        raise UsageError(f"{ref} has none of the platforms asked for (it has: {have})")
+    if len(kept) == len(doc["manifests"]):
+        return index
+    doc["manifests"] = kept
+    return parse_manifest(canonical_json(doc), media_type=index.media_type)
+
+
+# -- the whole job ---------------------------------------------------------------------------
+
+
+@dataclass
+class PackOptions:
+    helm: str | None = None
+    render: bool = True
+    created: str | None = None
+    parallel: int = 4
+
+
+def pack(
+    spec: BundleSpec,
+    target_location: str,
+    transports: Transports,
+    options: PackOptions | None = None,
+    progress: copy_service.Progress | None = None,
+) -> PackResult:
+    from bundler.services.transports import parse_location
+
+    options = options or PackOptions()
+    target = transports.open_target(parse_location(target_location, for_target=True))
+    # Step 1: the chart.
+    loaded = load_chart_for_bundle(spec, transports)
+    chart = loaded.chart
+    name = spec.name or chart.metadata.name
+    version = spec.version or chart.metadata.version
+    try:
+        semver.Version.parse(version)
+    except ValueError:
+        raise ConfigError(f"bundle version {version!r} is not semantic versioning") from None
+    # Steps 2 and 3: what the chart declares and what it runs.
+    helm = find_helm(options.helm) if options.render else None
+    if options.render and helm is None:
+        raise UsageError(
+            "no helm binary to render the chart for the completeness check: install Helm, "
+            "pass --helm PATH, or pack without the check using --no-render"
+        )
+    findings = discover(
+        chart, helm=helm, value_paths=spec.value_paths, values_files=spec.values_files
+    )
+    declared = declared_images(spec, chart, findings)
+    if options.render:
+        check_completeness(findings, declared, spec.allow_missing)
+    if not declared:
+        raise IncompleteError(f"chart {chart.metadata.name} declares no images to bundle")
+    # Step 4: resolve and pin every image.
+    wanted = [Platform.parse(p) for p in spec.platforms]
+    bundle = BundleSource(f"bundle {name}:{version}", f"{name}:{helm_tag(version)}")
+    resolver = ImageResolver(spec.sources, spec.upstream, transports)
+    entries: list[BundleEntry] = [BundleEntry(ROLE_CHART, loaded.manifest)]
+    bundle.add_manifest(loaded.manifest)
+    for digest, data in loaded.blobs.items():
+        bundle.add_blob(digest, data)
+    if loaded.source is not None:
+        for blob in loaded.manifest.blobs():
+            bundle.route(blob.digest, loaded.source)
+    images: list[PackedImage] = []
+    layout_names: list[TagAssignment] = []
+    for key in sorted(declared):
+        item = declared[key]
+        source, descriptor, where = resolver.resolve(item.reference)
+        bundle.route(descriptor.digest, source)
+        manifest = bundle.fetch_manifest(descriptor)
+        if wanted and manifest.is_index:
+            filtered = filter_platforms(manifest, wanted, key)
+            if filtered is not manifest:
+                bundle.add_manifest(filtered)
+                for child in filtered.manifests:
+                    bundle.route(child.digest, source)
+                manifest = filtered
+        size, platforms = _measure(bundle, manifest)
+        entries.append(BundleEntry(ROLE_IMAGE, manifest, image_ref=key))
+        layout_names.append(TagAssignment(key, manifest.descriptor()))
+        images.append(PackedImage(
+            reference=key, digest=manifest.digest, media_type=manifest.media_type,
+            platforms=platforms, size=size, pulled_from=where,
+            value_paths=tuple(ValuePath(p, f) for p, f in sorted(item.value_paths)),
+            found_by=tuple(sorted(item.found_by)),
+        ))
+    # Step 5: the lock and the index.
+    locked_chart = LockedChart(
+        name=chart.metadata.name, version=chart.metadata.version,
+        app_version=chart.metadata.app_version, manifest=loaded.manifest.digest,
+        archive=loaded.manifest.layers[0].digest if loaded.manifest.layers else Digest.of(b""),
+        source=loaded.source_kind,
+    )
+    lock = BundleLock(
+        name=name, version=version, chart=locked_chart, rendered=options.render,
+        created=options.created, allowed_missing=tuple(spec.allow_missing),
+        images=tuple(
+            LockedImage(i.reference, i.digest, i.media_type, i.size, i.platforms,
+                        i.value_paths, i.found_by)
+            for i in images
+        ),
+    )
+    lock_blob = Blob.of(LOCK_MEDIA_TYPE, lock.to_bytes(),
+                        {ANNOTATION_TITLE: "bundle-lock.json"})
+    lock_manifest_ = lock_manifest(lock_blob)
+    bundle.add_blob(lock_blob.descriptor.digest, lock_blob.data)
+    bundle.add_blob(EMPTY_DESCRIPTOR.digest, EMPTY_JSON)
+    bundle.add_manifest(lock_manifest_)
+    entries.append(BundleEntry(ROLE_LOCK, lock_manifest_))
+    annotations = {
+        ANNOTATION_TITLE: name,
+        ANNOTATION_VERSION: version,
+        ANNOTATION_CHART: f"{chart.metadata.name}:{chart.metadata.version}",
+        **spec.annotations,
+    }
+    if options.created:
+        annotations[ANNOTATION_CREATED] = options.created
+    index = bundle_index(entries, annotations)
+    bundle.set_root(index)
+    # Step 6: write it.
+    try:
+        copied = copy_service.copy(
+            bundle, target, parallel=options.parallel, progress=progress,
+            layout_names=layout_names,
+        )
+    finally:
+        bundle.close()
+    return PackResult(
+        name=name, version=version, digest=index.digest, target=target.name, tag=copied.tag,
+        chart=locked_chart, images=images, rendered=options.render, copy=copied,
+    )
+
+
+def _measure(source: Source, manifest: Manifest) -> tuple[int, tuple[str, ...]]:
+    """Unique bytes under an image, and its platforms."""
+    seen: set[Digest] = set()
+    total = 0
+    platforms: list[str] = []
+
+    def walk(m: Manifest) -> None:
+        nonlocal total
+        if m.digest in seen:
+            return
+        seen.add(m.digest)
+        total += m.size
+        if m.is_index:
+            for child in m.manifests:
+                if child.media_type in mt.MANIFESTS:
+                    walk(source.fetch_manifest(child))
+            return
+        for blob in m.blobs():
+            if blob.digest not in seen:
+                seen.add(blob.digest)
+                total += blob.size
+
+    walk(manifest)
+    if manifest.is_index:
+        for child in manifest.manifests:
+            if child.platform and child.platform.os != "unknown":
+                platforms.append(str(child.platform))
+    elif manifest.config is not None:
+        platforms.append(image_platform(source, manifest.config))
+    return total, tuple(platforms)
+
+
+def image_platform(source: Source, config: Descriptor) -> str:
+    if config.media_type not in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
+        return "unknown"
+    if config.size > MAX_CONFIG_BLOB_BYTES:
+        raise ManifestError(f"image config {config.digest} is {config.size} bytes")
+    raw = read_exact(VerifiedStream(source.open_blob(config), config, source.name), config.size)
+    try:
+        doc = json.loads(raw)
+        platform = Platform(doc["os"], doc["architecture"], doc.get("variant"))
+    except (ValueError, KeyError, TypeError):
+        return "unknown"
+    return str(platform)
