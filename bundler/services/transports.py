@@ -3,6 +3,7 @@
 - ``host[:port]/repo[:tag][@digest]`` or ``docker://...``: a registry reference
 - ``oci:DIR[:REF]``: an OCI image layout directory, REF being an index.json ref name or digest
 - ``archive:FILE.tar[:REF]``: a tar of an OCI image layout
+- ``docker-archive:FILE.tar[:REF]``: a ``docker save`` tar (source only), REF a tag or ``@N``
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from typing import Literal
 
 from bundler.adapters.archive import ArchiveReader, ArchiveTarget
 from bundler.adapters.base import Source, Target
+from bundler.adapters.dockerarchive import DockerArchiveSource
 from bundler.adapters.layout import LayoutDirectory, LayoutSource, LayoutTarget
 from bundler.adapters.registry.blobcache import BlobLocationCache, default_cache_path
 from bundler.adapters.registry.client import RegistryClient, RegistryOptions
 from bundler.adapters.registry.store import RegistrySource, RegistryTarget
-from bundler.errors import ReferenceFormatError
+from bundler.errors import ReferenceFormatError, UsageError
 from bundler.model.reference import Reference
 
-Kind = Literal["registry", "oci", "archive"]
+Kind = Literal["registry", "oci", "archive", "docker-archive"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,9 @@ class Location:
 def parse_location(text: str, *, for_target: bool = False) -> Location:
     if not text:
         raise ReferenceFormatError("empty location")
-    for prefix, kind in (("oci:", "oci"), ("archive:", "archive")):
+    for prefix, kind in (
+        ("oci:", "oci"), ("archive:", "archive"), ("docker-archive:", "docker-archive"),
+    ):
         if text.startswith(prefix):
             rest = text[len(prefix):]
             path_text, sep, ref = rest.partition(":")
@@ -79,6 +83,8 @@ class Transports:
         assert location.path is not None
         if location.kind == "oci":
             return LayoutSource(LayoutDirectory(location.path), location.ref)
+        if location.kind == "docker-archive":
+            return DockerArchiveSource(location.path, location.ref)
         return LayoutSource(ArchiveReader(location.path), location.ref)
 
     def open_target(self, location: Location) -> Target:
@@ -91,6 +97,8 @@ class Transports:
             return RegistryTarget(
                 self.client(location.reference.registry), location.reference, self.locations
             )
+        if location.kind == "docker-archive":
+            raise UsageError("docker-archive: is a source only")
         assert location.path is not None
         if location.kind == "oci":
             return LayoutTarget(location.path, location.ref)
