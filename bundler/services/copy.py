@@ -20,6 +20,12 @@ from bundler.adapters.base import Source, Target
 from bundler.adapters.stream import VerifiedStream
 from bundler.errors import ManifestError, TransportError, UsageError
 from bundler.model import mediatypes as mt
+from bundler.model.bundle import (
+    ANNOTATION_IMAGE_REF,
+    ANNOTATION_ROLE,
+    BUNDLE_ARTIFACT_TYPE,
+    ROLE_IMAGE,
+)
 from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
@@ -145,6 +151,14 @@ def copy(
         raise UsageError(f"name the copy in {target.name}: add :REF to the location")
     if root_tag is not None:
         plan.tags.insert(0, TagAssignment(root_tag, plan.root))
+    if root_manifest.artifact_type == BUNDLE_ARTIFACT_TYPE and layout_names is None:
+        # A bundle keeps its images findable by reference in layouts and archives.
+        layout_names = [
+            TagAssignment(d.annotations[ANNOTATION_IMAGE_REF], d)
+            for d in root_manifest.manifests
+            if d.annotations.get(ANNOTATION_ROLE) == ROLE_IMAGE
+            and ANNOTATION_IMAGE_REF in d.annotations
+        ]
     if layout_names and target.requires_name:
         taken = {a.tag for a in plan.tags}
         plan.tags.extend(a for a in layout_names if a.tag not in taken)

@@ -473,8 +473,9 @@ def find_helm(explicit: str | None = None) -> str | None:
             found = shutil.which(named)
             if found is None:
                 raise UsageError(f"helm binary {named!r} ({how}) not found or not executable")
-            return found
-    return shutil.which("helm")
+            return os.path.abspath(found)  # helm runs in a scratch directory
+    found = shutil.which("helm")
+    return os.path.abspath(found) if found else None
 
 
 def discover(
