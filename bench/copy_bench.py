@@ -13,74 +13,29 @@ ratios, plus the peak RSS of each tool process (from wait4's rusage).
 from __future__ import annotations
 
 import argparse
-import hashlib
-import importlib.util
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from harness.registry import start_registry  # noqa: E402
+from common import (
+    BUNDLER,
+    blob_files,
+    hash_limit,
+    load_synth,
+    run_measured,
+    start_registry,
+    warm,
+)
 
-spec = importlib.util.spec_from_file_location("synth", ROOT / "examples" / "images" / "synth.py")
-assert spec and spec.loader
-synth = importlib.util.module_from_spec(spec)
-sys.modules["synth"] = synth
-spec.loader.exec_module(synth)
-
-BUNDLER = [sys.executable, "-m", "bundler.cli.main"]
+synth = load_synth()
 # skopeo: one process per image. bundler: the same, and the whole set as one index in one
 # command (the shape of a bundle: an index pinning every image, multi-arch indexes nested).
 TOOLS = ("skopeo", "bundler", "bundler-set")
 SET_REF = "example.local/bench/set:1.0.0"
 BIG_REF = "example.local/bench/big:1.0.0"
-
-
-def run_measured(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one command."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        raise SystemExit(f"{cmd[:3]} failed ({proc.returncode}): {err.strip()[:500]}")
-    if proc.stderr:
-        proc.stderr.close()
-    return elapsed, usage.ru_maxrss
-
-
-def blob_files(layout: Path) -> list[Path]:
-    return [p for p in (layout / "blobs" / "sha256").iterdir() if p.is_file()]
-
-
-def hash_limit(files: list[Path], threads: int) -> float:
-    """Seconds to sha256 every blob once, spread over `threads` threads."""
-    groups: list[list[Path]] = [[] for _ in range(threads)]
-    for i, f in enumerate(sorted(files, key=lambda p: p.stat().st_size, reverse=True)):
-        groups[i % threads].append(f)
-
-    def work(paths: list[Path]) -> None:
-        for p in paths:
-            with open(p, "rb") as fh:
-                hashlib.file_digest(fh, "sha256")
-
-    start = time.perf_counter()
-    pool = [threading.Thread(target=work, args=(g,)) for g in groups]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return time.perf_counter() - start
 
 
 def copy_all(tool: str, layout: Path, refs: list[str], host: str) -> tuple[float, int]:
@@ -121,10 +76,7 @@ def main() -> int:
         files = blob_files(layout)
         total_bytes = sum(f.stat().st_size for f in files)
         mib = total_bytes / 2**20
-        for f in files:  # warm the page cache for everyone alike
-            with open(f, "rb") as fh:
-                while fh.read(1 << 20):
-                    pass
+        warm(files)  # the page cache, for everyone alike
         results: dict[str, list[float]] = {t: [] for t in (*TOOLS, "hash1", "hash2")}
         rss: dict[str, int] = {t: 0 for t in TOOLS}
         for run in range(args.runs):
