@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
@@ -203,13 +205,13 @@ def _copy_blobs(
 ) -> None:
     lock = threading.Lock()
 
-    def one(descriptor: Descriptor) -> None:
+    def one(descriptor: Descriptor, ahead: _ReadAhead | None = None) -> None:
         if target.has_blob(descriptor):
             outcome = "skipped"
         elif target.mount_blob(descriptor, source):
             outcome = "mounted"
         else:
-            _transfer(source, target, descriptor, progress)
+            _transfer(source, target, descriptor, progress, ahead)
             outcome = "copied"
         if outcome != "copied":
             progress.advance(descriptor.size)
@@ -223,7 +225,10 @@ def _copy_blobs(
                 result.blobs_skipped += 1
 
     order = _blob_order(plan)
-    if not target.parallel_blobs or parallel <= 1 or len(order) <= 1:
+    if not target.parallel_blobs and parallel > 1 and len(order) > 1:
+        _sequential_with_read_ahead(source, order, one, parallel - 1)
+        return
+    if parallel <= 1 or len(order) <= 1:
         for descriptor in order:
             one(descriptor)
         return
@@ -246,8 +251,82 @@ def _copy_blobs(
     pool.shutdown(wait=True)
 
 
+class _ReadAhead:
+    """Reads one blob's chunks in a background thread into a small bounded queue.
+
+    A sequential target (an archive is one stream) writes blob N while blobs N+1.. are already
+    arriving, so the source's latency overlaps the writing. At most ``QUEUE_CHUNKS`` chunks of
+    each blob wait in memory. The chunks are raw: the consumer still verifies them.
+    """
+
+    QUEUE_CHUNKS = 8
+    _END = object()
+
+    def __init__(self, source: Source, descriptor: Descriptor) -> None:
+        self.descriptor = descriptor
+        self._queue: queue.Queue[object] = queue.Queue(self.QUEUE_CHUNKS)
+        self._stop = threading.Event()
+        self._source = source
+
+    def produce(self) -> None:
+        try:
+            for chunk in self._source.open_blob(self.descriptor):
+                if not self._put(chunk):
+                    return
+            self._put(self._END)
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put(exc)
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def chunks(self) -> Iterator[bytes]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, bytes)
+            yield item
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+
+def _sequential_with_read_ahead(
+    source: Source, order: list[Descriptor],
+    one: Callable[[Descriptor, _ReadAhead | None], None], depth: int,
+) -> None:
+    pool = ThreadPoolExecutor(max_workers=depth, thread_name_prefix="read-ahead")
+    started: dict[int, _ReadAhead] = {}
+
+    def start(i: int) -> None:
+        if i < len(order) and i not in started:
+            ahead = _ReadAhead(source, order[i])
+            started[i] = ahead
+            pool.submit(ahead.produce)
+
+    try:
+        for i, descriptor in enumerate(order):
+            for j in range(i, i + depth):
+                start(j)
+            one(descriptor, started.pop(i))
+    finally:
+        for ahead in started.values():
+            ahead.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _transfer(
-    source: Source, target: Target, descriptor: Descriptor, progress: Progress
+    source: Source, target: Target, descriptor: Descriptor, progress: Progress,
+    ahead: _ReadAhead | None = None,
 ) -> None:
     """Stream one blob; transient failures restart it from the source, bad content never."""
     for attempt in range(1, BLOB_ATTEMPTS + 1):
@@ -258,7 +337,13 @@ def _transfer(
             sent += n
             progress.advance(n)
 
-        stream = VerifiedStream(source.open_blob(descriptor), descriptor, source.name, count)
+        if ahead is not None and attempt == 1:
+            chunks: Iterator[bytes] = ahead.chunks()
+        else:
+            if ahead is not None:
+                ahead.cancel()
+            chunks = source.open_blob(descriptor)
+        stream = VerifiedStream(chunks, descriptor, source.name, count)
         try:
             target.put_blob(stream)
             return
