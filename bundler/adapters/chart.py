@@ -464,7 +464,11 @@ def _read_archive(data: bytes, origin: str) -> dict[str, _File]:
     total = 0
     count = 0
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r|gz") as tar:
+        # gzip decompresses, tarfile only reads: tarfile's own "r|gz" mishandles the gzip
+        # extra field that `helm package` writes (CPython gh-107398, fixed after 3.11).
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz, tarfile.open(
+            fileobj=gz, mode="r|"
+        ) as tar:
             for info in tar:
                 count += 1
                 if count > MAX_FILES:

@@ -233,6 +233,25 @@ def entry(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE,
 GOOD = entry("app/Chart.yaml", CHART_YAML.encode())
 
 
+def test_archive_with_a_gzip_extra_field_loads() -> None:
+    # `helm package` writes a gzip header with FEXTRA; tarfile's own "r|gz" trips over it.
+    import struct
+    import zlib
+
+    plain = io.BytesIO()
+    with tarfile.open(fileobj=plain, mode="w") as tar:
+        info, data = GOOD
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    body = plain.getvalue()
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    extra = b"Hx\x04\x00abcd"
+    header = b"\x1f\x8b\x08\x04" + b"\x00" * 4 + b"\x00\xff" + struct.pack("<H", len(extra))
+    member = (header + extra + deflate.compress(body) + deflate.flush()
+              + struct.pack("<II", zlib.crc32(body), len(body)))
+    assert load_chart_archive(member, "helm.tgz").metadata.name == "app"
+
+
 def test_good_archive_loads() -> None:
     chart = load_chart_archive(tgz([GOOD, entry("app/values.yaml", b"a: 1\n")]), "t.tgz")
     assert chart.metadata.name == "app" and chart.values == {"a": 1}
