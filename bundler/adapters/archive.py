@@ -56,13 +56,38 @@ class _Member:
     size: int
 
 
-def _normalise(name: str) -> str:
-    if name.startswith("/") or "\\" in name or "\x00" in name:
-        raise UnsafeArchiveError(f"archive member {name!r} has an absolute or odd path")
+def safe_member_name(name: str, what: str = "archive member") -> str:
+    """The normalised form of a relative member name, or UnsafeArchiveError."""
+    if not name or name.startswith("/") or "\\" in name or "\x00" in name:
+        raise UnsafeArchiveError(f"{what} {name!r} has an absolute or odd path")
     norm = posixpath.normpath(name)
     if norm.startswith("../") or norm == ".." or "/../" in f"/{norm}/":
-        raise UnsafeArchiveError(f"archive member {name!r} escapes the archive root")
+        raise UnsafeArchiveError(f"{what} {name!r} escapes the archive root")
     return norm
+
+
+def scan_tar(fd: int, path: Path) -> Iterator[tuple[str, tarfile.TarInfo]]:
+    """Each member's checked, normalised name and header, in order, without extracting.
+
+    tarfile seeks over the data of a regular file, so this reads only headers. The member count
+    is bounded; a damaged tar is an UnsafeArchiveError.
+    """
+    with os.fdopen(os.dup(fd), "rb") as fh:
+        try:
+            tar = tarfile.open(fileobj=fh, mode="r:")  # noqa: SIM115 - closed with fh
+        except tarfile.TarError as exc:
+            raise UnsafeArchiveError(f"{path} is not a tar archive: {exc}") from None
+        count = 0
+        try:
+            for info in tar:
+                count += 1
+                if count > MAX_MEMBERS:
+                    raise UnsafeArchiveError(f"{path} has more than {MAX_MEMBERS} members")
+                yield safe_member_name(info.name), info
+                # Drop the member list tarfile keeps: callers hold their own compact index.
+                tar.members = []  # type: ignore[attr-defined]
+        except tarfile.TarError as exc:
+            raise UnsafeArchiveError(f"{path} is a damaged tar archive: {exc}") from None
 
 
 class ArchiveReader:
@@ -86,44 +111,27 @@ class ArchiveReader:
         self._lock = threading.Lock()
 
     def _index_members(self) -> None:
-        with os.fdopen(os.dup(self._fd), "rb") as fh:
-            try:
-                tar = tarfile.open(fileobj=fh, mode="r:")  # noqa: SIM115 - closed with fh
-            except tarfile.TarError as exc:
-                raise UnsafeArchiveError(f"{self.path} is not a tar archive: {exc}") from None
-            count = 0
-            try:
-                for info in tar:
-                    count += 1
-                    if count > MAX_MEMBERS:
-                        raise UnsafeArchiveError(
-                            f"{self.path} has more than {MAX_MEMBERS} members"
-                        )
-                    name = _normalise(info.name)
-                    if info.isdir():
-                        if name not in _ALLOWED_DIRS:
-                            raise UnsafeArchiveError(
-                                f"archive member {info.name!r} is not part of an OCI layout"
-                            )
-                        continue
-                    if not info.isreg():
-                        kind = "link" if info.issym() or info.islnk() else "special file"
-                        raise UnsafeArchiveError(
-                            f"archive member {info.name!r} is a {kind}; only plain files allowed"
-                        )
-                    if name not in (OCI_LAYOUT_FILE, INDEX_FILE) and not _BLOB_NAME.match(name):
-                        raise UnsafeArchiveError(
-                            f"archive member {info.name!r} is not part of an OCI layout"
-                        )
-                    if name in self._members:
-                        raise UnsafeArchiveError(
-                            f"archive member {name!r} appears twice; refusing the ambiguity"
-                        )
-                    self._members[name] = _Member(info.offset_data, info.size)
-                    # Drop the member list tarfile keeps: we hold our own compact index.
-                    tar.members = []  # type: ignore[attr-defined]
-            except tarfile.TarError as exc:
-                raise UnsafeArchiveError(f"{self.path} is a damaged tar archive: {exc}") from None
+        for name, info in scan_tar(self._fd, self.path):
+            if info.isdir():
+                if name not in _ALLOWED_DIRS:
+                    raise UnsafeArchiveError(
+                        f"archive member {info.name!r} is not part of an OCI layout"
+                    )
+                continue
+            if not info.isreg():
+                kind = "link" if info.issym() or info.islnk() else "special file"
+                raise UnsafeArchiveError(
+                    f"archive member {info.name!r} is a {kind}; only plain files allowed"
+                )
+            if name not in (OCI_LAYOUT_FILE, INDEX_FILE) and not _BLOB_NAME.match(name):
+                raise UnsafeArchiveError(
+                    f"archive member {info.name!r} is not part of an OCI layout"
+                )
+            if name in self._members:
+                raise UnsafeArchiveError(
+                    f"archive member {name!r} appears twice; refusing the ambiguity"
+                )
+            self._members[name] = _Member(info.offset_data, info.size)
 
     def read_file(self, relpath: str, limit: int) -> bytes:
         member = self._members.get(relpath)

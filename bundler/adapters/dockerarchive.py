@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bundler.adapters.archive import MAX_MEMBERS
+from bundler.adapters.archive import safe_member_name, scan_tar
 from bundler.adapters.layout import MAX_INDEX_BYTES
 from bundler.adapters.stream import CHUNK_SIZE
 from bundler.errors import (
@@ -84,16 +84,6 @@ class ArchiveImage:
     config: str
     repo_tags: tuple[str, ...]
     layers: tuple[str, ...]
-
-
-def _safe_name(name: str, what: str = "archive member") -> str:
-    """The normalised form of a relative member name, or UnsafeArchiveError."""
-    if not name or name.startswith("/") or "\\" in name or "\x00" in name:
-        raise UnsafeArchiveError(f"{what} {name!r} has an absolute or odd path")
-    norm = posixpath.normpath(name)
-    if norm == ".." or norm.startswith("../"):
-        raise UnsafeArchiveError(f"{what} {name!r} escapes the archive root")
-    return norm
 
 
 def parse_archive_manifest(raw: bytes, origin: str) -> list[ArchiveImage]:
@@ -240,46 +230,29 @@ class DockerArchiveSource:
     def _index_members(self) -> None:
         archive_size = os.fstat(self._fd).st_size
         seen: set[str] = set()
-        with os.fdopen(os.dup(self._fd), "rb") as fh:
-            try:
-                tar = tarfile.open(fileobj=fh, mode="r:")  # noqa: SIM115 - closed with fh
-            except tarfile.TarError as exc:
-                raise UnsafeArchiveError(f"{self.path} is not a tar archive: {exc}") from None
-            count = 0
-            try:
-                for info in tar:
-                    count += 1
-                    if count > MAX_MEMBERS:
-                        raise UnsafeArchiveError(
-                            f"{self.path} has more than {MAX_MEMBERS} members"
-                        )
-                    name = _safe_name(info.name)
-                    if name in seen:
-                        raise UnsafeArchiveError(
-                            f"archive member {name!r} appears twice; refusing the ambiguity"
-                        )
-                    seen.add(name)
-                    if info.isdir():
-                        pass
-                    elif info.issym():
-                        self._links[name] = self._link_target(info)
-                    elif info.islnk():
-                        raise UnsafeArchiveError(
-                            f"archive member {info.name!r} is a hard link; not allowed"
-                        )
-                    elif not info.isreg() or info.issparse():
-                        raise UnsafeArchiveError(
-                            f"archive member {info.name!r} is a special file; only plain "
-                            "files, directories and links inside the archive are allowed"
-                        )
-                    else:
-                        if info.offset_data + info.size > archive_size:
-                            raise UnsafeArchiveError(f"{self.path} is truncated at {name!r}")
-                        self._files[name] = _Member(info.offset_data, info.size)
-                    # Drop the member list tarfile keeps: we hold our own compact index.
-                    tar.members = []  # type: ignore[attr-defined]
-            except tarfile.TarError as exc:
-                raise UnsafeArchiveError(f"{self.path} is a damaged tar archive: {exc}") from None
+        for name, info in scan_tar(self._fd, self.path):
+            if name in seen:
+                raise UnsafeArchiveError(
+                    f"archive member {name!r} appears twice; refusing the ambiguity"
+                )
+            seen.add(name)
+            if info.isdir():
+                continue
+            if info.issym():
+                self._links[name] = self._link_target(info)
+            elif info.islnk():
+                raise UnsafeArchiveError(
+                    f"archive member {info.name!r} is a hard link; not allowed"
+                )
+            elif not info.isreg() or info.issparse():
+                raise UnsafeArchiveError(
+                    f"archive member {info.name!r} is a special file; only plain "
+                    "files, directories and links inside the archive are allowed"
+                )
+            else:
+                if info.offset_data + info.size > archive_size:
+                    raise UnsafeArchiveError(f"{self.path} is truncated at {name!r}")
+                self._files[name] = _Member(info.offset_data, info.size)
 
     @staticmethod
     def _link_target(info: tarfile.TarInfo) -> str:
@@ -290,12 +263,12 @@ class DockerArchiveSource:
             )
         parent = posixpath.dirname(posixpath.normpath(info.name))
         joined = posixpath.join(parent, target) if parent else target
-        return _safe_name(joined, f"link {info.name!r} -> {target!r}, resolved to")
+        return safe_member_name(joined, f"link {info.name!r} -> {target!r}, resolved to")
 
     def _member(self, name: str) -> _Member:
         """The plain file a ``manifest.json`` path names, following in-archive links."""
         try:
-            current = _safe_name(name, f"{MANIFEST_FILE} path")
+            current = safe_member_name(name, f"{MANIFEST_FILE} path")
         except UnsafeArchiveError as exc:
             raise ManifestError(f"{self.origin}: {exc}") from None
         for _ in range(MAX_LINK_HOPS + 1):

@@ -405,7 +405,9 @@ def test_hostile_members_are_refused(tmp_path: Path, add: str) -> None:
 def test_member_count_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     builder = docker_save([Image(["a:1"], [LAYER_A])])
     path = builder.write(tmp_path / "many.tar")
-    monkeypatch.setattr(dockerarchive, "MAX_MEMBERS", len(builder.members) - 1)
+    from bundler.adapters import archive
+
+    monkeypatch.setattr(archive, "MAX_MEMBERS", len(builder.members) - 1)
     with pytest.raises(UnsafeArchiveError, match="more than"):
         DockerArchiveSource(path, None)
 
