@@ -8,6 +8,8 @@ The families say whose fault a failure is, because that decides what a caller ma
     │   └── ConfigError           a bundle config is invalid, or names a value path that is absent
     ├── ChartError              a chart is malformed: Chart.yaml, values.yaml, or its templates
     ├── IncompleteError         the rendered chart runs an image the bundle does not hold
+    ├── KeyFileError            a key file is malformed, of an unsupported kind, or the
+    │                           passphrase does not open it
     ├── NotFoundError           the named thing does not exist where it was looked for
     ├── AuthError               credentials are missing or were refused
     ├── TransportError          the network or the disk failed; retrying may help
@@ -16,7 +18,9 @@ The families say whose fault a failure is, because that decides what a caller ma
         ├── DigestMismatchError   bytes do not hash to the digest that names them
         ├── SizeMismatchError     bytes are not as long as the descriptor says
         ├── ManifestError         a manifest or index is malformed or too large
-        └── UnsafeArchiveError    an archive member escapes, links, or is not a plain file
+        ├── UnsafeArchiveError    an archive member escapes, links, or is not a plain file
+        └── VerificationError     a bundle failed verification (signature, policy, content);
+                                  carries the number of the step that failed
 
 The CLI maps each family to its own exit code (see ``bundler.cli.main``).
 """
@@ -46,6 +50,10 @@ class ChartError(BundlerError):
 
 class IncompleteError(BundlerError):
     """The chart's rendered templates reference images the bundle does not contain."""
+
+
+class KeyFileError(BundlerError):
+    """A key file is malformed or unsupported, or the passphrase does not decrypt it."""
 
 
 class NotFoundError(BundlerError):
@@ -87,3 +95,11 @@ class ManifestError(IntegrityError):
 
 class UnsafeArchiveError(IntegrityError):
     """An archive member is a link, a device, or a path outside the archive's root."""
+
+
+class VerificationError(IntegrityError):
+    """A bundle failed verification. ``step`` is the number in docs/verification.md."""
+
+    def __init__(self, step: int, message: str) -> None:
+        super().__init__(f"verification step {step} failed: {message}")
+        self.step = step

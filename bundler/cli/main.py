@@ -18,6 +18,8 @@ from bundler.errors import (
     ConfigError,
     DigestMismatchError,
     IncompleteError,
+    KeyFileError,
+    VerificationError,
     IntegrityError,
     ManifestError,
     NotFoundError,
@@ -29,6 +31,7 @@ from bundler.errors import (
 
 # Exit codes are part of the interface: scripts branch on them. Most specific first.
 EXIT_CODES: list[tuple[type[BaseException], int, str]] = [
+    (VerificationError, 12, "verification failed"),
     (ConfigError, 10, "invalid config"),
     (UsageError, 2, "usage"),
     (NotFoundError, 3, "not found"),
@@ -41,6 +44,7 @@ EXIT_CODES: list[tuple[type[BaseException], int, str]] = [
     (IntegrityError, 6, "integrity"),
     (ChartError, 9, "invalid chart"),
     (IncompleteError, 11, "incomplete bundle"),
+    (KeyFileError, 13, "key"),
 ]
 
 app = typer.Typer(
