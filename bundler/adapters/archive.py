@@ -133,6 +133,10 @@ class ArchiveReader:
                 )
             self._members[name] = _Member(info.offset_data, info.size)
 
+    def blob_names(self) -> list[str]:
+        """Every blob file the archive holds (``blobs/<alg>/<hex>``)."""
+        return sorted(n for n in self._members if n.startswith("blobs/"))
+
     def read_file(self, relpath: str, limit: int) -> bytes:
         member = self._members.get(relpath)
         if member is None:

@@ -43,6 +43,8 @@ class LayoutReader(Protocol):
 
     name: str
 
+    def blob_names(self) -> list[str]: ...
+
     def read_file(self, relpath: str, limit: int) -> bytes: ...
 
     def has_blob(self, descriptor: Descriptor) -> bool: ...
@@ -203,6 +205,17 @@ class LayoutDirectory:
         if len(data) > limit:
             raise ManifestError(f"{self.name}: {relpath} exceeds {limit} bytes")
         return data
+
+    def blob_names(self) -> list[str]:
+        """Every blob file the layout holds (``blobs/<alg>/<hex>``), temporary files aside."""
+        root = self.path / "blobs"
+        if not root.is_dir():
+            return []
+        return sorted(
+            f"blobs/{alg.name}/{blob.name}"
+            for alg in root.iterdir() if alg.is_dir()
+            for blob in alg.iterdir() if blob.is_file() and not blob.name.startswith(".")
+        )
 
     def blob_path(self, digest: Digest) -> Path:
         return self.path / blob_relpath(digest)

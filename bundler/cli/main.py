@@ -10,7 +10,9 @@ from bundler import __version__
 from bundler.cli import auth as auth_commands
 from bundler.cli import copy as copy_commands
 from bundler.cli import images as images_commands
+from bundler.cli import keys as keys_commands
 from bundler.cli import pack as pack_commands
+from bundler.cli import trust as trust_commands
 from bundler.errors import (
     AuthError,
     BundlerError,
@@ -18,15 +20,15 @@ from bundler.errors import (
     ConfigError,
     DigestMismatchError,
     IncompleteError,
-    KeyFileError,
-    VerificationError,
     IntegrityError,
+    KeyFileError,
     ManifestError,
     NotFoundError,
     SizeMismatchError,
     TransportError,
     UnsafeArchiveError,
     UsageError,
+    VerificationError,
 )
 
 # Exit codes are part of the interface: scripts branch on them. Most specific first.
@@ -57,8 +59,10 @@ app = typer.Typer(
 )
 copy_commands.register(app)
 pack_commands.register(app)
+trust_commands.register(app)
 auth_commands.register(app)
 images_commands.register(app)
+keys_commands.register(app)
 
 
 @app.command()

@@ -1,0 +1,111 @@
+"""``bundler keys generate`` / ``bundler keys inspect``: signing keys in cosign's formats."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bundler.adapters import crypto
+from bundler.cli.common import OutputFormat, OutputOpt, emit_json
+from bundler.errors import NotFoundError, TransportError
+
+
+class KeyType(StrEnum):
+    ecdsa_p256 = "ecdsa-p256"
+    ed25519 = "ed25519"
+
+
+PassphraseFileOpt = Annotated[
+    Path | None,
+    typer.Option("--passphrase-file", help="Read the passphrase from the first line of FILE."),
+]
+PassphraseEnvOpt = Annotated[
+    str | None,
+    typer.Option("--passphrase-env", metavar="VAR",
+                 help="Read the passphrase from environment variable VAR."),
+]
+
+keys_app = typer.Typer(
+    help="Create and inspect signing keys (cosign-compatible PEM files).",
+    no_args_is_help=True,
+)
+
+
+def _prompt_new() -> str:
+    return str(typer.prompt("Passphrase for the new key", hide_input=True,
+                            confirmation_prompt=True))
+
+
+def _prompt_existing() -> str:
+    return str(typer.prompt("Passphrase", hide_input=True, default="", show_default=False))
+
+
+def _emit(result: dict[str, Any], output: OutputFormat) -> None:
+    if output is OutputFormat.json:
+        emit_json(result)
+        return
+    labels = {"privateKey": "private key", "publicKey": "public key", "kind": "kind",
+              "algorithm": "algorithm", "keyId": "key id"}
+    for name, value in result.items():
+        typer.echo(f"{labels[name]}: {value}")
+
+
+@keys_app.command("generate")
+def generate_command(
+    prefix: Annotated[Path, typer.Argument(help="Writes PREFIX.key and PREFIX.pub.")],
+    key_type: Annotated[
+        KeyType, typer.Option("--type", help="Key algorithm.")
+    ] = KeyType.ecdsa_p256,
+    passphrase_file: PassphraseFileOpt = None,
+    passphrase_env: PassphraseEnvOpt = None,
+    output: OutputOpt = OutputFormat.text,
+) -> None:
+    """Generate a key pair: PREFIX.key (encrypted, mode 0600) and PREFIX.pub.
+
+    The passphrase comes from --passphrase-file, --passphrase-env, or a prompt (asked
+    twice); never from an argument. cosign and skopeo read both files."""
+    interactive = passphrase_file is None and passphrase_env is None
+    passphrase = crypto.read_passphrase(
+        file=passphrase_file, env=passphrase_env, prompt=_prompt_new if interactive else None
+    )
+    key = crypto.generate_key(key_type.value)
+    key_path, pub_path = crypto.write_key_pair(prefix, key, passphrase)
+    _emit({"privateKey": str(key_path), "publicKey": str(pub_path),
+           "algorithm": key.algorithm, "keyId": key.public.key_id}, output)
+
+
+@keys_app.command("inspect")
+def inspect_command(
+    key_file: Annotated[Path, typer.Argument(help="A public (.pub) or private (.key) key.")],
+    passphrase_file: PassphraseFileOpt = None,
+    passphrase_env: PassphraseEnvOpt = None,
+    output: OutputOpt = OutputFormat.text,
+) -> None:
+    """Print a key's algorithm and key id (a private key is decrypted first).
+
+    Decrypting proves the passphrase opens the key; a wrong one exits 13."""
+    origin = str(key_file)
+    try:
+        data = key_file.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"key file {key_file} does not exist") from None
+    except OSError as exc:
+        raise TransportError(f"cannot read {key_file}: {exc.strerror}") from None
+    public: crypto.PublicKey
+    if crypto.pem_label(data, origin) == crypto.PUBLIC_KEY_LABEL:
+        kind, public = "public", crypto.load_public_key(data, origin)
+    else:
+        interactive = passphrase_file is None and passphrase_env is None
+        passphrase = crypto.read_passphrase(
+            file=passphrase_file, env=passphrase_env,
+            prompt=_prompt_existing if interactive else None,
+        )
+        kind, public = "private", crypto.decrypt_private_key(data, passphrase, origin).public
+    _emit({"kind": kind, "algorithm": public.algorithm, "keyId": public.key_id}, output)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(keys_app, name="keys")

@@ -1,0 +1,218 @@
+"""``bundler sign``, ``bundler verify`` and ``bundler approve``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from bundler.cli.common import (
+    CaFileOpt,
+    ConfigDirOpt,
+    InsecureOpt,
+    OutputFormat,
+    OutputOpt,
+    ParallelOpt,
+    PlainHttpOpt,
+    emit_json,
+    registry_options,
+)
+from bundler.errors import KeyFileError, UsageError
+from bundler.model.policy import TrustPolicy
+
+if TYPE_CHECKING:
+    from bundler.services.verify import VerifyReport
+
+KeyOpt = Annotated[Path, typer.Option("--key", help="Encrypted private key (cosign format).")]
+PassFileOpt = Annotated[
+    Path | None, typer.Option("--passphrase-file", help="Read the key's passphrase from FILE.")
+]
+PassEnvOpt = Annotated[
+    str | None, typer.Option("--passphrase-env", help="Read the passphrase from variable VAR.")
+]
+PolicyOpt = Annotated[
+    Path | None, typer.Option("--policy", help="Trust policy file (schemas/trust-policy).")
+]
+IdentityOpt = Annotated[
+    str | None,
+    typer.Option("--identity", help="Repository the signature names (critical.identity); "
+                 "default: the registry repository, or the bundle's name."),
+]
+
+
+def _private_key(path: Path, passphrase_file: Path | None, passphrase_env: str | None):  # type: ignore[no-untyped-def]
+    from bundler.adapters.crypto import decrypt_private_key, read_passphrase
+
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read key {path}: {exc.strerror}") from None
+    passphrase = read_passphrase(
+        file=passphrase_file, env=passphrase_env,
+        prompt=None if (passphrase_file or passphrase_env) else (
+            lambda: typer.prompt(f"Passphrase for {path}", hide_input=True)
+        ),
+    )
+    return decrypt_private_key(pem, passphrase, str(path))
+
+
+def _policy(policy: Path | None, key: Path | None) -> TrustPolicy:
+    from bundler.adapters.crypto import load_public_key
+    from bundler.adapters.trustpolicy import load_trust_policy
+    from bundler.model.policy import single_key_policy
+
+    if (policy is None) == (key is None):
+        raise UsageError("give exactly one of --policy FILE or --key PUBLIC.pem")
+    if policy is not None:
+        return load_trust_policy(policy)
+    assert key is not None
+    try:
+        pem = key.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read key {key}: {exc.strerror}") from None
+    return single_key_policy(load_public_key(pem, str(key)), key.name)
+
+
+def sign_command(
+    source: Annotated[str, typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] "
+                                          "or archive:FILE.tar.")],
+    key: KeyOpt,
+    passphrase_file: PassFileOpt = None,
+    passphrase_env: PassEnvOpt = None,
+    recursive: Annotated[
+        bool, typer.Option("--recursive/--no-recursive",
+                           help="Also sign every manifest the bundle pins (as cosign --recursive).")
+    ] = True,
+    identity: IdentityOpt = None,
+    output: OutputOpt = OutputFormat.text,
+    plain_http: PlainHttpOpt = False,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
+    config_dir: ConfigDirOpt = None,
+) -> None:
+    """Sign a bundle with a cosign-compatible simple-signing signature, stored where cosign and
+    skopeo look for it (and inside layouts and archives, so it travels with them)."""
+    from bundler.services.sign import sign
+    from bundler.services.transports import Transports, parse_location
+
+    private = _private_key(key, passphrase_file, passphrase_env)
+    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir))
+    try:
+        result = sign(parse_location(source), private, transports, recursive=recursive,
+                      identity=identity)
+    finally:
+        transports.close()
+    if output is OutputFormat.json:
+        emit_json(result.to_json())
+        return
+    typer.echo(f"{result.digest}  signed by {result.key_id} as {result.identity}")
+    typer.echo(f"{len(result.signed)} manifests signed in {result.target}", err=True)
+
+
+def _verify_and_render(
+    source: str, policy: TrustPolicy, output: OutputFormat, parallel: int,
+    plain_http: bool, ca_file: Path | None, insecure: bool, config_dir: Path | None,
+    emit: bool = True,
+) -> VerifyReport:
+    from bundler.services.transports import Transports, parse_location
+    from bundler.services.verify import verify
+
+    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir,
+                                             parallel))
+    try:
+        store = transports.open_source(parse_location(source))
+        try:
+            report = verify(store, policy, parallel=parallel)
+        finally:
+            store.close()
+    finally:
+        transports.close()
+    if output is OutputFormat.json:
+        if emit or report.error is not None:
+            emit_json(report.to_json())
+    elif report.bundle is not None:
+        bundle = report.bundle
+        signers = ", ".join(f"{s.key_name} ({s.role})" for s in bundle.signers)
+        typer.echo(f"{bundle.digest}  verified: {bundle.name} {bundle.version}, "
+                   f"{len(bundle.lock.images)} images, signed by {signers}")
+    if report.error is not None:
+        raise report.error
+    return report
+
+
+def verify_command(
+    source: Annotated[str, typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] "
+                                          "or archive:FILE.tar.")],
+    policy: PolicyOpt = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="Trust exactly this public key instead.")
+    ] = None,
+    output: OutputOpt = OutputFormat.text,
+    parallel: ParallelOpt = 4,
+    plain_http: PlainHttpOpt = False,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
+    config_dir: ConfigDirOpt = None,
+) -> None:
+    """Verify a bundle offline: signatures and trust policy, the lock against the index, every
+    manifest and blob, and nothing extra. Steps as in docs/verification.md; exit 12 names the
+    step that failed."""
+    _verify_and_render(source, _policy(policy, key), output, parallel, plain_http, ca_file,
+                       insecure, config_dir)
+
+
+def approve_command(
+    source: Annotated[str, typer.Argument(help="The bundle to approve.")],
+    key: KeyOpt,
+    policy: Annotated[Path, typer.Option("--policy", help="Trust policy naming the approver.")],
+    passphrase_file: PassFileOpt = None,
+    passphrase_env: PassEnvOpt = None,
+    identity: IdentityOpt = None,
+    output: OutputOpt = OutputFormat.text,
+    parallel: ParallelOpt = 4,
+    plain_http: PlainHttpOpt = False,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
+    config_dir: ConfigDirOpt = None,
+) -> None:
+    """Verify a bundle against the policy, then add this approver's signature.
+
+    Every requirement except the approver's own role must already be met (approvals are what
+    this command collects); the approving key must be one the policy trusts."""
+    from bundler.services.sign import sign
+    from bundler.services.transports import Transports, parse_location
+
+    full = _policy(policy, None)
+    private = _private_key(key, passphrase_file, passphrase_env)
+    mine = [k for k in full.keys if k.key.key_id == private.public.key_id]
+    if not mine:
+        raise UsageError(f"{key} is not a key the policy trusts; it cannot approve")
+    role = mine[0].role
+    before = replace(full, rules=tuple(
+        replace(rule, require=tuple(r for r in rule.require if r.role != role))
+        for rule in full.rules
+    ))
+    if any(not rule.require for rule in before.rules):
+        before = replace(before, rules=tuple(r for r in before.rules if r.require))
+    if not before.rules:
+        raise UsageError(f"the policy asks only for {role!r} signatures: nothing to verify first")
+    report = _verify_and_render(source, before, output, parallel, plain_http, ca_file,
+                                insecure, config_dir, emit=False)
+    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir))
+    try:
+        result = sign(parse_location(source), private, transports, recursive=False,
+                      identity=identity)
+    finally:
+        transports.close()
+    if output is OutputFormat.json:
+        emit_json({"verification": report.to_json(), "approval": result.to_json()})
+        return
+    typer.echo(f"{result.digest}  approved by {mine[0].name} ({role})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sign")(sign_command)
+    app.command("verify")(verify_command)
+    app.command("approve")(approve_command)

@@ -1,0 +1,146 @@
+"""Trust policies: which keys are trusted in which roles, and what each bundle needs.
+
+Pure data and pure checks. Loading (YAML, schema, key files) is in
+``bundler.adapters.trustpolicy``; deciding is in ``bundler.services.trust``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+import semver
+
+from bundler.errors import ConfigError
+
+_COMPARATOR = re.compile(r"^(>=|<=|==|!=|>|<|=)?(\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]*)?)$")
+
+
+class Verifier(Protocol):
+    @property
+    def key_id(self) -> str: ...
+
+    def verify(self, payload: bytes, signature: bytes) -> bool: ...
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    name: str
+    role: str
+    key: Verifier
+
+
+@dataclass(frozen=True)
+class Requirement:
+    role: str
+    threshold: int = 1
+
+
+@dataclass(frozen=True)
+class VersionRange:
+    text: str
+    comparators: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def parse(cls, text: str) -> VersionRange:
+        comparators: list[tuple[str, str]] = []
+        for token in text.split():
+            match = _COMPARATOR.match(token)
+            if not match:
+                raise ConfigError(f"version range {text!r}: {token!r} is not a comparator")
+            op = match.group(1) or "=="
+            op = "==" if op == "=" else op
+            try:
+                semver.Version.parse(match.group(2))
+            except ValueError:
+                raise ConfigError(
+                    f"version range {text!r}: {match.group(2)!r} is not SemVer"
+                ) from None
+            comparators.append((op, match.group(2)))
+        if not comparators:
+            raise ConfigError(f"version range {text!r} is empty")
+        return cls(text, tuple(comparators))
+
+    def admits(self, version: str) -> bool:
+        try:
+            parsed = semver.Version.parse(version)
+        except ValueError:
+            return False
+        return all(parsed.match(f"{op}{bound}") for op, bound in self.comparators)
+
+
+@dataclass(frozen=True)
+class BundleRule:
+    name: str  # a bundle name or a glob
+    require: tuple[Requirement, ...]
+    versions: VersionRange | None = None
+    identity: str | None = None
+
+    def matches(self, bundle_name: str) -> bool:
+        return fnmatch.fnmatchcase(bundle_name, self.name)
+
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    keys: tuple[TrustedKey, ...]
+    rules: tuple[BundleRule, ...]
+    origin: str = "policy"
+
+    def rule_for(self, bundle_name: str) -> BundleRule | None:
+        return next((r for r in self.rules if r.matches(bundle_name)), None)
+
+    def roles(self) -> dict[str, list[TrustedKey]]:
+        out: dict[str, list[TrustedKey]] = {}
+        for key in self.keys:
+            out.setdefault(key.role, []).append(key)
+        return out
+
+
+def check_policy(policy: TrustPolicy) -> None:
+    """Refuse empty, ambiguous and unsatisfiable policies instead of reading them loosely."""
+    where = policy.origin
+    if not policy.keys:
+        raise ConfigError(f"{where}: no keys; a policy that trusts nobody accepts nothing")
+    if not policy.rules:
+        raise ConfigError(f"{where}: no bundle rules; every bundle would be refused")
+    names = [k.name for k in policy.keys]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"{where}: key names used twice: {', '.join(duplicates)}")
+    by_id: dict[str, TrustedKey] = {}
+    for key in policy.keys:
+        other = by_id.get(key.key.key_id)
+        if other is not None:
+            raise ConfigError(
+                f"{where}: keys {other.name!r} and {key.name!r} are the same key "
+                f"({key.key.key_id}); one key counts once"
+            )
+        by_id[key.key.key_id] = key
+    roles = policy.roles()
+    for rule in policy.rules:
+        if not rule.require:
+            raise ConfigError(f"{where}: rule {rule.name!r} requires no signature")
+        seen: set[str] = set()
+        for req in rule.require:
+            if req.role in seen:
+                raise ConfigError(f"{where}: rule {rule.name!r} names role {req.role!r} twice")
+            seen.add(req.role)
+            have = len(roles.get(req.role, []))
+            if req.threshold < 1:
+                raise ConfigError(f"{where}: rule {rule.name!r}: threshold must be at least 1")
+            if have < req.threshold:
+                raise ConfigError(
+                    f"{where}: rule {rule.name!r} needs {req.threshold} {req.role!r} "
+                    f"signature(s) but the policy trusts {have} {req.role!r} key(s)"
+                )
+
+
+def single_key_policy(key: Verifier, name: str = "key") -> TrustPolicy:
+    """``--key PUB``: one trusted key, required for every bundle."""
+    return TrustPolicy(
+        keys=(TrustedKey(name, "signer", key),),
+        rules=(BundleRule("*", (Requirement("signer", 1),)),),
+        origin=f"--key {name}",
+    )

@@ -1,0 +1,53 @@
+"""A source with a few manifests, blobs and tags laid over it (new signatures, say).
+
+Writing an artifact back with something added is then an ordinary copy: to a registry it adds
+the new tags and uploads only the new blobs; to a layout it adds blobs and names; to an archive
+it writes a new archive and renames it over the old one, so the old stays whole until the new
+is complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from bundler.adapters.base import Source
+from bundler.model.descriptor import Descriptor
+from bundler.model.digest import Digest
+from bundler.model.manifest import Manifest
+
+
+class OverlaySource:
+    def __init__(self, base: Source) -> None:
+        self.base = base
+        self.name = base.name
+        self._manifests: dict[Digest, Manifest] = {}
+        self._blobs: dict[Digest, bytes] = {}
+        self._tags: dict[str, Descriptor] = {}
+
+    def add(self, manifest: Manifest, blobs: dict[Digest, bytes], tag: str | None) -> None:
+        self._manifests[manifest.digest] = manifest
+        self._blobs.update(blobs)
+        if tag is not None:
+            self._tags[tag] = manifest.descriptor()
+
+    def resolve(self) -> Descriptor:
+        return self.base.resolve()
+
+    def ref_name(self) -> str | None:
+        return self.base.ref_name()
+
+    def fetch_manifest(self, descriptor: Descriptor) -> Manifest:
+        return self._manifests.get(descriptor.digest) or self.base.fetch_manifest(descriptor)
+
+    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        data = self._blobs.get(descriptor.digest)
+        return iter([data]) if data is not None else self.base.open_blob(descriptor)
+
+    def find_tag(self, tag: str) -> Descriptor | None:
+        return self._tags.get(tag) or self.base.find_tag(tag)
+
+    def referrers(self, subject: Digest) -> list[Descriptor]:
+        return self.base.referrers(subject)
+
+    def close(self) -> None:
+        self.base.close()

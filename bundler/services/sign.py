@@ -1,0 +1,123 @@
+"""``bundler sign`` and ``bundler approve``: add a cosign simple-signing signature.
+
+The signature goes where cosign and skopeo look for it: one more layer in the manifest under
+the ``sha256-<hex>.sig`` tag of each signed digest (earlier signers' layers are kept), in the
+registry repository, or in the layout or archive beside the bundle, so it travels with it.
+By default every manifest the bundle pins is signed too, as ``cosign sign --recursive`` does,
+because skopeo and podman check each image they copy out of an index, not the index.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+
+from bundler.adapters.base import Source
+from bundler.adapters.crypto import PrivateKey
+from bundler.model import mediatypes as mt
+from bundler.model.digest import Digest
+from bundler.model.manifest import Manifest
+from bundler.model.signature import (
+    SignatureEntry,
+    cosign_signature_tag,
+    signature_entries,
+    signature_manifest,
+    simple_signing_payload,
+)
+from bundler.services import copy as copy_service
+from bundler.services.overlay import OverlaySource
+from bundler.services.signatures import read_entry, signature_manifests
+from bundler.services.transports import Location, Transports
+
+
+@dataclass
+class SignResult:
+    digest: Digest
+    target: str
+    key_id: str
+    identity: str
+    signed: list[Digest] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "digest": str(self.digest),
+            "target": self.target,
+            "keyId": self.key_id,
+            "identity": self.identity,
+            "signed": [str(d) for d in self.signed],
+            "tags": self.tags,
+        }
+
+
+def default_identity(location: Location, source: Source, index: Manifest) -> str:
+    """The repository a signature names: the registry repository, else the bundle's name."""
+    if location.reference is not None:
+        return location.reference.name
+    title = index.annotations.get("org.opencontainers.image.title")
+    return title or source.ref_name() or str(index.digest)
+
+
+def _subjects(source: Source, index: Manifest, recursive: bool) -> list[Manifest]:
+    out = [index]
+    if not recursive:
+        return out
+    seen = {index.digest}
+    stack = [index]
+    while stack:
+        manifest = stack.pop()
+        for child in manifest.manifests:
+            if child.media_type in mt.MANIFESTS and child.digest not in seen:
+                seen.add(child.digest)
+                found = source.fetch_manifest(child)
+                out.append(found)
+                stack.append(found)
+    return out
+
+
+def sign(
+    location: Location,
+    key: PrivateKey,
+    transports: Transports,
+    *,
+    recursive: bool = True,
+    identity: str | None = None,
+    annotations: dict[str, str] | None = None,
+) -> SignResult:
+    source = transports.open_source(location)
+    try:
+        index = source.fetch_manifest(source.resolve())
+        claim = identity or default_identity(location, source, index)
+        overlay = OverlaySource(source)
+        result = SignResult(index.digest, "", key.public.key_id, claim)
+        for subject in _subjects(source, index, recursive):
+            payload = simple_signing_payload(subject.digest, claim)
+            entry = SignatureEntry(
+                payload, base64.b64encode(key.sign(payload)).decode(), dict(annotations or {})
+            )
+            entries: list[SignatureEntry] = []
+            for _, existing in signature_manifests(source, subject.digest)[:1]:
+                entries = [read_entry(source, layer) for layer in signature_entries(existing)]
+            manifest, config = signature_manifest([*entries, entry])
+            blobs = {manifest.config.digest: config} if manifest.config else {}
+            blobs.update({e.descriptor().digest: e.payload for e in [*entries, entry]})
+            tag = cosign_signature_tag(subject.digest)
+            overlay.add(manifest, blobs, tag)
+            result.signed.append(subject.digest)
+            result.tags.append(tag)
+        target_location = _as_target(location)
+        target = transports.open_target(target_location)
+        copied = copy_service.copy(overlay, target)
+        result.target = copied.target
+    finally:
+        source.close()
+    return result
+
+
+def _as_target(location: Location) -> Location:
+    """Write back where the artifact is: a registry tag (never a digest), a layout, an archive."""
+    from dataclasses import replace
+
+    if location.reference is not None and location.reference.digest is not None:
+        return replace(location, reference=location.reference.with_digest(None))
+    return location

@@ -1,0 +1,262 @@
+"""The verification kernel: every trust decision bundler makes, and nothing else.
+
+It takes bytes and parsed objects that the orchestrator (``bundler.services.verify``) gathered,
+does no I/O, and either raises :class:`VerificationError` naming the step that failed or returns
+a :class:`VerifiedBundle`, the only proof promotion accepts. The step numbers are the ones in
+docs/verification.md and in the test names.
+
+  1. The index is a bundle: an OCI index of bundler's artifactType with one chart and one lock.
+  2. Signatures: the cosign simple-signing signatures found for the index digest are checked;
+     only a valid signature, over this exact digest, by a key the policy trusts, counts, and
+     each key counts once.
+  3. The lock: its bytes are the ones the index pins, and it names exactly the chart and the
+     images the index pins, by the same digests; the index holds nothing else.
+  4. Policy: a rule for this bundle's name exists, admits its version, and every role it
+     requires has signed with at least its threshold of distinct keys (and the identity, if the
+     rule names one).
+  5. Content: every manifest and every blob under the index is present with the size and digest
+     it is pinned by.
+  6. Nothing extra: a layout or archive holds nothing the signature does not cover.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from bundler.errors import ManifestError, VerificationError
+from bundler.model import mediatypes as mt
+from bundler.model.bundle import (
+    ANNOTATION_IMAGE_REF,
+    ANNOTATION_ROLE,
+    LOCK_MEDIA_TYPE,
+    ROLE_CHART,
+    ROLE_IMAGE,
+    ROLE_LOCK,
+    BundleLock,
+    BundleView,
+)
+from bundler.model.digest import Digest
+from bundler.model.manifest import Manifest
+from bundler.model.policy import TrustedKey, TrustPolicy
+from bundler.model.signature import check_simple_signature
+
+STEPS = {
+    1: "the index is a bundle",
+    2: "signatures by trusted keys",
+    3: "the lock matches the index",
+    4: "the trust policy is met",
+    5: "every manifest and blob is present and intact",
+    6: "nothing extra beside the signed content",
+}
+
+
+@dataclass(frozen=True)
+class SignatureFact:
+    """One signature layer found for the index digest, with its payload bytes."""
+
+    media_type: str
+    payload: bytes
+    signature_b64: str
+    origin: str  # where it was found, for messages: "sha256-….sig layer 2"
+
+
+@dataclass(frozen=True)
+class Signer:
+    key_name: str
+    role: str
+    key_id: str
+    identity: str
+
+
+@dataclass(frozen=True)
+class ContentFacts:
+    """What the orchestrator found streaming every manifest and blob under the index."""
+
+    manifests: Mapping[Digest, Manifest]  # fetched and digest-checked
+    blobs_ok: frozenset[Digest]  # streamed, size and digest checked
+    problems: Mapping[Digest, str]  # missing or altered content: what went wrong
+    extra: Sequence[str] = ()  # names and blobs in a layout or archive the bundle does not use
+
+
+class _Token:
+    """Only this module can make the results below."""
+
+
+_TOKEN = _Token()
+
+
+@dataclass(frozen=True)
+class SignedBundle:
+    """Steps 1 to 4 passed: the index, its lock and its signatures are trusted."""
+
+    index: Manifest
+    lock: BundleLock
+    signers: tuple[Signer, ...]
+    rule: str
+    _token: _Token = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if self._token is not _TOKEN:
+            raise TypeError("SignedBundle is made by the verification kernel only")
+
+
+@dataclass(frozen=True)
+class VerifiedBundle:
+    """All six steps passed. Promotion accepts nothing else."""
+
+    digest: Digest
+    name: str
+    version: str
+    lock: BundleLock
+    signers: tuple[Signer, ...]
+    rule: str
+    _token: _Token = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if self._token is not _TOKEN:
+            raise TypeError("VerifiedBundle is made by the verification kernel only")
+
+
+def _fail(step: int, message: str) -> VerificationError:
+    return VerificationError(step, message)
+
+
+def check_signed(
+    index: Manifest,
+    lock_manifest: Manifest,
+    lock_raw: bytes,
+    signatures: Sequence[SignatureFact],
+    policy: TrustPolicy,
+) -> SignedBundle:
+    # Step 1: the index is a bundle.
+    try:
+        view = BundleView.of(index)
+    except ManifestError as exc:
+        raise _fail(1, str(exc)) from None
+
+    # Step 2: signatures over this exact digest by trusted keys, each key once.
+    signers: dict[str, Signer] = {}
+    rejected: list[str] = []
+    for fact in signatures:
+        accepted_by = None
+        reasons: set[str] = set()
+        for trusted in policy.keys:
+            reason = check_simple_signature(
+                fact.media_type, fact.payload, fact.signature_b64, trusted.key,
+                index.digest, None,
+            )
+            if reason is None:
+                accepted_by = trusted
+                break
+            reasons.add(reason)
+        if accepted_by is None:
+            why = "payload for another digest" if "digest" in reasons else (
+                "not a simple-signing signature" if reasons == {"mediatype"} else
+                "no trusted key made it"
+            )
+            rejected.append(f"{fact.origin}: {why}")
+            continue
+        signers.setdefault(accepted_by.key.key_id, _signer(accepted_by, fact))
+    if not signers:
+        detail = f"{len(signatures)} found: {'; '.join(rejected)}" if rejected else "not signed"
+        raise _fail(2, f"bundle {index.digest} has no valid signature by a trusted key "
+                       f"({detail})")
+
+    # Step 3: the lock is the one the index pins, and agrees with the index.
+    if view.lock.digest != lock_manifest.digest:
+        raise _fail(3, f"lock manifest {lock_manifest.digest} is not the one the index pins")
+    layers = [x for x in lock_manifest.layers if x.media_type == LOCK_MEDIA_TYPE]
+    if len(layers) != 1 or not layers[0].digest.matches(lock_raw):
+        raise _fail(3, "the lock document does not match the digest its manifest pins")
+    try:
+        lock = BundleLock.from_bytes(lock_raw)
+    except ManifestError as exc:
+        raise _fail(3, str(exc)) from None
+    if lock.chart.manifest != view.chart.digest:
+        raise _fail(3, f"the lock names chart {lock.chart.manifest}, the index pins "
+                       f"{view.chart.digest}")
+    pinned = {d.annotations.get(ANNOTATION_IMAGE_REF, ""): d.digest for d in view.images}
+    locked = {i.reference: i.digest for i in lock.images}
+    for ref in sorted(set(pinned) | set(locked)):
+        if pinned.get(ref) != locked.get(ref):
+            raise _fail(3, f"image {ref or '(unnamed)'}: the lock says {locked.get(ref)}, "
+                           f"the index pins {pinned.get(ref)}")
+    for child in index.manifests:
+        if child.annotations.get(ANNOTATION_ROLE) not in (ROLE_CHART, ROLE_IMAGE, ROLE_LOCK):
+            raise _fail(3, f"the index holds {child.digest}, which is neither the chart, "
+                           "an image of the lock, nor the lock")
+
+    # Step 4: the policy's rule for this bundle.
+    rule = policy.rule_for(lock.name)
+    if rule is None:
+        raise _fail(4, f"{policy.origin} has no rule for bundle {lock.name!r}")
+    if rule.versions is not None and not rule.versions.admits(lock.version):
+        raise _fail(4, f"rule {rule.name!r} admits versions {rule.versions.text!r}, "
+                       f"not {lock.name} {lock.version}")
+    counted = list(signers.values())
+    if rule.identity is not None:
+        counted = [s for s in counted if _same_repository(s.identity, rule.identity)]
+    for requirement in rule.require:
+        have = sorted({s.key_name for s in counted if s.role == requirement.role})
+        if len(have) < requirement.threshold:
+            raise _fail(4, f"rule {rule.name!r} needs {requirement.threshold} "
+                           f"{requirement.role!r} signature(s); valid ones: "
+                           f"{', '.join(have) or 'none'}")
+    return SignedBundle(index, lock, tuple(counted), rule.name, _TOKEN)
+
+
+def check_content(signed: SignedBundle, facts: ContentFacts) -> VerifiedBundle:
+    index = signed.index
+    # Step 5: every manifest and blob under the index, present and intact.
+    for digest, problem in sorted(facts.problems.items()):
+        raise _fail(5, f"{digest}: {problem}")
+    for manifest in _reachable(index, facts.manifests):
+        for blob in manifest.blobs():
+            if blob.digest not in facts.blobs_ok:
+                raise _fail(5, f"blob {blob.digest} of {manifest.digest} was not verified")
+    # Step 6: nothing beside what the signature covers.
+    if facts.extra:
+        raise _fail(6, f"content the signature does not cover: {', '.join(facts.extra[:5])}"
+                       + (f" and {len(facts.extra) - 5} more" if len(facts.extra) > 5 else ""))
+    lock = signed.lock
+    return VerifiedBundle(index.digest, lock.name, lock.version, lock, signed.signers,
+                          signed.rule, _TOKEN)
+
+
+def _reachable(index: Manifest, manifests: Mapping[Digest, Manifest]) -> list[Manifest]:
+    out: list[Manifest] = []
+    seen: set[Digest] = set()
+    stack = [index]
+    while stack:
+        manifest = stack.pop()
+        if manifest.digest in seen:
+            continue
+        seen.add(manifest.digest)
+        out.append(manifest)
+        for child in manifest.manifests:
+            if child.media_type not in mt.MANIFESTS:
+                continue
+            found = manifests.get(child.digest)
+            if found is None:
+                raise _fail(5, f"manifest {child.digest} under {manifest.digest} is missing")
+            stack.append(found)
+    return out
+
+
+def _signer(trusted: TrustedKey, fact: SignatureFact) -> Signer:
+    from bundler.model.signature import parse_payload
+
+    identity = parse_payload(fact.payload).identity
+    return Signer(trusted.name, trusted.role, trusted.key.key_id, identity)
+
+
+def _same_repository(identity: str, wanted: str) -> bool:
+    from bundler.model.reference import Reference
+
+    try:
+        a = Reference.parse(identity, default_tag=False)
+        b = Reference.parse(wanted, default_tag=False)
+    except Exception:
+        return False
+    return a.name == b.name

@@ -1,0 +1,198 @@
+"""``bundler verify``: gather what the verification kernel needs, in the order it decides.
+
+Signatures are checked before any large blob is read (steps 1 to 4 need only the index, the lock
+and the signature payloads); then every manifest and blob is streamed once, in parallel, each
+checked against its size and digest (step 5); for a layout or an archive, what else it holds is
+listed (step 6). The decisions are all in ``bundler.services.trust``.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from bundler.adapters.base import Source
+from bundler.adapters.layout import LayoutSource, blob_relpath
+from bundler.adapters.stream import VerifiedStream, read_exact
+from bundler.errors import (
+    IntegrityError,
+    ManifestError,
+    NotFoundError,
+    VerificationError,
+)
+from bundler.model import mediatypes as mt
+from bundler.model.bundle import ANNOTATION_IMAGE_REF, MAX_LOCK_BYTES, BundleView
+from bundler.model.descriptor import Descriptor
+from bundler.model.digest import Digest
+from bundler.model.manifest import Manifest
+from bundler.model.policy import TrustPolicy
+from bundler.services.copy import COSIGN_SUFFIXES
+from bundler.services.signatures import signature_facts, signature_manifests
+from bundler.services.trust import (
+    STEPS,
+    ContentFacts,
+    VerifiedBundle,
+    check_content,
+    check_signed,
+)
+
+
+@dataclass
+class VerifyReport:
+    source: str
+    digest: Digest | None = None
+    steps: dict[int, tuple[str, str]] = field(default_factory=dict)  # number -> (status, detail)
+    bundle: VerifiedBundle | None = None
+    error: VerificationError | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        bundle = self.bundle
+        return {
+            "source": self.source,
+            "digest": str(self.digest) if self.digest else None,
+            "verified": bundle is not None,
+            "bundle": None if bundle is None else {
+                "name": bundle.name, "version": bundle.version, "rule": bundle.rule,
+                "signers": [{"key": s.key_name, "role": s.role, "keyId": s.key_id,
+                             "identity": s.identity} for s in bundle.signers],
+                "images": [{"reference": i.reference, "digest": str(i.digest)}
+                           for i in bundle.lock.images],
+            },
+            "steps": [
+                {"step": n, "check": STEPS[n], "status": self.steps.get(n, ("not run", ""))[0],
+                 "detail": self.steps.get(n, ("", ""))[1]}
+                for n in sorted(STEPS)
+            ],
+            "error": str(self.error) if self.error else None,
+        }
+
+
+def verify(source: Source, policy: TrustPolicy, *, parallel: int = 4) -> VerifyReport:
+    """Run all six steps; a failed step is recorded in the report, not raised."""
+    report = VerifyReport(source.name)
+    try:
+        report.bundle = _verify(source, policy, parallel, report)
+    except VerificationError as error:
+        report.error = error
+        report.steps[error.step] = ("failed", str(error))
+    return report
+
+
+def _verify(
+    source: Source, policy: TrustPolicy, parallel: int, report: VerifyReport
+) -> VerifiedBundle:
+    root = source.resolve()
+    index = source.fetch_manifest(root)
+    report.digest = index.digest
+    try:
+        view = BundleView.of(index)
+    except ManifestError as exc:
+        raise VerificationError(1, str(exc)) from None
+    try:
+        lock_manifest = source.fetch_manifest(view.lock)
+        layer = next(x for x in lock_manifest.layers)
+        if layer.size > MAX_LOCK_BYTES:
+            raise VerificationError(3, f"lock document {layer.digest} is {layer.size} bytes")
+        lock_raw = read_exact(VerifiedStream(source.open_blob(layer), layer, source.name),
+                              layer.size)
+    except (NotFoundError, IntegrityError, StopIteration) as exc:
+        if isinstance(exc, VerificationError):
+            raise
+        raise VerificationError(3, f"cannot read the lock: {exc}") from None
+    signed = check_signed(index, lock_manifest, lock_raw,
+                          signature_facts(source, index.digest), policy)
+    for step in (1, 2, 3, 4):
+        report.steps[step] = ("passed", "")
+    facts = _content(source, index, parallel)
+    verified = check_content(signed, facts)
+    report.steps[5] = ("passed", "")
+    report.steps[6] = ("passed", "")
+    return verified
+
+
+def _content(source: Source, index: Manifest, parallel: int) -> ContentFacts:
+    manifests: dict[Digest, Manifest] = {index.digest: index}
+    problems: dict[Digest, str] = {}
+    blobs: dict[Digest, Descriptor] = {}
+    stack = [index]
+    while stack:
+        manifest = stack.pop()
+        for child in manifest.manifests:
+            if child.media_type not in mt.MANIFESTS:
+                blobs.setdefault(child.digest, child)
+                continue
+            if child.digest in manifests or child.digest in problems:
+                continue
+            try:
+                found = source.fetch_manifest(child)
+            except NotFoundError:
+                problems[child.digest] = "manifest is missing"
+                continue
+            except IntegrityError as exc:
+                problems[child.digest] = str(exc)
+                continue
+            manifests[child.digest] = found
+            stack.append(found)
+        for blob in manifest.blobs():
+            blobs.setdefault(blob.digest, blob)
+    ok: set[Digest] = set()
+    lock = threading.Lock()
+
+    def check(descriptor: Descriptor) -> None:
+        try:
+            VerifiedStream(source.open_blob(descriptor), descriptor, source.name).drain()
+        except NotFoundError:
+            with lock:
+                problems[descriptor.digest] = "blob is missing"
+            return
+        except IntegrityError as exc:
+            with lock:
+                problems[descriptor.digest] = str(exc)
+            return
+        with lock:
+            ok.add(descriptor.digest)
+
+    ordered = sorted(blobs.values(), key=lambda d: d.size, reverse=True)
+    with ThreadPoolExecutor(max_workers=max(parallel, 1), thread_name_prefix="verify") as pool:
+        for future in [pool.submit(check, d) for d in ordered]:
+            future.result()
+    extra = _extra(source, index, manifests, set(blobs))
+    return ContentFacts(manifests, frozenset(ok), problems, tuple(extra))
+
+
+def _extra(
+    source: Source, index: Manifest, manifests: dict[Digest, Manifest], blobs: set[Digest]
+) -> list[str]:
+    """Names and blobs of a layout or archive that the signed bundle does not account for."""
+    if not isinstance(source, LayoutSource):
+        return []
+    covered: set[Digest] = set(manifests) | blobs
+    # Signatures and attestations of covered manifests travel beside them; they and their
+    # blobs are expected, not extra (they are checked by their own rules, not covered).
+    allowed_tags: dict[str, Digest] = {}
+    for digest in list(manifests):
+        for suffix in COSIGN_SUFFIXES:
+            allowed_tags[digest.tag_form() + suffix] = digest
+        for _, signature in signature_manifests(source, digest):
+            covered.add(signature.digest)
+            covered.update(b.digest for b in signature.blobs())
+    pinned = {d.annotations.get(ANNOTATION_IMAGE_REF): d.digest for d in index.manifests}
+    extra: list[str] = []
+    for entry in source.entries:
+        ref = entry.annotations.get(mt.ANNOTATION_REF_NAME)
+        if entry.digest == index.digest:
+            continue
+        if ref in allowed_tags and entry.digest in covered:
+            continue
+        if ref is not None and pinned.get(ref) == entry.digest:
+            continue
+        extra.append(f"name {ref or '(unnamed)'} -> {entry.digest}")
+    for name in source.reader.blob_names():
+        algorithm, _, hexpart = name.removeprefix("blobs/").partition("/")
+        if f"blobs/{algorithm}/{hexpart}" != blob_relpath(Digest(algorithm, hexpart)):
+            continue
+        if Digest(algorithm, hexpart) not in covered:
+            extra.append(f"blob {algorithm}:{hexpart}")
+    return extra
