@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from bundler.adapters.registry.client import RegistryClient
 from bundler.adapters.registry.credentials import Credential, CredentialStore
 from bundler.cli.common import CaFileOpt, ConfigDirOpt, InsecureOpt, PlainHttpOpt, registry_options
 from bundler.errors import UsageError
@@ -38,6 +37,8 @@ def login_command(
 
     The password comes from standard input (--password-stdin) or a prompt, never from an
     argument, so it stays out of shell history and process listings."""
+    from bundler.adapters.registry.client import RegistryClient
+
     host = _host(registry)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")

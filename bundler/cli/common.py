@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from bundler.adapters.registry.client import RegistryOptions
 from bundler.adapters.registry.credentials import CredentialStore
+from bundler.adapters.registry.options import RegistryOptions
 from bundler.errors import UsageError
 
 

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from bundler.cli.common import (
     CaFileOpt,
@@ -29,24 +20,42 @@ from bundler.cli.common import (
     registry_options,
 )
 from bundler.errors import UsageError
-from bundler.model.plan import TransferPlan
-from bundler.services import copy as copy_service
-from bundler.services.transports import Transports, parse_location
+
+# The services (and the HTTP stack under them) are imported inside the commands: every start
+# of the program pays for what is imported here.
 
 
-class _BarProgress(copy_service.Progress):
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.task = progress.add_task("planning", total=None)
+def bar_progress(console: Any) -> tuple[Any, Any]:
+    """A rich progress bar on stderr and the copy service's view of it."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
-    def planned(self, plan: TransferPlan) -> None:
-        self.progress.update(
-            self.task, total=plan.blob_bytes,
-            description=f"{len(plan.manifests)} manifests, {len(plan.blobs)} blobs",
-        )
+    from bundler.model.plan import TransferPlan
+    from bundler.services.copy import Progress as CopyProgress
 
-    def advance(self, nbytes: int) -> None:
-        self.progress.advance(self.task, nbytes)
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+        TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True,
+    )
+
+    class BarProgress(CopyProgress):
+        def __init__(self) -> None:
+            self.task = bar.add_task("planning", total=None)
+
+        def planned(self, plan: TransferPlan) -> None:
+            bar.update(self.task, total=plan.blob_bytes,
+                       description=f"{len(plan.manifests)} manifests, {len(plan.blobs)} blobs")
+
+        def advance(self, nbytes: int) -> None:
+            bar.advance(self.task, nbytes)
+
+    return bar, BarProgress()
 
 
 def copy_command(
@@ -70,6 +79,11 @@ def copy_command(
     """Copy an image, an index with all its children, or any OCI artifact, with its
     signatures and referrers. Every manifest and blob is digest-checked on the way; names
     are written only after all content under them is in place."""
+    from rich.console import Console
+
+    from bundler.services import copy as copy_service
+    from bundler.services.transports import Transports, parse_location
+
     src = parse_location(source)
     dst = parse_location(destination, for_target=True)
     transports = Transports(
@@ -82,14 +96,11 @@ def copy_command(
         try:
             target_store = transports.open_target(dst)
             if show_bar:
-                with Progress(
-                    TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                    TransferSpeedColumn(), TimeRemainingColumn(),
-                    console=console, transient=True,
-                ) as bar:
+                bar, sink = bar_progress(console)
+                with bar:
                     result = copy_service.copy(
                         source_store, target_store, with_referrers=not no_referrers,
-                        parallel=parallel, progress=_BarProgress(bar),
+                        parallel=parallel, progress=sink,
                     )
             else:
                 result = copy_service.copy(
@@ -126,6 +137,8 @@ def tags_command(
     config_dir: ConfigDirOpt = None,
 ) -> None:
     """List a repository's tags (following the registry's pagination)."""
+    from bundler.services.transports import Transports, parse_location
+
     location = parse_location(repository, for_target=True)
     if location.reference is None:
         raise UsageError(f"{repository}: tags are listed for registry repositories only")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bundler.adapters.chart import load_chart
 from bundler.cli.common import OutputFormat, OutputOpt, emit_json
-from bundler.services.discover import ImageFinding, discover, find_helm
+
+if TYPE_CHECKING:
+    from bundler.services.discover import ImageFinding
 
 
 def _table(findings: list[ImageFinding]) -> list[str]:
@@ -47,6 +48,9 @@ def images_command(
     """List the images a chart references: from its helm.sh/images annotation, image-shaped
     values (with their value paths), explicitly named value paths and, when helm is available,
     every container of the rendered templates."""
+    from bundler.adapters.chart import load_chart
+    from bundler.services.discover import discover, find_helm
+
     loaded = load_chart(chart)
     helm_path = None if no_render else find_helm(helm)
     if helm_path is None and not no_render:

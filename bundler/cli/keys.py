@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 
-from bundler.adapters import crypto
 from bundler.cli.common import OutputFormat, OutputOpt, emit_json
 from bundler.errors import NotFoundError, TransportError
 
@@ -68,6 +67,8 @@ def generate_command(
     The passphrase comes from --passphrase-file, --passphrase-env, or a prompt (asked
     twice); never from an argument. cosign and skopeo read both files."""
     interactive = passphrase_file is None and passphrase_env is None
+    from bundler.adapters import crypto
+
     passphrase = crypto.read_passphrase(
         file=passphrase_file, env=passphrase_env, prompt=_prompt_new if interactive else None
     )
@@ -94,6 +95,8 @@ def inspect_command(
         raise NotFoundError(f"key file {key_file} does not exist") from None
     except OSError as exc:
         raise TransportError(f"cannot read {key_file}: {exc.strerror}") from None
+    from bundler.adapters import crypto
+
     public: crypto.PublicKey
     if crypto.pem_label(data, origin) == crypto.PUBLIC_KEY_LABEL:
         kind, public = "public", crypto.load_public_key(data, origin)

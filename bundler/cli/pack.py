@@ -22,7 +22,6 @@ from bundler.cli.common import (
 )
 from bundler.errors import UsageError
 from bundler.model.spec import BundleSpec, ExtraImage, ImageSourceSpec
-from bundler.services.transports import Transports, parse_location
 
 
 def _source_spec(text: str) -> ImageSourceSpec:
@@ -112,6 +111,7 @@ def pack_command(
     """Pack a Helm chart and every image it runs into one OCI bundle."""
     from bundler.adapters.bundleconfig import load_bundle_config
     from bundler.services.pack import PackOptions, pack
+    from bundler.services.transports import Transports
 
     if not to:
         raise UsageError("say where the bundle goes: --to REGISTRY/REPO, oci:DIR or archive:FILE")
@@ -173,6 +173,7 @@ def inspect_command(
     """Show what a bundle (or any OCI artifact) holds: chart, images, platforms, sizes,
     signatures. Every manifest shown is digest-checked; signatures are listed, not verified."""
     from bundler.services.inspect import inspect, lock_json
+    from bundler.services.transports import Transports, parse_location
 
     transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir))
     try:

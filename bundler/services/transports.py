@@ -17,7 +17,8 @@ from bundler.adapters.base import Source, Target
 from bundler.adapters.dockerarchive import DockerArchiveSource
 from bundler.adapters.layout import LayoutDirectory, LayoutSource, LayoutTarget
 from bundler.adapters.registry.blobcache import BlobLocationCache, default_cache_path
-from bundler.adapters.registry.client import RegistryClient, RegistryOptions
+from bundler.adapters.registry.client import RegistryClient
+from bundler.adapters.registry.options import RegistryOptions
 from bundler.adapters.registry.store import RegistrySource, RegistryTarget
 from bundler.errors import ReferenceFormatError, UsageError
 from bundler.model.reference import Reference

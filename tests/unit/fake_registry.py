@@ -25,8 +25,9 @@ import requests
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
-from bundler.adapters.registry.client import RegistryClient, RegistryOptions
+from bundler.adapters.registry.client import RegistryClient
 from bundler.adapters.registry.credentials import Credential, CredentialStore
+from bundler.adapters.registry.options import RegistryOptions
 
 HOST = "registry.test"
 REALM = "https://auth.test/token"

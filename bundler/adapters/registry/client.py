@@ -16,8 +16,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin
 
@@ -25,7 +23,8 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from bundler.adapters.registry.auth import Authenticator, parse_challenge
-from bundler.adapters.registry.credentials import Credential, CredentialStore
+from bundler.adapters.registry.credentials import CredentialStore
+from bundler.adapters.registry.options import RegistryOptions
 from bundler.adapters.stream import CHUNK_SIZE, VerifiedStream
 from bundler.errors import (
     AuthError,
@@ -45,28 +44,6 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 30.0
 MAX_TAG_PAGES = 1000
 USER_AGENT = "bundler/0.1"
-
-
-@dataclass
-class RegistryOptions:
-    """How to reach registries. One instance serves every client of a run."""
-
-    ca_bundle: Path | None = None
-    plain_http: bool = False  # talk HTTP to every registry named (never implied for remote hosts)
-    insecure_skip_tls_verify: bool = False
-    connect_timeout: float = 10.0
-    read_timeout: float = 120.0
-    max_attempts: int = 4
-    backoff_base: float = 0.25
-    backoff_max: float = 8.0
-    parallel: int = 4
-    chunk_size: int | None = None  # None: one streamed PUT per blob; else PATCH chunks
-    credential_store: CredentialStore | None = None
-    credentials: dict[str, Credential] = field(default_factory=dict)
-
-    @property
-    def timeout(self) -> tuple[float, float]:
-        return (self.connect_timeout, self.read_timeout)
 
 
 def is_loopback(host: str) -> bool:
