@@ -10,18 +10,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from bundler.adapters.archive import ArchiveReader, ArchiveTarget
 from bundler.adapters.base import Source, Target
 from bundler.adapters.dockerarchive import DockerArchiveSource
 from bundler.adapters.layout import LayoutDirectory, LayoutSource, LayoutTarget
 from bundler.adapters.registry.blobcache import BlobLocationCache, default_cache_path
-from bundler.adapters.registry.client import RegistryClient
 from bundler.adapters.registry.options import RegistryOptions
-from bundler.adapters.registry.store import RegistrySource, RegistryTarget
 from bundler.errors import ReferenceFormatError, UsageError
 from bundler.model.reference import Reference
+
+if TYPE_CHECKING:
+    # The HTTP stack is imported when a registry is first opened, not for layouts and archives.
+    from bundler.adapters.registry.client import RegistryClient
 
 Kind = Literal["registry", "oci", "archive", "docker-archive"]
 
@@ -72,12 +74,16 @@ class Transports:
 
     def client(self, host: str) -> RegistryClient:
         if host not in self._clients:
+            from bundler.adapters.registry.client import RegistryClient
+
             self._clients[host] = RegistryClient(host, self.options)
         return self._clients[host]
 
     def open_source(self, location: Location) -> Source:
         if location.kind == "registry":
             assert location.reference is not None
+            from bundler.adapters.registry.store import RegistrySource
+
             return RegistrySource(
                 self.client(location.reference.registry), location.reference, self.locations
             )
@@ -95,6 +101,8 @@ class Transports:
                 raise ReferenceFormatError(
                     f"{location}: a copy target names a tag, not a digest"
                 )
+            from bundler.adapters.registry.store import RegistryTarget
+
             return RegistryTarget(
                 self.client(location.reference.registry), location.reference, self.locations
             )
