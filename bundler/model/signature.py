@@ -274,10 +274,16 @@ def _go_descriptor(media_type: str, data_digest: Digest, size: int,
     return out
 
 
-def signature_manifest(entries: Sequence[SignatureEntry]) -> tuple[Manifest, bytes]:
+COSIGN_SIGNATURE_ARTIFACT_TYPE = "application/vnd.dev.cosign.artifact.sig.v1+json"
+
+
+def signature_manifest(
+    entries: Sequence[SignatureEntry], subject: Descriptor | None = None
+) -> tuple[Manifest, bytes]:
     """The signature image holding ``entries`` in order, as cosign lays it out: returns the
     manifest and its config blob. An entry equal to an earlier one is not added again, so
-    re-signing with the same bytes changes nothing."""
+    re-signing with the same bytes changes nothing. With ``subject``, the manifest is an OCI 1.1
+    referrer of it (cosign's artifactType), for registries with the referrers API."""
     unique: list[SignatureEntry] = []
     for entry in entries:
         if entry not in unique:
@@ -303,6 +309,9 @@ def signature_manifest(entries: Sequence[SignatureEntry]) -> tuple[Manifest, byt
             _go_descriptor(d.media_type, d.digest, d.size, d.annotations) for d in layers
         ],
     }
+    if subject is not None:
+        doc["artifactType"] = COSIGN_SIGNATURE_ARTIFACT_TYPE
+        doc["subject"] = _go_descriptor(subject.media_type, subject.digest, subject.size)
     return parse_manifest(_go_json(doc).encode(), media_type=mt.OCI_MANIFEST), config
 
 

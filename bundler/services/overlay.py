@@ -23,12 +23,17 @@ class OverlaySource:
         self._manifests: dict[Digest, Manifest] = {}
         self._blobs: dict[Digest, bytes] = {}
         self._tags: dict[str, Descriptor] = {}
+        self._referrers: dict[Digest, list[Descriptor]] = {}
 
     def add(self, manifest: Manifest, blobs: dict[Digest, bytes], tag: str | None) -> None:
         self._manifests[manifest.digest] = manifest
         self._blobs.update(blobs)
         if tag is not None:
             self._tags[tag] = manifest.descriptor()
+
+    def add_referrer(self, subject: Digest, manifest: Manifest, blobs: dict[Digest, bytes]) -> None:
+        self.add(manifest, blobs, None)
+        self._referrers.setdefault(subject, []).append(manifest.descriptor())
 
     def resolve(self) -> Descriptor:
         return self.base.resolve()
@@ -47,7 +52,9 @@ class OverlaySource:
         return self._tags.get(tag) or self.base.find_tag(tag)
 
     def referrers(self, subject: Digest) -> list[Descriptor]:
-        return self.base.referrers(subject)
+        added = self._referrers.get(subject, [])
+        known = {d.digest for d in added}
+        return added + [d for d in self.base.referrers(subject) if d.digest not in known]
 
     def close(self) -> None:
         self.base.close()

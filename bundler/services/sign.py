@@ -90,6 +90,7 @@ def sign(
         claim = identity or default_identity(location, source, index)
         overlay = OverlaySource(source)
         result = SignResult(index.digest, "", key.public.key_id, claim)
+        as_referrer = _registry_has_referrers_api(location, transports, index)
         for subject in _subjects(source, index, recursive):
             payload = simple_signing_payload(subject.digest, claim)
             entry = SignatureEntry(
@@ -103,6 +104,11 @@ def sign(
             blobs.update({e.descriptor().digest: e.payload for e in [*entries, entry]})
             tag = cosign_signature_tag(subject.digest)
             overlay.add(manifest, blobs, tag)
+            if as_referrer:
+                # The same signatures, also as an OCI 1.1 referrer where the registry has the
+                # API (cosign's OCI 1.1 mode); verifiers read both and count each key once.
+                referrer, _ = signature_manifest([*entries, entry], subject.descriptor())
+                overlay.add_referrer(subject.digest, referrer, blobs)
             result.signed.append(subject.digest)
             result.tags.append(tag)
         target_location = _as_target(location)
@@ -112,6 +118,15 @@ def sign(
     finally:
         source.close()
     return result
+
+
+def _registry_has_referrers_api(
+    location: Location, transports: Transports, index: Manifest
+) -> bool:
+    if location.reference is None:
+        return False
+    client = transports.client(location.reference.registry)
+    return client.referrers(location.reference.repository, index.digest) is not None
 
 
 def _as_target(location: Location) -> Location:

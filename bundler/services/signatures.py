@@ -9,6 +9,7 @@ from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
 from bundler.model.signature import (
+    COSIGN_SIGNATURE_ARTIFACT_TYPE,
     SIGNATURE_ANNOTATION,
     SignatureEntry,
     cosign_signature_tag,
@@ -17,7 +18,6 @@ from bundler.model.signature import (
 from bundler.services.trust import SignatureFact
 
 MAX_PAYLOAD_BYTES = 64 * 1024
-COSIGN_SIGNATURE_ARTIFACT = "application/vnd.dev.cosign.artifact.sig.v1+json"
 
 
 def signature_manifests(source: Source, subject: Digest) -> list[tuple[str, Manifest]]:
@@ -28,7 +28,7 @@ def signature_manifests(source: Source, subject: Digest) -> list[tuple[str, Mani
     if descriptor is not None:
         found.append((tag, source.fetch_manifest(descriptor)))
     for referrer in source.referrers(subject):
-        if referrer.artifact_type not in (COSIGN_SIGNATURE_ARTIFACT, None):
+        if referrer.artifact_type not in (COSIGN_SIGNATURE_ARTIFACT_TYPE, None):
             continue
         manifest = source.fetch_manifest(referrer)
         if signature_entries(manifest) and all(m.digest != manifest.digest for _, m in found):

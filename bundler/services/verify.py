@@ -184,8 +184,8 @@ def _extra(
         ref = entry.annotations.get(mt.ANNOTATION_REF_NAME)
         if entry.digest == index.digest:
             continue
-        if ref in allowed_tags and entry.digest in covered:
-            continue
+        if entry.digest in covered and (ref is None or ref in allowed_tags):
+            continue  # a signature: under its tag, or as an unnamed referrer
         if ref is not None and pinned.get(ref) == entry.digest:
             continue
         extra.append(f"name {ref or '(unnamed)'} -> {entry.digest}")
