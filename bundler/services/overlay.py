@@ -35,6 +35,10 @@ class OverlaySource:
         self.add(manifest, blobs, None)
         self._referrers.setdefault(subject, []).append(manifest.descriptor())
 
+    def written_blobs(self) -> set[Digest]:
+        """Everything this overlay added: its manifests and blobs."""
+        return set(self._manifests) | set(self._blobs)
+
     def resolve(self) -> Descriptor:
         return self.base.resolve()
 

@@ -10,10 +10,12 @@ because skopeo and podman check each image they copy out of an index, not the in
 from __future__ import annotations
 
 import base64
+import contextlib
 from dataclasses import dataclass, field
 
 from bundler.adapters.base import Source
 from bundler.adapters.crypto import PrivateKey
+from bundler.adapters.layout import LayoutTarget
 from bundler.model import mediatypes as mt
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
@@ -91,6 +93,7 @@ def sign(
         overlay = OverlaySource(source)
         result = SignResult(index.digest, "", key.public.key_id, claim)
         as_referrer = _registry_has_referrers_api(location, transports, index)
+        superseded: list[Manifest] = []
         for subject in _subjects(source, index, recursive):
             payload = simple_signing_payload(subject.digest, claim)
             entry = SignatureEntry(
@@ -99,6 +102,7 @@ def sign(
             entries: list[SignatureEntry] = []
             for _, existing in signature_manifests(source, subject.digest)[:1]:
                 entries = [read_entry(source, layer) for layer in signature_entries(existing)]
+                superseded.append(existing)
             manifest, config = signature_manifest([*entries, entry])
             blobs = {manifest.config.digest: config} if manifest.config else {}
             blobs.update({e.descriptor().digest: e.payload for e in [*entries, entry]})
@@ -115,9 +119,22 @@ def sign(
         target = transports.open_target(target_location)
         copied = copy_service.copy(overlay, target)
         result.target = copied.target
+        if isinstance(target, LayoutTarget):
+            _drop_superseded(target, superseded, overlay)
     finally:
         source.close()
     return result
+
+
+def _drop_superseded(target: LayoutTarget, old: list[Manifest], new: OverlaySource) -> None:
+    """In a layout, the signature manifests just replaced are garbage: remove them and their
+    configs (payload layers are reused by the new manifests and stay)."""
+    kept = new.written_blobs()
+    for manifest in old:
+        for digest in (manifest.digest, manifest.config.digest if manifest.config else None):
+            if digest is not None and digest not in kept:
+                with contextlib.suppress(FileNotFoundError):
+                    target.directory.blob_path(digest).unlink()
 
 
 def _registry_has_referrers_api(

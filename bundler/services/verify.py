@@ -28,8 +28,13 @@ from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
 from bundler.model.policy import TrustPolicy
+from bundler.model.signature import SIMPLE_SIGNING_MEDIA_TYPE
 from bundler.services.copy import COSIGN_SUFFIXES
-from bundler.services.signatures import signature_facts, signature_manifests
+from bundler.services.signatures import (
+    MAX_PAYLOAD_BYTES,
+    signature_facts,
+    signature_manifests,
+)
 from bundler.services.trust import (
     STEPS,
     ContentFacts,
@@ -76,6 +81,8 @@ def verify(source: Source, policy: TrustPolicy, *, parallel: int = 4) -> VerifyR
         report.bundle = _verify(source, policy, parallel, report)
     except VerificationError as error:
         report.error = error
+        for step in range(1, error.step):  # the steps run in order: earlier ones passed
+            report.steps.setdefault(step, ("passed", ""))
         report.steps[error.step] = ("failed", str(error))
     return report
 
@@ -176,6 +183,14 @@ def _extra(
         for suffix in COSIGN_SUFFIXES:
             allowed_tags[digest.tag_form() + suffix] = digest
         for _, signature in signature_manifests(source, digest):
+            # Only a true signature manifest is expected here: an image manifest whose every
+            # layer is a simple-signing payload. Anything else under a signature's name is a
+            # way to smuggle content in, and stays uncovered.
+            if signature.is_index or not signature.layers or any(
+                layer.media_type != SIMPLE_SIGNING_MEDIA_TYPE
+                or layer.size > MAX_PAYLOAD_BYTES for layer in signature.layers
+            ) or (signature.config is not None and signature.config.size > MAX_PAYLOAD_BYTES):
+                continue
             covered.add(signature.digest)
             covered.update(b.digest for b in signature.blobs())
     pinned = {d.annotations.get(ANNOTATION_IMAGE_REF): d.digest for d in index.manifests}
