@@ -29,26 +29,32 @@ def _where(error: jsonschema.ValidationError) -> str:
     return path.lstrip(".") or "(top level)"
 
 
-def load_bundle_config(path: Path) -> BundleSpec:
+def load_checked_yaml(path: Path, what: str, schema: str) -> Any:
+    """A bounded YAML file (safe_load only), valid against ``schema``, or a ConfigError naming
+    the file and the first field that is wrong."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"bundle config {path} does not exist") from None
+        raise ConfigError(f"{what} {path} does not exist") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read bundle config {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
     if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"bundle config {path} is larger than {MAX_CONFIG_BYTES} bytes")
+        raise ConfigError(f"{what} {path} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
         doc = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"bundle config {path} is not valid YAML{where}") from None
-    validator = jsonschema.Draft202012Validator(load_schema("bundle-config.schema.json"))
+        raise ConfigError(f"{what} {path} is not valid YAML{where}") from None
+    validator = jsonschema.Draft202012Validator(load_schema(schema))
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
     if errors:
-        first = errors[0]
-        raise ConfigError(f"bundle config {path}: {_where(first)}: {first.message}")
+        raise ConfigError(f"{what} {path}: {_where(errors[0])}: {errors[0].message}")
+    return doc
+
+
+def load_bundle_config(path: Path) -> BundleSpec:
+    doc = load_checked_yaml(path, "bundle config", "bundle-config.schema.json")
     base = path.parent
     spec = BundleSpec(
         name=doc["metadata"]["name"],

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jsonschema
-import yaml
-
-from bundler.adapters.bundleconfig import load_schema
+from bundler.adapters.bundleconfig import load_checked_yaml
 from bundler.adapters.crypto import load_public_key
 from bundler.errors import ConfigError, KeyFileError
 from bundler.model.policy import (
@@ -19,32 +16,11 @@ from bundler.model.policy import (
     check_policy,
 )
 
-MAX_POLICY_BYTES = 1024 * 1024
 MAX_KEY_BYTES = 64 * 1024
 
 
-def _where(error: jsonschema.ValidationError) -> str:
-    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-    return path.lstrip(".") or "(top level)"
-
-
 def load_trust_policy(path: Path) -> TrustPolicy:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"trust policy {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read trust policy {path}: {exc.strerror}") from None
-    if len(raw) > MAX_POLICY_BYTES:
-        raise ConfigError(f"trust policy {path} is larger than {MAX_POLICY_BYTES} bytes")
-    try:
-        doc = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        raise ConfigError(f"trust policy {path} is not valid YAML") from None
-    validator = jsonschema.Draft202012Validator(load_schema("trust-policy.schema.json"))
-    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
-    if errors:
-        raise ConfigError(f"trust policy {path}: {_where(errors[0])}: {errors[0].message}")
+    doc = load_checked_yaml(path, "trust policy", "trust-policy.schema.json")
     keys: list[TrustedKey] = []
     for entry in doc["keys"]:
         if "pem" in entry:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -23,6 +23,9 @@ from bundler.errors import KeyFileError, UsageError
 from bundler.model.policy import TrustPolicy
 
 if TYPE_CHECKING:
+    from bundler.adapters.registry.options import RegistryOptions
+    from bundler.model.digest import Digest
+    from bundler.services.sign import SignResult
     from bundler.services.verify import VerifyReport
 
 KeyOpt = Annotated[Path, typer.Option("--key", help="Encrypted private key (cosign format).")]
@@ -94,21 +97,30 @@ def sign_command(
 ) -> None:
     """Sign a bundle with a cosign-compatible simple-signing signature, stored where cosign and
     skopeo look for it (and inside layouts and archives, so it travels with them)."""
-    from bundler.services.sign import sign
-    from bundler.services.transports import Transports, parse_location
 
     private = _private_key(key, passphrase_file, passphrase_env)
-    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir))
-    try:
-        result = sign(parse_location(source), private, transports, recursive=recursive,
-                      identity=identity)
-    finally:
-        transports.close()
+    result = _sign(source, private, recursive, identity, None,
+                   registry_options(plain_http, ca_file, insecure, config_dir))
     if output is OutputFormat.json:
         emit_json(result.to_json())
         return
     typer.echo(f"{result.digest}  signed by {result.key_id} as {result.identity}")
     typer.echo(f"{len(result.signed)} manifests signed in {result.target}", err=True)
+
+
+def _sign(
+    source: str, private: Any, recursive: bool, identity: str | None,
+    expected: Digest | None, options: RegistryOptions,
+) -> SignResult:
+    from bundler.services.sign import sign
+    from bundler.services.transports import Transports, parse_location
+
+    transports = Transports(options)
+    try:
+        return sign(parse_location(source), private, transports, recursive=recursive,
+                    identity=identity, expected=expected)
+    finally:
+        transports.close()
 
 
 def _verify_and_render(
@@ -181,8 +193,6 @@ def approve_command(
 
     Every requirement except the approver's own role must already be met (approvals are what
     this command collects); the approving key must be one the policy trusts."""
-    from bundler.services.sign import sign
-    from bundler.services.transports import Transports, parse_location
 
     full = _policy(policy, None)
     private = _private_key(key, passphrase_file, passphrase_env)
@@ -200,12 +210,9 @@ def approve_command(
         raise UsageError(f"the policy asks only for {role!r} signatures: nothing to verify first")
     report = _verify_and_render(source, before, output, parallel, plain_http, ca_file,
                                 insecure, config_dir, emit=False)
-    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir))
-    try:
-        result = sign(parse_location(source), private, transports, recursive=False,
-                      identity=identity)
-    finally:
-        transports.close()
+    assert report.bundle is not None  # a failed verification raised above
+    result = _sign(source, private, False, identity, report.bundle.digest,
+                   registry_options(plain_http, ca_file, insecure, config_dir))
     if output is OutputFormat.json:
         emit_json({"verification": report.to_json(), "approval": result.to_json()})
         return

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from bundler.adapters.base import Source
 from bundler.adapters.crypto import PrivateKey
 from bundler.adapters.layout import LayoutTarget
+from bundler.errors import VerificationError
 from bundler.model import mediatypes as mt
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
@@ -85,10 +86,18 @@ def sign(
     recursive: bool = True,
     identity: str | None = None,
     annotations: dict[str, str] | None = None,
+    expected: Digest | None = None,
 ) -> SignResult:
+    """Sign what ``location`` names. With ``expected``, sign only if it still resolves to that
+    digest: an approval signs exactly the bundle that was verified, even if a tag moved since."""
     source = transports.open_source(location)
     try:
         index = source.fetch_manifest(source.resolve())
+        if expected is not None and index.digest != expected:
+            raise VerificationError(
+                2, f"{location} now resolves to {index.digest}, not the verified {expected}; "
+                "nothing was signed"
+            )
         claim = identity or default_identity(location, source, index)
         overlay = OverlaySource(source)
         result = SignResult(index.digest, "", key.public.key_id, claim)

@@ -86,8 +86,18 @@ class _Token:
 _TOKEN = _Token()
 
 
+class _KernelMade:
+    """Refuses construction without the kernel's private token."""
+
+    _token: _Token
+
+    def __post_init__(self) -> None:
+        if self._token is not _TOKEN:
+            raise TypeError(f"{type(self).__name__} is made by the verification kernel only")
+
+
 @dataclass(frozen=True)
-class SignedBundle:
+class SignedBundle(_KernelMade):
     """Steps 1 to 4 passed: the index, its lock and its signatures are trusted."""
 
     index: Manifest
@@ -96,13 +106,9 @@ class SignedBundle:
     rule: str
     _token: _Token = field(repr=False)
 
-    def __post_init__(self) -> None:
-        if self._token is not _TOKEN:
-            raise TypeError("SignedBundle is made by the verification kernel only")
-
 
 @dataclass(frozen=True)
-class VerifiedBundle:
+class VerifiedBundle(_KernelMade):
     """All six steps passed. Promotion accepts nothing else."""
 
     digest: Digest
@@ -112,10 +118,6 @@ class VerifiedBundle:
     signers: tuple[Signer, ...]
     rule: str
     _token: _Token = field(repr=False)
-
-    def __post_init__(self) -> None:
-        if self._token is not _TOKEN:
-            raise TypeError("VerifiedBundle is made by the verification kernel only")
 
 
 def _fail(step: int, message: str) -> VerificationError:
