@@ -12,6 +12,7 @@ from bundler.cli import copy as copy_commands
 from bundler.cli import images as images_commands
 from bundler.cli import keys as keys_commands
 from bundler.cli import pack as pack_commands
+from bundler.cli import transfer as transfer_commands
 from bundler.cli import trust as trust_commands
 from bundler.errors import (
     AuthError,
@@ -59,6 +60,7 @@ app = typer.Typer(
 )
 copy_commands.register(app)
 pack_commands.register(app)
+transfer_commands.register(app)
 trust_commands.register(app)
 auth_commands.register(app)
 images_commands.register(app)

@@ -61,7 +61,7 @@ def _private_key(path: Path, passphrase_file: Path | None, passphrase_env: str |
     return decrypt_private_key(pem, passphrase, str(path))
 
 
-def _policy(policy: Path | None, key: Path | None) -> TrustPolicy:
+def load_policy(policy: Path | None, key: Path | None) -> TrustPolicy:
     from bundler.adapters.crypto import load_public_key
     from bundler.adapters.trustpolicy import load_trust_policy
     from bundler.model.policy import single_key_policy
@@ -171,7 +171,7 @@ def verify_command(
     """Verify a bundle offline: signatures and trust policy, the lock against the index, every
     manifest and blob, and nothing extra. Steps as in docs/verification.md; exit 12 names the
     step that failed."""
-    _verify_and_render(source, _policy(policy, key), output, parallel, plain_http, ca_file,
+    _verify_and_render(source, load_policy(policy, key), output, parallel, plain_http, ca_file,
                        insecure, config_dir)
 
 
@@ -194,7 +194,7 @@ def approve_command(
     Every requirement except the approver's own role must already be met (approvals are what
     this command collects); the approving key must be one the policy trusts."""
 
-    full = _policy(policy, None)
+    full = load_policy(policy, None)
     private = _private_key(key, passphrase_file, passphrase_env)
     mine = [k for k in full.keys if k.key.key_id == private.public.key_id]
     if not mine:

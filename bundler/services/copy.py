@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bundler.adapters.base import Source, Target
 from bundler.adapters.stream import VerifiedStream
@@ -66,6 +66,8 @@ class CopyResult:
     referrers: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    blobs_omitted: int = 0
+    plan: TransferPlan | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -80,6 +82,7 @@ class CopyResult:
                 "copied": self.blobs_copied,
                 "skipped": self.blobs_skipped,
                 "mounted": self.blobs_mounted,
+                "omitted": self.blobs_omitted,
             },
             "bytes": {"total": self.bytes_total, "copied": self.bytes_copied},
             "referrers": self.referrers,
@@ -138,11 +141,14 @@ def copy(
     parallel: int = 4,
     progress: Progress | None = None,
     layout_names: list[TagAssignment] | None = None,
+    omit: set[Digest] | None = None,
 ) -> CopyResult:
     """Copy the artifact ``source`` names into ``target``.
 
     ``layout_names`` are extra ref names (e.g. each image of a bundle under its own reference)
     written only into layout and archive targets, where they let other tools find the content.
+    ``omit`` names blobs deliberately left out (a delta export: the far side already has them);
+    every manifest is still written.
     """
     started = time.monotonic()
     progress = progress or Progress()
@@ -168,7 +174,12 @@ def copy(
         source=source.name, target=target.name, digest=plan.root.digest,
         media_type=root_manifest.media_type, tag=root_tag,
         manifests=len(plan.manifests), blobs=len(plan.blobs), bytes_total=plan.blob_bytes,
+        plan=plan,
     )
+    if omit:
+        left_out = {d: plan.blobs[d] for d in omit if d in plan.blobs}
+        result.blobs_omitted = len(left_out)
+        plan = replace(plan, blobs={d: b for d, b in plan.blobs.items() if d not in left_out})
     progress.planned(plan)
     try:
         target.begin(plan)

@@ -38,6 +38,7 @@ from bundler.services.signatures import (
 from bundler.services.trust import (
     STEPS,
     ContentFacts,
+    SignedBundle,
     VerifiedBundle,
     check_content,
     check_signed,
@@ -90,9 +91,24 @@ def verify(source: Source, policy: TrustPolicy, *, parallel: int = 4) -> VerifyR
 def _verify(
     source: Source, policy: TrustPolicy, parallel: int, report: VerifyReport
 ) -> VerifiedBundle:
+    signed = check_signatures(source, policy, report)
+    for step in (1, 2, 3, 4):
+        report.steps[step] = ("passed", "")
+    facts = _content(source, signed.index, parallel)
+    verified = check_content(signed, facts)
+    report.steps[5] = ("passed", "")
+    report.steps[6] = ("passed", "")
+    return verified
+
+
+def check_signatures(
+    source: Source, policy: TrustPolicy, report: VerifyReport | None = None
+) -> SignedBundle:
+    """Steps 1 to 4, reading only the index, the lock and the signature payloads."""
     root = source.resolve()
     index = source.fetch_manifest(root)
-    report.digest = index.digest
+    if report is not None:
+        report.digest = index.digest
     try:
         view = BundleView.of(index)
     except ManifestError as exc:
@@ -108,15 +124,8 @@ def _verify(
         if isinstance(exc, VerificationError):
             raise
         raise VerificationError(3, f"cannot read the lock: {exc}") from None
-    signed = check_signed(index, lock_manifest, lock_raw,
-                          signature_facts(source, index.digest), policy)
-    for step in (1, 2, 3, 4):
-        report.steps[step] = ("passed", "")
-    facts = _content(source, index, parallel)
-    verified = check_content(signed, facts)
-    report.steps[5] = ("passed", "")
-    report.steps[6] = ("passed", "")
-    return verified
+    return check_signed(index, lock_manifest, lock_raw,
+                        signature_facts(source, index.digest), policy)
 
 
 def _content(source: Source, index: Manifest, parallel: int) -> ContentFacts:
@@ -165,11 +174,11 @@ def _content(source: Source, index: Manifest, parallel: int) -> ContentFacts:
     with ThreadPoolExecutor(max_workers=max(parallel, 1), thread_name_prefix="verify") as pool:
         for future in [pool.submit(check, d) for d in ordered]:
             future.result()
-    extra = _extra(source, index, manifests, set(blobs))
+    extra = extra_content(source, index, manifests, set(blobs))
     return ContentFacts(manifests, frozenset(ok), problems, tuple(extra))
 
 
-def _extra(
+def extra_content(
     source: Source, index: Manifest, manifests: dict[Digest, Manifest], blobs: set[Digest]
 ) -> list[str]:
     """Names and blobs of a layout or archive that the signed bundle does not account for."""

@@ -1,0 +1,140 @@
+"""``bundler export`` and ``bundler import``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bundler.cli.common import (
+    CaFileOpt,
+    ConfigDirOpt,
+    InsecureOpt,
+    OutputFormat,
+    OutputOpt,
+    ParallelOpt,
+    PlainHttpOpt,
+    emit_json,
+    human_bytes,
+    registry_options,
+)
+from bundler.errors import UsageError
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)(i?B)?$", re.IGNORECASE)
+MIN_VOLUME = 1024 * 1024
+
+
+def parse_volume_size(text: str) -> int:
+    """``4G``, ``700M``, ``1.5G`` or plain bytes; K/M/G/T are powers of 1024."""
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise UsageError(f"--max-volume-size {text!r}: expected a size like 4G or 700M")
+    number, unit = float(match.group(1)), match.group(2).upper()
+    size = int(number * 1024 ** "KMGT".find(unit) * 1024) if unit else int(number)
+    if size < MIN_VOLUME:
+        raise UsageError(f"--max-volume-size {text!r}: volumes must be at least 1 MiB")
+    return size
+
+
+def export_command(
+    source: Annotated[str, typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] "
+                                          "or archive:FILE.tar.")],
+    to: Annotated[str, typer.Option("--to", help="archive:FILE.tar to write.")],
+    base: Annotated[
+        str | None,
+        typer.Option("--base", help="A previous bundle the far side already holds (any "
+                     "location): only the blobs it lacks are written."),
+    ] = None,
+    max_volume_size: Annotated[
+        str | None,
+        typer.Option("--max-volume-size", help="Split into volumes of at most this size "
+                     "(e.g. 4G for FAT32) with a checksummed parts list."),
+    ] = None,
+    output: OutputOpt = OutputFormat.text,
+    parallel: ParallelOpt = 4,
+    plain_http: PlainHttpOpt = False,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
+    config_dir: ConfigDirOpt = None,
+) -> None:
+    """Write a bundle with its signatures to an archive for removable media: every blob once,
+    metadata first; with --base, only what the far side lacks."""
+    from bundler.services.transfer import export
+    from bundler.services.transports import Transports, parse_location
+
+    volume = parse_volume_size(max_volume_size) if max_volume_size else None
+    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir,
+                                             parallel))
+    try:
+        result = export(parse_location(source), parse_location(to, for_target=True), transports,
+                        base=parse_location(base) if base else None, max_volume_size=volume,
+                        parallel=parallel)
+    finally:
+        transports.close()
+    if output is OutputFormat.json:
+        emit_json(result.to_json())
+        return
+    copied = result.copy
+    typer.echo(f"{copied.digest}  {copied.target}")
+    typer.echo(
+        f"{copied.manifests} manifests, {copied.blobs - copied.blobs_omitted} blobs "
+        f"({human_bytes(copied.bytes_copied)}) written"
+        + (f", {copied.blobs_omitted} left to the base ({human_bytes(result.omitted_bytes)})"
+           if result.base else ""),
+        err=True,
+    )
+
+
+def import_command(
+    source: Annotated[str, typer.Argument(help="archive:FILE.tar (or its volumes' parts "
+                                          "list), oci:DIR or REGISTRY/REPO.")],
+    to: Annotated[str, typer.Option("--to", help="REGISTRY/REPO[:TAG] or oci:DIR to import "
+                                    "into.")],
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Trust policy the bundle must meet.")
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="Or: trust exactly this public key.")
+    ] = None,
+    output: OutputOpt = OutputFormat.text,
+    parallel: ParallelOpt = 4,
+    plain_http: PlainHttpOpt = False,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
+    config_dir: ConfigDirOpt = None,
+) -> None:
+    """Verify a bundle against the trust policy, then stream it into a registry or layout:
+    signatures and lock first, every blob digest-checked on the way, names last. A rejected
+    or interrupted import leaves nothing tagged; a re-run continues."""
+    from bundler.cli.trust import load_policy
+    from bundler.services.transfer import import_bundle
+    from bundler.services.transports import Transports, parse_location
+
+    trust = load_policy(policy, key)
+    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir,
+                                             parallel))
+    try:
+        result = import_bundle(parse_location(source), parse_location(to, for_target=True),
+                               transports, trust, parallel=parallel)
+    finally:
+        transports.close()
+    if output is OutputFormat.json:
+        emit_json(result.to_json())
+        return
+    copied = result.copy
+    verified = result.verified
+    signers = ", ".join(f"{s.key_name} ({s.role})" for s in verified.signers)
+    typer.echo(f"{copied.digest}  {copied.target}" + (f" ({copied.tag})" if copied.tag else ""))
+    typer.echo(
+        f"verified {verified.name} {verified.version} (signed by {signers}); "
+        f"{copied.blobs_copied} blobs copied, {copied.blobs_skipped} already there, "
+        f"{copied.blobs_mounted} mounted, {human_bytes(copied.bytes_copied)}",
+        err=True,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_command)
+    app.command("import")(import_command)

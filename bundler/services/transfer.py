@@ -1,0 +1,171 @@
+"""``bundler export`` and ``bundler import``: a bundle across the air gap.
+
+Export writes the bundle, its signatures and (with ``--base``) only what the far side lacks, as
+a layout archive, optionally in volumes. Import checks the signatures and the lock against the
+trust policy *before* moving any large blob, refuses content the signature does not cover,
+checks that the target already holds what a delta left out, then streams every blob into the
+target while checking its digest; names are written last, so a rejected or interrupted import
+leaves nothing tagged, and a re-run skips what already arrived.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bundler.adapters.base import Source, Target
+from bundler.errors import NotFoundError, UsageError, VerificationError
+from bundler.model import mediatypes as mt
+from bundler.model.descriptor import Descriptor
+from bundler.model.digest import Digest
+from bundler.model.manifest import Manifest
+from bundler.model.policy import TrustPolicy
+from bundler.services import copy as copy_service
+from bundler.services.transports import Location, Transports
+from bundler.services.trust import ContentFacts, VerifiedBundle, check_content
+from bundler.services.verify import check_signatures, extra_content
+
+Graph = tuple[dict[Digest, Manifest], dict[Digest, Descriptor]]
+
+
+def graph(source: Source, root: Descriptor) -> Graph:
+    """Every manifest and blob under ``root`` (manifests fetched and digest-checked)."""
+    manifests: dict[Digest, Manifest] = {}
+    blobs: dict[Digest, Descriptor] = {}
+    stack = [root]
+    while stack:
+        descriptor = stack.pop()
+        if descriptor.digest in manifests:
+            continue
+        manifest = source.fetch_manifest(descriptor)
+        manifests[manifest.digest] = manifest
+        for child in manifest.manifests:
+            if child.media_type in mt.MANIFESTS:
+                stack.append(child)
+            else:
+                blobs.setdefault(child.digest, child)
+        for blob in manifest.blobs():
+            blobs.setdefault(blob.digest, blob)
+    return manifests, blobs
+
+
+@dataclass
+class ExportResult:
+    copy: copy_service.CopyResult
+    base: str | None = None
+    omitted_bytes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.copy.to_json()
+        out["base"] = self.base
+        out["omittedBytes"] = self.omitted_bytes
+        return out
+
+
+def export(
+    source_location: Location,
+    target_location: Location,
+    transports: Transports,
+    *,
+    base: Location | None = None,
+    max_volume_size: int | None = None,
+    parallel: int = 4,
+    progress: copy_service.Progress | None = None,
+) -> ExportResult:
+    if target_location.kind != "archive":
+        raise UsageError(f"export writes an archive: --to archive:FILE.tar, not {target_location}")
+    source = transports.open_source(source_location)
+    try:
+        omit: set[Digest] = set()
+        omitted_bytes = 0
+        if base is not None:
+            base_source = transports.open_source(base)
+            try:
+                _, base_blobs = graph(base_source, base_source.resolve())
+            finally:
+                base_source.close()
+            _, blobs = graph(source, source.resolve())
+            omit = set(blobs) & set(base_blobs)
+            omitted_bytes = sum(blobs[d].size for d in omit)
+        target = _open_archive_target(transports, target_location, max_volume_size)
+        copied = copy_service.copy(source, target, parallel=parallel, progress=progress,
+                                   omit=omit)
+    finally:
+        source.close()
+    return ExportResult(copied, str(base) if base else None, omitted_bytes)
+
+
+def _open_archive_target(
+    transports: Transports, location: Location, max_volume_size: int | None
+) -> Target:
+    if max_volume_size is None:
+        return transports.open_target(location)
+    return transports.open_target(location, max_volume_size=max_volume_size)  # type: ignore[call-arg]
+
+
+@dataclass
+class ImportResult:
+    verified: VerifiedBundle
+    copy: copy_service.CopyResult
+    from_target: list[str] = field(default_factory=list)  # blobs a delta left to the target
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.copy.to_json()
+        out["verified"] = {
+            "name": self.verified.name,
+            "version": self.verified.version,
+            "signers": [{"key": s.key_name, "role": s.role} for s in self.verified.signers],
+        }
+        out["alreadyAtTarget"] = len(self.from_target)
+        return out
+
+
+def import_bundle(
+    source_location: Location,
+    target_location: Location,
+    transports: Transports,
+    policy: TrustPolicy,
+    *,
+    parallel: int = 4,
+    progress: copy_service.Progress | None = None,
+) -> ImportResult:
+    source = transports.open_source(source_location)
+    try:
+        # Steps 1-4 before any large blob moves.
+        signed = check_signatures(source, policy)
+        manifests, blobs = graph(source, signed.index.descriptor())
+        # Step 6: nothing beside the signed content in the archive.
+        extra = extra_content(source, signed.index, manifests, set(blobs))
+        if extra:
+            raise VerificationError(
+                6, f"content the signature does not cover: {', '.join(extra[:5])}"
+                + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+            )
+        target = transports.open_target(target_location)
+        # A delta archive leaves out what the target should already hold: check it all first.
+        absent = [d for d in blobs.values() if not _source_has(source, d)]
+        missing = [d for d in absent if not target.has_blob(d)]
+        if missing:
+            listed = ", ".join(str(d.digest) for d in missing[:10])
+            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            raise NotFoundError(
+                f"{source_location} leaves out {len(absent)} blobs and {target.name} lacks "
+                f"{len(missing)} of them: {listed}{more}; import the base bundle first"
+            )
+        # Step 5 happens while streaming: every blob is digest-checked before the target
+        # commits it, and names are written only after all of it is in place.
+        copied = copy_service.copy(source, target, parallel=parallel, progress=progress)
+        facts = ContentFacts(
+            manifests=manifests, blobs_ok=frozenset(blobs), problems={}, extra=()
+        )
+        verified = check_content(signed, facts)
+    finally:
+        source.close()
+    return ImportResult(verified, copied, [str(d.digest) for d in absent])
+
+
+def _source_has(source: Source, descriptor: Descriptor) -> bool:
+    reader = getattr(source, "reader", None)
+    if reader is None:
+        return True  # a registry source is asked blob by blob during the copy
+    return bool(reader.has_blob(descriptor))
