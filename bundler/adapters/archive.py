@@ -7,6 +7,11 @@ archive is written under a temporary name beside its destination and renamed onl
 Reading never extracts: member headers are indexed once, every member is checked (a plain file
 or directory, a name inside the layout, no duplicates), and blobs are served straight from their
 offsets in the tar, so nothing is written to a temporary directory.
+
+Either side may be split into volumes (``bundler.adapters.volumes``): the writer then streams into
+parts of a maximum size plus a parts list, and the reader, given ``FILE.tar`` that does not exist
+but ``FILE.tar.parts.json`` that does (or the parts list itself), checks every part and the whole
+and then reads the concatenation in place, without reassembling it.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from bundler.adapters.layout import (
     INDEX_FILE,
@@ -32,6 +37,14 @@ from bundler.adapters.layout import (
     blob_relpath,
 )
 from bundler.adapters.stream import CHUNK_SIZE, VerifiedStream
+from bundler.adapters.volumes import (
+    MIN_VOLUME_SIZE,
+    PARTS_LIST_SUFFIX,
+    PartsList,
+    VolumeSet,
+    VolumeWriter,
+    parts_list_path,
+)
 from bundler.errors import (
     ManifestError,
     NotFoundError,
@@ -66,52 +79,90 @@ def safe_member_name(name: str, what: str = "archive member") -> str:
     return norm
 
 
-def scan_tar(fd: int, path: Path) -> Iterator[tuple[str, tarfile.TarInfo]]:
+def scan_tar(
+    source: int | IO[bytes] | io.RawIOBase, path: Path
+) -> Iterator[tuple[str, tarfile.TarInfo]]:
     """Each member's checked, normalised name and header, in order, without extracting.
 
-    tarfile seeks over the data of a regular file, so this reads only headers. The member count
-    is bounded; a damaged tar is an UnsafeArchiveError.
+    ``source`` is a file descriptor (duplicated, so the caller's stays open and unmoved) or a
+    seekable binary file object positioned at the start of the tar (left open). tarfile seeks
+    over the data of a regular file, so this reads only headers. The member count is bounded;
+    a damaged tar is an UnsafeArchiveError.
     """
-    with os.fdopen(os.dup(fd), "rb") as fh:
-        try:
-            tar = tarfile.open(fileobj=fh, mode="r:")  # noqa: SIM115 - closed with fh
-        except tarfile.TarError as exc:
-            raise UnsafeArchiveError(f"{path} is not a tar archive: {exc}") from None
-        count = 0
-        try:
-            for info in tar:
-                count += 1
-                if count > MAX_MEMBERS:
-                    raise UnsafeArchiveError(f"{path} has more than {MAX_MEMBERS} members")
-                yield safe_member_name(info.name), info
-                # Drop the member list tarfile keeps: callers hold their own compact index.
-                tar.members = []  # type: ignore[attr-defined]
-        except tarfile.TarError as exc:
-            raise UnsafeArchiveError(f"{path} is a damaged tar archive: {exc}") from None
+    if isinstance(source, int):
+        with os.fdopen(os.dup(source), "rb") as fh:
+            yield from _scan_fileobj(fh, path)
+    else:
+        yield from _scan_fileobj(source, path)
+
+
+def _scan_fileobj(
+    fh: IO[bytes] | io.RawIOBase, path: Path
+) -> Iterator[tuple[str, tarfile.TarInfo]]:
+    try:
+        tar = tarfile.open(fileobj=fh, mode="r:")  # noqa: SIM115 - closed with fh
+    except tarfile.TarError as exc:
+        raise UnsafeArchiveError(f"{path} is not a tar archive: {exc}") from None
+    count = 0
+    try:
+        for info in tar:
+            count += 1
+            if count > MAX_MEMBERS:
+                raise UnsafeArchiveError(f"{path} has more than {MAX_MEMBERS} members")
+            yield safe_member_name(info.name), info
+            # Drop the member list tarfile keeps: callers hold their own compact index.
+            tar.members = []  # type: ignore[attr-defined]
+    except tarfile.TarError as exc:
+        raise UnsafeArchiveError(f"{path} is a damaged tar archive: {exc}") from None
 
 
 class ArchiveReader:
-    """Random access to the files of a layout tar, without extracting it."""
+    """Random access to the files of a layout tar, without extracting it.
+
+    ``path`` names a single-file archive, or a split one: ``FILE.tar`` when only
+    ``FILE.tar.parts.json`` exists, or that parts list itself. A split archive is checked in
+    full (every part and the whole, see :class:`~bundler.adapters.volumes.VolumeSet`) before
+    its members are indexed; ``volumes`` is then its VolumeSet, else None.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.name = f"archive:{path}"
         self._members: dict[str, _Member] = {}
-        try:
-            self._fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise NotFoundError(f"archive {path} does not exist") from None
-        except OSError as exc:
-            raise TransportError(f"cannot open {path}: {exc.strerror}") from None
+        self._fd = -1
+        self.volumes: VolumeSet | None = None
+        if path.name.endswith(PARTS_LIST_SUFFIX):
+            self.volumes = VolumeSet(path)
+        else:
+            try:
+                self._fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                if not parts_list_path(path).exists():
+                    raise NotFoundError(f"archive {path} does not exist") from None
+                self.volumes = VolumeSet(parts_list_path(path))
+            except OSError as exc:
+                raise TransportError(f"cannot open {path}: {exc.strerror}") from None
         try:
             self._index_members()
         except BaseException:
-            os.close(self._fd)
+            self.close()
             raise
         self._lock = threading.Lock()
 
+    def _pread(self, size: int, offset: int) -> bytes:
+        if self.volumes is not None:
+            return self.volumes.pread(size, offset)
+        return os.pread(self._fd, size, offset)
+
     def _index_members(self) -> None:
-        for name, info in scan_tar(self._fd, self.path):
+        if self.volumes is not None:
+            with self.volumes.open() as view:
+                self._index(scan_tar(view, self.path))
+        else:
+            self._index(scan_tar(self._fd, self.path))
+
+    def _index(self, members: Iterator[tuple[str, tarfile.TarInfo]]) -> None:
+        for name, info in members:
             if info.isdir():
                 if name not in _ALLOWED_DIRS:
                     raise UnsafeArchiveError(
@@ -143,7 +194,7 @@ class ArchiveReader:
             raise NotFoundError(f"missing {relpath}")
         if member.size > limit:
             raise ManifestError(f"{self.name}: {relpath} exceeds {limit} bytes")
-        return os.pread(self._fd, member.size, member.offset)
+        return self._pread(member.size, member.offset)
 
     def has_blob(self, descriptor: Descriptor) -> bool:
         member = self._members.get(blob_relpath(descriptor.digest))
@@ -158,7 +209,7 @@ class ArchiveReader:
     def _chunks(self, member: _Member) -> Iterator[bytes]:
         offset, remaining = member.offset, member.size
         while remaining > 0:
-            chunk = os.pread(self._fd, min(CHUNK_SIZE, remaining), offset)
+            chunk = self._pread(min(CHUNK_SIZE, remaining), offset)
             if not chunk:
                 raise TransportError(f"{self.name} is truncated")
             offset += len(chunk)
@@ -166,8 +217,12 @@ class ArchiveReader:
             yield chunk
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
+        if self.volumes is not None:
+            self.volumes.close()
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
 
 
 class _StreamReader(io.RawIOBase):
@@ -194,15 +249,31 @@ class _StreamReader(io.RawIOBase):
 
 
 class ArchiveTarget:
-    """Writes a layout tar; the file appears under its name only at ``commit``."""
+    """Writes a layout tar; the file appears under its name only at ``commit``.
+
+    With ``max_volume_size`` the same tar is split into volumes of that many bytes
+    (``FILE.tar.000``, ...) plus ``FILE.tar.parts.json``, written last at commit; ``parts`` is
+    then the committed parts list.
+    """
 
     parallel_blobs = False
     requires_name = True
 
-    def __init__(self, path: Path, ref: str | None) -> None:
+    def __init__(
+        self, path: Path, ref: str | None, max_volume_size: int | None = None
+    ) -> None:
         self.path = path
         self.ref = ref
         self.name = f"archive:{path}"
+        self.max_volume_size = max_volume_size
+        self.parts: PartsList | None = None
+        if max_volume_size is not None:
+            if max_volume_size < MIN_VOLUME_SIZE:
+                raise UsageError(
+                    f"volume size {max_volume_size} is below the minimum of 1 MiB"
+                )
+            if path.name.endswith(PARTS_LIST_SUFFIX):
+                raise UsageError(f"{path}: name the archive (FILE.tar), not its parts list")
         if path.exists() and path.is_dir():
             raise UsageError(f"{path} is a directory, not an archive file")
         if not path.parent.exists():
@@ -236,10 +307,13 @@ class ArchiveTarget:
     def begin(self, plan: TransferPlan) -> None:
         self._plan = plan
         try:
-            fd, self._tmp = tempfile.mkstemp(
-                prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent
-            )
-            self._fh = os.fdopen(fd, "wb")
+            if self.max_volume_size is not None:
+                self._fh = VolumeWriter(self.path, self.max_volume_size)
+            else:
+                fd, self._tmp = tempfile.mkstemp(
+                    prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent
+                )
+                self._fh = os.fdopen(fd, "wb")
             self._tar = tarfile.TarFile(
                 fileobj=self._fh, mode="w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK_SIZE
             )
@@ -305,6 +379,9 @@ class ArchiveTarget:
         pass  # recorded in index.json by begin()
 
     def commit(self) -> None:
+        if isinstance(self._fh, VolumeWriter):
+            self._commit_volumes(self._fh)
+            return
         if self._tar is None or self._tmp is None:
             raise UsageError(f"{self.name}: nothing was written")
         try:
@@ -319,7 +396,22 @@ class ArchiveTarget:
             raise TransportError(f"cannot finish {self.path}: {exc.strerror}") from None
         self._tmp = None
 
+    def _commit_volumes(self, writer: VolumeWriter) -> None:
+        assert self._tar is not None
+        try:
+            self._tar.close()
+        except OSError as exc:
+            writer.abort()
+            raise TransportError(f"cannot finish {self.path}: {exc.strerror}") from None
+        except BaseException:
+            writer.abort()
+            raise
+        self.parts = writer.commit()  # aborts by itself on failure
+
     def abort(self) -> None:
+        if isinstance(self._fh, VolumeWriter):
+            self._fh.abort()
+            return
         if self._fh is not None:
             with contextlib.suppress(Exception):
                 self._fh.close()

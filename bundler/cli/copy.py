@@ -75,6 +75,13 @@ def copy_command(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no summary on stderr.")
     ] = False,
+    max_volume_size: Annotated[
+        str | None,
+        typer.Option("--max-volume-size", metavar="SIZE",
+                     help="Split an archive: target into volumes of at most SIZE bytes "
+                     "(K, M, G, T are powers of 1024; at least 1M), plus a checksummed parts "
+                     "list. FAT32 holds files below 4 GiB: use 4095M there."),
+    ] = None,
 ) -> None:
     """Copy an image, an index with all its children, or any OCI artifact, with its
     signatures and referrers. Every manifest and blob is digest-checked on the way; names
@@ -86,6 +93,13 @@ def copy_command(
 
     src = parse_location(source)
     dst = parse_location(destination, for_target=True)
+    volume_size: int | None = None
+    if max_volume_size is not None:
+        from bundler.adapters.volumes import parse_volume_size
+
+        volume_size = parse_volume_size(max_volume_size)
+        if dst.kind != "archive":
+            raise UsageError("--max-volume-size applies only to an archive: destination")
     transports = Transports(
         registry_options(plain_http, ca_file, insecure, config_dir, parallel, chunk_size)
     )
@@ -94,7 +108,7 @@ def copy_command(
     try:
         source_store = transports.open_source(src)
         try:
-            target_store = transports.open_target(dst)
+            target_store = transports.open_target(dst, max_volume_size=volume_size)
             if show_bar:
                 bar, sink = bar_progress(console)
                 with bar:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated
 
@@ -20,22 +19,6 @@ from bundler.cli.common import (
     human_bytes,
     registry_options,
 )
-from bundler.errors import UsageError
-
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)(i?B)?$", re.IGNORECASE)
-MIN_VOLUME = 1024 * 1024
-
-
-def parse_volume_size(text: str) -> int:
-    """``4G``, ``700M``, ``1.5G`` or plain bytes; K/M/G/T are powers of 1024."""
-    match = _SIZE.match(text.strip())
-    if not match:
-        raise UsageError(f"--max-volume-size {text!r}: expected a size like 4G or 700M")
-    number, unit = float(match.group(1)), match.group(2).upper()
-    size = int(number * 1024 ** "KMGT".find(unit) * 1024) if unit else int(number)
-    if size < MIN_VOLUME:
-        raise UsageError(f"--max-volume-size {text!r}: volumes must be at least 1 MiB")
-    return size
 
 
 def export_command(
@@ -61,6 +44,7 @@ def export_command(
 ) -> None:
     """Write a bundle with its signatures to an archive for removable media: every blob once,
     metadata first; with --base, only what the far side lacks."""
+    from bundler.adapters.volumes import parse_volume_size
     from bundler.services.transfer import export
     from bundler.services.transports import Transports, parse_location
 

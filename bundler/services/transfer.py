@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bundler.adapters.base import Source, Target
+from bundler.adapters.base import Source
 from bundler.errors import NotFoundError, UsageError, VerificationError
 from bundler.model import mediatypes as mt
 from bundler.model.descriptor import Descriptor
@@ -87,20 +87,12 @@ def export(
             _, blobs = graph(source, source.resolve())
             omit = set(blobs) & set(base_blobs)
             omitted_bytes = sum(blobs[d].size for d in omit)
-        target = _open_archive_target(transports, target_location, max_volume_size)
+        target = transports.open_target(target_location, max_volume_size=max_volume_size)
         copied = copy_service.copy(source, target, parallel=parallel, progress=progress,
                                    omit=omit)
     finally:
         source.close()
     return ExportResult(copied, str(base) if base else None, omitted_bytes)
-
-
-def _open_archive_target(
-    transports: Transports, location: Location, max_volume_size: int | None
-) -> Target:
-    if max_volume_size is None:
-        return transports.open_target(location)
-    return transports.open_target(location, max_volume_size=max_volume_size)  # type: ignore[call-arg]
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 - ``host[:port]/repo[:tag][@digest]`` or ``docker://...``: a registry reference
 - ``oci:DIR[:REF]``: an OCI image layout directory, REF being an index.json ref name or digest
-- ``archive:FILE.tar[:REF]``: a tar of an OCI image layout
+- ``archive:FILE.tar[:REF]``: a tar of an OCI image layout, or one split into volumes
+  (``FILE.tar.000``, ... with ``FILE.tar.parts.json``; a source may also name the parts list)
 - ``docker-archive:FILE.tar[:REF]``: a ``docker save`` tar (source only), REF a tag or ``@N``
 """
 
@@ -94,7 +95,13 @@ class Transports:
             return DockerArchiveSource(location.path, location.ref)
         return LayoutSource(ArchiveReader(location.path), location.ref)
 
-    def open_target(self, location: Location) -> Target:
+    def open_target(self, location: Location, *, max_volume_size: int | None = None) -> Target:
+        """``max_volume_size`` (bytes) splits an ``archive:`` target into volumes of that size;
+        any other kind of target refuses it."""
+        if max_volume_size is not None and location.kind != "archive":
+            raise UsageError(
+                f"{location}: a maximum volume size applies only to archive: targets"
+            )
         if location.kind == "registry":
             assert location.reference is not None
             if location.reference.digest is not None:
@@ -111,7 +118,7 @@ class Transports:
         assert location.path is not None
         if location.kind == "oci":
             return LayoutTarget(location.path, location.ref)
-        return ArchiveTarget(location.path, location.ref)
+        return ArchiveTarget(location.path, location.ref, max_volume_size=max_volume_size)
 
     def close(self) -> None:
         self.locations.save()
