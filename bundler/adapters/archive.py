@@ -112,6 +112,16 @@ def _scan_fileobj(
             yield safe_member_name(info.name), info
             # Drop the member list tarfile keeps: callers hold their own compact index.
             tar.members = []  # type: ignore[attr-defined]
+        # tarfile stops quietly at a header cut short, as if the archive had ended there: an
+        # archive cut at or inside a header would read as one with fewer members. Require the
+        # end-of-archive marker (a zero block) where the members stop.
+        fh.seek(tar.offset)
+        marker = fh.read(tarfile.BLOCKSIZE)
+        if marker is None or len(marker) < tarfile.BLOCKSIZE or marker.strip(b"\0"):
+            raise UnsafeArchiveError(
+                f"{path} is truncated or damaged after {count} members: no end-of-archive "
+                "marker where they stop"
+            )
     except tarfile.TarError as exc:
         raise UnsafeArchiveError(f"{path} is a damaged tar archive: {exc}") from None
 

@@ -16,6 +16,7 @@ from typing import Any
 from bundler.adapters.base import Source
 from bundler.errors import NotFoundError, UsageError, VerificationError
 from bundler.model import mediatypes as mt
+from bundler.model.bundle import LOCK_MEDIA_TYPE
 from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
@@ -84,8 +85,14 @@ def export(
                 _, base_blobs = graph(base_source, base_source.resolve())
             finally:
                 base_source.close()
-            _, blobs = graph(source, source.resolve())
-            omit = set(blobs) & set(base_blobs)
+            manifests, blobs = graph(source, source.resolve())
+            # Everything a verifier reads before any large blob always travels: the lock (the
+            # manifests and signatures are never left out either), even if the base has it.
+            lock_layers = {
+                layer.digest for m in manifests.values()
+                if m.artifact_type == LOCK_MEDIA_TYPE for layer in m.layers
+            }
+            omit = (set(blobs) & set(base_blobs)) - lock_layers
             omitted_bytes = sum(blobs[d].size for d in omit)
         target = transports.open_target(target_location, max_volume_size=max_volume_size)
         copied = copy_service.copy(source, target, parallel=parallel, progress=progress,
