@@ -338,13 +338,17 @@ def test_rerun_skips_blobs_already_present(
     assert first["blobs"]["copied"] == total and first["blobs"]["skipped"] == 0
     again = cli.copy_ok(f"oci:{example_layout}:{WEB_REF}", plain_registry.ref(f"{repo}:1.0.0"))
     assert again["digest"] == first["digest"]
-    assert again["blobs"] == {"total": total, "copied": 0, "skipped": total, "mounted": 0}
+    assert again["blobs"] == {
+        "total": total, "copied": 0, "skipped": total, "mounted": 0, "omitted": 0
+    }
     assert again["bytes"]["copied"] == 0
 
     layout = tmp_path / "layout"
     cli.copy_ok(plain_registry.ref(f"{repo}:1.0.0"), f"oci:{layout}:web")
     again = cli.copy_ok(plain_registry.ref(f"{repo}:1.0.0"), f"oci:{layout}:web")
-    assert again["blobs"] == {"total": total, "copied": 0, "skipped": total, "mounted": 0}
+    assert again["blobs"] == {
+        "total": total, "copied": 0, "skipped": total, "mounted": 0, "omitted": 0
+    }
     assert [m["annotations"][REF_NAME] for m in layout_index(layout)["manifests"]] == ["web"]
 
 
