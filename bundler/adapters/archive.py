@@ -25,7 +25,7 @@ import re
 import tarfile
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -235,27 +235,44 @@ class ArchiveReader:
             self._fd = -1
 
 
-class _StreamReader(io.RawIOBase):
-    """File-like view of a VerifiedStream, for tarfile.addfile."""
+class _TarWriter:
+    """Writes tar members straight from their chunks: header, data, padding.
 
-    def __init__(self, stream: VerifiedStream) -> None:
-        self._iter = iter(stream)
-        self._buffer = b""
+    The bytes are what ``tarfile`` writes (PAX headers from ``TarInfo.tobuf``, two zero blocks
+    and record padding at the end), without its file-object copy loop in between.
+    """
 
-    def readable(self) -> bool:
-        return True
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+        self.offset = 0
 
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            try:
-                self._buffer += next(self._iter)
-            except StopIteration:
-                break
-        if size < 0:
-            out, self._buffer = self._buffer, b""
-        else:
-            out, self._buffer = self._buffer[:size], self._buffer[size:]
-        return out
+    def _write(self, data: bytes) -> None:
+        self.fh.write(data)
+        self.offset += len(data)
+
+    def add(self, name: str, size: int, chunks: Iterable[bytes], mode: int = 0o644) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime, info.type = size, mode, 0, tarfile.REGTYPE
+        self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        written = 0
+        for chunk in chunks:
+            self._write(chunk)
+            written += len(chunk)
+        if written != size:  # a VerifiedStream raises first; this guards every other caller
+            raise TransportError(f"{name}: wrote {written} bytes of {size}")
+        if size % tarfile.BLOCKSIZE:
+            self._write(tarfile.NUL * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE))
+
+    def add_dir(self, name: str) -> None:
+        info = tarfile.TarInfo(name)
+        info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+        self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+
+    def close(self) -> None:
+        self._write(tarfile.NUL * (tarfile.BLOCKSIZE * 2))
+        remainder = self.offset % tarfile.RECORDSIZE
+        if remainder:
+            self._write(tarfile.NUL * (tarfile.RECORDSIZE - remainder))
 
 
 class ArchiveTarget:
@@ -288,7 +305,7 @@ class ArchiveTarget:
             raise UsageError(f"{path} is a directory, not an archive file")
         if not path.parent.exists():
             raise UsageError(f"directory {path.parent} does not exist")
-        self._tar: tarfile.TarFile | None = None
+        self._tar: _TarWriter | None = None
         self._tmp: str | None = None
         self._written: set[Digest] = set()
         self._plan: TransferPlan | None = None
@@ -297,22 +314,13 @@ class ArchiveTarget:
     def root_tag(self, source_ref: str | None) -> str | None:
         return self.ref or source_ref
 
-    def _add(self, name: str, size: int, fileobj: Any, mode: int = 0o644) -> None:
+    def _add(self, name: str, data: bytes) -> None:
         assert self._tar is not None
-        info = tarfile.TarInfo(name)
-        info.size = size
-        info.mode = mode
-        info.mtime = 0
-        info.type = tarfile.REGTYPE if size >= 0 else tarfile.DIRTYPE
-        self._tar.addfile(info, fileobj)
+        self._tar.add(name, len(data), [data])
 
     def _add_dir(self, name: str) -> None:
         assert self._tar is not None
-        info = tarfile.TarInfo(name)
-        info.type = tarfile.DIRTYPE
-        info.mode = 0o755
-        info.mtime = 0
-        self._tar.addfile(info)
+        self._tar.add_dir(name)
 
     def begin(self, plan: TransferPlan) -> None:
         self._plan = plan
@@ -324,9 +332,7 @@ class ArchiveTarget:
                     prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent
                 )
                 self._fh = os.fdopen(fd, "wb")
-            self._tar = tarfile.TarFile(
-                fileobj=self._fh, mode="w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK_SIZE
-            )
+            self._tar = _TarWriter(self._fh)
         except OSError as exc:
             raise TransportError(f"cannot create {self.path}: {exc.strerror}") from None
         entries: list[dict[str, Any]] = []
@@ -351,17 +357,18 @@ class ArchiveTarget:
         index = json.dumps(
             {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}, indent=2
         ).encode() + b"\n"
-        self._add(OCI_LAYOUT_FILE, len(LAYOUT_VERSION_DOC), io.BytesIO(LAYOUT_VERSION_DOC))
-        self._add(INDEX_FILE, len(index), io.BytesIO(index))
+        self._add(OCI_LAYOUT_FILE, LAYOUT_VERSION_DOC)
+        self._add(INDEX_FILE, index)
         self._add_dir("blobs")
         self._add_dir("blobs/sha256")
         for manifest in plan.manifests:
-            self._write_blob(manifest.digest, manifest.size, io.BytesIO(manifest.raw))
+            self._write_blob(manifest.digest, manifest.size, [manifest.raw])
 
-    def _write_blob(self, digest: Digest, size: int, fileobj: Any) -> None:
+    def _write_blob(self, digest: Digest, size: int, chunks: Iterable[bytes]) -> None:
         if digest in self._written:
             return
-        self._add(blob_relpath(digest), size, fileobj)
+        assert self._tar is not None
+        self._tar.add(blob_relpath(digest), size, chunks)
         self._written.add(digest)
 
     def has_blob(self, descriptor: Descriptor) -> bool:
@@ -372,9 +379,7 @@ class ArchiveTarget:
 
     def put_blob(self, stream: VerifiedStream) -> None:
         d = stream.descriptor
-        self._write_blob(d.digest, d.size, _StreamReader(stream))
-        if not stream.finished:
-            stream.drain()  # tarfile read exactly `size` bytes; make the digest check run
+        self._write_blob(d.digest, d.size, stream)  # the stream checks size and digest
 
     def put_manifest(self, manifest: Manifest) -> None:
         if manifest.digest not in self._written:

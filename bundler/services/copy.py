@@ -280,8 +280,13 @@ class _ReadAhead:
         self._source = source
 
     def produce(self) -> None:
+        # The digest is checked here, on the reading thread, so hashing overlaps the writing;
+        # a mismatch reaches the consumer as an exception after the last chunk.
         try:
-            for chunk in self._source.open_blob(self.descriptor):
+            chunks = VerifiedStream(
+                self._source.open_blob(self.descriptor), self.descriptor, self._source.name
+            )
+            for chunk in chunks:
                 if not self._put(chunk):
                     return
             self._put(self._END)
@@ -349,12 +354,14 @@ def _transfer(
             progress.advance(n)
 
         if ahead is not None and attempt == 1:
-            chunks: Iterator[bytes] = ahead.chunks()
+            # Already digest-checked by the read-ahead thread; the size is checked again here.
+            stream = VerifiedStream(ahead.chunks(), descriptor, source.name, count,
+                                    verify_digest=False)
         else:
             if ahead is not None:
                 ahead.cancel()
-            chunks = source.open_blob(descriptor)
-        stream = VerifiedStream(chunks, descriptor, source.name, count)
+            stream = VerifiedStream(source.open_blob(descriptor), descriptor, source.name,
+                                    count)
         try:
             target.put_blob(stream)
             return
