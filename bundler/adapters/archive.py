@@ -23,7 +23,6 @@ import os
 import posixpath
 import re
 import tarfile
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -310,31 +309,18 @@ class ArchiveTarget:
         self._written: set[Digest] = set()
         self._plan: TransferPlan | None = None
         self._fh: Any = None
+        self._broken = False
 
     def root_tag(self, source_ref: str | None) -> str | None:
         return self.ref or source_ref
 
-    def _add(self, name: str, data: bytes) -> None:
-        assert self._tar is not None
-        self._tar.add(name, len(data), [data])
+    @property
+    def partial_path(self) -> Path:
+        """Where a single-file archive grows until commit; kept if a transfer dies midway."""
+        return self.path.parent / f".{self.path.name}.partial"
 
-    def _add_dir(self, name: str) -> None:
-        assert self._tar is not None
-        self._tar.add_dir(name)
-
-    def begin(self, plan: TransferPlan) -> None:
-        self._plan = plan
-        try:
-            if self.max_volume_size is not None:
-                self._fh = VolumeWriter(self.path, self.max_volume_size)
-            else:
-                fd, self._tmp = tempfile.mkstemp(
-                    prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent
-                )
-                self._fh = os.fdopen(fd, "wb")
-            self._tar = _TarWriter(self._fh)
-        except OSError as exc:
-            raise TransportError(f"cannot create {self.path}: {exc.strerror}") from None
+    def _header(self, plan: TransferPlan) -> bytes:
+        """oci-layout, index.json and every manifest: the same bytes for the same plan."""
         entries: list[dict[str, Any]] = []
         for assignment in plan.tags:
             entries.append(
@@ -357,12 +343,81 @@ class ArchiveTarget:
         index = json.dumps(
             {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}, indent=2
         ).encode() + b"\n"
-        self._add(OCI_LAYOUT_FILE, LAYOUT_VERSION_DOC)
-        self._add(INDEX_FILE, index)
-        self._add_dir("blobs")
-        self._add_dir("blobs/sha256")
+        out = io.BytesIO()
+        writer = _TarWriter(out)
+        writer.add(OCI_LAYOUT_FILE, len(LAYOUT_VERSION_DOC), [LAYOUT_VERSION_DOC])
+        writer.add(INDEX_FILE, len(index), [index])
+        writer.add_dir("blobs")
+        writer.add_dir("blobs/sha256")
+        seen: set[Digest] = set()
         for manifest in plan.manifests:
-            self._write_blob(manifest.digest, manifest.size, [manifest.raw])
+            if manifest.digest not in seen:
+                seen.add(manifest.digest)
+                writer.add(blob_relpath(manifest.digest), manifest.size, [manifest.raw])
+        self._written = seen
+        return out.getvalue()
+
+    def begin(self, plan: TransferPlan) -> None:
+        self._plan = plan
+        header = self._header(plan)
+        try:
+            if self.max_volume_size is not None:
+                self._fh = VolumeWriter(self.path, self.max_volume_size)
+                self._tar = _TarWriter(self._fh)
+                self._tar._write(header)
+                return
+            partial = self.partial_path
+            self._tmp = str(partial)
+            offset = self._resume(partial, header, plan) if partial.exists() else None
+            if offset is None:
+                self._fh = open(partial, "wb")  # noqa: SIM115 - closed at commit or abort
+                self._tar = _TarWriter(self._fh)
+                self._tar._write(header)
+            else:
+                self._fh = open(partial, "r+b")  # noqa: SIM115 - closed at commit or abort
+                self._fh.truncate(offset)
+                self._fh.seek(offset)
+                self._tar = _TarWriter(self._fh)
+                self._tar.offset = offset
+        except OSError as exc:
+            raise TransportError(f"cannot create {self.path}: {exc.strerror}") from None
+
+    def _resume(self, partial: Path, header: bytes, plan: TransferPlan) -> int | None:
+        """Keep what an interrupted run of the same copy wrote: the same header, then whole
+        blobs that still hash to their names. Returns where to go on, or None to start over."""
+        with open(partial, "rb") as fh:
+            if fh.read(len(header)) != header:
+                return None
+            end = len(header)
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(end)
+            try:
+                tar = tarfile.open(fileobj=fh, mode="r:")  # noqa: SIM115 - closed with fh
+                for info in tar:
+                    tar.members = []  # type: ignore[attr-defined]
+                    match = _BLOB_NAME.match(info.name)
+                    if not info.isreg() or not match or info.offset_data + info.size > size:
+                        break
+                    digest = Digest(match.group(1), match.group(2))
+                    wanted = plan.blobs.get(digest)
+                    if wanted is None or wanted.size != info.size:
+                        break
+                    hasher = digest.hasher()
+                    left, at = info.size, info.offset_data
+                    while left:
+                        chunk = os.pread(fh.fileno(), min(CHUNK_SIZE, left), at)
+                        if not chunk:
+                            break
+                        hasher.update(chunk)
+                        left -= len(chunk)
+                        at += len(chunk)
+                    if left or hasher.hexdigest() != digest.hex:
+                        break
+                    self._written.add(digest)
+                    end = info.offset_data + info.size + (-info.size % tarfile.BLOCKSIZE)
+            except (tarfile.TarError, OSError):
+                pass  # keep what was verified up to here
+        return end
 
     def _write_blob(self, digest: Digest, size: int, chunks: Iterable[bytes]) -> None:
         if digest in self._written:
@@ -379,7 +434,29 @@ class ArchiveTarget:
 
     def put_blob(self, stream: VerifiedStream) -> None:
         d = stream.descriptor
-        self._write_blob(d.digest, d.size, stream)  # the stream checks size and digest
+        assert self._tar is not None
+        start = self._tar.offset
+        if self._broken:
+            raise TransportError(f"{self.name}: an earlier blob was cut off mid-volume")
+        try:
+            self._write_blob(d.digest, d.size, stream)  # the stream checks size and digest
+        except BaseException:
+            self._rewind(start)  # a retry must not follow a member cut short
+            raise
+
+    def _rewind(self, offset: int) -> None:
+        """Drop a member cut short, so the archive ends with whole members only."""
+        assert self._tar is not None
+        if isinstance(self._fh, VolumeWriter):
+            self._broken = True  # earlier volumes are closed: no going back across them
+            return
+        try:
+            self._fh.flush()
+            self._fh.truncate(offset)
+            self._fh.seek(offset)
+            self._tar.offset = offset
+        except OSError:
+            self._broken = True
 
     def put_manifest(self, manifest: Manifest) -> None:
         if manifest.digest not in self._written:
@@ -423,7 +500,9 @@ class ArchiveTarget:
             raise
         self.parts = writer.commit()  # aborts by itself on failure
 
-    def abort(self) -> None:
+    def abort(self, error: BaseException | None = None) -> None:
+        """Drop what was written, except after a transport failure: then the partial archive
+        stays (hidden, never under the archive's name) and a re-run of the same copy resumes."""
         if isinstance(self._fh, VolumeWriter):
             self._fh.abort()
             return
@@ -431,6 +510,7 @@ class ArchiveTarget:
             with contextlib.suppress(Exception):
                 self._fh.close()
         if self._tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self._tmp)
+            if not isinstance(error, TransportError):
+                with contextlib.suppress(OSError):
+                    os.unlink(self._tmp)
             self._tmp = None

@@ -67,7 +67,10 @@ class Target(Protocol):
 
     def commit(self) -> None: ...
 
-    def abort(self) -> None: ...
+    def abort(self, error: BaseException | None = None) -> None:
+        """Undo what is safe to undo; ``error`` says why (a transport failure may leave
+        resumable state behind)."""
+        ...
 
     def root_tag(self, source_ref: str | None) -> str | None:
         """The name to give the copied artifact: the user's, else one derived from the source."""

@@ -356,7 +356,7 @@ class LayoutTarget:
         except OSError as exc:
             raise TransportError(f"cannot write {index_path}: {exc.strerror}") from None
 
-    def abort(self) -> None:
+    def abort(self, error: BaseException | None = None) -> None:
         # Blobs already written are correct and content-addressed; leaving them lets a re-run
         # skip them. A directory this copy created and never committed goes away entirely.
         if self._created_dir and not (self.path / INDEX_FILE).exists():

@@ -195,8 +195,8 @@ def copy(
             target.tag(assignment.tag, by_digest[assignment.descriptor.digest])
             result.tags.append(assignment.tag)
         target.commit()
-    except BaseException:
-        target.abort()
+    except BaseException as error:
+        target.abort(error)
         raise
     result.seconds = time.monotonic() - started
     return result

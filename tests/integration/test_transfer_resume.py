@@ -163,3 +163,90 @@ def test_registry_stopped_midway_fails_the_import_and_a_rerun_completes(
         assert out.startswith(big_bundle.digest)
     finally:
         again.stop()
+
+
+# -- export ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vendor_registry(
+    rcli: Cli, keys: Keys, big_bundle: BigBundle, registry_binary: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> RegistryServer:
+    """A registry holding the big bundle (imported once), to export from."""
+    reg = start_registry("plain", tmp_path_factory.mktemp("export-source"),
+                         binary=registry_binary)
+    ok(import_(rcli, big_bundle.archive, reg.ref(f"{REPO}:1.0.0"), keys.public("vendor")))
+    return reg
+
+
+def _wait_for_partial(proc: subprocess.Popen[str], partial: Path, at_least: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if partial.exists() and partial.stat().st_size >= at_least:
+            return
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"export ended ({proc.returncode}) early\n{out}\n{err}")
+        time.sleep(0.005)
+    proc.kill()
+    proc.communicate()
+    raise AssertionError(f"{partial} never grew to {at_least} bytes")
+
+
+def _export(cli: Cli, source: str, archive: Path) -> Result:
+    # Named explicitly: the name would otherwise follow the source's registry port, and a
+    # re-run against another name is another archive (it starts over, by design).
+    return ok(cli("export", source, "--to", f"archive:{archive}:demo:1.0.0", "--parallel", "1",
+                  "-o", "json"))
+
+
+def test_killed_export_resumes_and_ends_byte_identical(
+    rcli: Cli, big_bundle: BigBundle, vendor_registry: RegistryServer, tmp_path: Path,
+) -> None:
+    source = vendor_registry.ref(f"{REPO}:1.0.0")
+    whole = tmp_path / "whole.tar"
+    _export(rcli, source, whole)
+    archive = tmp_path / "out" / "demo.tar"
+    archive.parent.mkdir()
+    partial = archive.parent / f".{archive.name}.partial"
+    proc = rcli.popen("export", source, "--to", f"archive:{archive}:demo:1.0.0",
+                      "--parallel", "1", stdin=subprocess.DEVNULL)
+    _wait_for_partial(proc, partial, BIG_LAYER_BYTES + 1024 * 1024)
+    proc.kill()
+    proc.communicate()
+    assert not archive.exists()  # nothing under the archive's name until it is complete
+    assert partial.exists()
+    again = _export(rcli, source, archive)
+    assert again.json["blobs"]["skipped"] >= 1  # what the killed run wrote is kept
+    assert not partial.exists()
+    assert archive.read_bytes() == whole.read_bytes()
+
+
+def test_export_with_its_registry_stopped_midway_resumes(
+    rcli: Cli, big_bundle: BigBundle, registry_binary: str, keys: Keys, tmp_path: Path,
+) -> None:
+    reg = start_registry("plain", tmp_path / "registry", binary=registry_binary)
+    try:
+        ok(import_(rcli, big_bundle.archive, reg.ref(f"{REPO}:1.0.0"), keys.public("vendor")))
+        archive = tmp_path / "demo.tar"
+        partial = tmp_path / f".{archive.name}.partial"
+        proc = rcli.popen("export", reg.ref(f"{REPO}:1.0.0"), "--to",
+                          f"archive:{archive}:demo:1.0.0", "--parallel", "1",
+                          stdin=subprocess.DEVNULL)
+        _wait_for_partial(proc, partial, BIG_LAYER_BYTES + 1024 * 1024)
+        reg.stop()
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 5, err
+        assert not archive.exists() and partial.exists()
+    finally:
+        reg.stop()
+    again = start_registry("plain", tmp_path / "registry", binary=registry_binary)
+    try:
+        result = _export(rcli, again.ref(f"{REPO}:1.0.0"), archive)
+        assert result.json["blobs"]["skipped"] >= 1
+        assert result.json["digest"] == big_bundle.digest
+        assert verified(rcli, f"archive:{archive}", keys.public("vendor")).startswith(
+            big_bundle.digest)
+    finally:
+        again.stop()

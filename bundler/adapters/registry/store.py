@@ -191,5 +191,5 @@ class RegistryTarget:
     def commit(self) -> None:
         pass  # tags are written last by the copy; there is nothing more to publish
 
-    def abort(self) -> None:
+    def abort(self, error: BaseException | None = None) -> None:
         pass  # untagged uploads are invisible and garbage-collectable; a re-run skips them
