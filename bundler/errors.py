@@ -10,6 +10,7 @@ The families say whose fault a failure is, because that decides what a caller ma
     ├── IncompleteError         the rendered chart runs an image the bundle does not hold
     ├── KeyFileError            a key file is malformed, of an unsupported kind, or the
     │                           passphrase does not open it
+    ├── RollbackError           promoting would replace a newer version, or change a promoted one
     ├── NotFoundError           the named thing does not exist where it was looked for
     ├── AuthError               credentials are missing or were refused
     ├── TransportError          the network or the disk failed; retrying may help
@@ -54,6 +55,10 @@ class IncompleteError(BundlerError):
 
 class KeyFileError(BundlerError):
     """A key file is malformed or unsupported, or the passphrase does not decrypt it."""
+
+
+class RollbackError(BundlerError):
+    """A promotion would go back to an older version, or change what a version already is."""
 
 
 class NotFoundError(BundlerError):

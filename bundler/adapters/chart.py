@@ -380,6 +380,17 @@ def _pack(top: str, files: dict[str, _File]) -> bytes:
     return out.getvalue()
 
 
+def package_files(name: str, files: dict[str, bytes]) -> bytes:
+    """A reproducible chart archive of ``files`` (paths relative to the chart root)."""
+    return _pack(name, {path: _File(data) for path, data in files.items()})
+
+
+def dump_values(values: dict[str, Any]) -> bytes:
+    """values.yaml text for ``values``: block style, keys in their order."""
+    text = yaml.safe_dump(values, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return text.encode()
+
+
 def _read_dir(root: Path) -> dict[str, _File]:
     """The chart directory's files after ``.helmignore``; symlinks and special files refused."""
     origin = f"chart dir {root}"

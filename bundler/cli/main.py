@@ -12,6 +12,7 @@ from bundler.cli import copy as copy_commands
 from bundler.cli import images as images_commands
 from bundler.cli import keys as keys_commands
 from bundler.cli import pack as pack_commands
+from bundler.cli import promote as promote_commands
 from bundler.cli import transfer as transfer_commands
 from bundler.cli import trust as trust_commands
 from bundler.errors import (
@@ -25,6 +26,7 @@ from bundler.errors import (
     KeyFileError,
     ManifestError,
     NotFoundError,
+    RollbackError,
     SizeMismatchError,
     TransportError,
     UnsafeArchiveError,
@@ -48,6 +50,7 @@ EXIT_CODES: list[tuple[type[BaseException], int, str]] = [
     (ChartError, 9, "invalid chart"),
     (IncompleteError, 11, "incomplete bundle"),
     (KeyFileError, 13, "key"),
+    (RollbackError, 14, "rollback"),
 ]
 
 app = typer.Typer(
@@ -60,6 +63,7 @@ app = typer.Typer(
 )
 copy_commands.register(app)
 pack_commands.register(app)
+promote_commands.register(app)
 transfer_commands.register(app)
 trust_commands.register(app)
 auth_commands.register(app)

@@ -45,7 +45,7 @@ IdentityOpt = Annotated[
 ]
 
 
-def _private_key(path: Path, passphrase_file: Path | None, passphrase_env: str | None):  # type: ignore[no-untyped-def]
+def private_key(path: Path, passphrase_file: Path | None, passphrase_env: str | None):  # type: ignore[no-untyped-def]
     from bundler.adapters.crypto import decrypt_private_key, read_passphrase
 
     try:
@@ -98,7 +98,7 @@ def sign_command(
     """Sign a bundle with a cosign-compatible simple-signing signature, stored where cosign and
     skopeo look for it (and inside layouts and archives, so it travels with them)."""
 
-    private = _private_key(key, passphrase_file, passphrase_env)
+    private = private_key(key, passphrase_file, passphrase_env)
     result = _sign(source, private, recursive, identity, None,
                    registry_options(plain_http, ca_file, insecure, config_dir))
     if output is OutputFormat.json:
@@ -161,6 +161,10 @@ def verify_command(
     key: Annotated[
         Path | None, typer.Option("--key", help="Trust exactly this public key instead.")
     ] = None,
+    promotion: Annotated[
+        bool, typer.Option("--promotion", help="SRC is a promoted chart: check its promotion "
+                           "record against --key (the promotion public key).")
+    ] = False,
     output: OutputOpt = OutputFormat.text,
     parallel: ParallelOpt = 4,
     plain_http: PlainHttpOpt = False,
@@ -171,8 +175,42 @@ def verify_command(
     """Verify a bundle offline: signatures and trust policy, the lock against the index, every
     manifest and blob, and nothing extra. Steps as in docs/verification.md; exit 12 names the
     step that failed."""
+    if promotion:
+        _verify_promotion(source, key, output, plain_http, ca_file, insecure, config_dir)
+        return
     _verify_and_render(source, load_policy(policy, key), output, parallel, plain_http, ca_file,
                        insecure, config_dir)
+
+
+def _verify_promotion(
+    source: str, key: Path | None, output: OutputFormat, plain_http: bool,
+    ca_file: Path | None, insecure: bool, config_dir: Path | None,
+) -> None:
+    from bundler.adapters.crypto import load_public_key
+    from bundler.services.promote import verify_promotion
+    from bundler.services.transports import Transports, parse_location
+
+    if key is None:
+        raise UsageError("--promotion needs --key PROMOTION.pub")
+    try:
+        public = load_public_key(key.read_bytes(), str(key))
+    except OSError as exc:
+        raise KeyFileError(f"cannot read key {key}: {exc.strerror}") from None
+    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir))
+    try:
+        store = transports.open_source(parse_location(source))
+        try:
+            record = verify_promotion(store, public)
+        finally:
+            store.close()
+    finally:
+        transports.close()
+    if output is OutputFormat.json:
+        emit_json(record)
+        return
+    bundle = record["bundle"]
+    typer.echo(f"{record['chart']['digest']}  promotion verified: {bundle['name']} "
+               f"{bundle['version']} from bundle {bundle['digest']}")
 
 
 def approve_command(
@@ -195,7 +233,7 @@ def approve_command(
     this command collects); the approving key must be one the policy trusts."""
 
     full = load_policy(policy, None)
-    private = _private_key(key, passphrase_file, passphrase_env)
+    private = private_key(key, passphrase_file, passphrase_env)
     mine = [k for k in full.keys if k.key.key_id == private.public.key_id]
     if not mine:
         raise UsageError(f"{key} is not a key the policy trusts; it cannot approve")

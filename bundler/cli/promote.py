@@ -1,0 +1,140 @@
+"""``bundler promote``: verified bundles into the internal registry, for Argo CD."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bundler.cli.common import (
+    CaFileOpt,
+    ConfigDirOpt,
+    InsecureOpt,
+    OutputFormat,
+    OutputOpt,
+    ParallelOpt,
+    PlainHttpOpt,
+    emit_json,
+    registry_options,
+)
+from bundler.cli.trust import PassEnvOpt, PassFileOpt, load_policy, private_key
+from bundler.errors import TransportError, UsageError
+
+
+def promote_command(
+    source: Annotated[str, typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR or "
+                                          "archive:FILE.tar.")],
+    to: Annotated[str, typer.Option("--to", help="REGISTRY/PREFIX to promote into.")],
+    policy: Annotated[Path, typer.Option("--policy", help="Trust policy the bundle must meet.")],
+    key: Annotated[
+        Path | None, typer.Option("--key", help="Promotion key (private, cosign format) that "
+                                  "signs the promotion record.")
+    ] = None,
+    passphrase_file: PassFileOpt = None,
+    passphrase_env: PassEnvOpt = None,
+    layout: Annotated[
+        str, typer.Option("--layout", help="Where images go under PREFIX: nested "
+                          "(PREFIX/<repository>), flat (PREFIX/<name>) or host "
+                          "(PREFIX/<upstream host>/<repository>).")
+    ] = "nested",
+    mirror_mode: Annotated[
+        bool, typer.Option("--mirror-mode", help="Leave the chart byte-identical; push images "
+                           "under PREFIX/<upstream host>/... and write containerd hosts.toml.")
+    ] = False,
+    allow_downgrade: Annotated[
+        bool, typer.Option("--allow-downgrade", help="Promote a version older than the newest "
+                           "already promoted.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Verify and print the plan; write nothing.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the Argo CD Application, the repository "
+                                  "secret template, the promotion record (and hosts.toml files "
+                                  "in mirror mode) into DIR.")
+    ] = None,
+    app_namespace: Annotated[
+        str, typer.Option("--app-namespace", help="Namespace the application deploys into.")
+    ] = "default",
+    containerd_ca: Annotated[
+        str | None, typer.Option("--containerd-ca", help="CA file path for hosts.toml.")
+    ] = None,
+    output: OutputOpt = OutputFormat.text,
+    parallel: ParallelOpt = 4,
+    plain_http: PlainHttpOpt = False,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
+    config_dir: ConfigDirOpt = None,
+) -> None:
+    """Promote a bundle that verifies, now, under the policy: images relocated and pinned by
+    digest, the chart's values rewritten and the chart pushed as a Helm OCI chart, a signed
+    promotion record attached; refuses rollbacks. Nothing is tagged before its content is in."""
+    from bundler.services.promote import promote
+    from bundler.services.transports import Transports, parse_location
+
+    trust = load_policy(policy, None)
+    signer = private_key(key, passphrase_file, passphrase_env) if key is not None else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir,
+                                             parallel))
+    try:
+        result = promote(parse_location(source), parse_location(to, for_target=True),
+                         transports, trust, signer, style=layout, mirror=mirror_mode,
+                         allow_downgrade=allow_downgrade, dry_run=dry_run, parallel=parallel)
+    finally:
+        transports.close()
+    if out is not None and not dry_run:
+        _write_outputs(out, result, app_namespace, containerd_ca, insecure)
+    if output is OutputFormat.json:
+        emit_json(result.to_json())
+        return
+    plan = result.plan
+    verb = "would promote" if dry_run else ("already promoted" if plan.already_promoted
+                                             else "promoted")
+    typer.echo(f"{plan.chart.digest}  {plan.registry}/{plan.chart_repository}:{plan.chart_tag}"
+               f"  ({verb} {plan.bundle.name} {plan.bundle.version})")
+    for relocation in plan.relocations:
+        typer.echo(f"  {relocation.source} -> {relocation.pinned}", err=True)
+
+
+def _write_outputs(out: Path, result: object, namespace: str, ca: str | None,
+                   insecure: bool) -> None:
+    from bundler.adapters.deploy import (
+        ChartLocation,
+        argocd_application,
+        argocd_repository_secret,
+        containerd_hosts,
+    )
+    from bundler.services.promote import PromotionResult
+
+    assert isinstance(result, PromotionResult)
+    plan = result.plan
+    repository, _, chart = plan.chart_repository.rpartition("/")
+    location = ChartLocation(plan.registry, repository, chart, plan.bundle.lock.chart.version,
+                             str(plan.chart.digest))
+    files: dict[str, bytes] = {
+        "application.yaml": argocd_application(location, name=plan.bundle.name,
+                                               destination_namespace=namespace),
+        "repository-secret.yaml": argocd_repository_secret(
+            location, name=f"{plan.bundle.name}-charts"),
+        "promotion.json": json.dumps(result.to_json(), indent=2).encode() + b"\n",
+    }
+    if plan.mirror:
+        for path, data in containerd_hosts(plan.hosts, ca_file=ca, skip_verify=insecure).items():
+            files[f"certs.d/{path}"] = data
+    try:
+        for name, data in files.items():
+            target = out / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(target)
+    except OSError as exc:
+        raise TransportError(f"cannot write {out}: {exc.strerror}") from None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("promote")(promote_command)

@@ -1,0 +1,378 @@
+"""``bundler promote``: the last gate. Only a bundle verified just now reaches the internal
+registry, relocated, pinned by digest, and published as an ordinary Helm OCI chart.
+
+1. Verify: the whole bundle against the policy (all six steps); promotion takes nothing else
+   than the :class:`VerifiedBundle` that produces.
+2. Plan: where each image goes (model/relocation.py), the chart's new values at the lock's value
+   paths, the chart re-packaged reproducibly; rollback protection against what the internal
+   registry already holds for this chart.
+3. Images: copied by digest (digests re-checked while streaming), tagged with their original
+   tags only after all their content is there.
+4. Chart: pushed as ``PREFIX/<chart name>:<version>`` after every image it names is in place.
+5. Record: a promotion record signed with the promotion key, attached to the chart as a
+   referrer (tag-schema fallback on registries without the API), linking it to the vendor bundle
+   digest, the signers verified and the relocation map.
+
+Mirror mode leaves the chart byte-identical and writes containerd ``hosts.toml`` files instead.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import semver
+
+from bundler.adapters.base import Source
+from bundler.adapters.chart import dump_values, load_chart_archive, package_files
+from bundler.adapters.crypto import PrivateKey
+from bundler.adapters.stream import VerifiedStream, read_exact
+from bundler.errors import ManifestError, NotFoundError, RollbackError, UsageError
+from bundler.model import mediatypes as mt
+from bundler.model.bundle import (
+    ANNOTATION_DESCRIPTION,
+    ANNOTATION_TITLE,
+    ANNOTATION_VERSION,
+    EMPTY_DESCRIPTOR,
+    EMPTY_JSON,
+    Blob,
+    BundleView,
+    canonical_json,
+    chart_manifest,
+    helm_tag,
+)
+from bundler.model.descriptor import Descriptor
+from bundler.model.digest import Digest
+from bundler.model.manifest import Manifest, parse_manifest
+from bundler.model.policy import TrustPolicy
+from bundler.model.reference import Reference
+from bundler.model.relocation import Relocation, get_path, new_value, relocate, set_path
+from bundler.services import copy as copy_service
+from bundler.services.overlay import OverlaySource
+from bundler.services.transports import Location, Transports
+from bundler.services.trust import VerifiedBundle
+from bundler.services.verify import verify
+
+PROMOTION_MEDIA_TYPE = "application/vnd.bundler.promotion.v1+json"
+PROMOTION_SIGNATURE = "dev.bundler.promotion.signature"
+PROMOTION_KEY_ID = "dev.bundler.promotion.key-id"
+ANNOTATION_BUNDLE = "dev.bundler.bundle"
+MAX_CHART_BYTES = 20 * 1024 * 1024
+
+
+class RootedSource:
+    """A source whose root is one descriptor inside another source (an image of a bundle)."""
+
+    def __init__(self, base: Source, root: Descriptor, ref_name: str | None) -> None:
+        self.base, self.root, self._ref = base, root, ref_name
+        self.name = f"{base.name}@{root.digest}"
+
+    def resolve(self) -> Descriptor:
+        return self.root
+
+    def ref_name(self) -> str | None:
+        return self._ref
+
+    def fetch_manifest(self, descriptor: Descriptor) -> Manifest:
+        return self.base.fetch_manifest(descriptor)
+
+    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        return self.base.open_blob(descriptor)
+
+    def find_tag(self, tag: str) -> Descriptor | None:
+        return self.base.find_tag(tag)
+
+    def referrers(self, subject: Digest) -> list[Descriptor]:
+        return self.base.referrers(subject)
+
+    def close(self) -> None:
+        pass  # the base belongs to the caller
+
+
+@dataclass
+class PromotionPlan:
+    bundle: VerifiedBundle
+    registry: str
+    prefix: str
+    chart_repository: str
+    chart_tag: str
+    chart: Manifest
+    chart_blobs: dict[Digest, bytes]
+    relocations: list[Relocation]
+    values_changed: list[str]
+    mirror: bool
+    already_promoted: bool = False
+    hosts: dict[str, str] = field(default_factory=dict)  # upstream host -> mirror base
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "schemaVersion": 1,
+            "kind": "BundlePromotion",
+            "bundle": {"name": self.bundle.name, "version": self.bundle.version,
+                       "digest": str(self.bundle.digest), "rule": self.bundle.rule},
+            "signers": [{"key": s.key_name, "role": s.role, "keyId": s.key_id}
+                        for s in self.bundle.signers],
+            "chart": {"reference": f"{self.registry}/{self.chart_repository}:{self.chart_tag}",
+                      "digest": str(self.chart.digest)},
+            "mode": "mirror" if self.mirror else "relocate",
+            "relocations": [{"source": r.source, "target": r.pinned} for r in self.relocations],
+            "valuesChanged": self.values_changed,
+        }
+
+
+@dataclass
+class PromotionResult:
+    plan: PromotionPlan
+    dry_run: bool
+    record_digest: Digest | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.plan.record()
+        out["dryRun"] = self.dry_run
+        out["alreadyPromoted"] = self.plan.already_promoted
+        out["recordDigest"] = str(self.record_digest) if self.record_digest else None
+        return out
+
+
+def _chart_bytes(source: Source, view: BundleView) -> tuple[Manifest, bytes]:
+    manifest = source.fetch_manifest(view.chart)
+    layers = [x for x in manifest.layers if x.media_type == mt.HELM_CHART]
+    if len(layers) != 1 or layers[0].size > MAX_CHART_BYTES:
+        raise ManifestError(f"chart manifest {manifest.digest} has no single bounded chart layer")
+    layer = layers[0]
+    data = read_exact(VerifiedStream(source.open_blob(layer), layer, source.name), layer.size)
+    return manifest, data
+
+
+def _verified_index(source: Source, bundle: VerifiedBundle) -> Manifest:
+    """The index that was verified: the source must still name exactly that digest."""
+    root = source.resolve()
+    if root.digest != bundle.digest:
+        raise RollbackError(f"{source.name} changed during the promotion ({root.digest})")
+    return source.fetch_manifest(root)
+
+
+def plan_promotion(
+    source: Source, bundle: VerifiedBundle, registry: str, prefix: str, *, style: str,
+    mirror: bool,
+) -> PromotionPlan:
+    index = _verified_index(source, bundle)
+    view = BundleView.of(index)
+    vendor_chart, archive = _chart_bytes(source, view)
+    chart = load_chart_archive(archive, f"chart of bundle {bundle.digest}")
+    relocations = [
+        relocate(image.reference, image.digest, registry, prefix, "host" if mirror else style)
+        for image in bundle.lock.images
+    ]
+    by_source = {r.source: r for r in relocations}
+    chart_repository = f"{prefix.strip('/')}/{chart.metadata.name}".strip("/")
+    tag = helm_tag(chart.metadata.version)
+    if mirror:
+        hosts: dict[str, str] = {}
+        for r in relocations:
+            upstream = Reference.parse(r.source).registry
+            path = "/".join(p for p in (prefix.strip("/"), upstream.replace(":", "-").lower()) if p)
+            hosts[upstream] = f"{registry}/{path}"
+        return PromotionPlan(bundle, registry, prefix, chart_repository, tag, vendor_chart,
+                             {}, relocations, [], True, hosts=hosts)
+    values = dict(chart.values)
+    from bundler.services.discover import coalesced_values
+
+    effective = coalesced_values(chart)
+    changed: list[str] = []
+    for image in bundle.lock.images:
+        for value_path in image.value_paths:
+            current = get_path(effective, value_path.path)
+            values = set_path(values, value_path.path,
+                              new_value(current, value_path, by_source[image.reference]))
+            changed.append(value_path.path)
+    files = dict(chart.files)
+    files["values.yaml"] = dump_values(values)
+    archive_new = package_files(chart.metadata.name, files)
+    config = Blob.of(mt.HELM_CONFIG, chart.metadata.config_json())
+    layer = Blob.of(mt.HELM_CHART, archive_new)
+    annotations = {ANNOTATION_TITLE: chart.metadata.name,
+                   ANNOTATION_VERSION: chart.metadata.version,
+                   ANNOTATION_BUNDLE: str(bundle.digest)}
+    if chart.metadata.description:
+        annotations[ANNOTATION_DESCRIPTION] = chart.metadata.description
+    manifest = chart_manifest(config, layer, annotations)
+    blobs = {config.descriptor.digest: config.data, layer.descriptor.digest: layer.data}
+    return PromotionPlan(bundle, registry, prefix, chart_repository, tag, manifest, blobs,
+                         relocations, sorted(set(changed)), False)
+
+
+def check_rollback(plan: PromotionPlan, transports: Transports, allow_downgrade: bool) -> None:
+    """Refuse an older version than the newest promoted; the same version must be the same
+    chart (then the promotion is idempotent)."""
+    client = transports.client(plan.registry)
+    try:
+        tags = client.list_tags(plan.chart_repository)
+    except NotFoundError:
+        return
+    version = semver.Version.parse(plan.bundle.lock.chart.version)
+    promoted = []
+    for tag in tags:
+        try:
+            promoted.append(semver.Version.parse(tag.replace("_", "+")))
+        except ValueError:
+            continue  # signature and referrer tags live here too
+    if plan.chart_tag in tags:
+        existing = client.head_manifest(plan.chart_repository, plan.chart_tag)
+        if existing is not None and existing.digest == plan.chart.digest:
+            plan.already_promoted = True
+            return
+        raise RollbackError(
+            f"{plan.registry}/{plan.chart_repository}:{plan.chart_tag} is already promoted "
+            f"with other content ({existing.digest if existing else 'unknown'}); a version is "
+            "promoted once"
+        )
+    newer = [v for v in promoted if v.compare(version) > 0]
+    if newer and not allow_downgrade:
+        raise RollbackError(
+            f"{plan.bundle.lock.chart.name} {version} is older than {max(newer)}, already "
+            f"promoted to {plan.registry}/{plan.chart_repository}; pass --allow-downgrade to "
+            "roll back on purpose"
+        )
+
+
+def sign_record(plan: PromotionPlan, key: PrivateKey) -> tuple[Manifest, dict[Digest, bytes]]:
+    record = canonical_json(plan.record())
+    signature = base64.b64encode(key.sign(record)).decode()
+    layer = Blob.of(PROMOTION_MEDIA_TYPE, record,
+                    {PROMOTION_SIGNATURE: signature, PROMOTION_KEY_ID: key.public.key_id})
+    empty = EMPTY_DESCRIPTOR.to_json()
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "artifactType": PROMOTION_MEDIA_TYPE,
+        "config": empty,
+        "layers": [layer.descriptor.to_json()],
+        "subject": plan.chart.descriptor().to_json(),
+    }
+    manifest = parse_manifest(canonical_json(doc), media_type=mt.OCI_MANIFEST)
+    return manifest, {layer.descriptor.digest: record, EMPTY_DESCRIPTOR.digest: EMPTY_JSON}
+
+
+class _ChartSource(OverlaySource):
+    """The promoted chart (and its record as a referrer) as a copy source."""
+
+    def __init__(self, base: Source, plan: PromotionPlan, ref: str) -> None:
+        super().__init__(base)
+        self._root = plan.chart.descriptor()
+        self._ref = ref
+        self.add(plan.chart, plan.chart_blobs, None)
+
+    def resolve(self) -> Descriptor:
+        return self._root
+
+    def ref_name(self) -> str | None:
+        return self._ref
+
+    def find_tag(self, tag: str) -> Descriptor | None:
+        return None  # the chart carries its promotion record, not the vendor's tags
+
+    def referrers(self, subject: Digest) -> list[Descriptor]:
+        return super().referrers(subject) if subject == self._root.digest else []
+
+
+def promote(
+    source_location: Location,
+    target: Location,
+    transports: Transports,
+    policy: TrustPolicy,
+    key: PrivateKey | None,
+    *,
+    style: str = "nested",
+    mirror: bool = False,
+    allow_downgrade: bool = False,
+    dry_run: bool = False,
+    parallel: int = 4,
+) -> PromotionResult:
+    if target.reference is None:
+        raise UsageError("promote writes to a registry: --to REGISTRY/PREFIX")
+    if target.reference.tag or target.reference.digest:
+        raise UsageError(f"{target}: name a registry and a path prefix, without tag or digest")
+    if key is None and not dry_run:
+        raise UsageError("a promotion is signed: give --key PROMOTION.key (or --dry-run)")
+    registry, prefix = target.reference.registry, target.reference.repository
+    source = transports.open_source(source_location)
+    try:
+        # Step 1: verify now, with every step; nothing else is promoted.
+        report = verify(source, policy, parallel=parallel)
+        if report.error is not None:
+            raise report.error
+        assert report.bundle is not None
+        bundle = report.bundle
+        # Step 2: plan, and refuse rollbacks before anything is written.
+        plan = plan_promotion(source, bundle, registry, prefix, style=style, mirror=mirror)
+        check_rollback(plan, transports, allow_downgrade)
+        if dry_run or plan.already_promoted:
+            return PromotionResult(plan, dry_run)  # idempotent: nothing new to write
+        # Step 3: images, by digest, each tagged once its content is in place.
+        index = _verified_index(source, bundle)
+        pinned = {d.annotations.get("dev.bundler.image.ref"): d for d in index.manifests}
+        for relocation in plan.relocations:
+            descriptor = pinned[relocation.source]
+            rooted = RootedSource(source, descriptor, relocation.tag)
+            image_target = transports.open_target(Location(
+                "registry", str(relocation.tagged), reference=relocation.tagged))
+            copy_service.copy(rooted, image_target, parallel=parallel, with_referrers=False)
+        # Steps 4 and 5: the chart, then its signed promotion record as a referrer.
+        assert key is not None
+        record, record_blobs = sign_record(plan, key)
+        chart_ref = Reference(registry, plan.chart_repository, plan.chart_tag, None)
+        chart_source = _ChartSource(source, plan, plan.chart_tag)
+        chart_source.add_referrer(plan.chart.digest, record, record_blobs)
+        copy_service.copy(chart_source, transports.open_target(
+            Location("registry", str(chart_ref), reference=chart_ref)), parallel=parallel)
+        return PromotionResult(plan, False, record.digest)
+    finally:
+        source.close()
+
+
+MAX_RECORD_BYTES = 1024 * 1024
+
+
+def verify_promotion(source: Source, key: Any) -> dict[str, Any]:
+    """Check a promoted chart's record: attached to this chart, signed by ``key`` (a public
+    key), naming this chart's digest. Returns the record."""
+    from bundler.errors import VerificationError
+
+    root = source.resolve()
+    chart = source.fetch_manifest(root)
+    if chart.is_index or chart.config is None or chart.config.media_type != mt.HELM_CONFIG:
+        raise VerificationError(1, f"{source.name} is not a Helm chart")
+    seen = 0
+    for descriptor in source.referrers(chart.digest):
+        if descriptor.artifact_type not in (PROMOTION_MEDIA_TYPE, None):
+            continue
+        manifest = source.fetch_manifest(descriptor)
+        if manifest.subject is None or manifest.subject.digest != chart.digest:
+            continue
+        for layer in manifest.layers:
+            if layer.media_type != PROMOTION_MEDIA_TYPE or layer.size > MAX_RECORD_BYTES:
+                continue
+            seen += 1
+            record = read_exact(
+                VerifiedStream(source.open_blob(layer), layer, source.name), layer.size
+            )
+            try:
+                signature = base64.b64decode(layer.annotations.get(PROMOTION_SIGNATURE, ""),
+                                             validate=True)
+            except ValueError:
+                continue
+            if not key.verify(record, signature):
+                continue
+            from bundler.model.manifest import load_json_strict
+
+            doc = load_json_strict(record, "promotion record")
+            if not isinstance(doc, dict) or doc.get("chart", {}).get("digest") != str(chart.digest):
+                continue
+            return doc
+    raise VerificationError(
+        2, f"chart {chart.digest} has no promotion record signed by {key.key_id}"
+        f" ({seen} record(s) found)"
+    )
