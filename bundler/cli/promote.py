@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -58,6 +59,10 @@ def promote_command(
     app_namespace: Annotated[
         str, typer.Option("--app-namespace", help="Namespace the application deploys into.")
     ] = "default",
+    serve_as: Annotated[
+        str | None, typer.Option("--serve-as", help="With --to oci:DIR: the REGISTRY/PREFIX the "
+                                 "layout will be served under (the chart names images there).")
+    ] = None,
     containerd_ca: Annotated[
         str | None, typer.Option("--containerd-ca", help="CA file path for hosts.toml.")
     ] = None,
@@ -71,6 +76,7 @@ def promote_command(
     """Promote a bundle that verifies, now, under the policy: images relocated and pinned by
     digest, the chart's values rewritten and the chart pushed as a Helm OCI chart, a signed
     promotion record attached; refuses rollbacks. Nothing is tagged before its content is in."""
+    from bundler.model.reference import Reference
     from bundler.services.promote import promote
     from bundler.services.transports import Transports, parse_location
 
@@ -83,7 +89,9 @@ def promote_command(
     try:
         result = promote(parse_location(source), parse_location(to, for_target=True),
                          transports, trust, signer, style=layout, mirror=mirror_mode,
-                         allow_downgrade=allow_downgrade, dry_run=dry_run, parallel=parallel)
+                         allow_downgrade=allow_downgrade, dry_run=dry_run, parallel=parallel,
+                         serve_as=Reference.parse(serve_as, default_tag=False)
+                         if serve_as else None)
     finally:
         transports.close()
     if out is not None and not dry_run:
@@ -115,11 +123,11 @@ def _write_outputs(out: Path, result: object, namespace: str, ca: str | None,
     repository, _, chart = plan.chart_repository.rpartition("/")
     location = ChartLocation(plan.registry, repository, chart, plan.bundle.lock.chart.version,
                              str(plan.chart.digest))
+    k8s_name = re.sub(r"[^a-z0-9-]+", "-", plan.bundle.name.lower()).strip("-")[:50] or "bundle"
     files: dict[str, bytes] = {
-        "application.yaml": argocd_application(location, name=plan.bundle.name,
+        "application.yaml": argocd_application(location, name=k8s_name,
                                                destination_namespace=namespace),
-        "repository-secret.yaml": argocd_repository_secret(
-            location, name=f"{plan.bundle.name}-charts"),
+        "repository-secret.yaml": argocd_repository_secret(location, name=f"{k8s_name}-charts"),
         "promotion.json": json.dumps(result.to_json(), indent=2).encode() + b"\n",
     }
     if plan.mirror:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import semver
@@ -28,6 +29,7 @@ import semver
 from bundler.adapters.base import Source
 from bundler.adapters.chart import dump_values, load_chart_archive, package_files
 from bundler.adapters.crypto import PrivateKey
+from bundler.adapters.layout import LayoutDirectory, LayoutSource
 from bundler.adapters.stream import VerifiedStream, read_exact
 from bundler.errors import ManifestError, NotFoundError, RollbackError, UsageError
 from bundler.model import mediatypes as mt
@@ -204,32 +206,54 @@ def plan_promotion(
                          relocations, sorted(set(changed)), False)
 
 
-def check_rollback(plan: PromotionPlan, transports: Transports, allow_downgrade: bool) -> None:
-    """Refuse an older version than the newest promoted; the same version must be the same
-    chart (then the promotion is idempotent)."""
+def promoted_versions(
+    plan: PromotionPlan, transports: Transports, layout: Path | None
+) -> dict[str, Digest | None]:
+    """Tags already published for this chart, with what they point at where cheap to know."""
+    if layout is not None:
+        if not (layout / "index.json").exists():
+            return {}
+        entries = LayoutSource(LayoutDirectory(layout), None).entries
+        prefix = f"{plan.registry}/{plan.chart_repository}:"
+        return {
+            name[len(prefix):]: entry.digest
+            for entry in entries
+            if (name := entry.annotations.get(mt.ANNOTATION_REF_NAME, "")).startswith(prefix)
+        }
     client = transports.client(plan.registry)
     try:
         tags = client.list_tags(plan.chart_repository)
     except NotFoundError:
-        return
+        return {}
+    found: dict[str, Digest | None] = dict.fromkeys(tags)
+    if plan.chart_tag in found:
+        existing = client.head_manifest(plan.chart_repository, plan.chart_tag)
+        found[plan.chart_tag] = existing.digest if existing else None
+    return found
+
+
+def check_rollback(
+    plan: PromotionPlan, promoted: dict[str, Digest | None], allow_downgrade: bool
+) -> None:
+    """Refuse an older version than the newest promoted; the same version must be the same
+    chart (then the promotion is idempotent)."""
     version = semver.Version.parse(plan.bundle.lock.chart.version)
-    promoted = []
-    for tag in tags:
+    versions = []
+    for tag in promoted:
         try:
-            promoted.append(semver.Version.parse(tag.replace("_", "+")))
+            versions.append(semver.Version.parse(tag.replace("_", "+")))
         except ValueError:
             continue  # signature and referrer tags live here too
-    if plan.chart_tag in tags:
-        existing = client.head_manifest(plan.chart_repository, plan.chart_tag)
-        if existing is not None and existing.digest == plan.chart.digest:
+    if plan.chart_tag in promoted:
+        existing = promoted[plan.chart_tag]
+        if existing == plan.chart.digest:
             plan.already_promoted = True
             return
         raise RollbackError(
             f"{plan.registry}/{plan.chart_repository}:{plan.chart_tag} is already promoted "
-            f"with other content ({existing.digest if existing else 'unknown'}); a version is "
-            "promoted once"
+            f"with other content ({existing or 'unknown'}); a version is promoted once"
         )
-    newer = [v for v in promoted if v.compare(version) > 0]
+    newer = [v for v in versions if v.compare(version) > 0]
     if newer and not allow_downgrade:
         raise RollbackError(
             f"{plan.bundle.lock.chart.name} {version} is older than {max(newer)}, already "
@@ -290,14 +314,31 @@ def promote(
     allow_downgrade: bool = False,
     dry_run: bool = False,
     parallel: int = 4,
+    serve_as: Reference | None = None,
 ) -> PromotionResult:
-    if target.reference is None:
-        raise UsageError("promote writes to a registry: --to REGISTRY/PREFIX")
-    if target.reference.tag or target.reference.digest:
-        raise UsageError(f"{target}: name a registry and a path prefix, without tag or digest")
+    """Promote into a registry (``REGISTRY/PREFIX``), or into an OCI layout that will be served
+    as ``serve_as`` (the references the chart must name are those of the serving registry)."""
+    if target.kind == "oci":
+        if serve_as is None:
+            raise UsageError("promoting into oci:DIR needs --serve-as REGISTRY/PREFIX, the name "
+                             "the layout will be served under")
+        name = serve_as
+    elif target.kind == "registry" and target.reference is not None:
+        name = target.reference
+    else:
+        raise UsageError("promote writes to a registry (--to REGISTRY/PREFIX) or oci:DIR")
+    if name.tag or name.digest:
+        raise UsageError(f"{name}: name a registry and a path prefix, without tag or digest")
     if key is None and not dry_run:
         raise UsageError("a promotion is signed: give --key PROMOTION.key (or --dry-run)")
-    registry, prefix = target.reference.registry, target.reference.repository
+    registry, prefix = name.registry, name.repository
+    layout = target.path if target.kind == "oci" else None
+
+    def location_of(ref: Reference) -> Location:
+        if layout is not None:
+            return Location("oci", f"oci:{layout}:{ref}", path=layout, ref=str(ref))
+        return Location("registry", str(ref), reference=ref)
+
     source = transports.open_source(source_location)
     try:
         # Step 1: verify now, with every step; nothing else is promoted.
@@ -308,7 +349,7 @@ def promote(
         bundle = report.bundle
         # Step 2: plan, and refuse rollbacks before anything is written.
         plan = plan_promotion(source, bundle, registry, prefix, style=style, mirror=mirror)
-        check_rollback(plan, transports, allow_downgrade)
+        check_rollback(plan, promoted_versions(plan, transports, layout), allow_downgrade)
         if dry_run or plan.already_promoted:
             return PromotionResult(plan, dry_run)  # idempotent: nothing new to write
         # Step 3: images, by digest, each tagged once its content is in place.
@@ -317,8 +358,7 @@ def promote(
         for relocation in plan.relocations:
             descriptor = pinned[relocation.source]
             rooted = RootedSource(source, descriptor, relocation.tag)
-            image_target = transports.open_target(Location(
-                "registry", str(relocation.tagged), reference=relocation.tagged))
+            image_target = transports.open_target(location_of(relocation.tagged))
             copy_service.copy(rooted, image_target, parallel=parallel, with_referrers=False)
         # Steps 4 and 5: the chart, then its signed promotion record as a referrer.
         assert key is not None
@@ -326,8 +366,8 @@ def promote(
         chart_ref = Reference(registry, plan.chart_repository, plan.chart_tag, None)
         chart_source = _ChartSource(source, plan, plan.chart_tag)
         chart_source.add_referrer(plan.chart.digest, record, record_blobs)
-        copy_service.copy(chart_source, transports.open_target(
-            Location("registry", str(chart_ref), reference=chart_ref)), parallel=parallel)
+        copy_service.copy(chart_source, transports.open_target(location_of(chart_ref)),
+                          parallel=parallel)
         return PromotionResult(plan, False, record.digest)
     finally:
         source.close()
