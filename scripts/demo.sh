@@ -1,45 +1,66 @@
 #!/usr/bin/env bash
-# The main job on the embedded default (OCI layout directories, no server):
-#   1. build the example images into an OCI layout (no internet needed),
-#   2. pack the example chart and every image it runs into one bundle, written as an archive,
-#   3. sign it with a freshly made vendor key (the signature travels inside the archive),
-#   4. carry the archive across (archive: -> oci:), verify it there and inspect what arrived,
-#   5. check the bundle digest survived and that packing again gives the same digest.
+# The main job, end to end, on the embedded default: OCI layouts and archives, no server.
+#
+#   vendor:   build the example images, pack the example chart with every image it runs,
+#             sign the bundle, export it to an archive (the removable medium)
+#   customer: import it (signature checked first) into a staging layout, verify it against the
+#             trust policy, approve it, promote it into the internal layout (served as
+#             registry.internal.example/platform): images relocated and pinned by digest, the
+#             chart's values rewritten, a signed promotion record; show what Argo CD will run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh run
+export PATH="$PWD/.tools/bin:$PATH"
 OUT="out"
-rm -rf "$OUT/images" "$OUT/demo-bundle.tar" "$OUT/customer" "$OUT/demo-keys"
-mkdir -p "$OUT/demo-keys"
-.venv/bin/python examples/images/synth.py example "$OUT/images"
+rm -rf "$OUT/images" "$OUT/keys" "$OUT/vendor" "$OUT/demo-bundle.tar" "$OUT/staging" \
+    "$OUT/internal" "$OUT/argocd" "$OUT/promoted-chart"
+mkdir -p "$OUT/keys"
+B=.venv/bin/bundler
+json() { .venv/bin/python -c "import json,sys; d=json.load(sys.stdin); print(d$1)"; }
 
-# The completeness check renders the chart with Helm (installed by scripts/setup.sh).
-render=(--helm .tools/bin/helm)
-
-packed=$(.venv/bin/bundler pack examples/bundle.yaml "${render[@]}" \
-    --to "archive:$OUT/demo-bundle.tar" --output json)
-digest=$(printf '%s' "$packed" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["digest"])')
-echo "packed   $digest  archive:$OUT/demo-bundle.tar"
-
-# A demo key: its passphrase comes from the environment, as it would in a release pipeline.
+# Demo keys; their passphrase comes from the environment, as in a pipeline.
 export BUNDLER_DEMO_PASSPHRASE="${BUNDLER_DEMO_PASSPHRASE:-demo-only-passphrase}"
-.venv/bin/bundler keys generate "$OUT/demo-keys/vendor" --passphrase-env BUNDLER_DEMO_PASSPHRASE \
-    > /dev/null
-.venv/bin/bundler sign "archive:$OUT/demo-bundle.tar" --key "$OUT/demo-keys/vendor.key" \
-    --passphrase-env BUNDLER_DEMO_PASSPHRASE > /dev/null
-echo "signed   $digest  with $OUT/demo-keys/vendor.key"
+for who in vendor alice bob promoter; do
+    $B keys generate "$OUT/keys/$who" --passphrase-env BUNDLER_DEMO_PASSPHRASE > /dev/null
+done
+pass=(--passphrase-env BUNDLER_DEMO_PASSPHRASE)
 
-arrived=$(.venv/bin/bundler copy --from "archive:$OUT/demo-bundle.tar" --to "oci:$OUT/customer" \
-    --output json)
-got=$(printf '%s' "$arrived" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["digest"])')
-[ "$got" = "$digest" ] || { echo "bundle digest changed in transit: $digest -> $got" >&2; exit 1; }
-echo "carried  $got  oci:$OUT/customer"
-.venv/bin/bundler verify "oci:$OUT/customer" --key "$OUT/demo-keys/vendor.pub"
-
-.venv/bin/bundler inspect "oci:$OUT/customer"
-
-again=$(.venv/bin/bundler pack examples/bundle.yaml "${render[@]}" --to "oci:$OUT/repack" \
-    --output json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["digest"])')
+echo "== vendor"
+.venv/bin/python examples/images/synth.py example "$OUT/images" > /dev/null
+digest=$($B pack examples/bundle.yaml --to "oci:$OUT/vendor" --output json | json '["digest"]')
+echo "packed    $digest  (examples/chart/demo + 4 images; config examples/bundle.yaml)"
+again=$($B pack examples/bundle.yaml --to "oci:$OUT/repack" --output json | json '["digest"]')
 rm -rf "$OUT/repack"
 [ "$again" = "$digest" ] || { echo "packing again gave $again, not $digest" >&2; exit 1; }
-echo "repacked $again  (reproducible)"
+echo "repacked  $again  (reproducible)"
+$B sign "oci:$OUT/vendor" --key "$OUT/keys/vendor.key" "${pass[@]}" > /dev/null
+echo "signed    by $OUT/keys/vendor.key (the bundle and every manifest it pins)"
+$B export "oci:$OUT/vendor" --to "archive:$OUT/demo-bundle.tar" > /dev/null
+echo "exported  archive:$OUT/demo-bundle.tar"
+
+echo "== customer"
+$B import "archive:$OUT/demo-bundle.tar" --to "oci:$OUT/staging" --key "$OUT/keys/vendor.pub"
+$B verify "oci:$OUT/staging" --policy examples/trust-policy.yaml || \
+    echo "           (refused above, as it must be: the policy also requires an approval)"
+$B approve "oci:$OUT/staging" --key "$OUT/keys/alice.key" "${pass[@]}" \
+    --policy examples/trust-policy.yaml
+$B verify "oci:$OUT/staging" --policy examples/trust-policy.yaml
+$B promote "oci:$OUT/staging" --to "oci:$OUT/internal" \
+    --serve-as registry.internal.example/platform --policy examples/trust-policy.yaml \
+    --key "$OUT/keys/promoter.key" "${pass[@]}" --out "$OUT/argocd"
+chart="registry.internal.example/platform/demo:1.0.0"
+$B verify "oci:$OUT/internal:$chart" --promotion --key "$OUT/keys/promoter.pub"
+
+echo "== what Argo CD will deploy (helm template of the promoted chart)"
+layer=$(.venv/bin/python - "$OUT/internal" "$chart" <<'PY'
+import json, sys
+root, ref = sys.argv[1], sys.argv[2]
+entry = next(m for m in json.load(open(f"{root}/index.json"))["manifests"]
+             if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == ref)
+manifest = json.load(open(f"{root}/blobs/sha256/{entry['digest'].split(':')[1]}"))
+print(f"{root}/blobs/sha256/{manifest['layers'][0]['digest'].split(':')[1]}")
+PY
+)
+mkdir -p "$OUT/promoted-chart" && cp "$layer" "$OUT/promoted-chart/demo-1.0.0.tgz"
+helm template demo "$OUT/promoted-chart/demo-1.0.0.tgz" | grep -E '^\s+image:' | sort -u
+echo "Argo CD Application: $OUT/argocd/application.yaml"
