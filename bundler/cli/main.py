@@ -59,6 +59,7 @@ app = typer.Typer(
     "as one OCI artifact.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,  # tracebacks with locals could print secrets
+    rich_markup_mode=None,  # help texts are plain: "os/arch[/variant]" is not markup
     add_completion=False,
 )
 copy_commands.register(app)

@@ -95,7 +95,7 @@ def promote_command(
     finally:
         transports.close()
     if out is not None and not dry_run:
-        _write_outputs(out, result, app_namespace, containerd_ca, insecure)
+        _write_outputs(out, result, app_namespace, containerd_ca, insecure, plain_http)
     if output is OutputFormat.json:
         emit_json(result.to_json())
         return
@@ -109,7 +109,7 @@ def promote_command(
 
 
 def _write_outputs(out: Path, result: object, namespace: str, ca: str | None,
-                   insecure: bool) -> None:
+                   insecure: bool, plain_http: bool) -> None:
     from bundler.adapters.deploy import (
         ChartLocation,
         argocd_application,
@@ -131,7 +131,9 @@ def _write_outputs(out: Path, result: object, namespace: str, ca: str | None,
         "promotion.json": json.dumps(result.to_json(), indent=2).encode() + b"\n",
     }
     if plan.mirror:
-        for path, data in containerd_hosts(plan.hosts, ca_file=ca, skip_verify=insecure).items():
+        scheme = "http://" if plain_http else ""  # containerd must speak what the mirror speaks
+        mirrors = {upstream: f"{scheme}{base}" for upstream, base in plan.hosts.items()}
+        for path, data in containerd_hosts(mirrors, ca_file=ca, skip_verify=insecure).items():
             files[f"certs.d/{path}"] = data
     try:
         for name, data in files.items():

@@ -262,6 +262,35 @@ def check_rollback(
         )
 
 
+def _check_images_match(
+    plan: PromotionPlan, transports: Transports, layout: Path | None
+) -> None:
+    """The same chart is promoted already; its images must be the ones this bundle pins (in
+    mirror mode the chart names no digest, so a changed image would otherwise go unnoticed)."""
+    entries: dict[str, Digest] = {}
+    if layout is not None:
+        entries = {
+            e.annotations.get(mt.ANNOTATION_REF_NAME, ""): e.digest
+            for e in LayoutSource(LayoutDirectory(layout), None).entries
+        }
+    for relocation in plan.relocations:
+        tagged = relocation.tagged
+        if layout is not None:
+            found: Digest | None = entries.get(str(tagged))
+        else:
+            head = transports.client(plan.registry).head_manifest(
+                tagged.repository, tagged.tag or str(relocation.digest))
+            found = head.digest if head else None
+        if found is None:
+            plan.already_promoted = False  # half there: promote again, blobs present are skipped
+            return
+        if found != relocation.digest:
+            raise RollbackError(
+                f"{plan.registry}/{plan.chart_repository}:{plan.chart_tag} is already promoted "
+                f"with other images: {tagged} is {found}, this bundle pins {relocation.digest}"
+            )
+
+
 def sign_record(plan: PromotionPlan, key: PrivateKey) -> tuple[Manifest, dict[Digest, bytes]]:
     record = canonical_json(plan.record())
     signature = base64.b64encode(key.sign(record)).decode()
@@ -350,6 +379,8 @@ def promote(
         # Step 2: plan, and refuse rollbacks before anything is written.
         plan = plan_promotion(source, bundle, registry, prefix, style=style, mirror=mirror)
         check_rollback(plan, promoted_versions(plan, transports, layout), allow_downgrade)
+        if plan.already_promoted:
+            _check_images_match(plan, transports, layout)
         if dry_run or plan.already_promoted:
             return PromotionResult(plan, dry_run)  # idempotent: nothing new to write
         # Step 3: images, by digest, each tagged once its content is in place.
