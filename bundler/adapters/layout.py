@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from bundler.adapters.files import atomic_write
 from bundler.adapters.stream import CHUNK_SIZE, VerifiedStream, read_exact
 from bundler.errors import ManifestError, NotFoundError, TransportError, UsageError
 from bundler.model import mediatypes as mt
@@ -271,7 +272,7 @@ class LayoutTarget:
             if header.exists():
                 check_layout_header(header.read_bytes(), self.name)
             else:
-                _atomic_write(header, LAYOUT_VERSION_DOC)
+                atomic_write(header, LAYOUT_VERSION_DOC)
         except OSError as exc:
             raise TransportError(f"cannot prepare {self.path}: {exc.strerror}") from None
 
@@ -352,7 +353,7 @@ class LayoutTarget:
                     ]
                     entries.append(new.to_json())
                 doc_out = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}
-                _atomic_write(index_path, json.dumps(doc_out, indent=2).encode() + b"\n")
+                atomic_write(index_path, json.dumps(doc_out, indent=2).encode() + b"\n")
         except OSError as exc:
             raise TransportError(f"cannot write {index_path}: {exc.strerror}") from None
 
@@ -361,18 +362,3 @@ class LayoutTarget:
         # skip them. A directory this copy created and never committed goes away entirely.
         if self._created_dir and not (self.path / INDEX_FILE).exists():
             shutil.rmtree(self.path, ignore_errors=True)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -35,6 +35,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bundler.adapters.files import atomic_write
 from bundler.errors import (
     DigestMismatchError,
     ManifestError,
@@ -344,7 +345,7 @@ class VolumeWriter:
                 os.replace(tmp, self._dir / name)
                 self._renamed += 1
             _fsync_dir(self._dir)
-            _atomic_write(list_path, parts.encode())
+            atomic_write(list_path, parts.encode())
             self._remove_stale(set(names))
             _fsync_dir(self._dir)
         except OSError as exc:
@@ -385,19 +386,6 @@ class VolumeWriter:
                 os.unlink(tmp)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _ensure_fd_room(count: int, origin: Path) -> None:

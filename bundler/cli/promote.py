@@ -116,6 +116,7 @@ def _write_outputs(out: Path, result: object, namespace: str, ca: str | None,
         argocd_repository_secret,
         containerd_hosts,
     )
+    from bundler.adapters.files import atomic_write
     from bundler.services.promote import PromotionResult
 
     assert isinstance(result, PromotionResult)
@@ -139,9 +140,7 @@ def _write_outputs(out: Path, result: object, namespace: str, ca: str | None,
         for name, data in files.items():
             target = out / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp")
-            tmp.write_bytes(data)
-            tmp.replace(target)
+            atomic_write(target, data)
     except OSError as exc:
         raise TransportError(f"cannot write {out}: {exc.strerror}") from None
 
