@@ -39,6 +39,8 @@ def load_json_strict(raw: bytes, what: str) -> Any:
         raise
     except (ValueError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ManifestError(f"{what} nests too deeply to be a manifest") from None
 
 
 @dataclass(frozen=True)

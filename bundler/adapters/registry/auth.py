@@ -9,11 +9,13 @@ cross-repository mount); a 401 on a token that lacks a scope fetches a wider one
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 import requests
 
@@ -47,6 +49,15 @@ def parse_challenge(header: str | None) -> Challenge | None:
         for m in _PARAM_RE.finditer(rest)
     }
     return Challenge(scheme.lower(), params)
+
+
+def _loopback(hostname: str) -> bool:
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
 
 
 def merge_scopes(*groups: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -90,6 +101,7 @@ class Authenticator:
     ) -> None:
         self.host = host
         self.verify = verify
+        self.allow_plain_realm = False
         self.credential = credential
         self.timeout = timeout
         self.challenge: Challenge | None = None
@@ -141,6 +153,17 @@ class Authenticator:
         realm = self.challenge.params.get("realm")
         if not realm:
             raise AuthError(f"{self.host}: bearer challenge without a realm")
+        parsed = urlparse(realm)
+        if parsed.scheme not in ("https", "http") or not parsed.hostname:
+            raise AuthError(f"{self.host}: token realm {realm!r} is not an http(s) URL")
+        if parsed.scheme == "http" and not self.allow_plain_realm and not _loopback(
+            parsed.hostname
+        ):
+            # Credentials, and the token that stands for them, would cross the network in clear.
+            raise AuthError(
+                f"{self.host} sends its token realm over plain HTTP to {parsed.hostname}; "
+                "refusing (use --plain-http to allow it)"
+            )
         params: list[tuple[str, str]] = []
         if "service" in self.challenge.params:
             params.append(("service", self.challenge.params["service"]))

@@ -97,6 +97,7 @@ class RegistryClient:
             self.verify = str(self.options.ca_bundle)
         self.session.verify = self.verify
         self.auth = Authenticator(host, credential, self.options.timeout, self.verify)
+        self.auth.allow_plain_realm = self.options.plain_http
         self._base: str | None = None
         self._base_lock = threading.Lock()
         self.sleep: Callable[[float], None] = time.sleep
