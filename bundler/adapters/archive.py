@@ -68,6 +68,28 @@ class _Member:
     size: int
 
 
+# Go's archive/tar reads at most 1 MiB of a PAX or GNU long-name header; tarfile reads any
+# size into memory, so a header claiming gigabytes would cost gigabytes. Refuse it first.
+MAX_EXTENDED_HEADER_BYTES = 1024 * 1024
+_EXTENDED_TYPES = (
+    tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK,
+)
+
+
+class BoundedTarInfo(tarfile.TarInfo):
+    """A TarInfo whose extended headers (PAX, GNU long names) are bounded before tarfile
+    reads them; pass it as ``tarinfo=`` to ``tarfile.open``."""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _EXTENDED_TYPES and self.size > MAX_EXTENDED_HEADER_BYTES:
+            raise UnsafeArchiveError(
+                f"archive member {self.name!r} is an extended header of {self.size} bytes, "
+                f"more than {MAX_EXTENDED_HEADER_BYTES}"
+            )
+        return super()._proc_member(tar)  # type: ignore[misc,no-any-return]
+
+
 def safe_member_name(name: str, what: str = "archive member") -> str:
     """The normalised form of a relative member name, or UnsafeArchiveError."""
     if not name or name.startswith("/") or "\\" in name or "\x00" in name:
@@ -99,9 +121,13 @@ def _scan_fileobj(
     fh: IO[bytes] | io.RawIOBase, path: Path
 ) -> Iterator[tuple[str, tarfile.TarInfo]]:
     try:
-        tar = tarfile.open(fileobj=fh, mode="r:")  # noqa: SIM115 - closed with fh
+        tar = tarfile.open(  # noqa: SIM115 - closed with fh
+            fileobj=fh, mode="r:", tarinfo=BoundedTarInfo
+        )
     except tarfile.TarError as exc:
         raise UnsafeArchiveError(f"{path} is not a tar archive: {exc}") from None
+    except RecursionError:  # a chain of extended headers, each naming the next
+        raise UnsafeArchiveError(f"{path} chains too many extended headers") from None
     count = 0
     try:
         for info in tar:
@@ -123,6 +149,8 @@ def _scan_fileobj(
             )
     except tarfile.TarError as exc:
         raise UnsafeArchiveError(f"{path} is a damaged tar archive: {exc}") from None
+    except RecursionError:  # a chain of extended headers, each naming the next
+        raise UnsafeArchiveError(f"{path} chains too many extended headers") from None
 
 
 class ArchiveReader:
@@ -309,7 +337,7 @@ class ArchiveTarget:
         self._written: set[Digest] = set()
         self._plan: TransferPlan | None = None
         self._fh: Any = None
-        self._broken = False
+        self._broken: str | None = None  # why writing cannot go on, once it cannot
 
     def root_tag(self, source_ref: str | None) -> str | None:
         return self.ref or source_ref
@@ -436,19 +464,28 @@ class ArchiveTarget:
         d = stream.descriptor
         assert self._tar is not None
         start = self._tar.offset
-        if self._broken:
-            raise TransportError(f"{self.name}: an earlier blob was cut off mid-volume")
+        if self._broken is not None:
+            raise TransportError(
+                f"{self.name}: cannot go on after an earlier blob was cut off ({self._broken})"
+            )
         try:
             self._write_blob(d.digest, d.size, stream)  # the stream checks size and digest
-        except BaseException:
-            self._rewind(start)  # a retry must not follow a member cut short
+        except TransportError as exc:
+            self._rewind(start, str(exc))  # a retry must not follow a member cut short
+            raise
+        except OSError as exc:  # the disk: full, over a size limit, gone
+            error = TransportError(f"cannot write {self.path}: {exc.strerror or exc}")
+            self._rewind(start, str(error))
+            raise error from None
+        except BaseException as exc:
+            self._rewind(start, str(exc) or type(exc).__name__)
             raise
 
-    def _rewind(self, offset: int) -> None:
+    def _rewind(self, offset: int, why: str) -> None:
         """Drop a member cut short, so the archive ends with whole members only."""
         assert self._tar is not None
         if isinstance(self._fh, VolumeWriter):
-            self._broken = True  # earlier volumes are closed: no going back across them
+            self._broken = why  # earlier volumes are closed: no going back across them
             return
         try:
             self._fh.flush()
@@ -456,7 +493,7 @@ class ArchiveTarget:
             self._fh.seek(offset)
             self._tar.offset = offset
         except OSError:
-            self._broken = True
+            self._broken = why
 
     def put_manifest(self, manifest: Manifest) -> None:
         if manifest.digest not in self._written:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import random
 import threading
+import time
 from collections.abc import Iterator
 
 from bundler.adapters.registry.blobcache import BlobLocationCache
 from bundler.adapters.registry.client import RegistryClient
 from bundler.adapters.stream import VerifiedStream
-from bundler.errors import AuthError, NotFoundError, RegistryError
+from bundler.errors import AuthError, NotFoundError, RegistryError, TransportError
 from bundler.model import mediatypes as mt
 from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
@@ -85,6 +87,7 @@ class RegistryTarget:
     parallel_blobs = True
     requires_name = False
     MAX_MOUNT_TRIES = 3
+    FALLBACK_ATTEMPTS = 5
 
     def __init__(
         self, client: RegistryClient, reference: Reference,
@@ -163,18 +166,10 @@ class RegistryTarget:
                 self._referrers_api = self.client.referrers(self.repo, subject) is not None
             if self._referrers_api:
                 return
-            # Read-modify-write of the fallback index. Racy by the spec's own admission;
-            # the lock at least keeps this process's writers in order.
+            # Read-modify-write of the fallback index: racy by the spec's own admission. The
+            # lock orders this process's writers; against other processes, re-read after each
+            # write and merge again until the entry is there (bounded).
             tag = subject.tag_form()
-            entries: list[dict[str, object]] = []
-            existing = self.client.head_manifest(self.repo, tag)
-            if existing is not None:
-                raw, media_type, digest = self.client.get_manifest(self.repo, str(existing.digest))
-                index = parse_manifest(raw, media_type=media_type, expected=digest)
-                if index.is_index:
-                    entries = json.loads(raw).get("manifests", [])
-            if any(e.get("digest") == str(referrer.digest) for e in entries):
-                return
             descriptor = referrer.descriptor().to_json()
             artifact_type = referrer.artifact_type or (
                 referrer.config.media_type if referrer.config else None
@@ -183,10 +178,32 @@ class RegistryTarget:
                 descriptor["artifactType"] = artifact_type
             if referrer.annotations:
                 descriptor["annotations"] = dict(referrer.annotations)
-            entries.append(descriptor)
-            doc = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}
-            raw_index = json.dumps(doc, separators=(",", ":")).encode()
-            self.client.put_manifest(self.repo, tag, raw_index, mt.OCI_INDEX)
+            for attempt in range(1, self.FALLBACK_ATTEMPTS + 1):
+                entries = self._fallback_entries(tag)
+                if any(e.get("digest") == str(referrer.digest) for e in entries):
+                    return
+                entries.append(descriptor)
+                doc = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}
+                raw_index = json.dumps(doc, separators=(",", ":")).encode()
+                self.client.put_manifest(self.repo, tag, raw_index, mt.OCI_INDEX)
+                time.sleep(0.05 * attempt * random.random())  # noqa: S311 - jitter only
+            if not any(e.get("digest") == str(referrer.digest)
+                       for e in self._fallback_entries(tag)):
+                raise TransportError(
+                    f"{self.name}: another writer kept replacing the referrers index {tag}; "
+                    f"{referrer.digest} is not listed (run again)"
+                )
+
+    def _fallback_entries(self, tag: str) -> list[dict[str, object]]:
+        existing = self.client.head_manifest(self.repo, tag)
+        if existing is None:
+            return []
+        raw, media_type, digest = self.client.get_manifest(self.repo, str(existing.digest))
+        index = parse_manifest(raw, media_type=media_type, expected=digest)
+        if not index.is_index:
+            return []
+        entries: list[dict[str, object]] = json.loads(raw).get("manifests", [])
+        return entries
 
     def commit(self) -> None:
         pass  # tags are written last by the copy; there is nothing more to publish
