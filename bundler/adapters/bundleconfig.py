@@ -11,6 +11,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from bundler.adapters.yamlbounds import BoundedSafeLoader
 from bundler.errors import ConfigError
 from bundler.model.spec import BundleSpec, ExtraImage, ImageSourceSpec
 
@@ -41,7 +42,7 @@ def load_checked_yaml(path: Path, what: str, schema: str) -> Any:
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{what} {path} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        doc = yaml.safe_load(raw)
+        doc = yaml.load(raw, Loader=BoundedSafeLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -28,11 +28,13 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import semver
 import yaml
 
+from bundler.adapters.archive import BoundedTarInfo
+from bundler.adapters.yamlbounds import BoundedSafeLoader
 from bundler.errors import ChartError, NotFoundError, UnsafeArchiveError
 
 MAX_ARCHIVE_BYTES = 20 * 1024 * 1024  # compressed
@@ -54,8 +56,9 @@ _ALIAS = re.compile(r"[a-zA-Z0-9_-]+\Z", re.ASCII)
 # ---------------------------------------------------------------------------- YAML
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """``safe_load`` that refuses duplicate mapping keys instead of keeping the last one."""
+class _StrictLoader(BoundedSafeLoader):
+    """``safe_load`` that refuses duplicate mapping keys instead of keeping the last one (and
+    alias bombs and absurd nesting, see ``yamlbounds``)."""
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -464,6 +467,24 @@ def _member_path(info: tarfile.TarInfo, origin: str) -> str:
     return "/".join(parts)
 
 
+class _CappedReader:
+    """Decompressed bytes, at most ``limit`` of them: past it, UnsafeArchiveError. Bounds what
+    a highly compressed archive can make us inflate, whatever its headers claim."""
+
+    def __init__(self, raw: gzip.GzipFile, limit: int, origin: str) -> None:
+        self.raw, self.limit, self.origin, self.count = raw, limit, origin, 0
+
+    def read(self, size: int = -1) -> bytes:
+        want = self.limit + 1 - self.count
+        data = self.raw.read(want if size is None or size < 0 else min(size, want))
+        self.count += len(data)
+        if self.count > self.limit:
+            raise UnsafeArchiveError(
+                f"{self.origin}: more than {self.limit} bytes uncompressed"
+            )
+        return data
+
+
 def _read_archive(data: bytes, origin: str) -> dict[str, _File]:
     """The files of a chart archive below its single top-level directory, checked, in memory."""
     if len(data) > MAX_ARCHIVE_BYTES:
@@ -477,8 +498,13 @@ def _read_archive(data: bytes, origin: str) -> dict[str, _File]:
     try:
         # gzip decompresses, tarfile only reads: tarfile's own "r|gz" mishandles the gzip
         # extra field that `helm package` writes (CPython gh-107398, fixed after 3.11).
+        # Headers and padding take at most 3 blocks a file beyond the files' own bytes (more
+        # only with extended headers, bounded by BoundedTarInfo): inflate no further than that.
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz, tarfile.open(
-            fileobj=gz, mode="r|"
+            fileobj=cast(IO[bytes], _CappedReader(
+                gz, MAX_UNPACKED_BYTES + 3 * 512 * MAX_FILES + 10240, origin
+            )),
+            mode="r|", tarinfo=BoundedTarInfo,
         ) as tar:
             for info in tar:
                 count += 1
@@ -511,6 +537,8 @@ def _read_archive(data: bytes, origin: str) -> dict[str, _File]:
                 files[rest] = _File(handle.read(), bool(info.mode & 0o111))
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise ChartError(f"{origin}: damaged chart archive: {exc}") from None
+    except RecursionError:  # a chain of extended headers, each naming the next
+        raise UnsafeArchiveError(f"{origin}: chains too many extended headers") from None
     if top is None:
         raise ChartError(f"{origin}: empty chart archive")
     return files

@@ -214,7 +214,7 @@ def _b64field(doc: dict[str, Any], name: str, origin: str) -> bytes:
         raise KeyFileError(f"{origin}: encrypted key lacks a base64 {name!r}")
     try:
         return base64.b64decode(value, validate=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: a non-ASCII character
         raise KeyFileError(f"{origin}: {name!r} is not valid base64") from None
 
 

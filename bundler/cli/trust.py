@@ -129,12 +129,12 @@ def _verify_and_render(
     emit: bool = True,
 ) -> VerifyReport:
     from bundler.services.transports import Transports, parse_location
-    from bundler.services.verify import verify
+    from bundler.services.verify import open_for_verification, verify
 
     transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir,
                                              parallel))
     try:
-        store = transports.open_source(parse_location(source))
+        store = open_for_verification(transports, parse_location(source))
         try:
             report = verify(store, policy, parallel=parallel)
         finally:

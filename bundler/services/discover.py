@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 
 from bundler.adapters.chart import Chart, parse_yaml
+from bundler.adapters.yamlbounds import BoundedSafeLoader
 from bundler.errors import ChartError, ConfigError, ReferenceFormatError, UsageError
 from bundler.model.reference import Reference
 
@@ -392,7 +393,7 @@ def images_in_manifests(text: str) -> list[ImageFinding]:
     ``containers``/``initContainers``/``ephemeralContainers`` list anywhere in any object, so
     Pods, workloads, CronJobs and custom resources alike."""
     try:
-        documents = list(yaml.safe_load_all(text))
+        documents = list(yaml.load_all(text, Loader=BoundedSafeLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = f" at line {mark.line + 1}" if mark is not None else ""

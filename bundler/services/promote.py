@@ -55,7 +55,7 @@ from bundler.services import copy as copy_service
 from bundler.services.overlay import OverlaySource
 from bundler.services.transports import Location, Transports
 from bundler.services.trust import VerifiedBundle
-from bundler.services.verify import verify
+from bundler.services.verify import open_for_verification, verify
 
 PROMOTION_MEDIA_TYPE = "application/vnd.bundler.promotion.v1+json"
 PROMOTION_SIGNATURE = "dev.bundler.promotion.signature"
@@ -368,7 +368,7 @@ def promote(
             return Location("oci", f"oci:{layout}:{ref}", path=layout, ref=str(ref))
         return Location("registry", str(ref), reference=ref)
 
-    source = transports.open_source(source_location)
+    source = open_for_verification(transports, source_location)
     try:
         # Step 1: verify now, with every step; nothing else is promoted.
         report = verify(source, policy, parallel=parallel)

@@ -24,7 +24,7 @@ from bundler.model.policy import TrustPolicy
 from bundler.services import copy as copy_service
 from bundler.services.transports import Location, Transports
 from bundler.services.trust import ContentFacts, VerifiedBundle, check_content
-from bundler.services.verify import check_signatures, extra_content
+from bundler.services.verify import check_signatures, extra_content, open_for_verification
 
 Graph = tuple[dict[Digest, Manifest], dict[Digest, Descriptor]]
 
@@ -128,7 +128,7 @@ def import_bundle(
     parallel: int = 4,
     progress: copy_service.Progress | None = None,
 ) -> ImportResult:
-    source = transports.open_source(source_location)
+    source = open_for_verification(transports, source_location)
     try:
         # Steps 1-4 before any large blob moves.
         signed = check_signatures(source, policy)

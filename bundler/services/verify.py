@@ -35,6 +35,7 @@ from bundler.services.signatures import (
     signature_facts,
     signature_manifests,
 )
+from bundler.services.transports import Location, Transports
 from bundler.services.trust import (
     STEPS,
     ContentFacts,
@@ -73,6 +74,17 @@ class VerifyReport:
             ],
             "error": str(self.error) if self.error else None,
         }
+
+
+def open_for_verification(transports: Transports, location: Location) -> Source:
+    """Open what is to be verified; content too hostile to open safely (an unsafe archive, a
+    malformed index) is a verification failure at step 1, not a lesser error."""
+    try:
+        return transports.open_source(location)
+    except VerificationError:
+        raise
+    except IntegrityError as exc:
+        raise VerificationError(1, f"{location} cannot be read safely: {exc}") from None
 
 
 def verify(source: Source, policy: TrustPolicy, *, parallel: int = 4) -> VerifyReport:

@@ -153,7 +153,10 @@ class Authenticator:
         realm = self.challenge.params.get("realm")
         if not realm:
             raise AuthError(f"{self.host}: bearer challenge without a realm")
-        parsed = urlparse(realm)
+        try:
+            parsed = urlparse(realm)
+        except ValueError:  # "http://[" and other unparsable hosts
+            raise AuthError(f"{self.host}: token realm {realm!r} is not an http(s) URL") from None
         if parsed.scheme not in ("https", "http") or not parsed.hostname:
             raise AuthError(f"{self.host}: token realm {realm!r} is not an http(s) URL")
         if parsed.scheme == "http" and not self.allow_plain_realm and not _loopback(
