@@ -10,7 +10,7 @@ applies next, as bytes, without touching the network or the disk:
   the tag). Argo CD checks no signatures on Helm OCI sources and cannot pin such a chart by digest,
   so the digest rides along as an annotation for people and audits, not as the pin;
 - an Argo CD repository ``Secret`` template (``type: helm``, ``enableOCI: "true"``) whose password
-  is a placeholder. No secret is ever written by this module;
+  is a stand-in value. No secret is ever written by this module;
 - containerd registry host configuration (``hosts.toml`` files below the ``config_path``
   directory, usually ``/etc/containerd/certs.d``) for the mode that leaves the chart untouched
   and redirects pulls of the upstream registries to mirrors in the internal registry.
@@ -51,8 +51,8 @@ SECRET_TYPE_LABEL = "argocd.argoproj.io/secret-type"  # noqa: S105 - a label, no
 SECRET_TYPE_REPOSITORY = "repository"  # noqa: S105 - a label value
 # Placeholders are deliberately not valid credentials: angle brackets and spaces make them
 # impossible to mistake for a real value and easy to find with grep.
-PASSWORD_PLACEHOLDER = "<set me: registry password or token>"  # noqa: S105 - a placeholder
-USERNAME_PLACEHOLDER = "<set me: registry username>"
+PASSWORD_STAND_IN = "<set me: registry password or token>"  # noqa: S105 - a stand-in, not a secret
+USERNAME_STAND_IN = "<set me: registry username>"
 
 HOSTS_FILE = "hosts.toml"
 
@@ -297,7 +297,7 @@ def argocd_repository_secret(
 ) -> bytes:
     """YAML of an Argo CD repository ``Secret`` for the chart's registry, password left blank.
 
-    The document carries :data:`PASSWORD_PLACEHOLDER` (and :data:`USERNAME_PLACEHOLDER` when no
+    The document carries :data:`PASSWORD_STAND_IN` (and :data:`USERNAME_STAND_IN` when no
     ``username`` is given) and a leading comment saying how to create the real Secret.
     """
     if not isinstance(location, ChartLocation):
@@ -318,8 +318,8 @@ def argocd_repository_secret(
         "name": name,
         "url": url,
         "enableOCI": "true",
-        "username": username if username is not None else USERNAME_PLACEHOLDER,
-        "password": PASSWORD_PLACEHOLDER,
+        "username": username if username is not None else USERNAME_STAND_IN,
+        "password": PASSWORD_STAND_IN,
     }
     document: dict[str, Any] = {
         "apiVersion": "v1",
@@ -339,7 +339,7 @@ def argocd_repository_secret(
             f"# Argo CD repository credentials for the Helm OCI charts under {url}",
             "# (Helm-type source, repoURL without oci://).",
             "#",
-            "# TEMPLATE: the password below is a placeholder and this file holds no secret.",
+            "# TEMPLATE: the password below is a stand-in value and this file holds no secret.",
             "# Do not write the real password into it. Create the Secret from the password on",
             "# standard input instead, and apply it directly or seal it:",
             "#",

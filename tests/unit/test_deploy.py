@@ -13,9 +13,9 @@ import yaml
 
 from bundler.adapters.deploy import (
     ANNOTATION_CHART_DIGEST,
-    PASSWORD_PLACEHOLDER,
+    PASSWORD_STAND_IN,
     SECRET_TYPE_LABEL,
-    USERNAME_PLACEHOLDER,
+    USERNAME_STAND_IN,
     ChartLocation,
     argocd_application,
     argocd_repository_secret,
@@ -250,7 +250,7 @@ def test_repository_secret() -> None:
     text = raw.decode()
     assert text.startswith("#")
     header = text[: text.index("apiVersion:")]
-    assert "placeholder" in header
+    assert "stand-in value" in header and "holds no secret" in header
     assert "kubectl" in header and "create secret" in header and "kubeseal" in header
     doc = yaml.safe_load(raw)
     assert doc["apiVersion"] == "v1"
@@ -266,19 +266,19 @@ def test_repository_secret() -> None:
         "url": "registry.internal.example:5000/platform/charts",
         "enableOCI": "true",
         "username": "robot",
-        "password": PASSWORD_PLACEHOLDER,
+        "password": PASSWORD_STAND_IN,
     }
-    assert PASSWORD_PLACEHOLDER.startswith("<") and PASSWORD_PLACEHOLDER.endswith(">")
+    assert PASSWORD_STAND_IN.startswith("<") and PASSWORD_STAND_IN.endswith(">")
     assert "oci://" not in doc["stringData"]["url"]
 
 
-def test_repository_secret_without_username_has_only_placeholders() -> None:
+def test_repository_secret_without_username_has_only_stand_ins() -> None:
     location = ChartLocation("registry.internal.example", "", "demo", "1.0.0", None)
     doc = yaml.safe_load(argocd_repository_secret(location, name="charts", namespace="gitops"))
     assert doc["metadata"]["namespace"] == "gitops"
     assert doc["stringData"]["url"] == "registry.internal.example"
-    assert doc["stringData"]["username"] == USERNAME_PLACEHOLDER
-    assert doc["stringData"]["password"] == PASSWORD_PLACEHOLDER
+    assert doc["stringData"]["username"] == USERNAME_STAND_IN
+    assert doc["stringData"]["password"] == PASSWORD_STAND_IN
     secretish = {k: v for k, v in doc["stringData"].items() if k in ("password", "username")}
     assert all(v.startswith("<set me") for v in secretish.values())
 
