@@ -23,7 +23,6 @@ import os
 import posixpath
 import re
 import tarfile
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,7 +183,6 @@ class ArchiveReader:
         except BaseException:
             self.close()
             raise
-        self._lock = threading.Lock()
 
     def _pread(self, size: int, offset: int) -> bytes:
         if self.volumes is not None:

@@ -51,10 +51,6 @@ class Digest:
     def matches(self, data: bytes) -> bool:
         return hashlib.new(self.algorithm, data).hexdigest() == self.hex
 
-    @property
-    def encoded(self) -> str:
-        return self.hex
-
     def tag_form(self) -> str:
         """``sha256-<hex>``: the form used by the referrers tag schema and cosign tags."""
         return f"{self.algorithm}-{self.hex}"

@@ -107,7 +107,6 @@ class Authenticator:
         self.challenge: Challenge | None = None
         self._tokens: list[_Token] = []
         self._lock = threading.Lock()
-        self.token_requests = 0
 
     def learn(self, challenge: Challenge | None) -> None:
         if challenge is not None and challenge.scheme in ("basic", "bearer"):
@@ -189,7 +188,6 @@ class Authenticator:
                 )
         except requests.RequestException as exc:
             raise TransportError(f"token service {realm} unreachable: {exc}") from None
-        self.token_requests += 1
         if resp.status_code in (401, 403):
             who = f"user {cred.username!r}" if cred else "anonymous access"
             raise AuthError(f"token service for {self.host} refused {who}")
