@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bundler.errors import ManifestError
+from bundler.errors import ManifestError, UsageError
 from bundler.model.digest import Digest
 
 
@@ -17,10 +17,10 @@ class Platform:
 
     @classmethod
     def parse(cls, text: str) -> Platform:
-        """``os/arch[/variant]`` as on the docker/skopeo command line."""
+        """``os/arch[/variant]`` as a user writes it on the command line or in a config."""
         parts = text.split("/")
         if len(parts) not in (2, 3) or not all(parts):
-            raise ManifestError(f"invalid platform {text!r}: expected os/arch[/variant]")
+            raise UsageError(f"invalid platform {text!r}: expected os/arch[/variant]")
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
     @classmethod
