@@ -13,7 +13,6 @@ from typing import Any
 from bundler.adapters.base import Source
 from bundler.adapters.stream import VerifiedStream, read_exact
 from bundler.errors import ManifestError
-from bundler.model import mediatypes as mt
 from bundler.model.bundle import (
     ANNOTATION_IMAGE_REF,
     BUNDLE_ARTIFACT_TYPE,
@@ -24,9 +23,8 @@ from bundler.model.bundle import (
 )
 from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
-from bundler.model.manifest import Manifest
 from bundler.services.copy import COSIGN_SUFFIXES
-from bundler.services.pack import image_platform
+from bundler.services.graph import platforms, walk
 
 
 @dataclass
@@ -93,54 +91,6 @@ class InspectResult:
         }
 
 
-class _Walker:
-    """Walks manifests, counting every manifest and blob once overall and per image."""
-
-    def __init__(self, source: Source) -> None:
-        self.source = source
-        self.seen: set[Digest] = set()
-        self.unique = 0
-
-    def size_of(self, descriptor: Descriptor) -> tuple[int, Manifest]:
-        local: set[Digest] = set()
-        total = 0
-
-        def count(digest: Digest, size: int) -> None:
-            nonlocal total
-            if digest not in local:
-                local.add(digest)
-                total += size
-            if digest not in self.seen:
-                self.seen.add(digest)
-                self.unique += size
-
-        def walk(d: Descriptor) -> Manifest:
-            manifest = self.source.fetch_manifest(d)
-            count(manifest.digest, manifest.size)
-            if manifest.is_index:
-                for child in manifest.manifests:
-                    if child.media_type in mt.MANIFESTS:
-                        walk(child)
-                    else:
-                        count(child.digest, child.size)
-            else:
-                for blob in manifest.blobs():
-                    count(blob.digest, blob.size)
-            return manifest
-
-        root = walk(descriptor)
-        return total, root
-
-
-def _platforms(source: Source, manifest: Manifest) -> list[str]:
-    if manifest.is_index:
-        return [str(c.platform) for c in manifest.manifests
-                if c.platform is not None and c.platform.os != "unknown"]
-    if manifest.config is not None:
-        return [image_platform(source, manifest.config)]
-    return []
-
-
 def _signatures(source: Source, digest: Digest) -> list[Signature]:
     found: list[Signature] = []
     for suffix in COSIGN_SUFFIXES:
@@ -156,39 +106,36 @@ def _signatures(source: Source, digest: Digest) -> list[Signature]:
 def inspect(source: Source) -> InspectResult:
     root = source.resolve()
     index = source.fetch_manifest(root)
-    walker = _Walker(source)
+    whole = walk(source, root)  # every manifest and blob once: the unique bytes
     result = InspectResult(
         source=source.name, digest=index.digest, media_type=index.media_type,
         artifact_type=index.artifact_type, is_bundle=index.artifact_type == BUNDLE_ARTIFACT_TYPE,
+        unique_bytes=whole.size,
     )
     result.signatures = _signatures(source, index.digest)
     if not result.is_bundle:
-        size, manifest = walker.size_of(root)
         result.images.append(InspectedImage(
             source.ref_name() or str(index.digest), index.digest, index.media_type,
-            _platforms(source, manifest), size,
+            list(platforms(source, index)), whole.size,
         ))
-        result.total_bytes, result.unique_bytes = size, walker.unique
+        result.total_bytes = whole.size
         return result
     view = BundleView.of(index)
-    walker.seen.add(index.digest)
-    walker.unique += index.size
     lock = _read_lock(source, view.lock)
     result.lock = lock
     result.name, result.version = lock.name, lock.version
-    chart_size, chart_manifest = walker.size_of(view.chart)
+    chart_size = walk(source, view.chart).size
     result.chart = {
         "name": lock.chart.name, "version": lock.chart.version,
-        "appVersion": lock.chart.app_version, "digest": str(chart_manifest.digest),
+        "appVersion": lock.chart.app_version, "digest": str(view.chart.digest),
         "size": chart_size,
     }
-    if chart_manifest.digest != lock.chart.manifest:
+    if view.chart.digest != lock.chart.manifest:
         raise ManifestError(
             f"bundle {index.digest}: the lock names chart {lock.chart.manifest} "
-            f"but the index holds {chart_manifest.digest}"
+            f"but the index holds {view.chart.digest}"
         )
-    lock_size, _ = walker.size_of(view.lock)
-    total = index.size + chart_size + lock_size
+    total = index.size + chart_size + walk(source, view.lock).size
     locked = {i.reference: i for i in lock.images}
     in_index = {d.annotations.get(ANNOTATION_IMAGE_REF, ""): d for d in view.images}
     if set(locked) != set(in_index):
@@ -203,13 +150,14 @@ def inspect(source: Source) -> InspectResult:
                 f"bundle {index.digest}: the lock pins {ref} to {entry.digest} "
                 f"but the index holds {descriptor.digest}"
             )
-        size, manifest = walker.size_of(descriptor)
+        size = walk(source, descriptor).size
         total += size
         result.images.append(InspectedImage(
-            ref, descriptor.digest, descriptor.media_type, _platforms(source, manifest), size,
+            ref, descriptor.digest, descriptor.media_type,
+            list(platforms(source, whole.manifests[descriptor.digest])), size,
             [v.path for v in entry.value_paths],
         ))
-    result.total_bytes, result.unique_bytes = total, walker.unique
+    result.total_bytes = total
     return result
 
 

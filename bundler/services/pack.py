@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,6 @@ from bundler.errors import (
     ConfigError,
     DigestMismatchError,
     IncompleteError,
-    ManifestError,
     NotFoundError,
     UsageError,
 )
@@ -65,7 +63,6 @@ from bundler.model.bundle import (
 from bundler.model.descriptor import Descriptor, Platform
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest, load_json_strict, parse_manifest
-from bundler.model.plan import TagAssignment
 from bundler.model.reference import Reference
 from bundler.model.spec import BundleSpec, ImageSourceSpec
 from bundler.services import copy as copy_service
@@ -77,10 +74,10 @@ from bundler.services.discover import (
     find_helm,
     resolve_value,
 )
+from bundler.services.graph import platforms, walk
 from bundler.services.transports import Transports
 
 MAX_CHART_BYTES = 20 * 1024 * 1024
-MAX_CONFIG_BLOB_BYTES = 1024 * 1024
 ANNOTATION_CHART = "dev.bundler.chart"
 
 
@@ -300,7 +297,12 @@ class ImageResolver:
                     f"{ref} is pinned to {ref.digest} but {where} holds {descriptor.digest}"
                 )
             return source, descriptor, where
-        raise NotFoundError(f"image {ref} not found (looked in: {', '.join(tried) or 'nowhere'})")
+        if not tried:
+            raise NotFoundError(
+                f"image {ref}: nowhere to look for it (--no-upstream and no --source or --mirror "
+                f"for {ref.registry})"
+            )
+        raise NotFoundError(f"image {ref} not found (looked in: {', '.join(tried)})")
 
 
 def _layout_opener(path: Path, name: str) -> Callable[[], Source]:
@@ -366,6 +368,7 @@ def pack(
     from bundler.services.transports import parse_location
 
     options = options or PackOptions()
+    wanted = [Platform.parse(p) for p in spec.platforms]  # a typo fails before any work
     target = transports.open_target(parse_location(target_location, for_target=True))
     # Step 1: the chart.
     loaded = load_chart_for_bundle(spec, transports)
@@ -392,7 +395,6 @@ def pack(
     if not declared:
         raise IncompleteError(f"chart {chart.metadata.name} declares no images to bundle")
     # Step 4: resolve and pin every image.
-    wanted = [Platform.parse(p) for p in spec.platforms]
     bundle = BundleSource(f"bundle {name}:{version}", f"{name}:{helm_tag(version)}")
     resolver = ImageResolver(spec.sources, spec.upstream, transports)
     entries: list[BundleEntry] = [BundleEntry(ROLE_CHART, loaded.manifest)]
@@ -403,7 +405,6 @@ def pack(
         for blob in loaded.manifest.blobs():
             bundle.route(blob.digest, loaded.source)
     images: list[PackedImage] = []
-    layout_names: list[TagAssignment] = []
     for key in sorted(declared):
         item = declared[key]
         source, descriptor, where = resolver.resolve(item.reference)
@@ -416,12 +417,12 @@ def pack(
                 for child in filtered.manifests:
                     bundle.route(child.digest, source)
                 manifest = filtered
-        size, platforms = _measure(bundle, manifest)
+        under = walk(bundle, manifest.descriptor())
+        size, found_platforms = under.size, platforms(bundle, manifest)
         entries.append(BundleEntry(ROLE_IMAGE, manifest, image_ref=key))
-        layout_names.append(TagAssignment(key, manifest.descriptor()))
         images.append(PackedImage(
             reference=key, digest=manifest.digest, media_type=manifest.media_type,
-            platforms=platforms, size=size, pulled_from=where,
+            platforms=found_platforms, size=size, pulled_from=where,
             value_paths=tuple(ValuePath(p, f) for p, f in sorted(item.value_paths)),
             found_by=tuple(sorted(item.found_by)),
         ))
@@ -462,7 +463,6 @@ def pack(
     try:
         copied = copy_service.copy(
             bundle, target, parallel=options.parallel, progress=progress,
-            layout_names=layout_names,
         )
     finally:
         bundle.close()
@@ -470,49 +470,3 @@ def pack(
         name=name, version=version, digest=index.digest, target=target.name, tag=copied.tag,
         chart=locked_chart, images=images, rendered=options.render, copy=copied,
     )
-
-
-def _measure(source: Source, manifest: Manifest) -> tuple[int, tuple[str, ...]]:
-    """Unique bytes under an image, and its platforms."""
-    seen: set[Digest] = set()
-    total = 0
-    platforms: list[str] = []
-
-    def walk(m: Manifest) -> None:
-        nonlocal total
-        if m.digest in seen:
-            return
-        seen.add(m.digest)
-        total += m.size
-        if m.is_index:
-            for child in m.manifests:
-                if child.media_type in mt.MANIFESTS:
-                    walk(source.fetch_manifest(child))
-            return
-        for blob in m.blobs():
-            if blob.digest not in seen:
-                seen.add(blob.digest)
-                total += blob.size
-
-    walk(manifest)
-    if manifest.is_index:
-        for child in manifest.manifests:
-            if child.platform and child.platform.os != "unknown":
-                platforms.append(str(child.platform))
-    elif manifest.config is not None:
-        platforms.append(image_platform(source, manifest.config))
-    return total, tuple(platforms)
-
-
-def image_platform(source: Source, config: Descriptor) -> str:
-    if config.media_type not in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
-        return "unknown"
-    if config.size > MAX_CONFIG_BLOB_BYTES:
-        raise ManifestError(f"image config {config.digest} is {config.size} bytes")
-    raw = read_exact(VerifiedStream(source.open_blob(config), config, source.name), config.size)
-    try:
-        doc = json.loads(raw)
-        platform = Platform(doc["os"], doc["architecture"], doc.get("variant"))
-    except (ValueError, KeyError, TypeError):
-        return "unknown"
-    return str(platform)

@@ -17,7 +17,6 @@ from bundler.adapters.base import Source
 from bundler.adapters.crypto import PrivateKey
 from bundler.adapters.layout import LayoutTarget
 from bundler.errors import VerificationError
-from bundler.model import mediatypes as mt
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
 from bundler.model.signature import (
@@ -28,6 +27,7 @@ from bundler.model.signature import (
     simple_signing_payload,
 )
 from bundler.services import copy as copy_service
+from bundler.services.graph import walk
 from bundler.services.overlay import OverlaySource
 from bundler.services.signatures import read_entry, signature_manifests
 from bundler.services.transports import Location, Transports
@@ -62,20 +62,10 @@ def default_identity(location: Location, source: Source, index: Manifest) -> str
 
 
 def _subjects(source: Source, index: Manifest, recursive: bool) -> list[Manifest]:
-    out = [index]
+    """The index, then (recursive) every manifest it pins."""
     if not recursive:
-        return out
-    seen = {index.digest}
-    stack = [index]
-    while stack:
-        manifest = stack.pop()
-        for child in manifest.manifests:
-            if child.media_type in mt.MANIFESTS and child.digest not in seen:
-                seen.add(child.digest)
-                found = source.fetch_manifest(child)
-                out.append(found)
-                stack.append(found)
-    return out
+        return [index]
+    return list(walk(source, index.descriptor()).manifests.values())  # the index comes first
 
 
 def sign(

@@ -15,39 +15,15 @@ from typing import Any
 
 from bundler.adapters.base import Source
 from bundler.errors import NotFoundError, UsageError, VerificationError
-from bundler.model import mediatypes as mt
 from bundler.model.bundle import LOCK_MEDIA_TYPE
 from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
-from bundler.model.manifest import Manifest
 from bundler.model.policy import TrustPolicy
 from bundler.services import copy as copy_service
+from bundler.services.graph import walk
 from bundler.services.transports import Location, Transports
 from bundler.services.trust import ContentFacts, VerifiedBundle, check_content
 from bundler.services.verify import check_signatures, extra_content, open_for_verification
-
-Graph = tuple[dict[Digest, Manifest], dict[Digest, Descriptor]]
-
-
-def graph(source: Source, root: Descriptor) -> Graph:
-    """Every manifest and blob under ``root`` (manifests fetched and digest-checked)."""
-    manifests: dict[Digest, Manifest] = {}
-    blobs: dict[Digest, Descriptor] = {}
-    stack = [root]
-    while stack:
-        descriptor = stack.pop()
-        if descriptor.digest in manifests:
-            continue
-        manifest = source.fetch_manifest(descriptor)
-        manifests[manifest.digest] = manifest
-        for child in manifest.manifests:
-            if child.media_type in mt.MANIFESTS:
-                stack.append(child)
-            else:
-                blobs.setdefault(child.digest, child)
-        for blob in manifest.blobs():
-            blobs.setdefault(blob.digest, blob)
-    return manifests, blobs
 
 
 @dataclass
@@ -82,10 +58,11 @@ def export(
         if base is not None:
             base_source = transports.open_source(base)
             try:
-                _, base_blobs = graph(base_source, base_source.resolve())
+                base_blobs = walk(base_source, base_source.resolve()).blobs
             finally:
                 base_source.close()
-            manifests, blobs = graph(source, source.resolve())
+            content = walk(source, source.resolve())
+            manifests, blobs = content.manifests, content.blobs
             # Everything a verifier reads before any large blob always travels: the lock (the
             # manifests and signatures are never left out either), even if the base has it.
             lock_layers = {
@@ -132,7 +109,8 @@ def import_bundle(
     try:
         # Steps 1-4 before any large blob moves.
         signed = check_signatures(source, policy)
-        manifests, blobs = graph(source, signed.index.descriptor())
+        content = walk(source, signed.index.descriptor())
+        manifests, blobs = content.manifests, content.blobs
         # Step 6: nothing beside the signed content in the archive.
         extra = extra_content(source, signed.index, manifests, set(blobs))
         if extra:
