@@ -17,9 +17,19 @@ from bundler.model.manifest import Manifest
 
 
 class OverlaySource:
-    def __init__(self, base: Source) -> None:
+    """``base`` with manifests, blobs, tags and referrers added. With ``root``, the artifact it
+    names is that descriptor (an image inside a bundle, a new chart) instead of the base's;
+    with ``inherit_names=False``, only the overlay's own tags and referrers are offered."""
+
+    def __init__(
+        self, base: Source, *, root: Descriptor | None = None, ref_name: str | None = None,
+        inherit_names: bool = True,
+    ) -> None:
         self.base = base
-        self.name = base.name
+        self.name = f"{base.name}@{root.digest}" if root is not None else base.name
+        self._root = root
+        self._ref_name = ref_name
+        self._inherit = inherit_names
         self._manifests: dict[Digest, Manifest] = {}
         self._blobs: dict[Digest, bytes] = {}
         self._tags: dict[str, Descriptor] = {}
@@ -40,10 +50,10 @@ class OverlaySource:
         return set(self._manifests) | set(self._blobs)
 
     def resolve(self) -> Descriptor:
-        return self.base.resolve()
+        return self._root if self._root is not None else self.base.resolve()
 
     def ref_name(self) -> str | None:
-        return self.base.ref_name()
+        return self._ref_name if self._root is not None else self.base.ref_name()
 
     def fetch_manifest(self, descriptor: Descriptor) -> Manifest:
         return self._manifests.get(descriptor.digest) or self.base.fetch_manifest(descriptor)
@@ -53,10 +63,13 @@ class OverlaySource:
         return iter([data]) if data is not None else self.base.open_blob(descriptor)
 
     def find_tag(self, tag: str) -> Descriptor | None:
-        return self._tags.get(tag) or self.base.find_tag(tag)
+        found = self._tags.get(tag)
+        return found if found is not None or not self._inherit else self.base.find_tag(tag)
 
     def referrers(self, subject: Digest) -> list[Descriptor]:
         added = self._referrers.get(subject, [])
+        if not self._inherit:
+            return list(added)
         known = {d.digest for d in added}
         return added + [d for d in self.base.referrers(subject) if d.digest not in known]
 

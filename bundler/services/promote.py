@@ -19,7 +19,6 @@ Mirror mode leaves the chart byte-identical and writes containerd ``hosts.toml``
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,6 @@ from bundler.model.bundle import (
     chart_manifest,
     helm_tag,
 )
-from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest, parse_manifest
 from bundler.model.policy import TrustPolicy
@@ -62,35 +60,6 @@ PROMOTION_SIGNATURE = "dev.bundler.promotion.signature"
 PROMOTION_KEY_ID = "dev.bundler.promotion.key-id"
 ANNOTATION_BUNDLE = "dev.bundler.bundle"
 MAX_CHART_BYTES = 20 * 1024 * 1024
-
-
-class RootedSource:
-    """A source whose root is one descriptor inside another source (an image of a bundle)."""
-
-    def __init__(self, base: Source, root: Descriptor, ref_name: str | None) -> None:
-        self.base, self.root, self._ref = base, root, ref_name
-        self.name = f"{base.name}@{root.digest}"
-
-    def resolve(self) -> Descriptor:
-        return self.root
-
-    def ref_name(self) -> str | None:
-        return self._ref
-
-    def fetch_manifest(self, descriptor: Descriptor) -> Manifest:
-        return self.base.fetch_manifest(descriptor)
-
-    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
-        return self.base.open_blob(descriptor)
-
-    def find_tag(self, tag: str) -> Descriptor | None:
-        return self.base.find_tag(tag)
-
-    def referrers(self, subject: Digest) -> list[Descriptor]:
-        return self.base.referrers(subject)
-
-    def close(self) -> None:
-        pass  # the base belongs to the caller
 
 
 @dataclass
@@ -309,28 +278,6 @@ def sign_record(plan: PromotionPlan, key: PrivateKey) -> tuple[Manifest, dict[Di
     return manifest, {layer.descriptor.digest: record, EMPTY_DESCRIPTOR.digest: EMPTY_JSON}
 
 
-class _ChartSource(OverlaySource):
-    """The promoted chart (and its record as a referrer) as a copy source."""
-
-    def __init__(self, base: Source, plan: PromotionPlan, ref: str) -> None:
-        super().__init__(base)
-        self._root = plan.chart.descriptor()
-        self._ref = ref
-        self.add(plan.chart, plan.chart_blobs, None)
-
-    def resolve(self) -> Descriptor:
-        return self._root
-
-    def ref_name(self) -> str | None:
-        return self._ref
-
-    def find_tag(self, tag: str) -> Descriptor | None:
-        return None  # the chart carries its promotion record, not the vendor's tags
-
-    def referrers(self, subject: Digest) -> list[Descriptor]:
-        return super().referrers(subject) if subject == self._root.digest else []
-
-
 def promote(
     source_location: Location,
     target: Location,
@@ -388,14 +335,18 @@ def promote(
         pinned = {d.annotations.get("dev.bundler.image.ref"): d for d in index.manifests}
         for relocation in plan.relocations:
             descriptor = pinned[relocation.source]
-            rooted = RootedSource(source, descriptor, relocation.tag)
+            rooted = OverlaySource(source, root=descriptor, ref_name=relocation.tag,
+                                   inherit_names=False)
             image_target = transports.open_target(location_of(relocation.tagged))
             copy_service.copy(rooted, image_target, parallel=parallel, with_referrers=False)
         # Steps 4 and 5: the chart, then its signed promotion record as a referrer.
         assert key is not None
         record, record_blobs = sign_record(plan, key)
         chart_ref = Reference(registry, plan.chart_repository, plan.chart_tag, None)
-        chart_source = _ChartSource(source, plan, plan.chart_tag)
+        # The chart carries its promotion record, not the vendor's signatures or tags.
+        chart_source = OverlaySource(source, root=plan.chart.descriptor(),
+                                     ref_name=plan.chart_tag, inherit_names=False)
+        chart_source.add(plan.chart, plan.chart_blobs, None)
         chart_source.add_referrer(plan.chart.digest, record, record_blobs)
         copy_service.copy(chart_source, transports.open_target(location_of(chart_ref)),
                           parallel=parallel)
