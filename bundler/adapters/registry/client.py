@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import quote, urljoin
+from urllib.parse import urljoin
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -99,6 +99,7 @@ class RegistryClient:
         self.auth = Authenticator(host, credential, self.options.timeout, self.verify)
         self.auth.allow_plain_realm = self.options.plain_http
         self._base: str | None = None
+        self._no_referrers_api = False
         self._base_lock = threading.Lock()
         self.sleep: Callable[[float], None] = time.sleep
 
@@ -310,13 +311,6 @@ class RegistryClient:
             self._expect(resp, (201, 200), f"manifest upload {repo}:{ref}")
         return resp
 
-    def delete_manifest(self, repo: str, digest: Digest) -> None:
-        resp = self.request(
-            "DELETE", f"/v2/{repo}/manifests/{digest}", (f"repository:{repo}:delete",)
-        )
-        with resp:
-            self._expect(resp, (202, 200), f"delete {repo}@{digest}")
-
     # -- blobs -------------------------------------------------------------------------
 
     def blob_exists(self, repo: str, descriptor: Descriptor) -> bool:
@@ -466,17 +460,26 @@ class RegistryClient:
         raise RegistryError(f"{self.host}: tag list of {repo} exceeds {MAX_TAG_PAGES} pages")
 
     def referrers(self, repo: str, digest: Digest) -> list[Descriptor] | None:
-        """The referrers API answer, or None if the registry has no such API."""
+        """The referrers API answer, or None if the registry has no such API.
+
+        A registry without the route says so once; later calls do not ask again (a copy asks
+        for every manifest it plans)."""
+        if self._no_referrers_api:
+            return None
         resp = self.request(
             "GET", f"/v2/{repo}/referrers/{digest}", (f"repository:{repo}:pull",),
             headers={"Accept": mt.OCI_INDEX},
         )
         with resp:
             content_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
-            if resp.status_code == 404 and content_type != mt.OCI_INDEX:
-                return None  # no such route: distribution 2.8 answers "404 page not found"
-            if resp.status_code in (400, 405, 501):
+            route_missing = resp.status_code in (400, 405, 501) or (
+                resp.status_code == 404 and content_type.startswith("text/plain")
+            )  # distribution 2.8 answers "404 page not found": the route does not exist
+            if route_missing:
+                self._no_referrers_api = True
                 return None
+            if resp.status_code == 404 and content_type != mt.OCI_INDEX:
+                return None  # e.g. an unknown repository: says nothing about the API
             self._expect(resp, (200,), f"referrers of {repo}@{digest}")
             raw = resp.content
         manifest = parse_manifest(raw, media_type=mt.OCI_INDEX)
@@ -535,7 +538,3 @@ def _integrity_cause(exc: BaseException, body: Any) -> IntegrityError | None:
             return current
         current = current.__cause__ or current.__context__
     return None
-
-
-def quote_repo(repo: str) -> str:
-    return quote(repo, safe="/")
