@@ -281,6 +281,19 @@ class BundleView:
         return cls(index, charts[0], locks[0], images)
 
 
+def image_names(index: Manifest) -> list[tuple[str, Descriptor]]:
+    """Each image entry of a bundle index with the reference the chart knows it by; empty for
+    anything that is not a bundle. Layouts and archives name the images so, for other tools."""
+    if index.artifact_type != BUNDLE_ARTIFACT_TYPE:
+        return []
+    return [
+        (d.annotations[ANNOTATION_IMAGE_REF], d)
+        for d in index.manifests
+        if d.annotations.get(ANNOTATION_ROLE) == ROLE_IMAGE
+        and ANNOTATION_IMAGE_REF in d.annotations
+    ]
+
+
 def helm_tag(version: str) -> str:
     """Helm's OCI tag for a chart version: '+' is not allowed in tags and becomes '_'."""
     return version.replace("+", "_")

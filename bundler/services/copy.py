@@ -22,12 +22,7 @@ from bundler.adapters.base import Source, Target
 from bundler.adapters.stream import VerifiedStream
 from bundler.errors import ManifestError, TransportError, UsageError
 from bundler.model import mediatypes as mt
-from bundler.model.bundle import (
-    ANNOTATION_IMAGE_REF,
-    ANNOTATION_ROLE,
-    BUNDLE_ARTIFACT_TYPE,
-    ROLE_IMAGE,
-)
+from bundler.model.bundle import image_names
 from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
@@ -140,15 +135,13 @@ def copy(
     with_referrers: bool = True,
     parallel: int = 4,
     progress: Progress | None = None,
-    layout_names: list[TagAssignment] | None = None,
     omit: set[Digest] | None = None,
 ) -> CopyResult:
     """Copy the artifact ``source`` names into ``target``.
 
-    ``layout_names`` are extra ref names (e.g. each image of a bundle under its own reference)
-    written only into layout and archive targets, where they let other tools find the content.
-    ``omit`` names blobs deliberately left out (a delta export: the far side already has them);
-    every manifest is still written.
+    In a layout or an archive, a bundle's images are also named by their references, so other
+    tools find them (``skopeo copy oci-archive:FILE:REF``). ``omit`` names blobs deliberately
+    left out (a delta export: the far side already has them); every manifest is still written.
     """
     started = time.monotonic()
     progress = progress or Progress()
@@ -159,17 +152,10 @@ def copy(
         raise UsageError(f"name the copy in {target.name}: add :REF to the location")
     if root_tag is not None:
         plan.tags.insert(0, TagAssignment(root_tag, plan.root))
-    if root_manifest.artifact_type == BUNDLE_ARTIFACT_TYPE and layout_names is None:
-        # A bundle keeps its images findable by reference in layouts and archives.
-        layout_names = [
-            TagAssignment(d.annotations[ANNOTATION_IMAGE_REF], d)
-            for d in root_manifest.manifests
-            if d.annotations.get(ANNOTATION_ROLE) == ROLE_IMAGE
-            and ANNOTATION_IMAGE_REF in d.annotations
-        ]
-    if layout_names and target.requires_name:
+    if target.requires_name:
         taken = {a.tag for a in plan.tags}
-        plan.tags.extend(a for a in layout_names if a.tag not in taken)
+        plan.tags.extend(TagAssignment(name, d) for name, d in image_names(root_manifest)
+                         if name not in taken)
     result = CopyResult(
         source=source.name, target=target.name, digest=plan.root.digest,
         media_type=root_manifest.media_type, tag=root_tag,
