@@ -40,17 +40,40 @@ BIG_REF = "example.local/bench/big:1.0.0"
 
 def copy_all(tool: str, layout: Path, refs: list[str], host: str) -> tuple[float, int]:
     if tool == "bundler-set":
-        return run_measured([*BUNDLER, "copy", "-q", "--from", f"oci:{layout}:{SET_REF}",
-                             "--to", f"{host}/bundler/set:1.0.0"])
+        return run_measured(
+            [
+                *BUNDLER,
+                "copy",
+                "-q",
+                "--from",
+                f"oci:{layout}:{SET_REF}",
+                "--to",
+                f"{host}/bundler/set:1.0.0",
+            ]
+        )
     total, peak = 0.0, 0
     for ref in refs:
         repo = ref.split("/", 1)[1]
         if tool == "skopeo":
-            cmd = ["skopeo", "copy", "-q", "--all", "--dest-tls-verify=false",
-                   f"oci:{layout}:{ref}", f"docker://{host}/skopeo/{repo}"]
+            cmd = [
+                "skopeo",
+                "copy",
+                "-q",
+                "--all",
+                "--dest-tls-verify=false",
+                f"oci:{layout}:{ref}",
+                f"docker://{host}/skopeo/{repo}",
+            ]
         else:
-            cmd = [*BUNDLER, "copy", "-q", "--from", f"oci:{layout}:{ref}",
-                   "--to", f"{host}/bundler/{repo}"]
+            cmd = [
+                *BUNDLER,
+                "copy",
+                "-q",
+                "--from",
+                f"oci:{layout}:{ref}",
+                "--to",
+                f"{host}/bundler/{repo}",
+            ]
         seconds, rss = run_measured(cmd)
         total += seconds
         peak = max(peak, rss)
@@ -61,8 +84,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=500, help="size of the image set")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--big-mib", type=int, default=1024,
-                        help="size of the one-layer image used for the peak-RSS check (0: skip)")
+    parser.add_argument(
+        "--big-mib",
+        type=int,
+        default=1024,
+        help="size of the one-layer image used for the peak-RSS check (0: skip)",
+    )
     parser.add_argument("--json", type=Path, help="write raw results here")
     args = parser.parse_args()
     if shutil.which("skopeo") is None:
@@ -95,15 +122,18 @@ def main() -> int:
         if args.big_mib:
             # Memory must not grow with blob size: one image with one large layer.
             big_layout = work / "big"
-            synth.write_image(big_layout, BIG_REF,
-                              [synth.LayerSpec("big", args.big_mib * 2**20, level=0)])
+            synth.write_image(
+                big_layout, BIG_REF, [synth.LayerSpec("big", args.big_mib * 2**20, level=0)]
+            )
             reg = start_registry("plain", work / "reg-big")
             try:
                 for tool in ("skopeo", "bundler"):
                     seconds, peak = copy_all(tool, big_layout, [BIG_REF], reg.host)
-                    big[tool] = {"seconds": round(seconds, 2),
-                                 "mib_per_s": round(args.big_mib / seconds, 1),
-                                 "peak_rss_mib": round(peak / 1024, 1)}
+                    big[tool] = {
+                        "seconds": round(seconds, 2),
+                        "mib_per_s": round(args.big_mib / seconds, 1),
+                        "peak_rss_mib": round(peak / 1024, 1),
+                    }
             finally:
                 reg.stop()
         med = {k: statistics.median(v) for k, v in results.items()}

@@ -80,8 +80,18 @@ def main() -> int:
         warm(files)
         reg = start_registry("plain", work / "registry")
         for ref in refs:  # the vendor's registry, filled once
-            run_measured([*BUNDLER, "copy", "-q", "--from", f"oci:{layout}:{ref}",
-                          "--to", f"{reg.host}/{ref.split('/', 1)[1]}"], env)
+            run_measured(
+                [
+                    *BUNDLER,
+                    "copy",
+                    "-q",
+                    "--from",
+                    f"oci:{layout}:{ref}",
+                    "--to",
+                    f"{reg.host}/{ref.split('/', 1)[1]}",
+                ],
+                env,
+            )
         chart = work / "chart"
         write_chart(chart, refs)
         results: dict[str, list[float]] = {"skopeo": [], "bundler": [], "hash1": [], "hash2": []}
@@ -93,17 +103,37 @@ def main() -> int:
             total, peak = 0.0, 0
             for ref in refs:
                 seconds, top = run_measured(
-                    ["skopeo", "copy", "-q", "--all", "--src-tls-verify=false",
-                     f"docker://{reg.host}/{ref.split('/', 1)[1]}", f"oci:{out}:{ref}"], env)
+                    [
+                        "skopeo",
+                        "copy",
+                        "-q",
+                        "--all",
+                        "--src-tls-verify=false",
+                        f"docker://{reg.host}/{ref.split('/', 1)[1]}",
+                        f"oci:{out}:{ref}",
+                    ],
+                    env,
+                )
                 total, peak = total + seconds, max(peak, top)
             results["skopeo"].append(total)
             rss["skopeo"] = max(rss["skopeo"], peak)
             shutil.rmtree(out)
             archive = work / f"bundle-{run}.tar"
             seconds, peak = run_measured(
-                [*BUNDLER, "pack", "--chart", str(chart), *render,
-                 "--mirror", f"example.local={reg.host}", "--no-upstream",
-                 "--to", f"archive:{archive}"], env)
+                [
+                    *BUNDLER,
+                    "pack",
+                    "--chart",
+                    str(chart),
+                    *render,
+                    "--mirror",
+                    f"example.local={reg.host}",
+                    "--no-upstream",
+                    "--to",
+                    f"archive:{archive}",
+                ],
+                env,
+            )
             results["bundler"].append(seconds)
             rss["bundler"] = max(rss["bundler"], peak)
             archive.unlink()

@@ -40,50 +40,101 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bundler-transfer-bench-"))
-    env = dict(os.environ, XDG_CACHE_HOME=str(work / "cache"), DOCKER_CONFIG=str(work / "dc"),
-               **{PASS_ENV: "bench"})
+    env = dict(
+        os.environ,
+        XDG_CACHE_HOME=str(work / "cache"),
+        DOCKER_CONFIG=str(work / "dc"),
+        **{PASS_ENV: "bench"},
+    )
     vendor = None
     try:
         images = work / "images"
         refs = list(synth.bench_set(images, args.mib))
         write_chart(work / "chart", refs)
         layout = work / "vendor-layout"
-        subprocess.run([*BUNDLER, "keys", "generate", str(work / "k"), "--passphrase-env",
-                        PASS_ENV], check=True, env=env, capture_output=True)
-        subprocess.run([*BUNDLER, "pack", "--chart", str(work / "chart"), "--source",
-                        f"oci:{images}", "--no-upstream", "--no-render",
-                        "--to", f"oci:{layout}"], check=True, env=env, capture_output=True)
-        subprocess.run([*BUNDLER, "sign", f"oci:{layout}", "--key", str(work / "k.key"),
-                        "--passphrase-env", PASS_ENV], check=True, env=env, capture_output=True)
+        subprocess.run(
+            [*BUNDLER, "keys", "generate", str(work / "k"), "--passphrase-env", PASS_ENV],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                *BUNDLER,
+                "pack",
+                "--chart",
+                str(work / "chart"),
+                "--source",
+                f"oci:{images}",
+                "--no-upstream",
+                "--no-render",
+                "--to",
+                f"oci:{layout}",
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                *BUNDLER,
+                "sign",
+                f"oci:{layout}",
+                "--key",
+                str(work / "k.key"),
+                "--passphrase-env",
+                PASS_ENV,
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
         vendor = start_registry("plain", work / "vendor-registry")
         bundle_ref = f"{vendor.host}/vendor/bench:1.0.0"
-        subprocess.run([*BUNDLER, "copy", "-q", "--from", f"oci:{layout}", "--to", bundle_ref],
-                       check=True, env=env, capture_output=True)
+        subprocess.run(
+            [*BUNDLER, "copy", "-q", "--from", f"oci:{layout}", "--to", bundle_ref],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
         files = blob_files(layout)
         unique = sum(f.stat().st_size for f in files)
         mib = unique / 2**20
         warm(files)
-        results: dict[str, list[float]] = {k: [] for k in (
-            "export_from_registry", "export_from_layout", "import", "skopeo", "hash2")}
+        results: dict[str, list[float]] = {
+            k: []
+            for k in ("export_from_registry", "export_from_layout", "import", "skopeo", "hash2")
+        }
         rss: dict[str, int] = {k: 0 for k in results}
         archive_size = 0
         for run in range(args.runs):
             results["hash2"].append(hash_limit(files, 2))
             archive = work / f"export-{run}.tar"
-            for label, src in (("export_from_registry", bundle_ref),
-                               ("export_from_layout", f"oci:{layout}")):
+            for label, src in (
+                ("export_from_registry", bundle_ref),
+                ("export_from_layout", f"oci:{layout}"),
+            ):
                 archive.unlink(missing_ok=True)
-                seconds, peak = run_measured([*BUNDLER, "export", src, "--to",
-                                              f"archive:{archive}"], env)
+                seconds, peak = run_measured(
+                    [*BUNDLER, "export", src, "--to", f"archive:{archive}"], env
+                )
                 results[label].append(seconds)
                 rss[label] = max(rss[label], peak)
             archive_size = archive.stat().st_size
             internal = start_registry("plain", work / f"internal-{run}")
             try:
                 seconds, peak = run_measured(
-                    [*BUNDLER, "import", f"archive:{archive}", "--to",
-                     f"{internal.host}/internal/bench", "--key", str(work / "k.pub")],
-                    dict(env, XDG_CACHE_HOME=str(work / f"cache-import-{run}")))
+                    [
+                        *BUNDLER,
+                        "import",
+                        f"archive:{archive}",
+                        "--to",
+                        f"{internal.host}/internal/bench",
+                        "--key",
+                        str(work / "k.pub"),
+                    ],
+                    dict(env, XDG_CACHE_HOME=str(work / f"cache-import-{run}")),
+                )
                 results["import"].append(seconds)
                 rss["import"] = max(rss["import"], peak)
             finally:
@@ -93,9 +144,17 @@ def main() -> int:
                 total, top = 0.0, 0
                 for ref in refs:
                     seconds, peak = run_measured(
-                        ["skopeo", "copy", "-q", "--all", "--dest-tls-verify=false",
-                         f"oci-archive:{archive}:{ref}",
-                         f"docker://{other.host}/skopeo/{ref.split('/', 1)[1]}"], env)
+                        [
+                            "skopeo",
+                            "copy",
+                            "-q",
+                            "--all",
+                            "--dest-tls-verify=false",
+                            f"oci-archive:{archive}:{ref}",
+                            f"docker://{other.host}/skopeo/{ref.split('/', 1)[1]}",
+                        ],
+                        env,
+                    )
                     total, top = total + seconds, max(top, peak)
                 results["skopeo"].append(total)
                 rss["skopeo"] = max(rss["skopeo"], top)

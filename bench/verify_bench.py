@@ -68,11 +68,39 @@ def verify_in_process(path: Path, public: Path) -> float:
 
 def bundle(work: Path, name: str, chart: Path, layout: Path, env: dict[str, str]) -> Path:
     archive = work / f"{name}.tar"
-    subprocess.run([*BUNDLER, "pack", "--chart", str(chart), "--name", name, "--source",
-                    f"oci:{layout}", "--no-upstream", "--no-render", "--to",
-                    f"archive:{archive}"], check=True, env=env, capture_output=True)
-    subprocess.run([*BUNDLER, "sign", f"archive:{archive}", "--key", str(work / "k.key"),
-                    "--passphrase-env", PASS_ENV], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [
+            *BUNDLER,
+            "pack",
+            "--chart",
+            str(chart),
+            "--name",
+            name,
+            "--source",
+            f"oci:{layout}",
+            "--no-upstream",
+            "--no-render",
+            "--to",
+            f"archive:{archive}",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *BUNDLER,
+            "sign",
+            f"archive:{archive}",
+            "--key",
+            str(work / "k.key"),
+            "--passphrase-env",
+            PASS_ENV,
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     return archive
 
 
@@ -85,12 +113,17 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bundler-verify-bench-"))
     env = dict(os.environ, XDG_CACHE_HOME=str(work / "cache"), **{PASS_ENV: "bench"})
     try:
-        subprocess.run([*BUNDLER, "keys", "generate", str(work / "k"), "--passphrase-env",
-                        PASS_ENV], check=True, env=env, capture_output=True)
+        subprocess.run(
+            [*BUNDLER, "keys", "generate", str(work / "k"), "--passphrase-env", PASS_ENV],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
         example_layout = work / "example"
         synth.example_set(example_layout)
-        archives = {"example": bundle(work, "demo", ROOT / "examples/chart/demo",
-                                      example_layout, env)}
+        archives = {
+            "example": bundle(work, "demo", ROOT / "examples/chart/demo", example_layout, env)
+        }
         bench_layout = work / "bench"
         refs = list(synth.bench_set(bench_layout, args.mib))
         write_chart(work / "chart", refs)
@@ -102,13 +135,20 @@ def main() -> int:
             for _ in range(args.runs):
                 hashes.append(hash_archive_once(archive))
                 inproc.append(verify_in_process(archive, work / "k.pub"))
-                cli.append(run_measured([*BUNDLER, "verify", f"archive:{archive}", "--key",
-                                         str(work / "k.pub")], env)[0])
+                cli.append(
+                    run_measured(
+                        [*BUNDLER, "verify", f"archive:{archive}", "--key", str(work / "k.pub")],
+                        env,
+                    )[0]
+                )
             h, v, c = (statistics.median(x) for x in (hashes, inproc, cli))
             report[label] = {
                 "archive_mib": round(archive.stat().st_size / 2**20, 2),
-                "seconds_median": {"hash_once": round(h, 4), "verify_in_process": round(v, 4),
-                                   "verify_command": round(c, 4)},
+                "seconds_median": {
+                    "hash_once": round(h, 4),
+                    "verify_in_process": round(v, 4),
+                    "verify_command": round(c, 4),
+                },
                 "ratio_verify_vs_hash": round(v / h, 2),
                 "ratio_command_vs_hash": round(c / h, 2),
             }

@@ -71,8 +71,11 @@ class _Member:
 # size into memory, so a header claiming gigabytes would cost gigabytes. Refuse it first.
 MAX_EXTENDED_HEADER_BYTES = 1024 * 1024
 _EXTENDED_TYPES = (
-    tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
-    tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK,
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
 )
 
 
@@ -311,9 +314,7 @@ class ArchiveTarget:
     parallel_blobs = False
     requires_name = True
 
-    def __init__(
-        self, path: Path, ref: str | None, max_volume_size: int | None = None
-    ) -> None:
+    def __init__(self, path: Path, ref: str | None, max_volume_size: int | None = None) -> None:
         self.path = path
         self.ref = ref
         self.name = f"archive:{path}"
@@ -321,9 +322,7 @@ class ArchiveTarget:
         self.parts: PartsList | None = None
         if max_volume_size is not None:
             if max_volume_size < MIN_VOLUME_SIZE:
-                raise UsageError(
-                    f"volume size {max_volume_size} is below the minimum of 1 MiB"
-                )
+                raise UsageError(f"volume size {max_volume_size} is below the minimum of 1 MiB")
             if path.name.endswith(PARTS_LIST_SUFFIX):
                 raise UsageError(f"{path}: name the archive (FILE.tar), not its parts list")
         if path.exists() and path.is_dir():
@@ -363,12 +362,16 @@ class ArchiveTarget:
                         referrer.config.media_type if referrer.config else None
                     )
                     entries.append(
-                        Descriptor(d.media_type, d.digest, d.size, artifact_type=artifact_type)
-                        .to_json()
+                        Descriptor(
+                            d.media_type, d.digest, d.size, artifact_type=artifact_type
+                        ).to_json()
                     )
-        index = json.dumps(
-            {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}, indent=2
-        ).encode() + b"\n"
+        index = (
+            json.dumps(
+                {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}, indent=2
+            ).encode()
+            + b"\n"
+        )
         out = io.BytesIO()
         writer = _TarWriter(out)
         writer.add(OCI_LAYOUT_FILE, len(LAYOUT_VERSION_DOC), [LAYOUT_VERSION_DOC])

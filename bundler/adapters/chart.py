@@ -128,8 +128,13 @@ def _go_sanitize(text: str) -> str:
 def _go_json(value: Any) -> bytes:
     """Compact JSON as Go's encoding/json writes it (HTML-safe escapes, U+2028/9 escaped)."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for char, escape in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(char, escape)
     return text.encode()
 
@@ -254,8 +259,7 @@ def parse_metadata(data: bytes, origin: str) -> ChartMetadata:
         raise ChartError(f"{where}: name is required")
     if not isinstance(name, str) or not _CHART_NAME.match(name):
         raise ChartError(
-            f"{where}: name {name!r} is invalid (lowercase letters, digits, '.', '_', '-'; "
-            "no '/')"
+            f"{where}: name {name!r} is invalid (lowercase letters, digits, '.', '_', '-'; no '/')"
         )
     version = doc.get("version")
     if version is None or version == "":
@@ -479,9 +483,7 @@ class _CappedReader:
         data = self.raw.read(want if size is None or size < 0 else min(size, want))
         self.count += len(data)
         if self.count > self.limit:
-            raise UnsafeArchiveError(
-                f"{self.origin}: more than {self.limit} bytes uncompressed"
-            )
+            raise UnsafeArchiveError(f"{self.origin}: more than {self.limit} bytes uncompressed")
         return data
 
 
@@ -500,12 +502,17 @@ def _read_archive(data: bytes, origin: str) -> dict[str, _File]:
         # extra field that `helm package` writes (CPython gh-107398, fixed after 3.11).
         # Headers and padding take at most 3 blocks a file beyond the files' own bytes (more
         # only with extended headers, bounded by BoundedTarInfo): inflate no further than that.
-        with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz, tarfile.open(
-            fileobj=cast(IO[bytes], _CappedReader(
-                gz, MAX_UNPACKED_BYTES + 3 * 512 * MAX_FILES + 10240, origin
-            )),
-            mode="r|", tarinfo=BoundedTarInfo,
-        ) as tar:
+        with (
+            gzip.GzipFile(fileobj=io.BytesIO(data)) as gz,
+            tarfile.open(
+                fileobj=cast(
+                    IO[bytes],
+                    _CappedReader(gz, MAX_UNPACKED_BYTES + 3 * 512 * MAX_FILES + 10240, origin),
+                ),
+                mode="r|",
+                tarinfo=BoundedTarInfo,
+            ) as tar,
+        ):
             for info in tar:
                 count += 1
                 if count > MAX_FILES:
@@ -516,8 +523,7 @@ def _read_archive(data: bytes, origin: str) -> dict[str, _File]:
                     top = first
                 elif first != top:
                     raise UnsafeArchiveError(
-                        f"{origin}: member {info.name!r} is outside the top-level directory "
-                        f"{top!r}"
+                        f"{origin}: member {info.name!r} is outside the top-level directory {top!r}"
                     )
                 if info.isdir():
                     continue
@@ -548,12 +554,10 @@ def _read_archive(data: bytes, origin: str) -> dict[str, _File]:
 
 
 def _subfiles(files: dict[str, _File], prefix: str) -> dict[str, _File]:
-    return {p[len(prefix):]: f for p, f in files.items() if p.startswith(prefix)}
+    return {p[len(prefix) :]: f for p, f in files.items() if p.startswith(prefix)}
 
 
-def _build(
-    files: dict[str, _File], origin: str, archive: bytes | None, depth: int
-) -> Chart:
+def _build(files: dict[str, _File], origin: str, archive: bytes | None, depth: int) -> Chart:
     if depth > MAX_SUBCHART_DEPTH:
         raise ChartError(f"{origin}: subcharts nested deeper than {MAX_SUBCHART_DEPTH}")
     chart_yaml = files.get(CHART_FILE)
@@ -572,9 +576,11 @@ def _build(
             continue
         if f"charts/{entry}" in files:
             if entry.endswith(".tgz"):
-                loaded.append(_load_archive(
-                    files[f"charts/{entry}"].data, f"subchart {entry} of {origin}", depth + 1
-                ))
+                loaded.append(
+                    _load_archive(
+                        files[f"charts/{entry}"].data, f"subchart {entry} of {origin}", depth + 1
+                    )
+                )
             continue  # other plain files in charts/ are not charts
         sub_origin = f"subchart charts/{entry} of {origin}"
         loaded.append(_build(_subfiles(files, f"charts/{entry}/"), sub_origin, None, depth + 1))
@@ -582,12 +588,12 @@ def _build(
     subcharts: list[Subchart] = []
     for sub in loaded:
         aliases = [
-            d["alias"] for d in metadata.dependencies
+            d["alias"]
+            for d in metadata.dependencies
             if d.get("name") == sub.metadata.name and d.get("alias")
         ]
         plain = not aliases or any(
-            d.get("name") == sub.metadata.name and not d.get("alias")
-            for d in metadata.dependencies
+            d.get("name") == sub.metadata.name and not d.get("alias") for d in metadata.dependencies
         )
         for alias in aliases:
             subcharts.append(Subchart(alias, sub))

@@ -47,7 +47,10 @@ SIGSTORE_PRIVATE_KEY_LABEL = "ENCRYPTED SIGSTORE PRIVATE KEY"
 PUBLIC_KEY_LABEL = "PUBLIC KEY"
 _PRIVATE_KEY_LABELS = (COSIGN_PRIVATE_KEY_LABEL, SIGSTORE_PRIVATE_KEY_LABEL)
 _PLAIN_PRIVATE_KEY_LABELS = (
-    "PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY", "OPENSSH PRIVATE KEY",
+    "PRIVATE KEY",
+    "EC PRIVATE KEY",
+    "RSA PRIVATE KEY",
+    "OPENSSH PRIVATE KEY",
     "ENCRYPTED PRIVATE KEY",
 )
 
@@ -67,12 +70,8 @@ _PEM_RE = re.compile(
     rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n([A-Za-z0-9+/=\r\n]*?)-----END ([A-Z0-9 ]+)-----"
 )
 
-_PublicKeyObject = (
-    ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
-)
-_PrivateKeyObject = (
-    ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
-)
+_PublicKeyObject = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
+_PrivateKeyObject = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
 
 
 # ------------------------------------------------------------------------------ public keys
@@ -113,9 +112,7 @@ def _algorithm_of(key: _PublicKeyObject, origin: str) -> str:
 
 
 def _public_key(key: object, origin: str) -> PublicKey:
-    if not isinstance(
-        key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
-    ):
+    if not isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey):
         raise KeyFileError(
             f"{origin}: unsupported key type; supported: {', '.join(LOADABLE_ALGORITHMS)}"
         )
@@ -191,8 +188,11 @@ def _pem_encode(label: str, body: bytes) -> bytes:
     """Go's pem.EncodeToMemory: base64 lines of 64 characters."""
     text = base64.b64encode(body).decode()
     lines = [text[i : i + 64] for i in range(0, len(text), 64)]
-    return (f"-----BEGIN {label}-----\n" + "".join(line + "\n" for line in lines)
-            + f"-----END {label}-----\n").encode()
+    return (
+        f"-----BEGIN {label}-----\n"
+        + "".join(line + "\n" for line in lines)
+        + f"-----END {label}-----\n"
+    ).encode()
 
 
 def load_public_key(pem: bytes, origin: str) -> PublicKey:
@@ -293,9 +293,7 @@ def decrypt_private_key(pem: bytes, passphrase: bytes, origin: str) -> PrivateKe
         raise KeyFileError(f"{origin}: scrypt parameters must be integers")
     # Checked before any work: a hostile file must not make us allocate gigabytes.
     if not 2 <= n <= MAX_SCRYPT_N or n & (n - 1):
-        raise KeyFileError(
-            f"{origin}: scrypt N={n} refused (a power of two up to {MAX_SCRYPT_N})"
-        )
+        raise KeyFileError(f"{origin}: scrypt N={n} refused (a power of two up to {MAX_SCRYPT_N})")
     if (r, p) != (SCRYPT_R, SCRYPT_P):
         raise KeyFileError(f"{origin}: scrypt r={r}, p={p} refused (only r=8, p=1)")
     salt = _b64field(kdf, "salt", origin)
@@ -369,8 +367,11 @@ def read_passphrase(
 ) -> bytes:
     """The passphrase from exactly one source: a file (its first line), an environment
     variable (which must exist), or an interactive prompt. Never from an argument value."""
-    given = [name for name, source in (("file", file), ("env", env), ("prompt", prompt))
-             if source is not None]
+    given = [
+        name
+        for name, source in (("file", file), ("env", env), ("prompt", prompt))
+        if source is not None
+    ]
     if len(given) != 1:
         raise UsageError(
             "give the passphrase one way: --passphrase-file, --passphrase-env, or the prompt"

@@ -279,8 +279,9 @@ class DockerArchiveSource:
             if target is None:
                 raise ManifestError(f"{self.origin}: {name!r} is not a file in the archive")
             current = target
-        raise ManifestError(f"{self.origin}: {name!r} is a chain of more than "
-                            f"{MAX_LINK_HOPS} links")
+        raise ManifestError(
+            f"{self.origin}: {name!r} is a chain of more than {MAX_LINK_HOPS} links"
+        )
 
     def _read_small(self, name: str, limit: int) -> bytes:
         if name not in self._files and name not in self._links:
@@ -331,7 +332,8 @@ class DockerArchiveSource:
         if wanted.digest is not None:
             raise UsageError(f"{self.name}: a docker archive is selected by tag, not digest")
         found = [
-            image for image in self.images
+            image
+            for image in self.images
             if any(_normalised_tag(tag) == wanted for tag in image.repo_tags)
         ]
         if not found:
@@ -393,9 +395,7 @@ class DockerArchiveSource:
         except ReferenceFormatError as exc:
             raise ManifestError(f"{self.origin}: config {image.config}: {exc}") from None
 
-    def _hash_layer(
-        self, path: str, member: _Member, diff_id: Digest
-    ) -> tuple[Descriptor, Digest]:
+    def _hash_layer(self, path: str, member: _Member, diff_id: Digest) -> tuple[Descriptor, Digest]:
         """The layer's descriptor (the file as stored) and the digest of its tar content."""
         head = b"".join(self._chunks(_Member(member.offset, min(member.size, 8))))
         for magic, kind in _OTHER_COMPRESSIONS:

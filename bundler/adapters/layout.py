@@ -141,9 +141,7 @@ class LayoutSource:
             raise ManifestError(
                 f"manifest {descriptor.digest} in {self.reader.name} is {descriptor.size} bytes"
             )
-        stream = VerifiedStream(
-            self.reader.open_blob(descriptor), descriptor, self.reader.name
-        )
+        stream = VerifiedStream(self.reader.open_blob(descriptor), descriptor, self.reader.name)
         raw = read_exact(stream, descriptor.size)
         return parse_manifest(raw, media_type=descriptor.media_type, expected=descriptor.digest)
 
@@ -169,16 +167,19 @@ class LayoutSource:
                 continue
             manifest = self.fetch_manifest(entry)
             if manifest.subject is not None:
-                found.append((manifest.subject.digest,
-                    Descriptor(
-                        manifest.media_type,
-                        manifest.digest,
-                        manifest.size,
-                        dict(manifest.annotations),
-                        artifact_type=manifest.artifact_type
-                        or (manifest.config.media_type if manifest.config else None),
+                found.append(
+                    (
+                        manifest.subject.digest,
+                        Descriptor(
+                            manifest.media_type,
+                            manifest.digest,
+                            manifest.size,
+                            dict(manifest.annotations),
+                            artifact_type=manifest.artifact_type
+                            or (manifest.config.media_type if manifest.config else None),
+                        ),
                     )
-                ))
+                )
         return found
 
     def close(self) -> None:
@@ -214,8 +215,10 @@ class LayoutDirectory:
             return []
         return sorted(
             f"blobs/{alg.name}/{blob.name}"
-            for alg in root.iterdir() if alg.is_dir()
-            for blob in alg.iterdir() if blob.is_file() and not blob.name.startswith(".")
+            for alg in root.iterdir()
+            if alg.is_dir()
+            for blob in alg.iterdir()
+            if blob.is_file() and not blob.name.startswith(".")
         )
 
     def blob_path(self, digest: Digest) -> Path:
@@ -324,8 +327,12 @@ class LayoutTarget:
             referrer.config.media_type if referrer.config else None
         )
         self._new_entries.append(
-            Descriptor(descriptor.media_type, descriptor.digest, descriptor.size,
-                       artifact_type=artifact_type)
+            Descriptor(
+                descriptor.media_type,
+                descriptor.digest,
+                descriptor.size,
+                artifact_type=artifact_type,
+            )
         )
 
     def commit(self) -> None:
@@ -343,12 +350,18 @@ class LayoutTarget:
                 for new in self._new_entries:
                     ref = new.annotations.get(mt.ANNOTATION_REF_NAME)
                     entries = [
-                        e for e in entries
+                        e
+                        for e in entries
                         if not (
-                            (ref is not None
-                             and (e.get("annotations") or {}).get(mt.ANNOTATION_REF_NAME) == ref)
-                            or (ref is None and e.get("digest") == str(new.digest)
-                                and not e.get("annotations"))
+                            (
+                                ref is not None
+                                and (e.get("annotations") or {}).get(mt.ANNOTATION_REF_NAME) == ref
+                            )
+                            or (
+                                ref is None
+                                and e.get("digest") == str(new.digest)
+                                and not e.get("annotations")
+                            )
                         )
                     ]
                     entries.append(new.to_json())

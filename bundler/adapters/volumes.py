@@ -99,7 +99,10 @@ def _part_pattern(archive_name: str) -> re.Pattern[str]:
 
 def _plain_name(name: str) -> bool:
     return (
-        bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
+        bool(name)
+        and name not in (".", "..")
+        and "/" not in name
+        and "\\" not in name
         and "\x00" not in name
     )
 
@@ -170,9 +173,12 @@ class PartsList:
         validator = jsonschema.Draft202012Validator(load_schema(PARTS_LIST_SCHEMA))
         errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
         if errors:
-            where = "".join(
-                f"[{p}]" if isinstance(p, int) else f".{p}" for p in errors[0].absolute_path
-            ).lstrip(".") or "(top level)"
+            where = (
+                "".join(
+                    f"[{p}]" if isinstance(p, int) else f".{p}" for p in errors[0].absolute_path
+                ).lstrip(".")
+                or "(top level)"
+            )
             raise ManifestError(f"parts list {origin}: {where}: {errors[0].message}")
         entries = tuple(PartEntry(p["name"], p["size"], p["sha256"]) for p in doc["parts"])
         result = cls(doc["archive"], doc["size"], doc["sha256"], doc["partSize"], entries)
@@ -214,9 +220,7 @@ def load_parts_list(path: Path) -> PartsList:
     if path.name.endswith(PARTS_LIST_SUFFIX):
         own = path.name[: -len(PARTS_LIST_SUFFIX)]
         if parts.archive != own:
-            raise ManifestError(
-                f"parts list {path} is for archive {parts.archive!r}, not {own!r}"
-            )
+            raise ManifestError(f"parts list {path} is for archive {parts.archive!r}, not {own!r}")
     return parts
 
 
@@ -280,7 +284,7 @@ class VolumeWriter:
                 self._whole.update(piece)
                 self._size += len(piece)
                 self._total += len(piece)
-                view = view[len(piece):]
+                view = view[len(piece) :]
                 if self._size == self.part_size:
                     self._finish_part()
         except OSError as exc:
@@ -360,8 +364,10 @@ class VolumeWriter:
     def _remove_stale(self, keep: set[str]) -> None:
         pattern = _part_pattern(self.path.name)
         for entry in os.scandir(self._dir):
-            if entry.name not in keep and pattern.fullmatch(entry.name) and entry.is_file(
-                follow_symlinks=False
+            if (
+                entry.name not in keep
+                and pattern.fullmatch(entry.name)
+                and entry.is_file(follow_symlinks=False)
             ):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
@@ -376,7 +382,7 @@ class VolumeWriter:
             with contextlib.suppress(Exception):
                 self._fh.close()
             self._fh = None
-        leftovers = [tmp for tmp, _, _ in self._done[self._renamed:]]
+        leftovers = [tmp for tmp, _, _ in self._done[self._renamed :]]
         if self._tmp is not None:
             leftovers.append(self._tmp)
             self._tmp = None
@@ -384,8 +390,6 @@ class VolumeWriter:
         for tmp in leftovers:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-
-
 
 
 def _ensure_fd_room(count: int, origin: Path) -> None:
@@ -433,9 +437,7 @@ class VolumeSet:
             try:
                 fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
-                raise NotFoundError(
-                    f"part {entry.name} of {self.list_path} is missing"
-                ) from None
+                raise NotFoundError(f"part {entry.name} of {self.list_path} is missing") from None
             except OSError as exc:
                 raise TransportError(f"cannot open part {path}: {exc.strerror}") from None
             self._fds.append(fd)

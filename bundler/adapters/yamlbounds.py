@@ -44,7 +44,9 @@ def check_expansion(root: yaml.Node) -> None:
                 child_state = state.get(id(child))
                 if child_state is False:
                     raise ComposerError(
-                        None, None, "an alias refers to a node that contains it",
+                        None,
+                        None,
+                        "an alias refers to a node that contains it",
                         child.start_mark,
                     )
                 if child_state is None:
@@ -56,7 +58,8 @@ def check_expansion(root: yaml.Node) -> None:
                 state[key] = True
     if sizes[id(root)] - len(sizes) > MAX_ALIAS_NODES:
         raise ComposerError(
-            None, None,
+            None,
+            None,
             f"aliases expand the document to {sizes[id(root)]} nodes from {len(sizes)} "
             f"written ones, more than {MAX_ALIAS_NODES} extra (YAML alias bomb?)",
             root.start_mark,
@@ -73,7 +76,9 @@ class BoundedSafeLoader(yaml.SafeLoader):
         try:
             if self._depth > MAX_DEPTH:
                 raise ComposerError(
-                    None, None, f"nested deeper than {MAX_DEPTH} levels",
+                    None,
+                    None,
+                    f"nested deeper than {MAX_DEPTH} levels",
                     self.peek_event().start_mark,  # type: ignore[no-untyped-call]
                 )
             return super().compose_node(parent, index)

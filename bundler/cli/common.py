@@ -20,13 +20,14 @@ class OutputFormat(StrEnum):
     json = "json"
 
 
-OutputOpt = Annotated[
-    OutputFormat, typer.Option("--output", "-o", help="Result format on stdout.")
-]
+OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o", help="Result format on stdout.")]
 PlainHttpOpt = Annotated[
     bool,
-    typer.Option("--plain-http", help="Talk plain HTTP to registries (loopback falls back "
-                 "to HTTP by itself when the server there does not speak TLS)."),
+    typer.Option(
+        "--plain-http",
+        help="Talk plain HTTP to registries (loopback falls back "
+        "to HTTP by itself when the server there does not speak TLS).",
+    ),
 ]
 CaFileOpt = Annotated[
     Path | None, typer.Option("--ca-file", help="PEM bundle of CAs to trust for registry TLS.")
@@ -36,8 +37,11 @@ InsecureOpt = Annotated[
 ]
 ConfigDirOpt = Annotated[
     Path | None,
-    typer.Option("--registry-config", help="Directory of the Docker config.json holding "
-                 "credentials (default: $DOCKER_CONFIG or ~/.docker)."),
+    typer.Option(
+        "--registry-config",
+        help="Directory of the Docker config.json holding "
+        "credentials (default: $DOCKER_CONFIG or ~/.docker).",
+    ),
 ]
 ParallelOpt = Annotated[
     int, typer.Option("--parallel", min=1, max=32, help="Blobs transferred at once.")
@@ -46,15 +50,24 @@ ParallelOpt = Annotated[
 
 ChunkOpt = Annotated[
     int,
-    typer.Option("--chunk-size", min=0, max=4096, metavar="MiB",
-                 help="Upload blobs larger than this in chunks of this many MiB "
-                 "(0: one streamed request per blob)."),
+    typer.Option(
+        "--chunk-size",
+        min=0,
+        max=4096,
+        metavar="MiB",
+        help="Upload blobs larger than this in chunks of this many MiB "
+        "(0: one streamed request per blob).",
+    ),
 ]
 
 
 def registry_options(
-    plain_http: bool, ca_file: Path | None, insecure: bool, config_dir: Path | None,
-    parallel: int = 4, chunk_mib: int = 0,
+    plain_http: bool,
+    ca_file: Path | None,
+    insecure: bool,
+    config_dir: Path | None,
+    parallel: int = 4,
+    chunk_mib: int = 0,
 ) -> RegistryOptions:
     if ca_file is not None and not ca_file.is_file():
         raise UsageError(f"CA file {ca_file} does not exist")

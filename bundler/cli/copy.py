@@ -40,8 +40,13 @@ def bar_progress(console: Any) -> tuple[Any, Any]:
     from bundler.services.copy import Progress as CopyProgress
 
     bar = Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-        TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
     )
 
     class BarProgress(CopyProgress):
@@ -49,8 +54,11 @@ def bar_progress(console: Any) -> tuple[Any, Any]:
             self.task = bar.add_task("planning", total=None)
 
         def planned(self, plan: TransferPlan) -> None:
-            bar.update(self.task, total=plan.blob_bytes,
-                       description=f"{len(plan.manifests)} manifests, {len(plan.blobs)} blobs")
+            bar.update(
+                self.task,
+                total=plan.blob_bytes,
+                description=f"{len(plan.manifests)} manifests, {len(plan.blobs)} blobs",
+            )
 
         def advance(self, nbytes: int) -> None:
             bar.advance(self.task, nbytes)
@@ -59,8 +67,13 @@ def bar_progress(console: Any) -> tuple[Any, Any]:
 
 
 def copy_command(
-    source: Annotated[str, typer.Option("--from", help="Source: REGISTRY/REPO[:TAG][@DIGEST], "
-                                        "oci:DIR[:REF] or archive:FILE.tar[:REF].")],
+    source: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            help="Source: REGISTRY/REPO[:TAG][@DIGEST], oci:DIR[:REF] or archive:FILE.tar[:REF].",
+        ),
+    ],
     destination: Annotated[str, typer.Option("--to", help="Destination, same forms.")],
     output: OutputOpt = OutputFormat.text,
     no_referrers: Annotated[
@@ -77,10 +90,13 @@ def copy_command(
     ] = False,
     max_volume_size: Annotated[
         str | None,
-        typer.Option("--max-volume-size", metavar="SIZE",
-                     help="Split an archive: target into volumes of at most SIZE bytes "
-                     "(K, M, G, T are powers of 1024; at least 1M), plus a checksummed parts "
-                     "list. FAT32 holds files below 4 GiB: use 4095M there."),
+        typer.Option(
+            "--max-volume-size",
+            metavar="SIZE",
+            help="Split an archive: target into volumes of at most SIZE bytes "
+            "(K, M, G, T are powers of 1024; at least 1M), plus a checksummed parts "
+            "list. FAT32 holds files below 4 GiB: use 4095M there.",
+        ),
     ] = None,
 ) -> None:
     """Copy an image, an index with all its children, or any OCI artifact, with its
@@ -113,12 +129,17 @@ def copy_command(
                 bar, sink = bar_progress(console)
                 with bar:
                     result = copy_service.copy(
-                        source_store, target_store, with_referrers=not no_referrers,
-                        parallel=parallel, progress=sink,
+                        source_store,
+                        target_store,
+                        with_referrers=not no_referrers,
+                        parallel=parallel,
+                        progress=sink,
                     )
             else:
                 result = copy_service.copy(
-                    source_store, target_store, with_referrers=not no_referrers,
+                    source_store,
+                    target_store,
+                    with_referrers=not no_referrers,
                     parallel=parallel,
                 )
         finally:

@@ -19,7 +19,8 @@ def _table(findings: list[ImageFinding]) -> list[str]:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
     return [
         "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
-        + "  " + row[3]
+        + "  "
+        + row[3]
         for row in [header, *rows]
     ]
 
@@ -32,13 +33,19 @@ def images_command(
     ] = None,
     value_paths: Annotated[
         list[str] | None,
-        typer.Option("--value-path", help="Value path holding an image that discovery cannot "
-                     "infer, e.g. web.sidecar.ref (repeatable)."),
+        typer.Option(
+            "--value-path",
+            help="Value path holding an image that discovery cannot "
+            "infer, e.g. web.sidecar.ref (repeatable).",
+        ),
     ] = None,
     helm: Annotated[
         str | None,
-        typer.Option("--helm", help="Helm binary used to render templates "
-                     "(default: $BUNDLER_HELM, else helm on PATH)."),
+        typer.Option(
+            "--helm",
+            help="Helm binary used to render templates "
+            "(default: $BUNDLER_HELM, else helm on PATH).",
+        ),
     ] = None,
     no_render: Annotated[
         bool, typer.Option("--no-render", help="Do not render templates with helm.")
@@ -54,23 +61,34 @@ def images_command(
     loaded = load_chart(chart)
     helm_path = None if no_render else find_helm(helm)
     if helm_path is None and not no_render:
-        typer.echo("warning: helm not found; rendered templates were not searched "
-                   "(use --helm PATH, or --no-render to silence this)", err=True)
+        typer.echo(
+            "warning: helm not found; rendered templates were not searched "
+            "(use --helm PATH, or --no-render to silence this)",
+            err=True,
+        )
     findings = discover(
-        loaded, helm=helm_path, value_paths=value_paths or (), values_files=values or (),
+        loaded,
+        helm=helm_path,
+        value_paths=value_paths or (),
+        values_files=values or (),
     )
     if output is OutputFormat.json:
-        emit_json({
-            "chart": {"name": loaded.metadata.name, "version": loaded.metadata.version},
-            "rendered": helm_path is not None,
-            "images": [f.to_json() for f in findings],
-        })
+        emit_json(
+            {
+                "chart": {"name": loaded.metadata.name, "version": loaded.metadata.version},
+                "rendered": helm_path is not None,
+                "images": [f.to_json() for f in findings],
+            }
+        )
         return
     for line in _table(findings):
         typer.echo(line.rstrip())
     unique = len({f.reference for f in findings})
-    typer.echo(f"{unique} images in {loaded.metadata.name} {loaded.metadata.version} "
-               f"({len(findings)} findings)", err=True)
+    typer.echo(
+        f"{unique} images in {loaded.metadata.name} {loaded.metadata.version} "
+        f"({len(findings)} findings)",
+        err=True,
+    )
 
 
 def register(app: typer.Typer) -> None:

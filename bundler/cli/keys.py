@@ -23,8 +23,9 @@ PassphraseFileOpt = Annotated[
 ]
 PassphraseEnvOpt = Annotated[
     str | None,
-    typer.Option("--passphrase-env", metavar="VAR",
-                 help="Read the passphrase from environment variable VAR."),
+    typer.Option(
+        "--passphrase-env", metavar="VAR", help="Read the passphrase from environment variable VAR."
+    ),
 ]
 
 keys_app = typer.Typer(
@@ -34,8 +35,9 @@ keys_app = typer.Typer(
 
 
 def _prompt_new() -> str:
-    return str(typer.prompt("Passphrase for the new key", hide_input=True,
-                            confirmation_prompt=True))
+    return str(
+        typer.prompt("Passphrase for the new key", hide_input=True, confirmation_prompt=True)
+    )
 
 
 def _prompt_existing() -> str:
@@ -46,8 +48,13 @@ def _emit(result: dict[str, Any], output: OutputFormat) -> None:
     if output is OutputFormat.json:
         emit_json(result)
         return
-    labels = {"privateKey": "private key", "publicKey": "public key", "kind": "kind",
-              "algorithm": "algorithm", "keyId": "key id"}
+    labels = {
+        "privateKey": "private key",
+        "publicKey": "public key",
+        "kind": "kind",
+        "algorithm": "algorithm",
+        "keyId": "key id",
+    }
     for name, value in result.items():
         typer.echo(f"{labels[name]}: {value}")
 
@@ -74,8 +81,15 @@ def generate_command(
     )
     key = crypto.generate_key(key_type.value)
     key_path, pub_path = crypto.write_key_pair(prefix, key, passphrase)
-    _emit({"privateKey": str(key_path), "publicKey": str(pub_path),
-           "algorithm": key.algorithm, "keyId": key.public.key_id}, output)
+    _emit(
+        {
+            "privateKey": str(key_path),
+            "publicKey": str(pub_path),
+            "algorithm": key.algorithm,
+            "keyId": key.public.key_id,
+        },
+        output,
+    )
 
 
 @keys_app.command("inspect")
@@ -103,7 +117,8 @@ def inspect_command(
     else:
         interactive = passphrase_file is None and passphrase_env is None
         passphrase = crypto.read_passphrase(
-            file=passphrase_file, env=passphrase_env,
+            file=passphrase_file,
+            env=passphrase_env,
             prompt=_prompt_existing if interactive else None,
         )
         kind, public = "private", crypto.decrypt_private_key(data, passphrase, origin).public

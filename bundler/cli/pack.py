@@ -28,7 +28,7 @@ def _source_spec(text: str) -> ImageSourceSpec:
     if text.startswith("oci:"):
         return ImageSourceSpec("oci", path=Path(text[4:]))
     if text.startswith("docker-archive:"):
-        return ImageSourceSpec("docker-archive", path=Path(text[len("docker-archive:"):]))
+        return ImageSourceSpec("docker-archive", path=Path(text[len("docker-archive:") :]))
     raise UsageError(f"--source {text!r}: expected oci:DIR or docker-archive:FILE.tar")
 
 
@@ -55,11 +55,21 @@ def pack_command(
     config: Annotated[
         Path | None, typer.Argument(help="Bundle config file (YAML; schemas/bundle-config).")
     ] = None,
-    to: Annotated[str, typer.Option("--to", help="Where to write the bundle: REGISTRY/REPO"
-                                    "[:TAG], oci:DIR[:REF] or archive:FILE.tar.")] = "",
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="Where to write the bundle: REGISTRY/REPO"
+            "[:TAG], oci:DIR[:REF] or archive:FILE.tar.",
+        ),
+    ] = "",
     chart: Annotated[
-        str | None, typer.Option("--chart", help="Chart directory, .tgz, or oci://REF "
-                                 "(instead of, or overriding, the config's chart).")
+        str | None,
+        typer.Option(
+            "--chart",
+            help="Chart directory, .tgz, or oci://REF "
+            "(instead of, or overriding, the config's chart).",
+        ),
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Bundle name.")] = None,
     version: Annotated[str | None, typer.Option("--version", help="Bundle version.")] = None,
@@ -78,8 +88,10 @@ def pack_command(
     ] = None,
     source: Annotated[
         list[str] | None,
-        typer.Option("--source", help="Look images up in oci:DIR or docker-archive:FILE.tar "
-                     "first (by their reference)."),
+        typer.Option(
+            "--source",
+            help="Look images up in oci:DIR or docker-archive:FILE.tar first (by their reference).",
+        ),
     ] = None,
     mirror: Annotated[
         list[str] | None,
@@ -98,8 +110,11 @@ def pack_command(
     ] = False,
     created: Annotated[
         str | None,
-        typer.Option("--created", help="Stamp the bundle with this time ('now' or RFC 3339); "
-                     "without it the bundle carries no time and packs reproducibly."),
+        typer.Option(
+            "--created",
+            help="Stamp the bundle with this time ('now' or RFC 3339); "
+            "without it the bundle carries no time and packs reproducibly.",
+        ),
     ] = None,
     output: OutputOpt = OutputFormat.text,
     parallel: ParallelOpt = 4,
@@ -127,17 +142,22 @@ def pack_command(
     spec.value_paths += value_path or []
     spec.values_files += values or []
     spec.platforms += platform or []
-    spec.sources = [_source_spec(s) for s in source or []] + [
-        _mirror_spec(m) for m in mirror or []
-    ] + spec.sources
+    spec.sources = (
+        [_source_spec(s) for s in source or []]
+        + [_mirror_spec(m) for m in mirror or []]
+        + spec.sources
+    )
     spec.upstream = spec.upstream and not no_upstream
     spec.allow_missing += allow_missing or []
     transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir, parallel))
     try:
         result = pack(
-            spec, to, transports,
-            PackOptions(helm=helm, render=not no_render, created=_created(created),
-                        parallel=parallel),
+            spec,
+            to,
+            transports,
+            PackOptions(
+                helm=helm, render=not no_render, created=_created(created), parallel=parallel
+            ),
         )
     finally:
         transports.close()
@@ -161,8 +181,12 @@ def pack_command(
 
 
 def inspect_command(
-    source: Annotated[str, typer.Argument(help="REGISTRY/REPO[:TAG][@DIGEST], oci:DIR[:REF] "
-                                          "or archive:FILE.tar[:REF].")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="REGISTRY/REPO[:TAG][@DIGEST], oci:DIR[:REF] or archive:FILE.tar[:REF]."
+        ),
+    ],
     output: OutputOpt = OutputFormat.text,
     lock: Annotated[bool, typer.Option("--lock", help="Print the bundle's lock document.")] = False,
     plain_http: PlainHttpOpt = False,
@@ -193,20 +217,29 @@ def inspect_command(
         emit_json(result.to_json())
         return
     kind = "bundle" if result.is_bundle else result.media_type
-    typer.echo(f"{result.digest}  {kind}" + (
-        f" {result.name} {result.version}" if result.is_bundle else ""))
+    typer.echo(
+        f"{result.digest}  {kind}"
+        + (f" {result.name} {result.version}" if result.is_bundle else "")
+    )
     if result.chart:
-        typer.echo(f"chart   {result.chart['name']} {result.chart['version']}  "
-                   f"{human_bytes(result.chart['size'])}")
+        typer.echo(
+            f"chart   {result.chart['name']} {result.chart['version']}  "
+            f"{human_bytes(result.chart['size'])}"
+        )
     for img in result.images:
-        typer.echo(f"image   {img.reference}  {img.digest.short()}  "
-                   f"{','.join(img.platforms) or '-'}  {human_bytes(img.size)}")
-    typer.echo(f"bytes   {human_bytes(result.total_bytes)} total, "
-               f"{human_bytes(result.unique_bytes)} unique")
+        typer.echo(
+            f"image   {img.reference}  {img.digest.short()}  "
+            f"{','.join(img.platforms) or '-'}  {human_bytes(img.size)}"
+        )
+    typer.echo(
+        f"bytes   {human_bytes(result.total_bytes)} total, "
+        f"{human_bytes(result.unique_bytes)} unique"
+    )
     if result.signatures:
         for sig in result.signatures:
-            typer.echo(f"signed  {sig.kind} {sig.tag or sig.artifact_type or ''} "
-                       f"{sig.digest.short()}")
+            typer.echo(
+                f"signed  {sig.kind} {sig.tag or sig.artifact_type or ''} {sig.digest.short()}"
+            )
     else:
         typer.echo("signed  no signatures found")
 

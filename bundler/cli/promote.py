@@ -25,43 +25,64 @@ from bundler.errors import TransportError, UsageError
 
 
 def promote_command(
-    source: Annotated[str, typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR or "
-                                          "archive:FILE.tar.")],
+    source: Annotated[
+        str, typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR or archive:FILE.tar.")
+    ],
     to: Annotated[str, typer.Option("--to", help="REGISTRY/PREFIX to promote into.")],
     policy: Annotated[Path, typer.Option("--policy", help="Trust policy the bundle must meet.")],
     key: Annotated[
-        Path | None, typer.Option("--key", help="Promotion key (private, cosign format) that "
-                                  "signs the promotion record.")
+        Path | None,
+        typer.Option(
+            "--key", help="Promotion key (private, cosign format) that signs the promotion record."
+        ),
     ] = None,
     passphrase_file: PassFileOpt = None,
     passphrase_env: PassEnvOpt = None,
     layout: Annotated[
-        str, typer.Option("--layout", help="Where images go under PREFIX: nested "
-                          "(PREFIX/<repository>), flat (PREFIX/<name>) or host "
-                          "(PREFIX/<upstream host>/<repository>).")
+        str,
+        typer.Option(
+            "--layout",
+            help="Where images go under PREFIX: nested "
+            "(PREFIX/<repository>), flat (PREFIX/<name>) or host "
+            "(PREFIX/<upstream host>/<repository>).",
+        ),
     ] = "nested",
     mirror_mode: Annotated[
-        bool, typer.Option("--mirror-mode", help="Leave the chart byte-identical; push images "
-                           "under PREFIX/<upstream host>/... and write containerd hosts.toml.")
+        bool,
+        typer.Option(
+            "--mirror-mode",
+            help="Leave the chart byte-identical; push images "
+            "under PREFIX/<upstream host>/... and write containerd hosts.toml.",
+        ),
     ] = False,
     allow_downgrade: Annotated[
-        bool, typer.Option("--allow-downgrade", help="Promote a version older than the newest "
-                           "already promoted.")
+        bool,
+        typer.Option(
+            "--allow-downgrade", help="Promote a version older than the newest already promoted."
+        ),
     ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Verify and print the plan; write nothing.")
     ] = False,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write the Argo CD Application, the repository "
-                                  "secret template, the promotion record (and hosts.toml files "
-                                  "in mirror mode) into DIR.")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write the Argo CD Application, the repository "
+            "secret template, the promotion record (and hosts.toml files "
+            "in mirror mode) into DIR.",
+        ),
     ] = None,
     app_namespace: Annotated[
         str, typer.Option("--app-namespace", help="Namespace the application deploys into.")
     ] = "default",
     serve_as: Annotated[
-        str | None, typer.Option("--serve-as", help="With --to oci:DIR: the REGISTRY/PREFIX the "
-                                 "layout will be served under (the chart names images there).")
+        str | None,
+        typer.Option(
+            "--serve-as",
+            help="With --to oci:DIR: the REGISTRY/PREFIX the "
+            "layout will be served under (the chart names images there).",
+        ),
     ] = None,
     containerd_ca: Annotated[
         str | None, typer.Option("--containerd-ca", help="CA file path for hosts.toml.")
@@ -84,14 +105,21 @@ def promote_command(
     signer = private_key(key, passphrase_file, passphrase_env) if key is not None else None
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
-    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir,
-                                             parallel))
+    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir, parallel))
     try:
-        result = promote(parse_location(source), parse_location(to, for_target=True),
-                         transports, trust, signer, style=layout, mirror=mirror_mode,
-                         allow_downgrade=allow_downgrade, dry_run=dry_run, parallel=parallel,
-                         serve_as=Reference.parse(serve_as, default_tag=False)
-                         if serve_as else None)
+        result = promote(
+            parse_location(source),
+            parse_location(to, for_target=True),
+            transports,
+            trust,
+            signer,
+            style=layout,
+            mirror=mirror_mode,
+            allow_downgrade=allow_downgrade,
+            dry_run=dry_run,
+            parallel=parallel,
+            serve_as=Reference.parse(serve_as, default_tag=False) if serve_as else None,
+        )
     finally:
         transports.close()
     if out is not None and not dry_run:
@@ -100,16 +128,22 @@ def promote_command(
         emit_json(result.to_json())
         return
     plan = result.plan
-    verb = "would promote" if dry_run else ("already promoted" if plan.already_promoted
-                                             else "promoted")
-    typer.echo(f"{plan.chart.digest}  {plan.registry}/{plan.chart_repository}:{plan.chart_tag}"
-               f"  ({verb} {plan.bundle.name} {plan.bundle.version})")
+    verb = (
+        "would promote"
+        if dry_run
+        else ("already promoted" if plan.already_promoted else "promoted")
+    )
+    typer.echo(
+        f"{plan.chart.digest}  {plan.registry}/{plan.chart_repository}:{plan.chart_tag}"
+        f"  ({verb} {plan.bundle.name} {plan.bundle.version})"
+    )
     for relocation in plan.relocations:
         typer.echo(f"  {relocation.source} -> {relocation.pinned}", err=True)
 
 
-def _write_outputs(out: Path, result: object, namespace: str, ca: str | None,
-                   insecure: bool, plain_http: bool) -> None:
+def _write_outputs(
+    out: Path, result: object, namespace: str, ca: str | None, insecure: bool, plain_http: bool
+) -> None:
     from bundler.adapters.deploy import (
         ChartLocation,
         argocd_application,
@@ -122,12 +156,14 @@ def _write_outputs(out: Path, result: object, namespace: str, ca: str | None,
     assert isinstance(result, PromotionResult)
     plan = result.plan
     repository, _, chart = plan.chart_repository.rpartition("/")
-    location = ChartLocation(plan.registry, repository, chart, plan.bundle.lock.chart.version,
-                             str(plan.chart.digest))
+    location = ChartLocation(
+        plan.registry, repository, chart, plan.bundle.lock.chart.version, str(plan.chart.digest)
+    )
     k8s_name = re.sub(r"[^a-z0-9-]+", "-", plan.bundle.name.lower()).strip("-")[:50] or "bundle"
     files: dict[str, bytes] = {
-        "application.yaml": argocd_application(location, name=k8s_name,
-                                               destination_namespace=namespace),
+        "application.yaml": argocd_application(
+            location, name=k8s_name, destination_namespace=namespace
+        ),
         "repository-secret.yaml": argocd_repository_secret(location, name=f"{k8s_name}-charts"),
         "promotion.json": json.dumps(result.to_json(), indent=2).encode() + b"\n",
     }

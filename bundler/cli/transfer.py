@@ -22,18 +22,26 @@ from bundler.cli.common import (
 
 
 def export_command(
-    source: Annotated[str, typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] "
-                                          "or archive:FILE.tar.")],
+    source: Annotated[
+        str,
+        typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] or archive:FILE.tar."),
+    ],
     to: Annotated[str, typer.Option("--to", help="archive:FILE.tar to write.")],
     base: Annotated[
         str | None,
-        typer.Option("--base", help="A previous bundle the far side already holds (any "
-                     "location): only the blobs it lacks are written."),
+        typer.Option(
+            "--base",
+            help="A previous bundle the far side already holds (any "
+            "location): only the blobs it lacks are written.",
+        ),
     ] = None,
     max_volume_size: Annotated[
         str | None,
-        typer.Option("--max-volume-size", help="Split into volumes of at most this size "
-                     "(e.g. 4G for FAT32) with a checksummed parts list."),
+        typer.Option(
+            "--max-volume-size",
+            help="Split into volumes of at most this size "
+            "(e.g. 4G for FAT32) with a checksummed parts list.",
+        ),
     ] = None,
     output: OutputOpt = OutputFormat.text,
     parallel: ParallelOpt = 4,
@@ -49,12 +57,16 @@ def export_command(
     from bundler.services.transports import Transports, parse_location
 
     volume = parse_volume_size(max_volume_size) if max_volume_size else None
-    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir,
-                                             parallel))
+    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir, parallel))
     try:
-        result = export(parse_location(source), parse_location(to, for_target=True), transports,
-                        base=parse_location(base) if base else None, max_volume_size=volume,
-                        parallel=parallel)
+        result = export(
+            parse_location(source),
+            parse_location(to, for_target=True),
+            transports,
+            base=parse_location(base) if base else None,
+            max_volume_size=volume,
+            parallel=parallel,
+        )
     finally:
         transports.close()
     if output is OutputFormat.json:
@@ -65,17 +77,23 @@ def export_command(
     typer.echo(
         f"{copied.manifests} manifests, {copied.blobs - copied.blobs_omitted} blobs "
         f"({human_bytes(copied.bytes_copied)}) written"
-        + (f", {copied.blobs_omitted} left to the base ({human_bytes(result.omitted_bytes)})"
-           if result.base else ""),
+        + (
+            f", {copied.blobs_omitted} left to the base ({human_bytes(result.omitted_bytes)})"
+            if result.base
+            else ""
+        ),
         err=True,
     )
 
 
 def import_command(
-    source: Annotated[str, typer.Argument(help="archive:FILE.tar (or its volumes' parts "
-                                          "list), oci:DIR or REGISTRY/REPO.")],
-    to: Annotated[str, typer.Option("--to", help="REGISTRY/REPO[:TAG] or oci:DIR to import "
-                                    "into.")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="archive:FILE.tar (or its volumes' parts list), oci:DIR or REGISTRY/REPO."
+        ),
+    ],
+    to: Annotated[str, typer.Option("--to", help="REGISTRY/REPO[:TAG] or oci:DIR to import into.")],
     policy: Annotated[
         Path | None, typer.Option("--policy", help="Trust policy the bundle must meet.")
     ] = None,
@@ -97,11 +115,15 @@ def import_command(
     from bundler.services.transports import Transports, parse_location
 
     trust = load_policy(policy, key)
-    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir,
-                                             parallel))
+    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir, parallel))
     try:
-        result = import_bundle(parse_location(source), parse_location(to, for_target=True),
-                               transports, trust, parallel=parallel)
+        result = import_bundle(
+            parse_location(source),
+            parse_location(to, for_target=True),
+            transports,
+            trust,
+            parallel=parallel,
+        )
     finally:
         transports.close()
     if output is OutputFormat.json:

@@ -40,8 +40,11 @@ PolicyOpt = Annotated[
 ]
 IdentityOpt = Annotated[
     str | None,
-    typer.Option("--identity", help="Repository the signature names (critical.identity); "
-                 "default: the registry repository, or the bundle's name."),
+    typer.Option(
+        "--identity",
+        help="Repository the signature names (critical.identity); "
+        "default: the registry repository, or the bundle's name.",
+    ),
 ]
 
 
@@ -53,10 +56,11 @@ def private_key(path: Path, passphrase_file: Path | None, passphrase_env: str | 
     except OSError as exc:
         raise KeyFileError(f"cannot read key {path}: {exc.strerror}") from None
     passphrase = read_passphrase(
-        file=passphrase_file, env=passphrase_env,
-        prompt=None if (passphrase_file or passphrase_env) else (
-            lambda: typer.prompt(f"Passphrase for {path}", hide_input=True)
-        ),
+        file=passphrase_file,
+        env=passphrase_env,
+        prompt=None
+        if (passphrase_file or passphrase_env)
+        else (lambda: typer.prompt(f"Passphrase for {path}", hide_input=True)),
     )
     return decrypt_private_key(pem, passphrase, str(path))
 
@@ -79,14 +83,19 @@ def load_policy(policy: Path | None, key: Path | None) -> TrustPolicy:
 
 
 def sign_command(
-    source: Annotated[str, typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] "
-                                          "or archive:FILE.tar.")],
+    source: Annotated[
+        str,
+        typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] or archive:FILE.tar."),
+    ],
     key: KeyOpt,
     passphrase_file: PassFileOpt = None,
     passphrase_env: PassEnvOpt = None,
     recursive: Annotated[
-        bool, typer.Option("--recursive/--no-recursive",
-                           help="Also sign every manifest the bundle pins (as cosign --recursive).")
+        bool,
+        typer.Option(
+            "--recursive/--no-recursive",
+            help="Also sign every manifest the bundle pins (as cosign --recursive).",
+        ),
     ] = True,
     identity: IdentityOpt = None,
     output: OutputOpt = OutputFormat.text,
@@ -99,8 +108,14 @@ def sign_command(
     skopeo look for it (and inside layouts and archives, so it travels with them)."""
 
     private = private_key(key, passphrase_file, passphrase_env)
-    result = _sign(source, private, recursive, identity, None,
-                   registry_options(plain_http, ca_file, insecure, config_dir))
+    result = _sign(
+        source,
+        private,
+        recursive,
+        identity,
+        None,
+        registry_options(plain_http, ca_file, insecure, config_dir),
+    )
     if output is OutputFormat.json:
         emit_json(result.to_json())
         return
@@ -109,30 +124,45 @@ def sign_command(
 
 
 def _sign(
-    source: str, private: Any, recursive: bool, identity: str | None,
-    expected: Digest | None, options: RegistryOptions,
+    source: str,
+    private: Any,
+    recursive: bool,
+    identity: str | None,
+    expected: Digest | None,
+    options: RegistryOptions,
 ) -> SignResult:
     from bundler.services.sign import sign
     from bundler.services.transports import Transports, parse_location
 
     transports = Transports(options)
     try:
-        return sign(parse_location(source), private, transports, recursive=recursive,
-                    identity=identity, expected=expected)
+        return sign(
+            parse_location(source),
+            private,
+            transports,
+            recursive=recursive,
+            identity=identity,
+            expected=expected,
+        )
     finally:
         transports.close()
 
 
 def _verify_and_render(
-    source: str, policy: TrustPolicy, output: OutputFormat, parallel: int,
-    plain_http: bool, ca_file: Path | None, insecure: bool, config_dir: Path | None,
+    source: str,
+    policy: TrustPolicy,
+    output: OutputFormat,
+    parallel: int,
+    plain_http: bool,
+    ca_file: Path | None,
+    insecure: bool,
+    config_dir: Path | None,
     emit: bool = True,
 ) -> VerifyReport:
     from bundler.services.transports import Transports, parse_location
     from bundler.services.verify import open_for_verification, verify
 
-    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir,
-                                             parallel))
+    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir, parallel))
     try:
         store = open_for_verification(transports, parse_location(source))
         try:
@@ -147,23 +177,31 @@ def _verify_and_render(
     elif report.bundle is not None:
         bundle = report.bundle
         signers = ", ".join(f"{s.key_name} ({s.role})" for s in bundle.signers)
-        typer.echo(f"{bundle.digest}  verified: {bundle.name} {bundle.version}, "
-                   f"{len(bundle.lock.images)} images, signed by {signers}")
+        typer.echo(
+            f"{bundle.digest}  verified: {bundle.name} {bundle.version}, "
+            f"{len(bundle.lock.images)} images, signed by {signers}"
+        )
     if report.error is not None:
         raise report.error
     return report
 
 
 def verify_command(
-    source: Annotated[str, typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] "
-                                          "or archive:FILE.tar.")],
+    source: Annotated[
+        str,
+        typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] or archive:FILE.tar."),
+    ],
     policy: PolicyOpt = None,
     key: Annotated[
         Path | None, typer.Option("--key", help="Trust exactly this public key instead.")
     ] = None,
     promotion: Annotated[
-        bool, typer.Option("--promotion", help="SRC is a promoted chart: check its promotion "
-                           "record against --key (the promotion public key).")
+        bool,
+        typer.Option(
+            "--promotion",
+            help="SRC is a promoted chart: check its promotion "
+            "record against --key (the promotion public key).",
+        ),
     ] = False,
     output: OutputOpt = OutputFormat.text,
     parallel: ParallelOpt = 4,
@@ -178,13 +216,26 @@ def verify_command(
     if promotion:
         _verify_promotion(source, key, output, plain_http, ca_file, insecure, config_dir)
         return
-    _verify_and_render(source, load_policy(policy, key), output, parallel, plain_http, ca_file,
-                       insecure, config_dir)
+    _verify_and_render(
+        source,
+        load_policy(policy, key),
+        output,
+        parallel,
+        plain_http,
+        ca_file,
+        insecure,
+        config_dir,
+    )
 
 
 def _verify_promotion(
-    source: str, key: Path | None, output: OutputFormat, plain_http: bool,
-    ca_file: Path | None, insecure: bool, config_dir: Path | None,
+    source: str,
+    key: Path | None,
+    output: OutputFormat,
+    plain_http: bool,
+    ca_file: Path | None,
+    insecure: bool,
+    config_dir: Path | None,
 ) -> None:
     from bundler.adapters.crypto import load_public_key
     from bundler.services.promote import verify_promotion
@@ -209,8 +260,10 @@ def _verify_promotion(
         emit_json(record)
         return
     bundle = record["bundle"]
-    typer.echo(f"{record['chart']['digest']}  promotion verified: {bundle['name']} "
-               f"{bundle['version']} from bundle {bundle['digest']}")
+    typer.echo(
+        f"{record['chart']['digest']}  promotion verified: {bundle['name']} "
+        f"{bundle['version']} from bundle {bundle['digest']}"
+    )
 
 
 def approve_command(
@@ -238,19 +291,29 @@ def approve_command(
     if not mine:
         raise UsageError(f"{key} is not a key the policy trusts; it cannot approve")
     role = mine[0].role
-    before = replace(full, rules=tuple(
-        replace(rule, require=tuple(r for r in rule.require if r.role != role))
-        for rule in full.rules
-    ))
+    before = replace(
+        full,
+        rules=tuple(
+            replace(rule, require=tuple(r for r in rule.require if r.role != role))
+            for rule in full.rules
+        ),
+    )
     if any(not rule.require for rule in before.rules):
         before = replace(before, rules=tuple(r for r in before.rules if r.require))
     if not before.rules:
         raise UsageError(f"the policy asks only for {role!r} signatures: nothing to verify first")
-    report = _verify_and_render(source, before, output, parallel, plain_http, ca_file,
-                                insecure, config_dir, emit=False)
+    report = _verify_and_render(
+        source, before, output, parallel, plain_http, ca_file, insecure, config_dir, emit=False
+    )
     assert report.bundle is not None  # a failed verification raised above
-    result = _sign(source, private, False, identity, report.bundle.digest,
-                   registry_options(plain_http, ca_file, insecure, config_dir))
+    result = _sign(
+        source,
+        private,
+        False,
+        identity,
+        report.bundle.digest,
+        registry_options(plain_http, ca_file, insecure, config_dir),
+    )
     if output is OutputFormat.json:
         emit_json({"verification": report.to_json(), "approval": result.to_json()})
         return

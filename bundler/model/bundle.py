@@ -196,9 +196,7 @@ def _descriptor_json(d: Descriptor) -> dict[str, Any]:
     return d.to_json()
 
 
-def chart_manifest(
-    config: Blob, archive: Blob, annotations: dict[str, str]
-) -> Manifest:
+def chart_manifest(config: Blob, archive: Blob, annotations: dict[str, str]) -> Manifest:
     """A Helm OCI chart manifest, as Helm itself lays it out."""
     doc = {
         "schemaVersion": 2,
@@ -231,9 +229,7 @@ class BundleEntry:
     platform: Platform | None = None
 
 
-def bundle_index(
-    entries: list[BundleEntry], annotations: dict[str, str]
-) -> Manifest:
+def bundle_index(entries: list[BundleEntry], annotations: dict[str, str]) -> Manifest:
     manifests: list[dict[str, Any]] = []
     for entry in entries:
         notes = {ANNOTATION_ROLE: entry.role}
@@ -241,7 +237,11 @@ def bundle_index(
             notes[ANNOTATION_IMAGE_REF] = entry.image_ref
         d = entry.manifest.descriptor()
         descriptor = Descriptor(
-            d.media_type, d.digest, d.size, notes, entry.platform,
+            d.media_type,
+            d.digest,
+            d.size,
+            notes,
+            entry.platform,
             artifact_type=entry.manifest.artifact_type,
         )
         manifests.append(descriptor.to_json())

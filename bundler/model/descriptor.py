@@ -103,6 +103,10 @@ class Descriptor:
 
     def with_annotations(self, annotations: dict[str, str]) -> Descriptor:
         return Descriptor(
-            self.media_type, self.digest, self.size, dict(annotations), self.platform,
+            self.media_type,
+            self.digest,
+            self.size,
+            dict(annotations),
+            self.platform,
             self.artifact_type,
         )

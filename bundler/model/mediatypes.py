@@ -22,8 +22,6 @@ MANIFESTS = IMAGE_MANIFESTS | INDEXES
 
 # Sent on every manifest GET/HEAD: distribution answers 404 when the stored type is not
 # in Accept, so a short list silently hides indexes or Docker manifests.
-MANIFEST_ACCEPT = ", ".join(
-    [OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST]
-)
+MANIFEST_ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST])
 
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"

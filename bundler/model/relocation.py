@@ -106,6 +106,9 @@ def new_value(current: Any, value_path: ValuePath, relocation: Relocation) -> An
         new["tag"] = relocation.tag or current.get("tag", "")
     else:
         # Templates render "{{ repository }}:{{ tag }}": a tag of "1.0@sha256:..." pins it.
-        new["tag"] = f"{relocation.tag}@{relocation.digest}" if relocation.tag else (
-            f"latest@{relocation.digest}")
+        new["tag"] = (
+            f"{relocation.tag}@{relocation.digest}"
+            if relocation.tag
+            else (f"latest@{relocation.digest}")
+        )
     return new

@@ -63,8 +63,15 @@ _GO_ZERO_TIME = "0001-01-01T00:00:00Z"  # how Go marshals an unset time.Time
 
 
 # ------------------------------------------------------------------- Go-compatible JSON
-_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n",
-                  "\r": "\\r", "\t": "\\t"}
+_SHORT_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+}
 
 
 def _go_string(text: str) -> str:
@@ -188,7 +195,9 @@ def parse_payload(raw: bytes) -> Claim:
     identity = _exact(critical["identity"], {"docker-reference"}, "'critical.identity'")
     optional = doc["optional"]
     kind, digest_text, reference = (
-        critical["type"], image["docker-manifest-digest"], identity["docker-reference"]
+        critical["type"],
+        image["docker-manifest-digest"],
+        identity["docker-reference"],
     )
     if not all(isinstance(v, str) for v in (kind, digest_text, reference)):
         raise ManifestError(
@@ -265,8 +274,9 @@ class SignatureEntry:
         return cls(payload, signature, others)
 
 
-def _go_descriptor(media_type: str, data_digest: Digest, size: int,
-                   annotations: dict[str, str] | None = None) -> dict[str, Any]:
+def _go_descriptor(
+    media_type: str, data_digest: Digest, size: int, annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
     # go-containerregistry's v1.Descriptor field order: mediaType, size, digest, annotations.
     out: dict[str, Any] = {"mediaType": media_type, "size": size, "digest": str(data_digest)}
     if annotations:
@@ -293,21 +303,21 @@ def signature_manifest(
     if len(unique) > MAX_SIGNATURES:
         raise ManifestError(f"more than {MAX_SIGNATURES} signatures on one manifest")
     layers = [entry.descriptor() for entry in unique]
-    config = _go_json({  # v1.ConfigFile of go-containerregistry's empty image, after Append
-        "architecture": "",
-        "created": _GO_ZERO_TIME,
-        "history": [{"created": _GO_ZERO_TIME} for _ in layers],
-        "os": "",
-        "rootfs": {"type": "layers", "diff_ids": [str(layer.digest) for layer in layers]},
-        "config": {},
-    }).encode()
+    config = _go_json(
+        {  # v1.ConfigFile of go-containerregistry's empty image, after Append
+            "architecture": "",
+            "created": _GO_ZERO_TIME,
+            "history": [{"created": _GO_ZERO_TIME} for _ in layers],
+            "os": "",
+            "rootfs": {"type": "layers", "diff_ids": [str(layer.digest) for layer in layers]},
+            "config": {},
+        }
+    ).encode()
     doc = {
         "schemaVersion": 2,
         "mediaType": mt.OCI_MANIFEST,
         "config": _go_descriptor(mt.OCI_CONFIG, Digest.of(config), len(config)),
-        "layers": [
-            _go_descriptor(d.media_type, d.digest, d.size, d.annotations) for d in layers
-        ],
+        "layers": [_go_descriptor(d.media_type, d.digest, d.size, d.annotations) for d in layers],
     }
     if subject is not None:
         doc["artifactType"] = COSIGN_SIGNATURE_ARTIFACT_TYPE

@@ -154,12 +154,18 @@ def copy(
         plan.tags.insert(0, TagAssignment(root_tag, plan.root))
     if target.requires_name:
         taken = {a.tag for a in plan.tags}
-        plan.tags.extend(TagAssignment(name, d) for name, d in image_names(root_manifest)
-                         if name not in taken)
+        plan.tags.extend(
+            TagAssignment(name, d) for name, d in image_names(root_manifest) if name not in taken
+        )
     result = CopyResult(
-        source=source.name, target=target.name, digest=plan.root.digest,
-        media_type=root_manifest.media_type, tag=root_tag,
-        manifests=len(plan.manifests), blobs=len(plan.blobs), bytes_total=plan.blob_bytes,
+        source=source.name,
+        target=target.name,
+        digest=plan.root.digest,
+        media_type=root_manifest.media_type,
+        tag=root_tag,
+        manifests=len(plan.manifests),
+        blobs=len(plan.blobs),
+        bytes_total=plan.blob_bytes,
         plan=plan,
     )
     if omit:
@@ -197,8 +203,12 @@ def _blob_order(plan: TransferPlan) -> list[Descriptor]:
 
 
 def _copy_blobs(
-    source: Source, target: Target, plan: TransferPlan, result: CopyResult,
-    progress: Progress, parallel: int,
+    source: Source,
+    target: Target,
+    plan: TransferPlan,
+    result: CopyResult,
+    progress: Progress,
+    parallel: int,
 ) -> None:
     lock = threading.Lock()
 
@@ -303,8 +313,10 @@ class _ReadAhead:
 
 
 def _sequential_with_read_ahead(
-    source: Source, order: list[Descriptor],
-    one: Callable[[Descriptor, _ReadAhead | None], None], depth: int,
+    source: Source,
+    order: list[Descriptor],
+    one: Callable[[Descriptor, _ReadAhead | None], None],
+    depth: int,
 ) -> None:
     pool = ThreadPoolExecutor(max_workers=depth, thread_name_prefix="read-ahead")
     started: dict[int, _ReadAhead] = {}
@@ -327,7 +339,10 @@ def _sequential_with_read_ahead(
 
 
 def _transfer(
-    source: Source, target: Target, descriptor: Descriptor, progress: Progress,
+    source: Source,
+    target: Target,
+    descriptor: Descriptor,
+    progress: Progress,
     ahead: _ReadAhead | None = None,
 ) -> None:
     """Stream one blob; transient failures restart it from the source, bad content never."""
@@ -341,13 +356,13 @@ def _transfer(
 
         if ahead is not None and attempt == 1:
             # Already digest-checked by the read-ahead thread; the size is checked again here.
-            stream = VerifiedStream(ahead.chunks(), descriptor, source.name, count,
-                                    verify_digest=False)
+            stream = VerifiedStream(
+                ahead.chunks(), descriptor, source.name, count, verify_digest=False
+            )
         else:
             if ahead is not None:
                 ahead.cancel()
-            stream = VerifiedStream(source.open_blob(descriptor), descriptor, source.name,
-                                    count)
+            stream = VerifiedStream(source.open_blob(descriptor), descriptor, source.name, count)
         try:
             target.put_blob(stream)
             return

@@ -165,9 +165,7 @@ def _image_from_map(
     try:
         ref = _parse(text)
     except ReferenceFormatError as exc:
-        raise ChartError(
-            f"{where}: {name_key} map is not a valid image reference: {exc}"
-        ) from None
+        raise ChartError(f"{where}: {name_key} map is not a valid image reference: {exc}") from None
     return _Shaped(str(ref), written, "map")
 
 
@@ -259,8 +257,9 @@ def _values_findings(
         detail = f"values.yaml of {label}"
         if overridden:
             detail += " (overridden by a parent chart)"
-        findings.append(ImageFinding(shaped.reference, shaped.written, "values", full,
-                                     shaped.form, detail))
+        findings.append(
+            ImageFinding(shaped.reference, shaped.written, "values", full, shaped.form, detail)
+        )
     for sub in chart.subcharts:
         sub_overrides = effective.get(sub.name)
         global_overrides = effective.get("global")
@@ -292,9 +291,7 @@ def images_from_value_paths(chart: Chart, paths: Sequence[str]) -> list[ImageFin
             try:
                 shaped = _Shaped(str(_parse(node)), node, "string")
             except ReferenceFormatError as exc:
-                raise ConfigError(
-                    f"value path {path!r} is not an image reference: {exc}"
-                ) from None
+                raise ConfigError(f"value path {path!r} is not an image reference: {exc}") from None
         else:
             try:
                 # Named explicitly, so read as an image whatever its key is called.
@@ -306,8 +303,16 @@ def images_from_value_paths(chart: Chart, paths: Sequence[str]) -> list[ImageFin
                 f"value path {path!r} holds no image (a reference string or a map with "
                 "repository/tag)"
             )
-        findings.append(ImageFinding(shaped.reference, shaped.written, "config", path,
-                                     shaped.form, "value path named in the bundle config"))
+        findings.append(
+            ImageFinding(
+                shaped.reference,
+                shaped.written,
+                "config",
+                path,
+                shaped.form,
+                "value path named in the bundle config",
+            )
+        )
     return findings
 
 
@@ -423,7 +428,10 @@ def images_in_manifests(text: str) -> list[ImageFinding]:
 
 
 def render(
-    chart: Chart, helm: str, values_files: Sequence[Path] = (), release: str = "bundle",
+    chart: Chart,
+    helm: str,
+    values_files: Sequence[Path] = (),
+    release: str = "bundle",
     namespace: str = "default",
 ) -> str:
     """``helm template`` of the chart's archive bytes (exactly what a bundle ships)."""
@@ -437,7 +445,11 @@ def render(
             argv += ["--values", str(values_file)]
         try:
             proc = subprocess.run(
-                argv, capture_output=True, timeout=HELM_TIMEOUT, check=False, cwd=tmp,
+                argv,
+                capture_output=True,
+                timeout=HELM_TIMEOUT,
+                check=False,
+                cwd=tmp,
                 stdin=subprocess.DEVNULL,
             )
         except FileNotFoundError:
@@ -456,7 +468,10 @@ def render(
 
 
 def images_from_templates(
-    chart: Chart, helm: str, values_files: Sequence[Path] = (), release: str = "bundle",
+    chart: Chart,
+    helm: str,
+    values_files: Sequence[Path] = (),
+    release: str = "bundle",
     namespace: str = "default",
 ) -> list[ImageFinding]:
     """Images of every container the rendered chart runs (``helm template``)."""
@@ -480,7 +495,10 @@ def find_helm(explicit: str | None = None) -> str | None:
 
 
 def discover(
-    chart: Chart, *, helm: str | None, value_paths: Sequence[str] = (),
+    chart: Chart,
+    *,
+    helm: str | None,
+    value_paths: Sequence[str] = (),
     values_files: Sequence[Path] = (),
 ) -> list[ImageFinding]:
     """All findings, source by source (config, annotation, values, template), in a stable

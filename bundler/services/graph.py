@@ -57,8 +57,11 @@ def walk(source: Source, root: Descriptor) -> Graph:
 def platforms(source: Source, manifest: Manifest) -> tuple[str, ...]:
     """An index's child platforms (attestations aside), or a single image's from its config."""
     if manifest.is_index:
-        return tuple(str(c.platform) for c in manifest.manifests
-                     if c.platform is not None and c.platform.os != "unknown")
+        return tuple(
+            str(c.platform)
+            for c in manifest.manifests
+            if c.platform is not None and c.platform.os != "unknown"
+        )
     if manifest.config is not None:
         return (image_platform(source, manifest.config),)
     return ()

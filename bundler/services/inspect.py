@@ -84,8 +84,12 @@ class InspectResult:
             ],
             "bytes": {"total": self.total_bytes, "unique": self.unique_bytes},
             "signatures": [
-                {"kind": s.kind, "digest": str(s.digest), "tag": s.tag,
-                 "artifactType": s.artifact_type}
+                {
+                    "kind": s.kind,
+                    "digest": str(s.digest),
+                    "tag": s.tag,
+                    "artifactType": s.artifact_type,
+                }
                 for s in self.signatures
             ],
         }
@@ -108,16 +112,24 @@ def inspect(source: Source) -> InspectResult:
     index = source.fetch_manifest(root)
     whole = walk(source, root)  # every manifest and blob once: the unique bytes
     result = InspectResult(
-        source=source.name, digest=index.digest, media_type=index.media_type,
-        artifact_type=index.artifact_type, is_bundle=index.artifact_type == BUNDLE_ARTIFACT_TYPE,
+        source=source.name,
+        digest=index.digest,
+        media_type=index.media_type,
+        artifact_type=index.artifact_type,
+        is_bundle=index.artifact_type == BUNDLE_ARTIFACT_TYPE,
         unique_bytes=whole.size,
     )
     result.signatures = _signatures(source, index.digest)
     if not result.is_bundle:
-        result.images.append(InspectedImage(
-            source.ref_name() or str(index.digest), index.digest, index.media_type,
-            list(platforms(source, index)), whole.size,
-        ))
+        result.images.append(
+            InspectedImage(
+                source.ref_name() or str(index.digest),
+                index.digest,
+                index.media_type,
+                list(platforms(source, index)),
+                whole.size,
+            )
+        )
         result.total_bytes = whole.size
         return result
     view = BundleView.of(index)
@@ -126,8 +138,10 @@ def inspect(source: Source) -> InspectResult:
     result.name, result.version = lock.name, lock.version
     chart_size = walk(source, view.chart).size
     result.chart = {
-        "name": lock.chart.name, "version": lock.chart.version,
-        "appVersion": lock.chart.app_version, "digest": str(view.chart.digest),
+        "name": lock.chart.name,
+        "version": lock.chart.version,
+        "appVersion": lock.chart.app_version,
+        "digest": str(view.chart.digest),
         "size": chart_size,
     }
     if view.chart.digest != lock.chart.manifest:
@@ -152,11 +166,16 @@ def inspect(source: Source) -> InspectResult:
             )
         size = walk(source, descriptor).size
         total += size
-        result.images.append(InspectedImage(
-            ref, descriptor.digest, descriptor.media_type,
-            list(platforms(source, whole.manifests[descriptor.digest])), size,
-            [v.path for v in entry.value_paths],
-        ))
+        result.images.append(
+            InspectedImage(
+                ref,
+                descriptor.digest,
+                descriptor.media_type,
+                list(platforms(source, whole.manifests[descriptor.digest])),
+                size,
+                [v.path for v in entry.value_paths],
+            )
+        )
     result.total_bytes = total
     return result
 

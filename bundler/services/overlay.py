@@ -22,7 +22,11 @@ class OverlaySource:
     with ``inherit_names=False``, only the overlay's own tags and referrers are offered."""
 
     def __init__(
-        self, base: Source, *, root: Descriptor | None = None, ref_name: str | None = None,
+        self,
+        base: Source,
+        *,
+        root: Descriptor | None = None,
+        ref_name: str | None = None,
         inherit_names: bool = True,
     ) -> None:
         self.base = base

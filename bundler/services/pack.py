@@ -160,7 +160,9 @@ def load_chart_for_bundle(spec: BundleSpec, transports: Transports) -> LoadedCha
         manifest = chart_manifest(config, archive, annotations)
         kind = "directory" if path.is_dir() else "archive"
         return LoadedChart(
-            chart, manifest, kind,
+            chart,
+            manifest,
+            kind,
             {config.descriptor.digest: config.data, archive.descriptor.digest: archive.data},
         )
     assert spec.chart_ref is not None
@@ -206,8 +208,12 @@ def declared_images(
     for finding in findings:
         if finding.source == "template":
             continue
-        add(Reference.parse(finding.reference), finding.source, finding.value_path,
-            finding.value_form)
+        add(
+            Reference.parse(finding.reference),
+            finding.source,
+            finding.value_path,
+            finding.value_form,
+        )
     for extra in spec.images:
         ref = Reference.parse(extra.ref)
         for path in extra.value_paths:
@@ -264,8 +270,12 @@ class ImageResolver:
             elif spec.kind == "docker-archive":
                 assert spec.path is not None
                 for name in names:
-                    out.append((f"docker-archive:{spec.path}:{name}",
-                                _docker_archive_opener(spec.path, name)))
+                    out.append(
+                        (
+                            f"docker-archive:{spec.path}:{name}",
+                            _docker_archive_opener(spec.path, name),
+                        )
+                    )
             elif spec.kind == "mirror" and spec.mirror_from == ref.registry:
                 assert spec.mirror_to is not None
                 host, _, prefix = spec.mirror_to.partition("/")
@@ -281,6 +291,7 @@ class ImageResolver:
             return RegistrySource(
                 self.transports.client(ref.registry), ref, self.transports.locations
             )
+
         return open_
 
     def resolve(self, ref: Reference) -> tuple[Source, Descriptor, str]:
@@ -310,6 +321,7 @@ def _layout_opener(path: Path, name: str) -> Callable[[], Source]:
         if not path.exists():
             raise NotFoundError(f"image source {path} does not exist")
         return LayoutSource(LayoutDirectory(path), name)
+
     return open_
 
 
@@ -320,12 +332,14 @@ def _docker_archive_opener(path: Path, name: str) -> Callable[[], Source]:
         if not path.exists():
             raise NotFoundError(f"image source {path} does not exist")
         return DockerArchiveSource(path, name)
+
     return open_
 
 
 def _matches(platform: Platform, wanted: list[Platform]) -> bool:
     return any(
-        platform.os == w.os and platform.architecture == w.architecture
+        platform.os == w.os
+        and platform.architecture == w.architecture
         and (w.variant is None or w.variant == platform.variant)
         for w in wanted
     )
@@ -335,7 +349,8 @@ def filter_platforms(index: Manifest, wanted: list[Platform], ref: str) -> Manif
     """A new index holding only the children of the wanted platforms (their bytes untouched)."""
     doc = load_json_strict(index.raw, f"index of {ref}")
     kept = [
-        child for child, d in zip(doc["manifests"], index.manifests, strict=True)
+        child
+        for child, d in zip(doc["manifests"], index.manifests, strict=True)
         if d.platform is not None and _matches(d.platform, wanted)
     ]
     if not kept:
@@ -420,30 +435,42 @@ def pack(
         under = walk(bundle, manifest.descriptor())
         size, found_platforms = under.size, platforms(bundle, manifest)
         entries.append(BundleEntry(ROLE_IMAGE, manifest, image_ref=key))
-        images.append(PackedImage(
-            reference=key, digest=manifest.digest, media_type=manifest.media_type,
-            platforms=found_platforms, size=size, pulled_from=where,
-            value_paths=tuple(ValuePath(p, f) for p, f in sorted(item.value_paths)),
-            found_by=tuple(sorted(item.found_by)),
-        ))
+        images.append(
+            PackedImage(
+                reference=key,
+                digest=manifest.digest,
+                media_type=manifest.media_type,
+                platforms=found_platforms,
+                size=size,
+                pulled_from=where,
+                value_paths=tuple(ValuePath(p, f) for p, f in sorted(item.value_paths)),
+                found_by=tuple(sorted(item.found_by)),
+            )
+        )
     # Step 5: the lock and the index.
     locked_chart = LockedChart(
-        name=chart.metadata.name, version=chart.metadata.version,
-        app_version=chart.metadata.app_version, manifest=loaded.manifest.digest,
+        name=chart.metadata.name,
+        version=chart.metadata.version,
+        app_version=chart.metadata.app_version,
+        manifest=loaded.manifest.digest,
         archive=loaded.manifest.layers[0].digest if loaded.manifest.layers else Digest.of(b""),
         source=loaded.source_kind,
     )
     lock = BundleLock(
-        name=name, version=version, chart=locked_chart, rendered=options.render,
-        created=options.created, allowed_missing=tuple(spec.allow_missing),
+        name=name,
+        version=version,
+        chart=locked_chart,
+        rendered=options.render,
+        created=options.created,
+        allowed_missing=tuple(spec.allow_missing),
         images=tuple(
-            LockedImage(i.reference, i.digest, i.media_type, i.size, i.platforms,
-                        i.value_paths, i.found_by)
+            LockedImage(
+                i.reference, i.digest, i.media_type, i.size, i.platforms, i.value_paths, i.found_by
+            )
             for i in images
         ),
     )
-    lock_blob = Blob.of(LOCK_MEDIA_TYPE, lock.to_bytes(),
-                        {ANNOTATION_TITLE: "bundle-lock.json"})
+    lock_blob = Blob.of(LOCK_MEDIA_TYPE, lock.to_bytes(), {ANNOTATION_TITLE: "bundle-lock.json"})
     lock_manifest_ = lock_manifest(lock_blob)
     bundle.add_blob(lock_blob.descriptor.digest, lock_blob.data)
     bundle.add_blob(EMPTY_DESCRIPTOR.digest, EMPTY_JSON)
@@ -462,11 +489,21 @@ def pack(
     # Step 6: write it.
     try:
         copied = copy_service.copy(
-            bundle, target, parallel=options.parallel, progress=progress,
+            bundle,
+            target,
+            parallel=options.parallel,
+            progress=progress,
         )
     finally:
         bundle.close()
     return PackResult(
-        name=name, version=version, digest=index.digest, target=target.name, tag=copied.tag,
-        chart=locked_chart, images=images, rendered=options.render, copy=copied,
+        name=name,
+        version=version,
+        digest=index.digest,
+        target=target.name,
+        tag=copied.tag,
+        chart=locked_chart,
+        images=images,
+        rendered=options.render,
+        copy=copied,
     )

@@ -81,12 +81,19 @@ class PromotionPlan:
         return {
             "schemaVersion": 1,
             "kind": "BundlePromotion",
-            "bundle": {"name": self.bundle.name, "version": self.bundle.version,
-                       "digest": str(self.bundle.digest), "rule": self.bundle.rule},
-            "signers": [{"key": s.key_name, "role": s.role, "keyId": s.key_id}
-                        for s in self.bundle.signers],
-            "chart": {"reference": f"{self.registry}/{self.chart_repository}:{self.chart_tag}",
-                      "digest": str(self.chart.digest)},
+            "bundle": {
+                "name": self.bundle.name,
+                "version": self.bundle.version,
+                "digest": str(self.bundle.digest),
+                "rule": self.bundle.rule,
+            },
+            "signers": [
+                {"key": s.key_name, "role": s.role, "keyId": s.key_id} for s in self.bundle.signers
+            ],
+            "chart": {
+                "reference": f"{self.registry}/{self.chart_repository}:{self.chart_tag}",
+                "digest": str(self.chart.digest),
+            },
             "mode": "mirror" if self.mirror else "relocate",
             "relocations": [{"source": r.source, "target": r.pinned} for r in self.relocations],
             "valuesChanged": self.values_changed,
@@ -126,7 +133,12 @@ def _verified_index(source: Source, bundle: VerifiedBundle) -> Manifest:
 
 
 def plan_promotion(
-    source: Source, bundle: VerifiedBundle, registry: str, prefix: str, *, style: str,
+    source: Source,
+    bundle: VerifiedBundle,
+    registry: str,
+    prefix: str,
+    *,
+    style: str,
     mirror: bool,
 ) -> PromotionPlan:
     index = _verified_index(source, bundle)
@@ -146,8 +158,19 @@ def plan_promotion(
             upstream = Reference.parse(r.source).registry
             path = "/".join(p for p in (prefix.strip("/"), upstream.replace(":", "-").lower()) if p)
             hosts[upstream] = f"{registry}/{path}"
-        return PromotionPlan(bundle, registry, prefix, chart_repository, tag, vendor_chart,
-                             {}, relocations, [], True, hosts=hosts)
+        return PromotionPlan(
+            bundle,
+            registry,
+            prefix,
+            chart_repository,
+            tag,
+            vendor_chart,
+            {},
+            relocations,
+            [],
+            True,
+            hosts=hosts,
+        )
     values = dict(chart.values)
     from bundler.services.discover import coalesced_values
 
@@ -156,23 +179,36 @@ def plan_promotion(
     for image in bundle.lock.images:
         for value_path in image.value_paths:
             current = get_path(effective, value_path.path)
-            values = set_path(values, value_path.path,
-                              new_value(current, value_path, by_source[image.reference]))
+            values = set_path(
+                values, value_path.path, new_value(current, value_path, by_source[image.reference])
+            )
             changed.append(value_path.path)
     files = dict(chart.files)
     files["values.yaml"] = dump_values(values)
     archive_new = package_files(chart.metadata.name, files)
     config = Blob.of(mt.HELM_CONFIG, chart.metadata.config_json())
     layer = Blob.of(mt.HELM_CHART, archive_new)
-    annotations = {ANNOTATION_TITLE: chart.metadata.name,
-                   ANNOTATION_VERSION: chart.metadata.version,
-                   ANNOTATION_BUNDLE: str(bundle.digest)}
+    annotations = {
+        ANNOTATION_TITLE: chart.metadata.name,
+        ANNOTATION_VERSION: chart.metadata.version,
+        ANNOTATION_BUNDLE: str(bundle.digest),
+    }
     if chart.metadata.description:
         annotations[ANNOTATION_DESCRIPTION] = chart.metadata.description
     manifest = chart_manifest(config, layer, annotations)
     blobs = {config.descriptor.digest: config.data, layer.descriptor.digest: layer.data}
-    return PromotionPlan(bundle, registry, prefix, chart_repository, tag, manifest, blobs,
-                         relocations, sorted(set(changed)), False)
+    return PromotionPlan(
+        bundle,
+        registry,
+        prefix,
+        chart_repository,
+        tag,
+        manifest,
+        blobs,
+        relocations,
+        sorted(set(changed)),
+        False,
+    )
 
 
 def promoted_versions(
@@ -185,7 +221,7 @@ def promoted_versions(
         entries = LayoutSource(LayoutDirectory(layout), None).entries
         prefix = f"{plan.registry}/{plan.chart_repository}:"
         return {
-            name[len(prefix):]: entry.digest
+            name[len(prefix) :]: entry.digest
             for entry in entries
             if (name := entry.annotations.get(mt.ANNOTATION_REF_NAME, "")).startswith(prefix)
         }
@@ -231,9 +267,7 @@ def check_rollback(
         )
 
 
-def _check_images_match(
-    plan: PromotionPlan, transports: Transports, layout: Path | None
-) -> None:
+def _check_images_match(plan: PromotionPlan, transports: Transports, layout: Path | None) -> None:
     """The same chart is promoted already; its images must be the ones this bundle pins (in
     mirror mode the chart names no digest, so a changed image would otherwise go unnoticed)."""
     entries: dict[str, Digest] = {}
@@ -248,7 +282,8 @@ def _check_images_match(
             found: Digest | None = entries.get(str(tagged))
         else:
             head = transports.client(plan.registry).head_manifest(
-                tagged.repository, tagged.tag or str(relocation.digest))
+                tagged.repository, tagged.tag or str(relocation.digest)
+            )
             found = head.digest if head else None
         if found is None:
             plan.already_promoted = False  # half there: promote again, blobs present are skipped
@@ -263,8 +298,11 @@ def _check_images_match(
 def sign_record(plan: PromotionPlan, key: PrivateKey) -> tuple[Manifest, dict[Digest, bytes]]:
     record = canonical_json(plan.record())
     signature = base64.b64encode(key.sign(record)).decode()
-    layer = Blob.of(PROMOTION_MEDIA_TYPE, record,
-                    {PROMOTION_SIGNATURE: signature, PROMOTION_KEY_ID: key.public.key_id})
+    layer = Blob.of(
+        PROMOTION_MEDIA_TYPE,
+        record,
+        {PROMOTION_SIGNATURE: signature, PROMOTION_KEY_ID: key.public.key_id},
+    )
     empty = EMPTY_DESCRIPTOR.to_json()
     doc = {
         "schemaVersion": 2,
@@ -296,8 +334,10 @@ def promote(
     as ``serve_as`` (the references the chart must name are those of the serving registry)."""
     if target.kind == "oci":
         if serve_as is None:
-            raise UsageError("promoting into oci:DIR needs --serve-as REGISTRY/PREFIX, the name "
-                             "the layout will be served under")
+            raise UsageError(
+                "promoting into oci:DIR needs --serve-as REGISTRY/PREFIX, the name "
+                "the layout will be served under"
+            )
         name = serve_as
     elif target.kind == "registry" and target.reference is not None:
         name = target.reference
@@ -335,8 +375,9 @@ def promote(
         pinned = {d.annotations.get("dev.bundler.image.ref"): d for d in index.manifests}
         for relocation in plan.relocations:
             descriptor = pinned[relocation.source]
-            rooted = OverlaySource(source, root=descriptor, ref_name=relocation.tag,
-                                   inherit_names=False)
+            rooted = OverlaySource(
+                source, root=descriptor, ref_name=relocation.tag, inherit_names=False
+            )
             image_target = transports.open_target(location_of(relocation.tagged))
             copy_service.copy(rooted, image_target, parallel=parallel, with_referrers=False)
         # Steps 4 and 5: the chart, then its signed promotion record as a referrer.
@@ -344,12 +385,14 @@ def promote(
         record, record_blobs = sign_record(plan, key)
         chart_ref = Reference(registry, plan.chart_repository, plan.chart_tag, None)
         # The chart carries its promotion record, not the vendor's signatures or tags.
-        chart_source = OverlaySource(source, root=plan.chart.descriptor(),
-                                     ref_name=plan.chart_tag, inherit_names=False)
+        chart_source = OverlaySource(
+            source, root=plan.chart.descriptor(), ref_name=plan.chart_tag, inherit_names=False
+        )
         chart_source.add(plan.chart, plan.chart_blobs, None)
         chart_source.add_referrer(plan.chart.digest, record, record_blobs)
-        copy_service.copy(chart_source, transports.open_target(location_of(chart_ref)),
-                          parallel=parallel)
+        copy_service.copy(
+            chart_source, transports.open_target(location_of(chart_ref)), parallel=parallel
+        )
         return PromotionResult(plan, False, record.digest)
     finally:
         source.close()
@@ -382,8 +425,9 @@ def verify_promotion(source: Source, key: Any) -> dict[str, Any]:
                 VerifiedStream(source.open_blob(layer), layer, source.name), layer.size
             )
             try:
-                signature = base64.b64decode(layer.annotations.get(PROMOTION_SIGNATURE, ""),
-                                             validate=True)
+                signature = base64.b64decode(
+                    layer.annotations.get(PROMOTION_SIGNATURE, ""), validate=True
+                )
             except ValueError:
                 continue
             if not key.verify(record, signature):
@@ -395,6 +439,7 @@ def verify_promotion(source: Source, key: Any) -> dict[str, Any]:
                 continue
             return doc
     raise VerificationError(
-        2, f"chart {chart.digest} has no promotion record signed by {key.key_id}"
-        f" ({seen} record(s) found)"
+        2,
+        f"chart {chart.digest} has no promotion record signed by {key.key_id}"
+        f" ({seen} record(s) found)",
     )

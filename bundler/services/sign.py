@@ -85,8 +85,9 @@ def sign(
         index = source.fetch_manifest(source.resolve())
         if expected is not None and index.digest != expected:
             raise VerificationError(
-                2, f"{location} now resolves to {index.digest}, not the verified {expected}; "
-                "nothing was signed"
+                2,
+                f"{location} now resolves to {index.digest}, not the verified {expected}; "
+                "nothing was signed",
             )
         claim = identity or default_identity(location, source, index)
         overlay = OverlaySource(source)

@@ -54,6 +54,9 @@ def signature_facts(source: Source, subject: Digest) -> list[SignatureFact]:
                 entry = read_entry(source, layer)
             except NotFoundError:
                 continue  # a payload that is not there cannot count; the others still may
-            facts.append(SignatureFact(layer.media_type, entry.payload, entry.signature_b64,
-                                       f"{where} layer {number}"))
+            facts.append(
+                SignatureFact(
+                    layer.media_type, entry.payload, entry.signature_b64, f"{where} layer {number}"
+                )
+            )
     return facts

@@ -66,14 +66,15 @@ def export(
             # Everything a verifier reads before any large blob always travels: the lock (the
             # manifests and signatures are never left out either), even if the base has it.
             lock_layers = {
-                layer.digest for m in manifests.values()
-                if m.artifact_type == LOCK_MEDIA_TYPE for layer in m.layers
+                layer.digest
+                for m in manifests.values()
+                if m.artifact_type == LOCK_MEDIA_TYPE
+                for layer in m.layers
             }
             omit = (set(blobs) & set(base_blobs)) - lock_layers
             omitted_bytes = sum(blobs[d].size for d in omit)
         target = transports.open_target(target_location, max_volume_size=max_volume_size)
-        copied = copy_service.copy(source, target, parallel=parallel, progress=progress,
-                                   omit=omit)
+        copied = copy_service.copy(source, target, parallel=parallel, progress=progress, omit=omit)
     finally:
         source.close()
     return ExportResult(copied, str(base) if base else None, omitted_bytes)
@@ -115,8 +116,9 @@ def import_bundle(
         extra = extra_content(source, signed.index, manifests, set(blobs))
         if extra:
             raise VerificationError(
-                6, f"content the signature does not cover: {', '.join(extra[:5])}"
-                + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+                6,
+                f"content the signature does not cover: {', '.join(extra[:5])}"
+                + (f" and {len(extra) - 5} more" if len(extra) > 5 else ""),
             )
         target = transports.open_target(target_location)
         # A delta archive leaves out what the target should already hold: check it all first.
@@ -132,9 +134,7 @@ def import_bundle(
         # Step 5 happens while streaming: every blob is digest-checked before the target
         # commits it, and names are written only after all of it is in place.
         copied = copy_service.copy(source, target, parallel=parallel, progress=progress)
-        facts = ContentFacts(
-            manifests=manifests, blobs_ok=frozenset(blobs), problems={}, extra=()
-        )
+        facts = ContentFacts(manifests=manifests, blobs_ok=frozenset(blobs), problems={}, extra=())
         verified = check_content(signed, facts)
     finally:
         source.close()

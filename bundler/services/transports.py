@@ -45,10 +45,12 @@ def parse_location(text: str, *, for_target: bool = False) -> Location:
     if not text:
         raise ReferenceFormatError("empty location")
     for prefix, kind in (
-        ("oci:", "oci"), ("archive:", "archive"), ("docker-archive:", "docker-archive"),
+        ("oci:", "oci"),
+        ("archive:", "archive"),
+        ("docker-archive:", "docker-archive"),
     ):
         if text.startswith(prefix):
-            rest = text[len(prefix):]
+            rest = text[len(prefix) :]
             path_text, sep, ref = rest.partition(":")
             if not path_text:
                 raise ReferenceFormatError(f"{text!r}: missing path after {prefix}")
@@ -64,7 +66,10 @@ class Transports:
     """Opens locations, sharing one registry client per host so mounts and tokens are reused."""
 
     def __init__(
-        self, options: RegistryOptions | None = None, *, blob_cache: Path | None = None,
+        self,
+        options: RegistryOptions | None = None,
+        *,
+        blob_cache: Path | None = None,
         use_blob_cache: bool = True,
     ) -> None:
         self.options = options or RegistryOptions()
@@ -99,15 +104,11 @@ class Transports:
         """``max_volume_size`` (bytes) splits an ``archive:`` target into volumes of that size;
         any other kind of target refuses it."""
         if max_volume_size is not None and location.kind != "archive":
-            raise UsageError(
-                f"{location}: a maximum volume size applies only to archive: targets"
-            )
+            raise UsageError(f"{location}: a maximum volume size applies only to archive: targets")
         if location.kind == "registry":
             assert location.reference is not None
             if location.reference.digest is not None:
-                raise ReferenceFormatError(
-                    f"{location}: a copy target names a tag, not a digest"
-                )
+                raise ReferenceFormatError(f"{location}: a copy target names a tag, not a digest")
             from bundler.adapters.registry.store import RegistryTarget
 
             return RegistryTarget(

@@ -145,25 +145,33 @@ def check_signed(
         reasons: set[str] = set()
         for trusted in policy.keys:
             reason = check_simple_signature(
-                fact.media_type, fact.payload, fact.signature_b64, trusted.key,
-                index.digest, None,
+                fact.media_type,
+                fact.payload,
+                fact.signature_b64,
+                trusted.key,
+                index.digest,
+                None,
             )
             if reason is None:
                 accepted_by = trusted
                 break
             reasons.add(reason)
         if accepted_by is None:
-            why = "payload for another digest" if "digest" in reasons else (
-                "not a simple-signing signature" if reasons == {"mediatype"} else
-                "no trusted key made it"
+            why = (
+                "payload for another digest"
+                if "digest" in reasons
+                else (
+                    "not a simple-signing signature"
+                    if reasons == {"mediatype"}
+                    else "no trusted key made it"
+                )
             )
             rejected.append(f"{fact.origin}: {why}")
             continue
         signers.setdefault(accepted_by.key.key_id, _signer(accepted_by, fact))
     if not signers:
         detail = f"{len(signatures)} found: {'; '.join(rejected)}" if rejected else "not signed"
-        raise _fail(2, f"bundle {index.digest} has no valid signature by a trusted key "
-                       f"({detail})")
+        raise _fail(2, f"bundle {index.digest} has no valid signature by a trusted key ({detail})")
 
     # Step 3: the lock is the one the index pins, and agrees with the index.
     if view.lock.digest != lock_manifest.digest:
@@ -176,35 +184,48 @@ def check_signed(
     except ManifestError as exc:
         raise _fail(3, str(exc)) from None
     if lock.chart.manifest != view.chart.digest:
-        raise _fail(3, f"the lock names chart {lock.chart.manifest}, the index pins "
-                       f"{view.chart.digest}")
+        raise _fail(
+            3, f"the lock names chart {lock.chart.manifest}, the index pins {view.chart.digest}"
+        )
     pinned = {d.annotations.get(ANNOTATION_IMAGE_REF, ""): d.digest for d in view.images}
     locked = {i.reference: i.digest for i in lock.images}
     for ref in sorted(set(pinned) | set(locked)):
         if pinned.get(ref) != locked.get(ref):
-            raise _fail(3, f"image {ref or '(unnamed)'}: the lock says {locked.get(ref)}, "
-                           f"the index pins {pinned.get(ref)}")
+            raise _fail(
+                3,
+                f"image {ref or '(unnamed)'}: the lock says {locked.get(ref)}, "
+                f"the index pins {pinned.get(ref)}",
+            )
     for child in index.manifests:
         if child.annotations.get(ANNOTATION_ROLE) not in (ROLE_CHART, ROLE_IMAGE, ROLE_LOCK):
-            raise _fail(3, f"the index holds {child.digest}, which is neither the chart, "
-                           "an image of the lock, nor the lock")
+            raise _fail(
+                3,
+                f"the index holds {child.digest}, which is neither the chart, "
+                "an image of the lock, nor the lock",
+            )
 
     # Step 4: the policy's rule for this bundle.
     rule = policy.rule_for(lock.name)
     if rule is None:
         raise _fail(4, f"{policy.origin} has no rule for bundle {lock.name!r}")
     if rule.versions is not None and not rule.versions.admits(lock.version):
-        raise _fail(4, f"rule {rule.name!r} admits versions {rule.versions.text!r}, "
-                       f"not {lock.name} {lock.version}")
+        raise _fail(
+            4,
+            f"rule {rule.name!r} admits versions {rule.versions.text!r}, "
+            f"not {lock.name} {lock.version}",
+        )
     counted = list(signers.values())
     if rule.identity is not None:
         counted = [s for s in counted if _same_repository(s.identity, rule.identity)]
     for requirement in rule.require:
         have = sorted({s.key_name for s in counted if s.role == requirement.role})
         if len(have) < requirement.threshold:
-            raise _fail(4, f"rule {rule.name!r} needs {requirement.threshold} "
-                           f"{requirement.role!r} signature(s); valid ones: "
-                           f"{', '.join(have) or 'none'}")
+            raise _fail(
+                4,
+                f"rule {rule.name!r} needs {requirement.threshold} "
+                f"{requirement.role!r} signature(s); valid ones: "
+                f"{', '.join(have) or 'none'}",
+            )
     return SignedBundle(index, lock, tuple(counted), rule.name, _TOKEN)
 
 
@@ -219,11 +240,15 @@ def check_content(signed: SignedBundle, facts: ContentFacts) -> VerifiedBundle:
                 raise _fail(5, f"blob {blob.digest} of {manifest.digest} was not verified")
     # Step 6: nothing beside what the signature covers.
     if facts.extra:
-        raise _fail(6, f"content the signature does not cover: {', '.join(facts.extra[:5])}"
-                       + (f" and {len(facts.extra) - 5} more" if len(facts.extra) > 5 else ""))
+        raise _fail(
+            6,
+            f"content the signature does not cover: {', '.join(facts.extra[:5])}"
+            + (f" and {len(facts.extra) - 5} more" if len(facts.extra) > 5 else ""),
+        )
     lock = signed.lock
-    return VerifiedBundle(index.digest, lock.name, lock.version, lock, signed.signers,
-                          signed.rule, _TOKEN)
+    return VerifiedBundle(
+        index.digest, lock.name, lock.version, lock, signed.signers, signed.rule, _TOKEN
+    )
 
 
 def _reachable(index: Manifest, manifests: Mapping[Digest, Manifest]) -> list[Manifest]:

@@ -60,16 +60,27 @@ class VerifyReport:
             "source": self.source,
             "digest": str(self.digest) if self.digest else None,
             "verified": bundle is not None,
-            "bundle": None if bundle is None else {
-                "name": bundle.name, "version": bundle.version, "rule": bundle.rule,
-                "signers": [{"key": s.key_name, "role": s.role, "keyId": s.key_id,
-                             "identity": s.identity} for s in bundle.signers],
-                "images": [{"reference": i.reference, "digest": str(i.digest)}
-                           for i in bundle.lock.images],
+            "bundle": None
+            if bundle is None
+            else {
+                "name": bundle.name,
+                "version": bundle.version,
+                "rule": bundle.rule,
+                "signers": [
+                    {"key": s.key_name, "role": s.role, "keyId": s.key_id, "identity": s.identity}
+                    for s in bundle.signers
+                ],
+                "images": [
+                    {"reference": i.reference, "digest": str(i.digest)} for i in bundle.lock.images
+                ],
             },
             "steps": [
-                {"step": n, "check": STEPS[n], "status": self.steps.get(n, ("not run", ""))[0],
-                 "detail": self.steps.get(n, ("", ""))[1]}
+                {
+                    "step": n,
+                    "check": STEPS[n],
+                    "status": self.steps.get(n, ("not run", ""))[0],
+                    "detail": self.steps.get(n, ("", ""))[1],
+                }
                 for n in sorted(STEPS)
             ],
             "error": str(self.error) if self.error else None,
@@ -130,14 +141,16 @@ def check_signatures(
         layer = next(x for x in lock_manifest.layers)
         if layer.size > MAX_LOCK_BYTES:
             raise VerificationError(3, f"lock document {layer.digest} is {layer.size} bytes")
-        lock_raw = read_exact(VerifiedStream(source.open_blob(layer), layer, source.name),
-                              layer.size)
+        lock_raw = read_exact(
+            VerifiedStream(source.open_blob(layer), layer, source.name), layer.size
+        )
     except (NotFoundError, IntegrityError, StopIteration) as exc:
         if isinstance(exc, VerificationError):
             raise
         raise VerificationError(3, f"cannot read the lock: {exc}") from None
-    return check_signed(index, lock_manifest, lock_raw,
-                        signature_facts(source, index.digest), policy)
+    return check_signed(
+        index, lock_manifest, lock_raw, signature_facts(source, index.digest), policy
+    )
 
 
 def _content(source: Source, index: Manifest, parallel: int) -> ContentFacts:
@@ -207,10 +220,15 @@ def extra_content(
             # Only a true signature manifest is expected here: an image manifest whose every
             # layer is a simple-signing payload. Anything else under a signature's name is a
             # way to smuggle content in, and stays uncovered.
-            if signature.is_index or not signature.layers or any(
-                layer.media_type != SIMPLE_SIGNING_MEDIA_TYPE
-                or layer.size > MAX_PAYLOAD_BYTES for layer in signature.layers
-            ) or (signature.config is not None and signature.config.size > MAX_PAYLOAD_BYTES):
+            if (
+                signature.is_index
+                or not signature.layers
+                or any(
+                    layer.media_type != SIMPLE_SIGNING_MEDIA_TYPE or layer.size > MAX_PAYLOAD_BYTES
+                    for layer in signature.layers
+                )
+                or (signature.config is not None and signature.config.size > MAX_PAYLOAD_BYTES)
+            ):
                 continue
             covered.add(signature.digest)
             covered.update(b.digest for b in signature.blobs())

@@ -71,12 +71,28 @@ MAX_LINE = 65536
 MAX_HEADERS = 200
 MAX_STALL_S = 60.0
 LOG_LIMIT = 20000
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "trailers", "transfer-encoding", "upgrade", "proxy-connection",
-})
-REASONS = {429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
-           503: "Service Unavailable", 504: "Gateway Timeout", 400: "Bad Request"}
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-connection",
+    }
+)
+REASONS = {
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    400: "Bad Request",
+}
 
 
 @dataclass(frozen=True)
@@ -130,9 +146,7 @@ class Rule:
         self.name = self.name or f"{self.method or '*'} {self.path} {self.fault.kind}"
 
     def matches(self, method: str, target: str) -> bool:
-        return (self.method is None or self.method == method) and bool(
-            self._pattern.search(target)
-        )
+        return (self.method is None or self.method == method) and bool(self._pattern.search(target))
 
     def decide(self, rng: random.Random) -> bool:
         """Called once per matching request, under the proxy's lock."""
@@ -174,7 +188,11 @@ class FaultProxy:
     """The proxy. ``upstream`` is ``host:port`` of a plain-HTTP server on loopback."""
 
     def __init__(
-        self, upstream: str, *, seed: int = 0, timeout: float = 60.0,
+        self,
+        upstream: str,
+        *,
+        seed: int = 0,
+        timeout: float = 60.0,
         upstream_failure: str = "reset",
     ) -> None:
         if upstream_failure not in ("reset", "502"):
@@ -268,8 +286,9 @@ class FaultProxy:
         listener.settimeout(0.1)
         self._listener = listener
         self._port = int(listener.getsockname()[1])
-        self._acceptor = threading.Thread(target=self._accept_loop, name="faultproxy-accept",
-                                          daemon=True)
+        self._acceptor = threading.Thread(
+            target=self._accept_loop, name="faultproxy-accept", daemon=True
+        )
         self._acceptor.start()
         return self
 
@@ -319,8 +338,9 @@ class FaultProxy:
             serial += 1
             sock.settimeout(self.timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            worker = threading.Thread(target=self._serve, args=(sock,),
-                                      name=f"faultproxy-conn-{serial}", daemon=True)
+            worker = threading.Thread(
+                target=self._serve, args=(sock,), name=f"faultproxy-conn-{serial}", daemon=True
+            )
             with self._lock:
                 self._clients.add(sock)
                 self._workers.add(worker)
@@ -338,8 +358,9 @@ class FaultProxy:
                 # wrong version (what a plain-HTTP registry does) and moves on to http.
                 with self._lock:
                     self.tls_probes += 1
-                sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
-                             b"Connection: close\r\n\r\n")
+                sock.sendall(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
                 return
             for _ in range(100000):  # keep-alive requests on this connection, bounded
                 if self._stop.is_set():
@@ -436,7 +457,11 @@ class FaultProxy:
             yield data
 
     def _handle(
-        self, sock: socket.socket, rfile: Any, request: _Request, upstream: _Upstream | None,
+        self,
+        sock: socket.socket,
+        rfile: Any,
+        request: _Request,
+        upstream: _Upstream | None,
     ) -> tuple[_Upstream | None, bool]:
         """Serve one request; returns the upstream connection to reuse and whether the client
         connection stays open."""
@@ -516,8 +541,13 @@ class FaultProxy:
             raise
 
     def _answer(
-        self, sock: socket.socket, request: _Request, resp: http.client.HTTPResponse,
-        upstream: _Upstream, fault: Fault | None, client_close: bool,
+        self,
+        sock: socket.socket,
+        request: _Request,
+        resp: http.client.HTTPResponse,
+        upstream: _Upstream,
+        fault: Fault | None,
+        client_close: bool,
     ) -> tuple[_Upstream | None, bool]:
         method, target = request.method, request.target
         kind = fault.kind if fault is not None else None
@@ -537,24 +567,33 @@ class FaultProxy:
         length_text = resp.getheader("Content-Length")
         length = int(length_text) if length_text and length_text.isdigit() else None
         no_body = method == "HEAD" or resp.status in (204, 304) or 100 <= resp.status < 200
-        chunked = not no_body and length is None and "chunked" in (
-            resp.getheader("Transfer-Encoding") or "").lower()
+        chunked = (
+            not no_body
+            and length is None
+            and "chunked" in (resp.getheader("Transfer-Encoding") or "").lower()
+        )
         body_faults = kind in ("truncate", "lie_length") or (
-            kind == "reset" and phase == "response_body")
-        close_after = client_close or body_faults or (
-            not no_body and length is None and not chunked)
+            kind == "reset" and phase == "response_body"
+        )
+        close_after = (
+            client_close or body_faults or (not no_body and length is None and not chunked)
+        )
 
         if kind == "lie_length" and length is not None:
             assert fault is not None
             declared = max(0, length + fault.delta)
-            headers = [(k, str(declared) if k.lower() == "content-length" else v)
-                       for k, v in headers]
+            headers = [
+                (k, str(declared) if k.lower() == "content-length" else v) for k, v in headers
+            ]
         if chunked:
             headers.append(("Transfer-Encoding", "chunked"))
         if close_after:
             headers.append(("Connection", "close"))
-        head = f"HTTP/1.1 {resp.status} {resp.reason}\r\n" + "".join(
-            f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
+        head = (
+            f"HTTP/1.1 {resp.status} {resp.reason}\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in headers)
+            + "\r\n"
+        )
         sock.sendall(head.encode("latin-1"))
 
         limit: int | None = None
@@ -611,8 +650,9 @@ class FaultProxy:
 class _Upstream:
     """One HTTP/1.1 connection to the upstream, reused across requests while it lasts."""
 
-    def __init__(self, address: str, timeout: float, registry: set[_Upstream],
-                 lock: threading.Lock) -> None:
+    def __init__(
+        self, address: str, timeout: float, registry: set[_Upstream], lock: threading.Lock
+    ) -> None:
         host, port = address.rsplit(":", 1)
         self.address = address
         self.conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
@@ -630,8 +670,9 @@ class _Upstream:
                 sock.shutdown(socket.SHUT_RDWR)
 
     def send_head(self, request: _Request) -> None:
-        self.conn.putrequest(request.method, request.target, skip_host=True,
-                             skip_accept_encoding=True)
+        self.conn.putrequest(
+            request.method, request.target, skip_host=True, skip_accept_encoding=True
+        )
         te = (request.header("Transfer-Encoding") or "").lower()
         self._chunked = "chunked" in te
         for name, value in request.headers:
@@ -671,11 +712,15 @@ def _reset(sock: socket.socket) -> None:
 
 def _send_status(sock: socket.socket, status: int, retry_after: int | None) -> None:
     code = "TOOMANYREQUESTS" if status == 429 else "UNAVAILABLE"
-    body = json.dumps({"errors": [{"code": code, "message": f"injected fault: HTTP {status}"}]}
-                      ).encode()
-    head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
-            "Content-Type: application/json", f"Content-Length: {len(body)}",
-            "Connection: close"]
+    body = json.dumps(
+        {"errors": [{"code": code, "message": f"injected fault: HTTP {status}"}]}
+    ).encode()
+    head = [
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
     if retry_after is not None:
         head.append(f"Retry-After: {retry_after}")
     sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)

@@ -36,9 +36,21 @@ MANIFEST_ACCEPT = ", ".join(
 )
 BIG_LAYER_BYTES = 200 * 1024 * 1024
 # Variables that would change which CAs or credentials a subprocess trusts or uses.
-_SCRUBBED = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR",
-             "DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "XDG_CACHE_HOME", "HTTP_PROXY",
-             "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
+_SCRUBBED = (
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "DOCKER_CONFIG",
+    "REGISTRY_AUTH_FILE",
+    "XDG_CACHE_HOME",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+)
 
 
 def sha256_digest(data: bytes) -> str:
@@ -99,26 +111,45 @@ class Cli:
     def popen(self, *args: str | os.PathLike[str], **kwargs: Any) -> subprocess.Popen[str]:
         argv = [*BUNDLER, *(str(a) for a in args)]
         return subprocess.Popen(
-            argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            argv,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             **kwargs,
         )
 
     def __call__(
-        self, *args: str | os.PathLike[str], input: str | None = None, timeout: float = 120,
+        self,
+        *args: str | os.PathLike[str],
+        input: str | None = None,
+        timeout: float = 120,
     ) -> Result:
         argv = [*BUNDLER, *(str(a) for a in args)]
         proc = subprocess.run(
-            argv, env=self.env, input=input, capture_output=True, text=True,
-            timeout=timeout, check=False, stdin=None if input is not None else subprocess.DEVNULL,
+            argv,
+            env=self.env,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=None if input is not None else subprocess.DEVNULL,
         )
         return Result(proc.returncode, proc.stdout, proc.stderr, argv)
 
-    def copy(self, src: str, dst: str, *flags: str | os.PathLike[str], timeout: float = 120,
-             ) -> Result:
+    def copy(
+        self,
+        src: str,
+        dst: str,
+        *flags: str | os.PathLike[str],
+        timeout: float = 120,
+    ) -> Result:
         return self("copy", "--from", src, "--to", dst, "-o", "json", *flags, timeout=timeout)
 
-    def copy_ok(self, src: str, dst: str, *flags: str | os.PathLike[str],
-                timeout: float = 120) -> dict[str, Any]:
+    def copy_ok(
+        self, src: str, dst: str, *flags: str | os.PathLike[str], timeout: float = 120
+    ) -> dict[str, Any]:
         res = self.copy(src, dst, *flags, timeout=timeout)
         assert res.returncode == 0, res.describe()
         doc: dict[str, Any] = res.json
@@ -140,8 +171,7 @@ class Judge:
 
     def skopeo_run(self, *args: str | os.PathLike[str], timeout: float = 120) -> bytes:
         argv = [self.skopeo, *(str(a) for a in args)]
-        proc = subprocess.run(argv, capture_output=True, timeout=timeout, check=False,
-                              env=self.env)
+        proc = subprocess.run(argv, capture_output=True, timeout=timeout, check=False, env=self.env)
         if proc.returncode != 0:
             raise AssertionError(
                 f"skopeo failed ({proc.returncode}): {' '.join(argv)}\n"
@@ -164,15 +194,18 @@ class Judge:
 
     # -- raw HTTP ---------------------------------------------------------------------
     @staticmethod
-    def _headers(reg: RegistryServer, repo: str, extra: dict[str, str] | None = None
-                 ) -> dict[str, str]:
+    def _headers(
+        reg: RegistryServer, repo: str, extra: dict[str, str] | None = None
+    ) -> dict[str, str]:
         headers = reg.auth_headers([f"repository:{repo}:pull"])
         headers.update(extra or {})
         return headers
 
     def manifest(self, reg: RegistryServer, repo: str, ref: str) -> requests.Response:
         return requests.get(
-            f"{reg.url}/v2/{repo}/manifests/{ref}", verify=reg.verify, timeout=30,
+            f"{reg.url}/v2/{repo}/manifests/{ref}",
+            verify=reg.verify,
+            timeout=30,
             headers=self._headers(reg, repo, {"Accept": MANIFEST_ACCEPT}),
         )
 
@@ -187,7 +220,9 @@ class Judge:
 
     def blob_size(self, reg: RegistryServer, repo: str, digest: str) -> int | None:
         resp = requests.head(
-            f"{reg.url}/v2/{repo}/blobs/{digest}", verify=reg.verify, timeout=30,
+            f"{reg.url}/v2/{repo}/blobs/{digest}",
+            verify=reg.verify,
+            timeout=30,
             headers=self._headers(reg, repo),
         )
         if resp.status_code == 404:
@@ -197,7 +232,9 @@ class Judge:
 
     def tags(self, reg: RegistryServer, repo: str) -> list[str]:
         resp = requests.get(
-            f"{reg.url}/v2/{repo}/tags/list", verify=reg.verify, timeout=30,
+            f"{reg.url}/v2/{repo}/tags/list",
+            verify=reg.verify,
+            timeout=30,
             headers=self._headers(reg, repo),
         )
         if resp.status_code == 404:
@@ -281,11 +318,14 @@ class BigImage:
     layer_size: int
 
 
-def push_with_skopeo(judge: Judge, layout: Path, ref: str, reg: RegistryServer, repo: str
-                     ) -> str:
+def push_with_skopeo(judge: Judge, layout: Path, ref: str, reg: RegistryServer, repo: str) -> str:
     """Put ``oci:layout:ref`` into ``reg/repo`` with skopeo; return the pushed digest."""
     judge.skopeo_run(
-        "copy", "--all", "--quiet", *reg.skopeo_args(dest=True), f"oci:{layout}:{ref}",
+        "copy",
+        "--all",
+        "--quiet",
+        *reg.skopeo_args(dest=True),
+        f"oci:{layout}:{ref}",
         reg.docker_ref(repo),
     )
     return judge.raw_digest(reg.docker_ref(repo), reg)
@@ -294,13 +334,24 @@ def push_with_skopeo(judge: Judge, layout: Path, ref: str, reg: RegistryServer, 
 def registry_blob_file(reg: RegistryServer, digest: str) -> Path:
     hexpart = digest.split(":", 1)[1]
     return (
-        reg.storage_dir / "docker" / "registry" / "v2" / "blobs" / "sha256" / hexpart[:2]
-        / hexpart / "data"
+        reg.storage_dir
+        / "docker"
+        / "registry"
+        / "v2"
+        / "blobs"
+        / "sha256"
+        / hexpart[:2]
+        / hexpart
+        / "data"
     )
 
 
-def write_artifact_layout(layout: Path, ref: str, files: Sequence[tuple[str, bytes]],
-                          artifact_type: str = "application/vnd.example.files.v1") -> str:
+def write_artifact_layout(
+    layout: Path,
+    ref: str,
+    files: Sequence[tuple[str, bytes]],
+    artifact_type: str = "application/vnd.example.files.v1",
+) -> str:
     """A minimal OCI artifact (empty config, titled file layers) in a layout; its digest."""
     blobs = layout / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)

@@ -98,8 +98,14 @@ class Helm:
     def __call__(self, *args: str | os.PathLike[str], cwd: Path | None = None) -> str:
         argv = [self.binary, *(str(a) for a in args)]
         proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=120, check=False, env=self.env,
-            cwd=cwd, stdin=subprocess.DEVNULL,
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=self.env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
         )
         if proc.returncode != 0:
             raise AssertionError(
@@ -140,7 +146,8 @@ def bundle_index_of(path: Path) -> dict[str, Any]:
     """The bundle index of an archive: the manifest its index.json names ``demo:1.0.0``."""
     index = json.loads(archive_file(path, "index.json"))
     named = [
-        m for m in index["manifests"]
+        m
+        for m in index["manifests"]
         if (m.get("annotations") or {}).get("org.opencontainers.image.ref.name") == BUNDLE_TAG
     ]
     assert len(named) == 1, index

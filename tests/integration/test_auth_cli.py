@@ -34,13 +34,21 @@ def _registry(request: pytest.FixtureRequest, kind: str) -> RegistryServer:
 # ------------------------------------------------------------------ large blobs
 @pytest.mark.parametrize("kind", KINDS)
 def test_large_layer_through_each_registry(
-    request: pytest.FixtureRequest, kind: str, cli: Cli, judge: Judge, big_image: BigImage,
+    request: pytest.FixtureRequest,
+    kind: str,
+    cli: Cli,
+    judge: Judge,
+    big_image: BigImage,
 ) -> None:
     reg = _registry(request, kind)
     cli.login_config(reg)
     repo = unique(f"big/{kind}")
-    doc = cli.copy_ok(f"oci:{big_image.layout}:{big_image.ref}", reg.ref(f"{repo}:1"),
-                      *registry_flags(reg), timeout=90)
+    doc = cli.copy_ok(
+        f"oci:{big_image.layout}:{big_image.ref}",
+        reg.ref(f"{repo}:1"),
+        *registry_flags(reg),
+        timeout=90,
+    )
     assert doc["digest"] == big_image.digest
     assert doc["blobs"]["copied"] == 2
     assert doc["bytes"]["copied"] >= big_image.layer_size > 190 * 1024 * 1024
@@ -51,15 +59,21 @@ def test_large_layer_through_each_registry(
 # ----------------------------------------------------------- refusals and TLS
 @pytest.mark.parametrize("kind", ["tls", "token"])
 def test_wrong_password_is_an_auth_error(
-    request: pytest.FixtureRequest, kind: str, cli: Cli, example_layout: Path,
+    request: pytest.FixtureRequest,
+    kind: str,
+    cli: Cli,
+    example_layout: Path,
 ) -> None:
     reg = _registry(request, kind)
     config = reg.docker_config(cli.config_dir)
     doc = json.loads(config.read_text())
     doc["auths"][reg.host]["auth"] = base64.b64encode(b"tester:wrong-password").decode()
     config.write_text(json.dumps(doc))
-    res = cli.copy(f"oci:{example_layout}:{API_REF}", reg.ref(f"{unique('denied/api')}:1"),
-                   *registry_flags(reg))
+    res = cli.copy(
+        f"oci:{example_layout}:{API_REF}",
+        reg.ref(f"{unique('denied/api')}:1"),
+        *registry_flags(reg),
+    )
     assert res.returncode == 4, res.describe()
     assert res.error_line.startswith("error: ")
     assert "tester" in res.error_line
@@ -68,11 +82,15 @@ def test_wrong_password_is_an_auth_error(
 
 @pytest.mark.parametrize("kind", ["tls", "token"])
 def test_push_without_credentials_is_an_auth_error(
-    request: pytest.FixtureRequest, kind: str, cli: Cli, example_layout: Path,
+    request: pytest.FixtureRequest,
+    kind: str,
+    cli: Cli,
+    example_layout: Path,
 ) -> None:
     reg = _registry(request, kind)
-    res = cli.copy(f"oci:{example_layout}:{API_REF}", reg.ref(f"{unique('anon/api')}:1"),
-                   *registry_flags(reg))
+    res = cli.copy(
+        f"oci:{example_layout}:{API_REF}", reg.ref(f"{unique('anon/api')}:1"), *registry_flags(reg)
+    )
     assert res.returncode == 4, res.describe()
     line = res.error_line
     assert line.startswith("error: ")
@@ -81,7 +99,10 @@ def test_push_without_credentials_is_an_auth_error(
 
 
 def test_tls_without_ca_file_is_a_transport_error_naming_the_certificate(
-    cli: Cli, tls_registry: RegistryServer, example_layout: Path, tmp_path: Path,
+    cli: Cli,
+    tls_registry: RegistryServer,
+    example_layout: Path,
+    tmp_path: Path,
 ) -> None:
     cli.login_config(tls_registry)
     res = cli.copy(f"oci:{example_layout}:{API_REF}", tls_registry.ref(f"{unique('ca/api')}:1"))
@@ -96,8 +117,11 @@ def test_tls_without_ca_file_is_a_transport_error_naming_the_certificate(
 
 
 def test_anonymous_pull_from_token_registry_works(
-    cli: Cli, token_registry: RegistryServer, token_server: TokenServer,
-    example_layout: Path, tmp_path: Path,
+    cli: Cli,
+    token_registry: RegistryServer,
+    token_server: TokenServer,
+    example_layout: Path,
+    tmp_path: Path,
 ) -> None:
     """The token service grants anonymous pulls; no credentials are needed to read."""
     pusher = Cli(tmp_path / "pusher")
@@ -114,8 +138,11 @@ def test_anonymous_pull_from_token_registry_works(
 
 # ------------------------------------------------------- token scopes and mounts
 def test_token_scopes_upgrade_and_cross_repository_mount(
-    cli: Cli, token_registry: RegistryServer, token_server: TokenServer,
-    example_layout: Path, judge: Judge,
+    cli: Cli,
+    token_registry: RegistryServer,
+    token_server: TokenServer,
+    example_layout: Path,
+    judge: Judge,
 ) -> None:
     cli.login_config(token_registry)
     src = unique("scopes/src")
@@ -142,8 +169,7 @@ def test_token_scopes_upgrade_and_cross_repository_mount(
     assert any(r.actions_for(dst) == {"pull", "push"} for r in seen), [r.scopes for r in seen]
     # the mount needs one token holding push on the target and pull on the source
     mount_tokens = [
-        r for r in seen
-        if {"pull", "push"} <= r.granted_for(dst) and "pull" in r.granted_for(src)
+        r for r in seen if {"pull", "push"} <= r.granted_for(dst) and "pull" in r.granted_for(src)
     ]
     assert mount_tokens, [r.scopes for r in seen]
     # no token asked for more than it needed: nothing pushes to the source
@@ -159,13 +185,24 @@ def test_token_scopes_upgrade_and_cross_repository_mount(
 # --------------------------------------------------------------- login / logout
 @pytest.mark.parametrize("kind", ["tls", "token"])
 def test_login_copy_logout(
-    request: pytest.FixtureRequest, kind: str, cli: Cli, judge: Judge, example_layout: Path,
+    request: pytest.FixtureRequest,
+    kind: str,
+    cli: Cli,
+    judge: Judge,
+    example_layout: Path,
 ) -> None:
     reg = _registry(request, kind)
     config = cli.config_dir / "config.json"
     assert not config.exists()
-    res = cli("login", reg.host, "-u", reg.username or "", "--password-stdin",
-              *registry_flags(reg), input=f"{reg.password}\n")
+    res = cli(
+        "login",
+        reg.host,
+        "-u",
+        reg.username or "",
+        "--password-stdin",
+        *registry_flags(reg),
+        input=f"{reg.password}\n",
+    )
     assert res.returncode == 0, res.describe()
     assert reg.password not in res.stdout + res.stderr
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
@@ -173,31 +210,48 @@ def test_login_copy_logout(
     assert reg.host in doc["auths"]
 
     repo = unique("login/api")
-    pushed = cli.copy_ok(f"oci:{example_layout}:{API_REF}", reg.ref(f"{repo}:1"),
-                         *registry_flags(reg))
+    pushed = cli.copy_ok(
+        f"oci:{example_layout}:{API_REF}", reg.ref(f"{repo}:1"), *registry_flags(reg)
+    )
     assert judge.raw_digest(reg.docker_ref(f"{repo}:1"), reg) == pushed["digest"]
 
     res = cli("logout", reg.host)
     assert res.returncode == 0, res.describe()
     assert reg.host not in json.loads(config.read_text()).get("auths", {})
-    res = cli.copy(f"oci:{example_layout}:{API_REF}", reg.ref(f"{repo}:2"),
-                   *registry_flags(reg))
+    res = cli.copy(f"oci:{example_layout}:{API_REF}", reg.ref(f"{repo}:2"), *registry_flags(reg))
     assert res.returncode == 4, res.describe()
 
 
 def test_login_with_explicit_registry_config_dir(
-    cli: Cli, tls_registry: RegistryServer, example_layout: Path, tmp_path: Path,
+    cli: Cli,
+    tls_registry: RegistryServer,
+    example_layout: Path,
+    tmp_path: Path,
 ) -> None:
     elsewhere = tmp_path / "elsewhere"
-    res = cli("login", tls_registry.host, "-u", tls_registry.username or "", "--password-stdin",
-              "--ca-file", str(tls_registry.ca_path), "--registry-config", str(elsewhere),
-              input=f"{tls_registry.password}\n")
+    res = cli(
+        "login",
+        tls_registry.host,
+        "-u",
+        tls_registry.username or "",
+        "--password-stdin",
+        "--ca-file",
+        str(tls_registry.ca_path),
+        "--registry-config",
+        str(elsewhere),
+        input=f"{tls_registry.password}\n",
+    )
     assert res.returncode == 0, res.describe()
     assert not (cli.config_dir / "config.json").exists()
     assert stat.S_IMODE((elsewhere / "config.json").stat().st_mode) == 0o600
-    doc = cli.copy_ok(f"oci:{example_layout}:{API_REF}",
-                      tls_registry.ref(f"{unique('cfgdir/api')}:1"),
-                      "--ca-file", str(tls_registry.ca_path), "--registry-config", str(elsewhere))
+    doc = cli.copy_ok(
+        f"oci:{example_layout}:{API_REF}",
+        tls_registry.ref(f"{unique('cfgdir/api')}:1"),
+        "--ca-file",
+        str(tls_registry.ca_path),
+        "--registry-config",
+        str(elsewhere),
+    )
     assert doc["digest"] == layout_entry(example_layout, API_REF)["digest"]
     res = cli("logout", tls_registry.host, "--registry-config", str(elsewhere))
     assert res.returncode == 0, res.describe()
@@ -206,11 +260,20 @@ def test_login_with_explicit_registry_config_dir(
 
 @pytest.mark.parametrize("kind", ["tls", "token"])
 def test_login_with_wrong_password_writes_nothing(
-    request: pytest.FixtureRequest, kind: str, cli: Cli,
+    request: pytest.FixtureRequest,
+    kind: str,
+    cli: Cli,
 ) -> None:
     reg = _registry(request, kind)
-    res = cli("login", reg.host, "-u", reg.username or "", "--password-stdin",
-              *registry_flags(reg), input="not-the-password\n")
+    res = cli(
+        "login",
+        reg.host,
+        "-u",
+        reg.username or "",
+        "--password-stdin",
+        *registry_flags(reg),
+        input="not-the-password\n",
+    )
     assert res.returncode == 4, res.describe()
     assert res.error_line.startswith("error: ")
     assert "not-the-password" not in res.stderr
@@ -218,11 +281,20 @@ def test_login_with_wrong_password_writes_nothing(
 
 
 def test_login_keeps_other_entries_and_logout_of_unknown_host(
-    cli: Cli, tls_registry: RegistryServer, token_registry: RegistryServer,
+    cli: Cli,
+    tls_registry: RegistryServer,
+    token_registry: RegistryServer,
 ) -> None:
     for reg in (tls_registry, token_registry):
-        res = cli("login", reg.host, "-u", reg.username or "", "--password-stdin",
-                  *registry_flags(reg), input=f"{reg.password}\n")
+        res = cli(
+            "login",
+            reg.host,
+            "-u",
+            reg.username or "",
+            "--password-stdin",
+            *registry_flags(reg),
+            input=f"{reg.password}\n",
+        )
         assert res.returncode == 0, res.describe()
     auths = json.loads((cli.config_dir / "config.json").read_text())["auths"]
     assert {tls_registry.host, token_registry.host} <= set(auths)

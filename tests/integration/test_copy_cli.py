@@ -71,9 +71,7 @@ def test_malformed_source_is_a_usage_error(cli: Cli, tmp_path: Path, source: str
         "oci:",
     ],
 )
-def test_malformed_target_is_a_usage_error(
-    cli: Cli, example_layout: Path, target: str
-) -> None:
+def test_malformed_target_is_a_usage_error(cli: Cli, example_layout: Path, target: str) -> None:
     res = cli.copy(f"oci:{example_layout}:{API_REF}", target)
     _assert_error(res, 2)
 
@@ -97,9 +95,7 @@ def test_layout_target_needs_a_name(cli: Cli, example_layout: Path, tmp_path: Pa
     ],
     ids=["missing-to", "parallel-zero", "unknown-flag", "bad-output"],
 )
-def test_command_line_mistakes_are_usage_errors(
-    cli: Cli, args: list[str], mentions: str
-) -> None:
+def test_command_line_mistakes_are_usage_errors(cli: Cli, args: list[str], mentions: str) -> None:
     res = cli(*args)
     assert res.returncode == 2, res.describe()
     assert "Traceback" not in res.stderr, res.describe()
@@ -115,9 +111,7 @@ def test_missing_layout_directory_is_not_found(cli: Cli, tmp_path: Path) -> None
     assert not out.exists()
 
 
-def test_missing_ref_in_layout_is_not_found(
-    cli: Cli, example_layout: Path, tmp_path: Path
-) -> None:
+def test_missing_ref_in_layout_is_not_found(cli: Cli, example_layout: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.tar"
     res = cli.copy(f"oci:{example_layout}:example.local/demo/absent:9", f"archive:{out}:x")
     line = _assert_error(res, 3)
@@ -166,8 +160,11 @@ def _layout_tar(layout: Path, path: Path, extra: Callable[[tarfile.TarFile], Non
     """A tar of a layout holding only the api image, plus whatever ``extra`` adds."""
     entry = layout_entry(layout, API_REF)
     manifest = layout_json(layout, entry["digest"])
-    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-             "manifests": [entry]}
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry],
+    }
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
         tar.addfile(*_tar_bytes(b'{"imageLayoutVersion":"1.0.0"}', "oci-layout"))
         tar.addfile(*_tar_bytes(json.dumps(index).encode(), "index.json"))
@@ -224,8 +221,11 @@ def _fifo(tar: tarfile.TarFile) -> None:
 )
 @pytest.mark.parametrize("target_kind", ["oci", "archive"])
 def test_unsafe_archive_is_refused_and_nothing_written(
-    cli: Cli, example_layout: Path, tmp_path: Path,
-    extra: Callable[[tarfile.TarFile], None], target_kind: str,
+    cli: Cli,
+    example_layout: Path,
+    tmp_path: Path,
+    extra: Callable[[tarfile.TarFile], None],
+    target_kind: str,
 ) -> None:
     evil = tmp_path / "in" / "evil.tar"
     evil.parent.mkdir()
@@ -233,7 +233,8 @@ def test_unsafe_archive_is_refused_and_nothing_written(
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     target = (
-        f"oci:{out_dir / 'layout'}:api" if target_kind == "oci"
+        f"oci:{out_dir / 'layout'}:api"
+        if target_kind == "oci"
         else f"archive:{out_dir / 'api.tar'}:api"
     )
     res = cli.copy(f"archive:{evil}:{API_REF}", target)
@@ -345,8 +346,9 @@ def test_interrupted_copy_to_archive_leaves_no_archive_and_no_partial_file(
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     feeders = [_Feeder(*fifo) for fifo in fifos]
-    proc = cli.popen("copy", "--from", f"oci:{layout}:img", "--to",
-                     f"archive:{out_dir / 'img.tar'}:img", "-q")
+    proc = cli.popen(
+        "copy", "--from", f"oci:{layout}:img", "--to", f"archive:{out_dir / 'img.tar'}:img", "-q"
+    )
     _wait_for(lambda: any(p.name.endswith(".partial") for p in out_dir.iterdir()))
     stderr = _interrupt(proc, feeders, hold=0.0)
     assert proc.returncode == 130, stderr
@@ -363,8 +365,9 @@ def test_interrupt_stops_a_parallel_copy_without_moving_queued_blobs(
     target = tmp_path / "out"
     cli.copy_ok(f"oci:{example_layout}:{API_REF}", f"oci:{target}:keep")
     feeders = [_Feeder(*fifo) for fifo in fifos]
-    proc = cli.popen("copy", "--from", f"oci:{layout}:img", "--to", f"oci:{target}:img",
-                     "--parallel", "2", "-q")
+    proc = cli.popen(
+        "copy", "--from", f"oci:{layout}:img", "--to", f"oci:{target}:img", "--parallel", "2", "-q"
+    )
     stderr = _interrupt(proc, feeders, hold=1.0)
     assert proc.returncode == 130, stderr
     assert [m["annotations"][REF_NAME] for m in layout_index(target)["manifests"]] == ["keep"]
@@ -381,13 +384,22 @@ def test_archive_target_into_missing_directory_is_a_usage_error(
 
 
 # ------------------------------------------------------------------- good output
-def test_copy_json_output_and_layout_merge(
-    cli: Cli, example_layout: Path, tmp_path: Path
-) -> None:
+def test_copy_json_output_and_layout_merge(cli: Cli, example_layout: Path, tmp_path: Path) -> None:
     out = tmp_path / "layout"
     web = cli.copy_ok(f"oci:{example_layout}:{WEB_REF}", f"oci:{out}:web")
-    assert set(web) >= {"source", "target", "digest", "mediaType", "tag", "manifests", "blobs",
-                        "bytes", "referrers", "tags", "seconds"}
+    assert set(web) >= {
+        "source",
+        "target",
+        "digest",
+        "mediaType",
+        "tag",
+        "manifests",
+        "blobs",
+        "bytes",
+        "referrers",
+        "tags",
+        "seconds",
+    }
     assert web["digest"] == layout_entry(example_layout, WEB_REF)["digest"]
     assert web["tag"] == "web" and web["tags"] == ["web"]
     api = cli.copy_ok(f"oci:{example_layout}:{API_REF}", f"oci:{out}:api")

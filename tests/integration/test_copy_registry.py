@@ -44,8 +44,12 @@ REF_NAME = "org.opencontainers.image.ref.name"
 
 # ------------------------------------------------------------ digests survive the trip
 def test_registry_archive_registry_keeps_every_digest(
-    cli: Cli, judge: Judge, example_layout: Path, plain_registry: RegistryServer,
-    tls_registry: RegistryServer, tmp_path: Path,
+    cli: Cli,
+    judge: Judge,
+    example_layout: Path,
+    plain_registry: RegistryServer,
+    tls_registry: RegistryServer,
+    tmp_path: Path,
 ) -> None:
     src_repo = unique("trip/web")
     src_digest = push_with_skopeo(
@@ -81,7 +85,8 @@ def test_registry_archive_registry_keeps_every_digest(
     cli.login_config(tls_registry)
     dst_repo = unique("trip/web")
     doc = cli.copy_ok(
-        f"archive:{archive}:{ref_name}", tls_registry.ref(f"{dst_repo}:1.0.0"),
+        f"archive:{archive}:{ref_name}",
+        tls_registry.ref(f"{dst_repo}:1.0.0"),
         *registry_flags(tls_registry),
     )
     assert doc["digest"] == src_digest
@@ -97,14 +102,21 @@ def test_registry_archive_registry_keeps_every_digest(
     # skopeo pulls everything back, checking every blob digest on the way
     pulled = tmp_path / "pulled"
     judge.skopeo_run(
-        "copy", "--all", "--quiet", *tls_registry.skopeo_args(src=True),
-        tls_registry.docker_ref(f"{dst_repo}:1.0.0"), f"oci:{pulled}:web",
+        "copy",
+        "--all",
+        "--quiet",
+        *tls_registry.skopeo_args(src=True),
+        tls_registry.docker_ref(f"{dst_repo}:1.0.0"),
+        f"oci:{pulled}:web",
     )
     assert layout_entry(pulled, "web")["digest"] == src_digest
 
 
 def test_multiarch_index_travels_whole(
-    cli: Cli, judge: Judge, example_layout: Path, plain_registry: RegistryServer,
+    cli: Cli,
+    judge: Judge,
+    example_layout: Path,
+    plain_registry: RegistryServer,
     tmp_path: Path,
 ) -> None:
     index_digest = layout_entry(example_layout, WEB_REF)["digest"]
@@ -133,7 +145,9 @@ def test_multiarch_index_travels_whole(
     # Every platform is there, not only the one skopeo would pick for this machine.
     for platform in (["--override-arch", "amd64"], ["--override-arch", "arm64"]):
         info = judge.skopeo_run(
-            *platform, "inspect", *plain_registry.skopeo_args(),
+            *platform,
+            "inspect",
+            *plain_registry.skopeo_args(),
             plain_registry.docker_ref(f"{repo}:1.0.0"),
         )
         assert json.loads(info)["Architecture"] == platform[1]
@@ -145,8 +159,12 @@ def test_multiarch_index_travels_whole(
     assert doc["manifests"] == 3
     pulled = tmp_path / "pulled"
     judge.skopeo_run(
-        "copy", "--all", "--quiet", *plain_registry.skopeo_args(src=True),
-        plain_registry.docker_ref(f"{repo2}:v1"), f"oci:{pulled}:web",
+        "copy",
+        "--all",
+        "--quiet",
+        *plain_registry.skopeo_args(src=True),
+        plain_registry.docker_ref(f"{repo2}:v1"),
+        f"oci:{pulled}:web",
     )
     assert graph(pulled, index_digest) == (manifests, blobs)
 
@@ -189,7 +207,10 @@ def test_skopeo_reads_our_layout_and_archive(
 
 
 def test_we_read_what_skopeo_wrote(
-    cli: Cli, judge: Judge, example_layout: Path, plain_registry: RegistryServer,
+    cli: Cli,
+    judge: Judge,
+    example_layout: Path,
+    plain_registry: RegistryServer,
     tmp_path: Path,
 ) -> None:
     skopeo_layout = tmp_path / "by-skopeo"
@@ -206,9 +227,7 @@ def test_we_read_what_skopeo_wrote(
     doc = cli.copy_ok(f"oci:{skopeo_layout}:web", plain_registry.ref(f"{repo}:1"))
     assert doc["digest"] == web_digest
     assert doc["manifests"] == 3
-    assert judge.raw_digest(plain_registry.docker_ref(f"{repo}:1"), plain_registry) == (
-        web_digest
-    )
+    assert judge.raw_digest(plain_registry.docker_ref(f"{repo}:1"), plain_registry) == (web_digest)
 
     tar = tmp_path / "api.tar"
     doc = cli.copy_ok(f"oci:{skopeo_layout}:api", f"archive:{tar}")
@@ -241,36 +260,43 @@ def _assert_nothing_named(
     if kind == "oci":
         layout = out_dir / "layout"
         refs = [
-            (m.get("annotations") or {}).get(REF_NAME)
-            for m in layout_index(layout)["manifests"]
+            (m.get("annotations") or {}).get(REF_NAME) for m in layout_index(layout)["manifests"]
         ]
         assert refs == ["keep"], refs
         hexpart = layer_digest.split(":")[1]
         assert not (layout / "blobs" / "sha256" / hexpart).exists()
-        assert [p.name for p in (layout / "blobs" / "sha256").iterdir()
-                if p.name.startswith(".")] == []
+        assert [
+            p.name for p in (layout / "blobs" / "sha256").iterdir() if p.name.startswith(".")
+        ] == []
     else:
         assert not (out_dir / "out.tar").exists()
         # A transport failure keeps the hidden partial archive so that a re-run resumes; it
         # holds only whole members, and never the archive's own name.
         allowed = [".out.tar.partial"] if transport_failure else []
         assert [p for p in leftovers(out_dir) if p not in allowed] == []
-        assert sorted(p.name for p in out_dir.iterdir()) == sorted(["layout", *(
-            p for p in allowed if (out_dir / p).exists())])
+        assert sorted(p.name for p in out_dir.iterdir()) == sorted(
+            ["layout", *(p for p in allowed if (out_dir / p).exists())]
+        )
 
 
 def _prepare_targets(cli: Cli, example_layout: Path, out_dir: Path) -> dict[str, str]:
     out_dir.mkdir()
     # The oci target already holds another image: it must survive untouched.
-    cli.copy_ok(f"oci:{example_layout}:example.local/demo/migrate:1.0.0",
-                f"oci:{out_dir / 'layout'}:keep")
+    cli.copy_ok(
+        f"oci:{example_layout}:example.local/demo/migrate:1.0.0", f"oci:{out_dir / 'layout'}:keep"
+    )
     return {"oci": f"oci:{out_dir / 'layout'}:x", "archive": f"archive:{out_dir / 'out.tar'}:x"}
 
 
 @pytest.mark.parametrize("how", ["same-length", "longer"])
 @pytest.mark.parametrize("kind", ["oci", "archive"])
 def test_tampered_registry_blob_is_refused_and_nothing_named(
-    cli: Cli, example_layout: Path, registry_factory: Any, tmp_path: Path, kind: str, how: str,
+    cli: Cli,
+    example_layout: Path,
+    registry_factory: Any,
+    tmp_path: Path,
+    kind: str,
+    how: str,
 ) -> None:
     reg: RegistryServer = registry_factory("plain")
     layer = _push_api(cli, example_layout, reg, "tamper/api")
@@ -291,7 +317,11 @@ def test_tampered_registry_blob_is_refused_and_nothing_named(
 
 @pytest.mark.parametrize("how", ["shorter", "longer"])
 def test_registry_declaring_a_tampered_size_is_refused(
-    cli: Cli, example_layout: Path, registry_binary: str, tmp_path: Path, how: str,
+    cli: Cli,
+    example_layout: Path,
+    registry_binary: str,
+    tmp_path: Path,
+    how: str,
 ) -> None:
     """The registry restarted over tampered storage declares the new length itself."""
     workdir = tmp_path / "registry"
@@ -317,7 +347,10 @@ def test_registry_declaring_a_tampered_size_is_refused(
 
 
 def test_registry_cutting_a_blob_short_fails_and_names_nothing(
-    cli: Cli, example_layout: Path, registry_factory: Any, tmp_path: Path,
+    cli: Cli,
+    example_layout: Path,
+    registry_factory: Any,
+    tmp_path: Path,
 ) -> None:
     """A body shorter than the Content-Length the registry sent is a broken transfer."""
     reg: RegistryServer = registry_factory("plain")
@@ -336,7 +369,10 @@ def test_registry_cutting_a_blob_short_fails_and_names_nothing(
 
 # ------------------------------------------------------------------------- re-runs
 def test_rerun_skips_blobs_already_present(
-    cli: Cli, example_layout: Path, plain_registry: RegistryServer, tmp_path: Path,
+    cli: Cli,
+    example_layout: Path,
+    plain_registry: RegistryServer,
+    tmp_path: Path,
 ) -> None:
     repo = unique("rerun/web")
     first = cli.copy_ok(f"oci:{example_layout}:{WEB_REF}", plain_registry.ref(f"{repo}:1.0.0"))
@@ -345,7 +381,11 @@ def test_rerun_skips_blobs_already_present(
     again = cli.copy_ok(f"oci:{example_layout}:{WEB_REF}", plain_registry.ref(f"{repo}:1.0.0"))
     assert again["digest"] == first["digest"]
     assert again["blobs"] == {
-        "total": total, "copied": 0, "skipped": total, "mounted": 0, "omitted": 0
+        "total": total,
+        "copied": 0,
+        "skipped": total,
+        "mounted": 0,
+        "omitted": 0,
     }
     assert again["bytes"]["copied"] == 0
 
@@ -353,7 +393,11 @@ def test_rerun_skips_blobs_already_present(
     cli.copy_ok(plain_registry.ref(f"{repo}:1.0.0"), f"oci:{layout}:web")
     again = cli.copy_ok(plain_registry.ref(f"{repo}:1.0.0"), f"oci:{layout}:web")
     assert again["blobs"] == {
-        "total": total, "copied": 0, "skipped": total, "mounted": 0, "omitted": 0
+        "total": total,
+        "copied": 0,
+        "skipped": total,
+        "mounted": 0,
+        "omitted": 0,
     }
     assert [m["annotations"][REF_NAME] for m in layout_index(layout)["manifests"]] == ["web"]
 
@@ -364,79 +408,119 @@ def _put_blob(reg: RegistryServer, repo: str, data: bytes) -> dict[str, Any]:
     assert resp.status_code == 202, resp.text
     location = requests.compat.urljoin(reg.url + "/", resp.headers["Location"])
     digest = sha256_digest(data)
-    resp = requests.put(location, params={"digest": digest}, data=data, timeout=30,
-                        headers={"Content-Type": "application/octet-stream"})
+    resp = requests.put(
+        location,
+        params={"digest": digest},
+        data=data,
+        timeout=30,
+        headers={"Content-Type": "application/octet-stream"},
+    )
     assert resp.status_code == 201, resp.text
     return {"digest": digest, "size": len(data)}
 
 
 def _put_manifest(reg: RegistryServer, repo: str, ref: str, doc: dict[str, Any]) -> bytes:
     raw = json.dumps(doc, separators=(",", ":")).encode()
-    resp = requests.put(f"{reg.url}/v2/{repo}/manifests/{ref}", data=raw, timeout=30,
-                        headers={"Content-Type": doc["mediaType"]})
+    resp = requests.put(
+        f"{reg.url}/v2/{repo}/manifests/{ref}",
+        data=raw,
+        timeout=30,
+        headers={"Content-Type": doc["mediaType"]},
+    )
     assert resp.status_code == 201, resp.text
     assert resp.headers["Docker-Content-Digest"] == sha256_digest(raw)
     return raw
 
 
-def _sign_and_attach(reg: RegistryServer, repo: str, subject: dict[str, Any]
-                     ) -> tuple[str, str]:
+def _sign_and_attach(reg: RegistryServer, repo: str, subject: dict[str, Any]) -> tuple[str, str]:
     """A cosign-style signature and an OCI 1.1 referrer (with its fallback tag) on subject.
 
     Returns (signature manifest digest, referrer manifest digest).
     """
     hexpart = subject["digest"].split(":")[1]
-    payload = json.dumps({
-        "critical": {
-            "identity": {"docker-reference": reg.ref(repo)},
-            "image": {"docker-manifest-digest": subject["digest"]},
-            "type": "cosign container image signature",
-        },
-        "optional": None,
-    }).encode()
-    config = json.dumps({
-        "architecture": "", "os": "", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [sha256_digest(payload)]},
-    }).encode()
-    sig_raw = _put_manifest(reg, repo, f"sha256-{hexpart}.sig", {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   **_put_blob(reg, repo, config)},
-        "layers": [{
-            "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
-            **_put_blob(reg, repo, payload),
-            "annotations": {
-                "dev.cosignproject.cosign/signature": base64.b64encode(b"not-checked").decode()
+    payload = json.dumps(
+        {
+            "critical": {
+                "identity": {"docker-reference": reg.ref(repo)},
+                "image": {"docker-manifest-digest": subject["digest"]},
+                "type": "cosign container image signature",
             },
-        }],
-    })
+            "optional": None,
+        }
+    ).encode()
+    config = json.dumps(
+        {
+            "architecture": "",
+            "os": "",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [sha256_digest(payload)]},
+        }
+    ).encode()
+    sig_raw = _put_manifest(
+        reg,
+        repo,
+        f"sha256-{hexpart}.sig",
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                **_put_blob(reg, repo, config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                    **_put_blob(reg, repo, payload),
+                    "annotations": {
+                        "dev.cosignproject.cosign/signature": base64.b64encode(
+                            b"not-checked"
+                        ).decode()
+                    },
+                }
+            ],
+        },
+    )
     artifact_type = "application/vnd.example.sbom.v1+json"
     referrer = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "artifactType": artifact_type,
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
-                   **_put_blob(reg, repo, b"{}")},
-        "layers": [{"mediaType": artifact_type,
-                    **_put_blob(reg, repo, b'{"packages":["demo-api"]}')}],
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", **_put_blob(reg, repo, b"{}")},
+        "layers": [
+            {"mediaType": artifact_type, **_put_blob(reg, repo, b'{"packages":["demo-api"]}')}
+        ],
         "subject": subject,
         "annotations": {"org.opencontainers.image.created": "2023-11-14T22:13:20Z"},
     }
     ref_raw = json.dumps(referrer, separators=(",", ":")).encode()
     _put_manifest(reg, repo, sha256_digest(ref_raw), referrer)
-    _put_manifest(reg, repo, f"sha256-{hexpart}", {
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256_digest(ref_raw),
-                       "size": len(ref_raw), "artifactType": artifact_type}],
-    })
+    _put_manifest(
+        reg,
+        repo,
+        f"sha256-{hexpart}",
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": sha256_digest(ref_raw),
+                    "size": len(ref_raw),
+                    "artifactType": artifact_type,
+                }
+            ],
+        },
+    )
     return sha256_digest(sig_raw), sha256_digest(ref_raw)
 
 
 def test_signatures_and_referrers_travel_through_an_archive(
-    cli: Cli, judge: Judge, example_layout: Path, plain_registry: RegistryServer,
-    registry_factory: Any, tmp_path: Path,
+    cli: Cli,
+    judge: Judge,
+    example_layout: Path,
+    plain_registry: RegistryServer,
+    registry_factory: Any,
+    tmp_path: Path,
 ) -> None:
     repo = unique("signed/api")
     entry = layout_entry(example_layout, API_REF)
@@ -484,7 +568,10 @@ def test_signatures_and_referrers_travel_through_an_archive(
 
 
 def test_no_referrers_leaves_signatures_behind(
-    cli: Cli, example_layout: Path, plain_registry: RegistryServer, judge: Judge,
+    cli: Cli,
+    example_layout: Path,
+    plain_registry: RegistryServer,
+    judge: Judge,
     tmp_path: Path,
 ) -> None:
     repo = unique("signed/api")
@@ -494,8 +581,9 @@ def test_no_referrers_leaves_signatures_behind(
     _sign_and_attach(plain_registry, repo, subject)
 
     dst_repo = unique("unsigned/api")
-    doc = cli.copy_ok(plain_registry.ref(f"{repo}:1.0"), plain_registry.ref(f"{dst_repo}:1.0"),
-                      "--no-referrers")
+    doc = cli.copy_ok(
+        plain_registry.ref(f"{repo}:1.0"), plain_registry.ref(f"{dst_repo}:1.0"), "--no-referrers"
+    )
     assert doc["referrers"] == [] and doc["tags"] == ["1.0"]
     assert judge.tags(plain_registry, dst_repo) == ["1.0"]
 
@@ -507,7 +595,9 @@ def test_no_referrers_leaves_signatures_behind(
 
 # ----------------------------------------------------------------- oras-py as a peer
 def test_oras_reads_what_we_pushed(
-    cli: Cli, plain_registry: RegistryServer, tmp_path: Path,
+    cli: Cli,
+    plain_registry: RegistryServer,
+    tmp_path: Path,
 ) -> None:
     try:
         import oras.provider

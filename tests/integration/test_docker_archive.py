@@ -44,11 +44,17 @@ def archives(
     out = tmp_path_factory.mktemp("docker-archives")
     api, worker = out / "api.tar", out / "worker.tar"
     judge.skopeo_run(
-        "copy", "--quiet", "--additional-tag", EXTRA_TAG,
-        f"oci:{example_layout}:{API_REF}", f"docker-archive:{api}:{API_REF}",
+        "copy",
+        "--quiet",
+        "--additional-tag",
+        EXTRA_TAG,
+        f"oci:{example_layout}:{API_REF}",
+        f"docker-archive:{api}:{API_REF}",
     )
     judge.skopeo_run(
-        "copy", "--quiet", f"oci:{example_layout}:{WORKER_REF}",
+        "copy",
+        "--quiet",
+        f"oci:{example_layout}:{WORKER_REF}",
         f"docker-archive:{worker}:{WORKER_REF}",
     )
     both = out / "both.tar"
@@ -112,7 +118,10 @@ def pull_with_skopeo(judge: Judge, reg: RegistryServer, ref: str, dest: Path) ->
 
 # ---------------------------------------------------------------------------------- tests
 def test_push_matches_skopeo_description_of_the_archive(
-    cli: Cli, judge: Judge, plain_registry: RegistryServer, archives: dict[str, Path],
+    cli: Cli,
+    judge: Judge,
+    plain_registry: RegistryServer,
+    archives: dict[str, Path],
     tmp_path: Path,
 ) -> None:
     source = f"docker-archive:{archives['api']}:{API_REF}"
@@ -130,34 +139,52 @@ def test_push_matches_skopeo_description_of_the_archive(
 
     # skopeo pushes exactly that description when it must keep digests ...
     verbatim = unique("docker-archive/skopeo-verbatim")
-    judge.skopeo_run("copy", "--quiet", "--preserve-digests",
-                     *plain_registry.skopeo_args(dest=True), source,
-                     plain_registry.docker_ref(f"{verbatim}:1"))
+    judge.skopeo_run(
+        "copy",
+        "--quiet",
+        "--preserve-digests",
+        *plain_registry.skopeo_args(dest=True),
+        source,
+        plain_registry.docker_ref(f"{verbatim}:1"),
+    )
     assert judge.raw(plain_registry.docker_ref(f"{verbatim}:1"), plain_registry) == described
     # ... while by default it compresses the layers, reuses blobs the registry already has or
     # substitutes compressed variants its blob cache remembers: which layers it pushes depends
     # on that state (here our uncompressed ones are already there), only the config is fixed.
     default = unique("docker-archive/skopeo-default")
-    judge.skopeo_run("copy", "--quiet", *plain_registry.skopeo_args(dest=True), source,
-                     plain_registry.docker_ref(f"{default}:1"))
-    by_default = json.loads(
-        judge.raw(plain_registry.docker_ref(f"{default}:1"), plain_registry)
+    judge.skopeo_run(
+        "copy",
+        "--quiet",
+        *plain_registry.skopeo_args(dest=True),
+        source,
+        plain_registry.docker_ref(f"{default}:1"),
     )
+    by_default = json.loads(judge.raw(plain_registry.docker_ref(f"{default}:1"), plain_registry))
     ours = json.loads(pushed)
     assert by_default["config"] == ours["config"]
     assert len(by_default["layers"]) == len(ours["layers"])
 
     # The layers are the archive's files, which are the diff_ids the config records.
-    config = json.loads(judge.skopeo_run(
-        "inspect", "--config", "--raw", *plain_registry.skopeo_args(),
-        plain_registry.docker_ref(f"{repo}:1"),
-    ))
+    config = json.loads(
+        judge.skopeo_run(
+            "inspect",
+            "--config",
+            "--raw",
+            *plain_registry.skopeo_args(),
+            plain_registry.docker_ref(f"{repo}:1"),
+        )
+    )
     assert [x["digest"] for x in ours["layers"]] == config["rootfs"]["diff_ids"]
 
     pull_with_skopeo(judge, plain_registry, f"{repo}:1", tmp_path / "pulled")
     # dir: keeps the manifest and blobs as the registry serves them, each checked on the way.
-    judge.skopeo_run("copy", "--quiet", *plain_registry.skopeo_args(src=True),
-                     plain_registry.docker_ref(f"{repo}:1"), f"dir:{tmp_path / 'dir'}")
+    judge.skopeo_run(
+        "copy",
+        "--quiet",
+        *plain_registry.skopeo_args(src=True),
+        plain_registry.docker_ref(f"{repo}:1"),
+        f"dir:{tmp_path / 'dir'}",
+    )
     assert (tmp_path / "dir" / "manifest.json").read_bytes() == pushed
     for layer in ours["layers"]:
         stored = (tmp_path / "dir" / layer["digest"].split(":")[1]).read_bytes()
@@ -170,7 +197,10 @@ def test_push_matches_skopeo_description_of_the_archive(
 
 
 def test_copy_to_layout_and_archive_keeps_the_manifest(
-    cli: Cli, judge: Judge, plain_registry: RegistryServer, archives: dict[str, Path],
+    cli: Cli,
+    judge: Judge,
+    plain_registry: RegistryServer,
+    archives: dict[str, Path],
     tmp_path: Path,
 ) -> None:
     source = f"docker-archive:{archives['api']}:{API_REF}"
@@ -186,8 +216,10 @@ def test_copy_to_layout_and_archive_keeps_the_manifest(
     archive = tmp_path / "out.tar"
     assert cli.copy_ok(source, f"archive:{archive}:api")["digest"] == sha(described)
     # Back out of both into the registry, and pulled by skopeo.
-    for name, location in (("from-layout", f"oci:{layout}:{API_REF}"),
-                           ("from-archive", f"archive:{archive}:api")):
+    for name, location in (
+        ("from-layout", f"oci:{layout}:{API_REF}"),
+        ("from-archive", f"archive:{archive}:api"),
+    ):
         repo = unique(f"docker-archive/{name}")
         cli.copy_ok(location, plain_registry.ref(f"{repo}:1"))
         assert judge.raw(plain_registry.docker_ref(f"{repo}:1"), plain_registry) == described
@@ -195,7 +227,10 @@ def test_copy_to_layout_and_archive_keeps_the_manifest(
 
 
 def test_select_among_images_and_tags(
-    cli: Cli, judge: Judge, plain_registry: RegistryServer, archives: dict[str, Path],
+    cli: Cli,
+    judge: Judge,
+    plain_registry: RegistryServer,
+    archives: dict[str, Path],
 ) -> None:
     both = archives["both"]
     worker = judge.raw(f"docker-archive:{archives['worker']}").replace(GZIP_LAYER, TAR_LAYER)
@@ -211,14 +246,18 @@ def test_select_among_images_and_tags(
     assert ambiguous.returncode == 2, ambiguous.describe()
     assert "holds 2 images" in ambiguous.stderr
     assert WORKER_REF in ambiguous.stderr and EXTRA_TAG in ambiguous.stderr
-    unknown = cli.copy(f"docker-archive:{both}:example.local/demo/web:1.0.0",
-                       plain_registry.ref(f"{repo}:y"))
+    unknown = cli.copy(
+        f"docker-archive:{both}:example.local/demo/web:1.0.0", plain_registry.ref(f"{repo}:y")
+    )
     assert unknown.returncode == 2, unknown.describe()
     assert "no image tagged" in unknown.stderr
 
 
 def test_gzip_layers_keep_their_bytes(
-    cli: Cli, judge: Judge, plain_registry: RegistryServer, example_layout: Path,
+    cli: Cli,
+    judge: Judge,
+    plain_registry: RegistryServer,
+    example_layout: Path,
     tmp_path: Path,
 ) -> None:
     archive = tmp_path / "gzip.tar"
@@ -235,7 +274,10 @@ def test_gzip_layers_keep_their_bytes(
 
 
 def test_tampered_layer_is_refused_before_anything_moves(
-    cli: Cli, plain_registry: RegistryServer, archives: dict[str, Path], tmp_path: Path,
+    cli: Cli,
+    plain_registry: RegistryServer,
+    archives: dict[str, Path],
+    tmp_path: Path,
 ) -> None:
     tampered = tmp_path / "tampered.tar"
     tampered.write_bytes(archives["api"].read_bytes())
@@ -255,8 +297,10 @@ def test_tampered_layer_is_refused_before_anything_moves(
 def test_docker_archive_is_not_a_target(
     cli: Cli, archives: dict[str, Path], tmp_path: Path
 ) -> None:
-    res = cli.copy(f"docker-archive:{archives['api']}:{API_REF}",
-                   f"docker-archive:{tmp_path}/out.tar:{API_REF}")
+    res = cli.copy(
+        f"docker-archive:{archives['api']}:{API_REF}",
+        f"docker-archive:{tmp_path}/out.tar:{API_REF}",
+    )
     assert res.returncode == 2, res.describe()
     assert "source only" in res.stderr
     assert not (tmp_path / "out.tar").exists()

@@ -136,11 +136,13 @@ def tally_report(request: pytest.FixtureRequest) -> Tally:
 
 # ------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def upstream(registry_binary: str, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[RegistryServer]:
+def upstream(
+    registry_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RegistryServer]:
     """The registry behind the proxy (plain HTTP, loopback), for this module only."""
-    server = start_registry("plain", tmp_path_factory.mktemp("faults-registry"),
-                            binary=registry_binary)
+    server = start_registry(
+        "plain", tmp_path_factory.mktemp("faults-registry"), binary=registry_binary
+    )
     try:
         yield server
     finally:
@@ -169,8 +171,7 @@ def proxies() -> Iterator[Callable[[RegistryServer], FaultProxy]]:
 
 
 @pytest.fixture
-def proxy(proxies: Callable[[RegistryServer], FaultProxy], upstream: RegistryServer
-          ) -> FaultProxy:
+def proxy(proxies: Callable[[RegistryServer], FaultProxy], upstream: RegistryServer) -> FaultProxy:
     return proxies(upstream)
 
 
@@ -201,9 +202,11 @@ class App:
 @pytest.fixture(scope="module")
 def app(synth: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> App:
     layout = tmp_path_factory.mktemp("faults-app") / "layout"
-    desc = synth.write_image(layout, APP_REF, [
-        synth.LayerSpec(f"faults-layer-{i}", size, level=0) for i, size in enumerate(LAYER_BYTES)
-    ])
+    desc = synth.write_image(
+        layout,
+        APP_REF,
+        [synth.LayerSpec(f"faults-layer-{i}", size, level=0) for i, size in enumerate(LAYER_BYTES)],
+    )
     manifest = json.loads((layout / "blobs" / "sha256" / desc["digest"][7:]).read_bytes())
     blobs = {d["digest"]: d["size"] for d in [manifest["config"], *manifest["layers"]]}
     largest = max(manifest["layers"], key=lambda d: d["size"])["digest"]
@@ -211,8 +214,9 @@ def app(synth: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> App:
 
 
 @pytest.fixture(scope="module")
-def app_in_registry(app: App, upstream: RegistryServer, tmp_path_factory: pytest.TempPathFactory
-                    ) -> str:
+def app_in_registry(
+    app: App, upstream: RegistryServer, tmp_path_factory: pytest.TempPathFactory
+) -> str:
     """The app image pushed (without faults) to the upstream registry; its repository."""
     cli = Cli(tmp_path_factory.mktemp("faults-seed") / "user")
     repo = "seed/app"
@@ -234,7 +238,11 @@ class Bundle:
 
 @pytest.fixture(scope="module")
 def bundle(
-    helm: str, synth: ModuleType, example_layout: Path, app: App, upstream: RegistryServer,
+    helm: str,
+    synth: ModuleType,
+    example_layout: Path,
+    app: App,
+    upstream: RegistryServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Bundle:
     """The example bundle plus the app image: packed, signed by the vendor, approved (in a
@@ -245,26 +253,45 @@ def bundle(
     (home / "keys").mkdir()
     keys = make_keys(home / "keys", "vendor", "approver", "promoter")
     policy = home / "trust-policy.yaml"
-    policy.write_text(POLICY.format(vendor=keys.public("vendor"),
-                                    approver=keys.public("approver")))
+    policy.write_text(POLICY.format(vendor=keys.public("vendor"), approver=keys.public("approver")))
     layout = home / "layout"
     shutil.copytree(example_layout, layout)
-    synth.write_image(layout, APP_REF, [
-        synth.LayerSpec(f"faults-layer-{i}", size, level=0) for i, size in enumerate(LAYER_BYTES)
-    ])
+    synth.write_image(
+        layout,
+        APP_REF,
+        [synth.LayerSpec(f"faults-layer-{i}", size, level=0) for i, size in enumerate(LAYER_BYTES)],
+    )
     signed = home / "signed.tar"
     digest = pack(cli, layout, f"archive:{signed}", "--image", APP_REF)
     sign(cli, f"archive:{signed}", keys.private("vendor"))
     approved = home / "approved.tar"
     shutil.copyfile(signed, approved)
-    res = ok(cli("approve", f"archive:{approved}", "--key", keys.private("approver"),
-                 "--passphrase-env", PASS_VAR, "--policy", policy))
+    res = ok(
+        cli(
+            "approve",
+            f"archive:{approved}",
+            "--key",
+            keys.private("approver"),
+            "--passphrase-env",
+            PASS_VAR,
+            "--policy",
+            policy,
+        )
+    )
     assert "approved by approver (approval)" in res.stdout
     vendor_repo = "vendor/demo"
     ok(import_(cli, signed, upstream.ref(f"{vendor_repo}:{TAG}"), keys.public("vendor")))
     reference = home / "reference.tar"
-    ok(cli("export", upstream.ref(f"{vendor_repo}:{TAG}"), "--to",
-           f"archive:{reference}:{BUNDLE_NAME}", "-o", "json"))
+    ok(
+        cli(
+            "export",
+            upstream.ref(f"{vendor_repo}:{TAG}"),
+            "--to",
+            f"archive:{reference}:{BUNDLE_NAME}",
+            "-o",
+            "json",
+        )
+    )
     graph = archive_graph(signed, digest)
     assert app.largest in graph.blobs
     return Bundle(digest, signed, approved, graph, keys, policy, vendor_repo, reference)
@@ -289,14 +316,18 @@ def _hex(digest: str) -> str:
 
 def has_blob(snap: frozenset[str], repo: str, digest: str) -> bool:
     h = _hex(digest)
-    return (f"blobs/sha256/{h[:2]}/{h}/data" in snap
-            and f"repositories/{repo}/_layers/sha256/{h}/link" in snap)
+    return (
+        f"blobs/sha256/{h[:2]}/{h}/data" in snap
+        and f"repositories/{repo}/_layers/sha256/{h}/link" in snap
+    )
 
 
 def has_manifest(snap: frozenset[str], repo: str, digest: str) -> bool:
     h = _hex(digest)
-    return (f"blobs/sha256/{h[:2]}/{h}/data" in snap
-            and f"repositories/{repo}/_manifests/revisions/sha256/{h}/link" in snap)
+    return (
+        f"blobs/sha256/{h[:2]}/{h}/data" in snap
+        and f"repositories/{repo}/_manifests/revisions/sha256/{h}/link" in snap
+    )
 
 
 def has_tag(snap: frozenset[str], repo: str, tag: str) -> bool:
@@ -304,16 +335,16 @@ def has_tag(snap: frozenset[str], repo: str, tag: str) -> bool:
 
 
 def missing_from(snap: frozenset[str], repo: str, graph: Graph) -> list[str]:
-    return ([m for m in graph.manifests if not has_manifest(snap, repo, m)]
-            + [b for b in graph.blobs if not has_blob(snap, repo, b)])
+    return [m for m in graph.manifests if not has_manifest(snap, repo, m)] + [
+        b for b in graph.blobs if not has_blob(snap, repo, b)
+    ]
 
 
 class TagWatch:
     """Snapshots the registry's storage whenever a write of ``repo:tag`` reaches the proxy,
     before it is forwarded; :meth:`check` then requires the whole graph in every snapshot."""
 
-    def __init__(self, proxy: FaultProxy, reg: RegistryServer, repo: str, tag: str = TAG
-                 ) -> None:
+    def __init__(self, proxy: FaultProxy, reg: RegistryServer, repo: str, tag: str = TAG) -> None:
         self.reg, self.repo, self.tag = reg, repo, tag
         self.path = f"/v2/{repo}/manifests/{tag}"
         self.snapshots: list[frozenset[str]] = []
@@ -323,8 +354,9 @@ class TagWatch:
         if method == "PUT" and target.split("?", 1)[0] == self.path:
             self.snapshots.append(storage_paths(self.reg))
 
-    def check(self, graph: Graph, extra: Callable[[frozenset[str]], list[str]] | None = None
-              ) -> None:
+    def check(
+        self, graph: Graph, extra: Callable[[frozenset[str]], list[str]] | None = None
+    ) -> None:
         assert self.snapshots, f"no write of {self.repo}:{self.tag} was seen"
         for snap in self.snapshots:
             TALLY.tag_writes_checked += 1
@@ -371,7 +403,8 @@ class Scenario:
         first = self.run()
         if first.returncode == 0:
             assert self.expect in (COMPLETED, EITHER), (
-                f"{self.name}: expected a clear failure\n{first.describe()}")
+                f"{self.name}: expected a clear failure\n{first.describe()}"
+            )
             try:
                 self.complete(first)
             except AssertionError:
@@ -380,7 +413,8 @@ class Scenario:
             TALLY.record(self.name, COMPLETED)
             return first, None
         assert self.expect in (FAILED, EITHER), (
-            f"{self.name}: expected completion\n{first.describe()}")
+            f"{self.name}: expected completion\n{first.describe()}"
+        )
         failed_clearly(first, self.codes, *self.named)
         self.not_named()
         if self.proxy is not None:
@@ -392,8 +426,9 @@ class Scenario:
         return first, again
 
 
-def registry_complete(judge: Judge, reg: RegistryServer, repo: str, digest: str,
-                      graph: Graph) -> None:
+def registry_complete(
+    judge: Judge, reg: RegistryServer, repo: str, digest: str, graph: Graph
+) -> None:
     """skopeo reads the tag as ``digest``; every manifest and blob is there, by HEAD/GET and
     in the storage of that repository."""
     assert judge.raw_digest(reg.docker_ref(f"{repo}:{TAG}"), reg) == digest
@@ -410,8 +445,11 @@ def not_tagged(judge: Judge, reg: RegistryServer, repo: str, tag: str = TAG) -> 
 
 
 def layout_complete(layout: Path, ref: str, digest: str, graph: Graph) -> None:
-    entries = [m for m in layout_index(layout)["manifests"]
-               if (m.get("annotations") or {}).get(REF_NAME) == ref]
+    entries = [
+        m
+        for m in layout_index(layout)["manifests"]
+        if (m.get("annotations") or {}).get(REF_NAME) == ref
+    ]
     assert [e["digest"] for e in entries] == [digest]
     for d in [*graph.manifests, *graph.blobs]:
         path = layout / "blobs" / "sha256" / _hex(d)
@@ -420,8 +458,9 @@ def layout_complete(layout: Path, ref: str, digest: str, graph: Graph) -> None:
 
 def layout_not_named(layout: Path, ref: str) -> None:
     if (layout / "index.json").exists():
-        names = [(m.get("annotations") or {}).get(REF_NAME)
-                 for m in layout_index(layout)["manifests"]]
+        names = [
+            (m.get("annotations") or {}).get(REF_NAME) for m in layout_index(layout)["manifests"]
+        ]
         assert ref not in names, f"{layout} names {ref} after a failure"
 
 
@@ -461,40 +500,91 @@ DIGEST_PUT = r"/manifests/sha256:"
 def _upload_rules(case: str, app: App) -> tuple[list[Rule], list[str], str, tuple[str, ...]]:
     """(rules, extra copy flags, expected outcome, words the error line must hold)."""
     if case == "503-on-blob-put-twice":
-        return [Rule("PUT", PUT_UPLOAD, Fault("status", status=503), nth={1, 2})], [], \
-            COMPLETED, ()
+        return [Rule("PUT", PUT_UPLOAD, Fault("status", status=503), nth={1, 2})], [], COMPLETED, ()
     if case == "429-retry-after-on-upload-post":
-        return [Rule("POST", POST_UPLOAD, Fault("status", status=429, retry_after=1),
-                     nth={1, 2})], [], COMPLETED, ()
+        return (
+            [Rule("POST", POST_UPLOAD, Fault("status", status=429, retry_after=1), nth={1, 2})],
+            [],
+            COMPLETED,
+            (),
+        )
     if case == "reset-mid-blob-put-and-after-commit":
-        return [Rule("PUT", PUT_UPLOAD, Fault("reset", "request_body", after_bytes=MiB),
-                     nth={1}),
-                Rule("PUT", PUT_UPLOAD, Fault("reset", "response"), nth={3})], [], COMPLETED, ()
+        return (
+            [
+                Rule("PUT", PUT_UPLOAD, Fault("reset", "request_body", after_bytes=MiB), nth={1}),
+                Rule("PUT", PUT_UPLOAD, Fault("reset", "response"), nth={3}),
+            ],
+            [],
+            COMPLETED,
+            (),
+        )
     if case == "503-on-every-put-of-one-layer":
-        return [Rule("PUT", PUT_UPLOAD + ".*" + quoted(app.largest), Fault("status", status=503),
-                     every=True)], [], FAILED, (app.largest, "HTTP 503")
+        return (
+            [
+                Rule(
+                    "PUT",
+                    PUT_UPLOAD + ".*" + quoted(app.largest),
+                    Fault("status", status=503),
+                    every=True,
+                )
+            ],
+            [],
+            FAILED,
+            (app.largest, "HTTP 503"),
+        )
     if case == "chunked-upload-reset-mid-patch-and-502":
-        return [Rule("PATCH", r"/blobs/uploads/", Fault("reset", "request_body",
-                                                          after_bytes=512 * 1024), nth={2}),
-                Rule("PATCH", r"/blobs/uploads/", Fault("status", status=502), nth={5})], \
-            ["--chunk-size", "1"], COMPLETED, ()
+        return (
+            [
+                Rule(
+                    "PATCH",
+                    r"/blobs/uploads/",
+                    Fault("reset", "request_body", after_bytes=512 * 1024),
+                    nth={2},
+                ),
+                Rule("PATCH", r"/blobs/uploads/", Fault("status", status=502), nth={5}),
+            ],
+            ["--chunk-size", "1"],
+            COMPLETED,
+            (),
+        )
     if case == "manifest-put-reset-after-commit":
-        return [Rule("PUT", DIGEST_PUT, Fault("reset", "response"), nth={1}),
-                Rule("PUT", TAG_PUT, Fault("reset", "response"), nth={1})], [], COMPLETED, ()
+        return (
+            [
+                Rule("PUT", DIGEST_PUT, Fault("reset", "response"), nth={1}),
+                Rule("PUT", TAG_PUT, Fault("reset", "response"), nth={1}),
+            ],
+            [],
+            COMPLETED,
+            (),
+        )
     if case == "tag-put-500-every-time":
-        return [Rule("PUT", TAG_PUT, Fault("status", status=500), every=True)], [], FAILED, \
-            ("manifest upload", "HTTP 500")
+        return (
+            [Rule("PUT", TAG_PUT, Fault("status", status=500), every=True)],
+            [],
+            FAILED,
+            ("manifest upload", "HTTP 500"),
+        )
     if case == "v2-probe-502-twice":
-        return [Rule("GET", r"^/v2/$", Fault("status", status=502), nth={1, 2})], [], \
-            COMPLETED, ()
+        return [Rule("GET", r"^/v2/$", Fault("status", status=502), nth={1, 2})], [], COMPLETED, ()
     if case == "v2-probe-reset-every-time":
-        return [Rule("GET", r"^/v2/$", Fault("reset"), every=True)], [], FAILED, \
-            ("cannot reach registry",)
+        return (
+            [Rule("GET", r"^/v2/$", Fault("reset"), every=True)],
+            [],
+            FAILED,
+            ("cannot reach registry",),
+        )
     if case == "tag-put-stall-2s":
         return [Rule("PUT", TAG_PUT, Fault("stall", seconds=2.0), nth={1})], [], COMPLETED, ()
     if case == "seeded-chaos-503-and-resets":
-        return [Rule(None, r"^/v2/.", Fault("status", status=503), probability=0.12),
-                Rule(None, r"^/v2/.", Fault("reset"), probability=0.05)], [], EITHER, ()
+        return (
+            [
+                Rule(None, r"^/v2/.", Fault("status", status=503), probability=0.12),
+                Rule(None, r"^/v2/.", Fault("reset"), probability=0.05),
+            ],
+            [],
+            EITHER,
+            (),
+        )
     raise AssertionError(case)
 
 
@@ -515,7 +605,12 @@ UPLOAD_CASES = [
 
 @pytest.mark.parametrize("case", UPLOAD_CASES)
 def test_copy_into_a_faulty_registry(
-    case: str, app: App, fcli: Cli, proxy: FaultProxy, upstream: RegistryServer, judge: Judge,
+    case: str,
+    app: App,
+    fcli: Cli,
+    proxy: FaultProxy,
+    upstream: RegistryServer,
+    judge: Judge,
 ) -> None:
     rules, flags, expect, named = _upload_rules(case, app)
     proxy.add(*rules)
@@ -528,8 +623,16 @@ def test_copy_into_a_faulty_registry(
         registry_complete(judge, upstream, repo, app.digest, app_graph(app))
         watch.check(app_graph(app))
 
-    Scenario(f"copy/upload: {case}", proxy, run, complete,
-             lambda: not_tagged(judge, upstream, repo), expect, {5}, named).play()
+    Scenario(
+        f"copy/upload: {case}",
+        proxy,
+        run,
+        complete,
+        lambda: not_tagged(judge, upstream, repo),
+        expect,
+        {5},
+        named,
+    ).play()
     assert proxy.total_injected >= 1, "no fault was injected"
     if case == "429-retry-after-on-upload-post":
         assert spent[0] >= 1.0, "Retry-After was not honoured"
@@ -545,29 +648,56 @@ def _download_rules(case: str, app: App) -> tuple[list[Rule], str, set[int], tup
     """(rules, expected outcome, exit codes allowed for a failure, words of the error)."""
     largest = r"/blobs/" + app.largest + "$"
     if case == "truncated-blob-once":
-        return [Rule("GET", BLOB_GET, Fault("truncate", after_bytes=MiB), nth={1})], COMPLETED, \
-            set(), ()
+        return (
+            [Rule("GET", BLOB_GET, Fault("truncate", after_bytes=MiB), nth={1})],
+            COMPLETED,
+            set(),
+            (),
+        )
     if case == "truncated-layer-every-time":
-        return [Rule("GET", largest, Fault("truncate"), every=True)], FAILED, {5, 6}, \
-            (app.largest,)
+        return [Rule("GET", largest, Fault("truncate"), every=True)], FAILED, {5, 6}, (app.largest,)
     if case == "content-length-longer-every-time":
-        return [Rule("GET", largest, Fault("lie_length", delta=MiB), every=True)], FAILED, \
-            {5, 6}, (app.largest,)
+        return (
+            [Rule("GET", largest, Fault("lie_length", delta=MiB), every=True)],
+            FAILED,
+            {5, 6},
+            (app.largest,),
+        )
     if case == "content-length-shorter-every-time":
-        return [Rule("GET", largest, Fault("lie_length", delta=-4096), every=True)], FAILED, \
-            {5, 6}, (app.largest,)
+        return (
+            [Rule("GET", largest, Fault("lie_length", delta=-4096), every=True)],
+            FAILED,
+            {5, 6},
+            (app.largest,),
+        )
     if case == "manifest-content-length-shorter":
-        return [Rule("GET", TAG_PUT, Fault("lie_length", delta=-16), every=True)], FAILED, \
-            {6, 7}, ("1.0.0",)
+        return (
+            [Rule("GET", TAG_PUT, Fault("lie_length", delta=-16), every=True)],
+            FAILED,
+            {6, 7},
+            ("1.0.0",),
+        )
     if case == "manifest-get-503-once":
-        return [Rule("GET", r"/manifests/", Fault("status", status=503), nth={1})], COMPLETED, \
-            set(), ()
+        return (
+            [Rule("GET", r"/manifests/", Fault("status", status=503), nth={1})],
+            COMPLETED,
+            set(),
+            (),
+        )
     if case == "reset-mid-blob-body-twice":
-        return [Rule("GET", BLOB_GET, Fault("reset", "response_body", after_bytes=MiB),
-                     nth={1, 2})], COMPLETED, set(), ()
+        return (
+            [Rule("GET", BLOB_GET, Fault("reset", "response_body", after_bytes=MiB), nth={1, 2})],
+            COMPLETED,
+            set(),
+            (),
+        )
     if case == "blob-get-stall-3s":
-        return [Rule("GET", largest, Fault("stall", "response", seconds=3.0), nth={1})], \
-            COMPLETED, set(), ()
+        return (
+            [Rule("GET", largest, Fault("stall", "response", seconds=3.0), nth={1})],
+            COMPLETED,
+            set(),
+            (),
+        )
     raise AssertionError(case)
 
 
@@ -585,16 +715,29 @@ DOWNLOAD_CASES = [
 
 @pytest.mark.parametrize("case", DOWNLOAD_CASES)
 def test_copy_out_of_a_faulty_registry(
-    case: str, app: App, app_in_registry: str, fcli: Cli, proxy: FaultProxy, tmp_path: Path,
+    case: str,
+    app: App,
+    app_in_registry: str,
+    fcli: Cli,
+    proxy: FaultProxy,
+    tmp_path: Path,
 ) -> None:
     rules, expect, codes, named = _download_rules(case, app)
     proxy.add(*rules)
     layout = tmp_path / "out"
-    run, spent = timed(lambda: fcli.copy(proxy.ref(f"{app_in_registry}:{TAG}"),
-                                         f"oci:{layout}:app"))
-    Scenario(f"copy/download: {case}", proxy, run,
-             lambda res: layout_complete(layout, "app", app.digest, app_graph(app)),
-             lambda: layout_not_named(layout, "app"), expect, codes, named).play()
+    run, spent = timed(
+        lambda: fcli.copy(proxy.ref(f"{app_in_registry}:{TAG}"), f"oci:{layout}:app")
+    )
+    Scenario(
+        f"copy/download: {case}",
+        proxy,
+        run,
+        lambda res: layout_complete(layout, "app", app.digest, app_graph(app)),
+        lambda: layout_not_named(layout, "app"),
+        expect,
+        codes,
+        named,
+    ).play()
     assert proxy.total_injected >= 1, "no fault was injected"
     if case == "blob-get-stall-3s":
         assert spent[0] >= 3.0
@@ -602,7 +745,10 @@ def test_copy_out_of_a_faulty_registry(
 
 # ===================================================================== 3. export / import
 def test_export_through_transient_faults_is_byte_identical(
-    bundle: Bundle, fcli: Cli, proxy: FaultProxy, tmp_path: Path,
+    bundle: Bundle,
+    fcli: Cli,
+    proxy: FaultProxy,
+    tmp_path: Path,
 ) -> None:
     proxy.add(
         Rule("GET", BLOB_GET, Fault("reset", "response_body", after_bytes=MiB), nth={1}),
@@ -613,29 +759,50 @@ def test_export_through_transient_faults_is_byte_identical(
     archive = tmp_path / "demo.tar"
 
     def run() -> Result:
-        return fcli("export", proxy.ref(f"{bundle.vendor_repo}:{TAG}"), "--to",
-                    f"archive:{archive}:{BUNDLE_NAME}", "-o", "json")
+        return fcli(
+            "export",
+            proxy.ref(f"{bundle.vendor_repo}:{TAG}"),
+            "--to",
+            f"archive:{archive}:{BUNDLE_NAME}",
+            "-o",
+            "json",
+        )
 
     def complete(res: Result) -> None:
         assert res.json["digest"] == bundle.digest
         assert archive.read_bytes() == bundle.reference_export.read_bytes()
         assert not (tmp_path / f".{archive.name}.partial").exists()
 
-    Scenario("export: resets, truncation, 503, 429 (transient)", proxy, run, complete,
-             lambda: None, COMPLETED).play()
+    Scenario(
+        "export: resets, truncation, 503, 429 (transient)",
+        proxy,
+        run,
+        complete,
+        lambda: None,
+        COMPLETED,
+    ).play()
     assert proxy.total_injected == 4
 
 
 def test_export_failing_on_one_layer_leaves_no_archive_and_a_rerun_completes(
-    bundle: Bundle, app: App, fcli: Cli, proxy: FaultProxy, tmp_path: Path,
+    bundle: Bundle,
+    app: App,
+    fcli: Cli,
+    proxy: FaultProxy,
+    tmp_path: Path,
 ) -> None:
-    proxy.add(Rule("GET", r"/blobs/" + app.largest + "$", Fault("status", status=503),
-                   every=True))
+    proxy.add(Rule("GET", r"/blobs/" + app.largest + "$", Fault("status", status=503), every=True))
     archive = tmp_path / "demo.tar"
 
     def run() -> Result:
-        return fcli("export", proxy.ref(f"{bundle.vendor_repo}:{TAG}"), "--to",
-                    f"archive:{archive}:{BUNDLE_NAME}", "-o", "json")
+        return fcli(
+            "export",
+            proxy.ref(f"{bundle.vendor_repo}:{TAG}"),
+            "--to",
+            f"archive:{archive}:{BUNDLE_NAME}",
+            "-o",
+            "json",
+        )
 
     def complete(res: Result) -> None:
         assert res.json["digest"] == bundle.digest
@@ -644,12 +811,24 @@ def test_export_failing_on_one_layer_leaves_no_archive_and_a_rerun_completes(
     def not_named() -> None:
         assert not archive.exists()
 
-    Scenario("export: 503 on every GET of one layer", proxy, run, complete, not_named, FAILED,
-             {5}, (app.largest, "HTTP 503")).play()
+    Scenario(
+        "export: 503 on every GET of one layer",
+        proxy,
+        run,
+        complete,
+        not_named,
+        FAILED,
+        {5},
+        (app.largest, "HTTP 503"),
+    ).play()
 
 
 def test_import_through_transient_faults_completes_and_verifies(
-    bundle: Bundle, fcli: Cli, proxy: FaultProxy, upstream: RegistryServer, judge: Judge,
+    bundle: Bundle,
+    fcli: Cli,
+    proxy: FaultProxy,
+    upstream: RegistryServer,
+    judge: Judge,
 ) -> None:
     proxy.add(
         Rule("PUT", PUT_UPLOAD, Fault("reset", "request_body", after_bytes=2 * MiB), nth={2}),
@@ -662,8 +841,9 @@ def test_import_through_transient_faults_completes_and_verifies(
     watch = TagWatch(proxy, upstream, repo)
 
     def run() -> Result:
-        return import_(fcli, bundle.signed, proxy.ref(f"{repo}:{TAG}"),
-                       bundle.keys.public("vendor"))
+        return import_(
+            fcli, bundle.signed, proxy.ref(f"{repo}:{TAG}"), bundle.keys.public("vendor")
+        )
 
     def complete(res: Result) -> None:
         assert res.json["digest"] == bundle.digest
@@ -671,21 +851,32 @@ def test_import_through_transient_faults_completes_and_verifies(
         watch.check(bundle.graph)
         verified(fcli, upstream.ref(f"{repo}:{TAG}"), bundle.keys.public("vendor"))
 
-    Scenario("import: reset mid-upload, 503, 429, 502, reset after manifest commit", proxy,
-             run, complete, lambda: None, COMPLETED).play()
+    Scenario(
+        "import: reset mid-upload, 503, 429, 502, reset after manifest commit",
+        proxy,
+        run,
+        complete,
+        lambda: None,
+        COMPLETED,
+    ).play()
     assert proxy.total_injected == 5
 
 
 def test_import_whose_tag_write_fails_tags_nothing_and_a_rerun_completes(
-    bundle: Bundle, fcli: Cli, proxy: FaultProxy, upstream: RegistryServer, judge: Judge,
+    bundle: Bundle,
+    fcli: Cli,
+    proxy: FaultProxy,
+    upstream: RegistryServer,
+    judge: Judge,
 ) -> None:
     proxy.add(Rule("PUT", TAG_PUT, Fault("status", status=500), every=True))
     repo = unique("imp")
     watch = TagWatch(proxy, upstream, repo)
 
     def run() -> Result:
-        return import_(fcli, bundle.signed, proxy.ref(f"{repo}:{TAG}"),
-                       bundle.keys.public("vendor"))
+        return import_(
+            fcli, bundle.signed, proxy.ref(f"{repo}:{TAG}"), bundle.keys.public("vendor")
+        )
 
     def complete(res: Result) -> None:
         assert res.json["digest"] == bundle.digest
@@ -697,8 +888,16 @@ def test_import_whose_tag_write_fails_tags_nothing_and_a_rerun_completes(
         # Everything under the name arrived; only the name is missing.
         assert not missing_from(storage_paths(upstream), repo, bundle.graph)
 
-    _, again = Scenario("import: 500 on every write of the tag", proxy, run, complete,
-                        not_named, FAILED, {5}, ("manifest upload", "HTTP 500")).play()
+    _, again = Scenario(
+        "import: 500 on every write of the tag",
+        proxy,
+        run,
+        complete,
+        not_named,
+        FAILED,
+        {5},
+        ("manifest upload", "HTTP 500"),
+    ).play()
     assert again is not None
     blobs = again.json["blobs"]
     assert blobs["skipped"] == blobs["total"], blobs  # the re-run sends nothing again
@@ -706,8 +905,12 @@ def test_import_whose_tag_write_fails_tags_nothing_and_a_rerun_completes(
 
 # ===================================================================== 4. registry killed
 def test_registry_killed_mid_push_fails_and_a_rerun_on_its_storage_completes(
-    app: App, fcli: Cli, proxies: Callable[[RegistryServer], FaultProxy], judge: Judge,
-    registry_binary: str, registry_factory: Callable[..., RegistryServer],
+    app: App,
+    fcli: Cli,
+    proxies: Callable[[RegistryServer], FaultProxy],
+    judge: Judge,
+    registry_binary: str,
+    registry_factory: Callable[..., RegistryServer],
 ) -> None:
     """The third blob upload (of four, one at a time) is held at the proxy; while it waits the
     registry gets SIGKILL. bundler must fail (exit 5) with nothing tagged; a registry started
@@ -718,8 +921,18 @@ def test_registry_killed_mid_push_fails_and_a_rerun_on_its_storage_completes(
     hold = Rule("PUT", PUT_UPLOAD, Fault("stall", seconds=2.0), nth={3})
     proxy.add(hold)
     repo = unique("killed")
-    proc = fcli.popen("copy", "--from", app.source, "--to", proxy.ref(f"{repo}:{TAG}"),
-                      "--parallel", "1", "-o", "json", stdin=subprocess.DEVNULL)
+    proc = fcli.popen(
+        "copy",
+        "--from",
+        app.source,
+        "--to",
+        proxy.ref(f"{repo}:{TAG}"),
+        "--parallel",
+        "1",
+        "-o",
+        "json",
+        stdin=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while hold.fired == 0 and time.monotonic() < deadline and proc.poll() is None:
@@ -777,11 +990,19 @@ def run_limited(cli: Cli, limit: int, *args: str | os.PathLike[str]) -> Result:
 
 
 def test_export_onto_a_full_disk_fails_clearly_and_a_rerun_completes(
-    bundle: Bundle, fcli: Cli, tmp_path: Path,
+    bundle: Bundle,
+    fcli: Cli,
+    tmp_path: Path,
 ) -> None:
     archive = tmp_path / "demo.tar"
-    args = ("export", f"archive:{bundle.signed}", "--to", f"archive:{archive}:{BUNDLE_NAME}",
-            "-o", "json")
+    args = (
+        "export",
+        f"archive:{bundle.signed}",
+        "--to",
+        f"archive:{archive}:{BUNDLE_NAME}",
+        "-o",
+        "json",
+    )
     first = run_limited(fcli, 8 * MiB, *args)
     assert first.returncode != 0, first.describe()  # 15 MiB of layers cannot fit in 8 MiB
     assert not archive.exists(), "an archive under its name after a failed write"
@@ -802,11 +1023,14 @@ def test_export_onto_a_full_disk_fails_clearly_and_a_rerun_completes(
 
 
 def test_copy_into_a_layout_on_a_full_disk_fails_clearly_and_a_rerun_completes(
-    app: App, fcli: Cli, tmp_path: Path,
+    app: App,
+    fcli: Cli,
+    tmp_path: Path,
 ) -> None:
     layout = tmp_path / "layout"
-    first = run_limited(fcli, 4 * MiB, "copy", "--from", app.source, "--to",
-                        f"oci:{layout}:app", "-o", "json")
+    first = run_limited(
+        fcli, 4 * MiB, "copy", "--from", app.source, "--to", f"oci:{layout}:app", "-o", "json"
+    )
     failed_clearly(first, {5}, "File too large")
     layout_not_named(layout, "app")
     ok(fcli.copy(app.source, f"oci:{layout}:app"))
@@ -816,7 +1040,9 @@ def test_copy_into_a_layout_on_a_full_disk_fails_clearly_and_a_rerun_completes(
 
 
 def test_copy_into_volumes_on_a_full_disk_names_the_write_that_failed(
-    app: App, fcli: Cli, tmp_path: Path,
+    app: App,
+    fcli: Cli,
+    tmp_path: Path,
 ) -> None:
     """An archive split into volumes cannot rewind a blob cut short, so the blob is not
     retried into it; the error must still say what failed (the write), not only that an
@@ -824,8 +1050,17 @@ def test_copy_into_volumes_on_a_full_disk_names_the_write_that_failed(
     out = tmp_path / "vol"
     out.mkdir()
     archive = out / "app.tar"
-    args = ("copy", "--from", app.source, "--to", f"archive:{archive}:app",
-            "--max-volume-size", "4M", "-o", "json")
+    args = (
+        "copy",
+        "--from",
+        app.source,
+        "--to",
+        f"archive:{archive}:app",
+        "--max-volume-size",
+        "4M",
+        "-o",
+        "json",
+    )
     first = run_limited(fcli, 2 * MiB, *args)
     assert first.returncode != 0, first.describe()
     assert sorted(p.name for p in out.iterdir()) == [], "volumes left after a failed write"
@@ -856,16 +1091,28 @@ def test_copy_into_volumes_on_a_full_disk_names_the_write_that_failed(
 
 # ============================================================================ 6. promote
 def promote_args(bundle: Bundle, to: str) -> list[str | os.PathLike[str]]:
-    return ["promote", f"archive:{bundle.approved}", "--to", to, "--policy", bundle.policy,
-            "--key", bundle.keys.private("promoter"), "--passphrase-env", PASS_VAR,
-            "-o", "json"]
+    return [
+        "promote",
+        f"archive:{bundle.approved}",
+        "--to",
+        to,
+        "--policy",
+        bundle.policy,
+        "--key",
+        bundle.keys.private("promoter"),
+        "--passphrase-env",
+        PASS_VAR,
+        "-o",
+        "json",
+    ]
 
 
 PIN = re.compile(r"^(?P<host>[^/]+)/(?P<repo>[^@]+?):(?P<tag>[^:@/]+)@(?P<digest>sha256:\w+)$")
 
 
-def promoted_complete(judge: Judge, reg: RegistryServer, prefix: str, doc: dict[str, Any]
-                      ) -> list[tuple[str, str, Graph]]:
+def promoted_complete(
+    judge: Judge, reg: RegistryServer, prefix: str, doc: dict[str, Any]
+) -> list[tuple[str, str, Graph]]:
     """The chart tag names a whole chart; every image it pins resolves, by tag and digest,
     to a whole image. Returns (repository, tag, graph) of every image."""
     chart_repo = f"{prefix}/demo"
@@ -910,8 +1157,13 @@ class Rendezvous:
 
 
 def test_two_promotions_of_one_bundle_at_once(
-    bundle: Bundle, fcli: Cli, helm: str, proxy: FaultProxy, upstream: RegistryServer,
-    judge: Judge, tmp_path: Path,
+    bundle: Bundle,
+    fcli: Cli,
+    helm: str,
+    proxy: FaultProxy,
+    upstream: RegistryServer,
+    judge: Judge,
+    tmp_path: Path,
 ) -> None:
     prefix = unique("race")
     to = proxy.ref(prefix)
@@ -919,8 +1171,9 @@ def test_two_promotions_of_one_bundle_at_once(
     proxy.on_request(rendezvous)
     second = pack_cli(tmp_path / "second-user", helm)
     second.env[PASS_VAR] = PASSPHRASE
-    procs = [cli.popen(*promote_args(bundle, to), stdin=subprocess.DEVNULL)
-             for cli in (fcli, second)]
+    procs = [
+        cli.popen(*promote_args(bundle, to), stdin=subprocess.DEVNULL) for cli in (fcli, second)
+    ]
     results = []
     try:
         for proc in procs:
@@ -939,8 +1192,15 @@ def test_two_promotions_of_one_bundle_at_once(
     docs = [r.json for r in winners]
     assert {d["chart"]["digest"] for d in docs} == {docs[0]["chart"]["digest"]}
     promoted_complete(judge, upstream, prefix, docs[0])
-    ok(fcli("verify", upstream.ref(f"{prefix}/demo:{TAG}"), "--promotion", "--key",
-            bundle.keys.public("promoter")))
+    ok(
+        fcli(
+            "verify",
+            upstream.ref(f"{prefix}/demo:{TAG}"),
+            "--promotion",
+            "--key",
+            bundle.keys.public("promoter"),
+        )
+    )
     # A re-run is idempotent.
     again = ok(fcli(*promote_args(bundle, to)))
     assert again.json["alreadyPromoted"] is True
@@ -954,21 +1214,32 @@ def test_two_promotions_of_one_bundle_at_once(
     attached = {m["digest"] for m in index.json()["manifests"]}
     reported = {d["recordDigest"] for d in docs}
     TALLY.records_not_attached += len(reported - attached)
-    TALLY.record("two promotions of one bundle at once",
-                 LOST_RECORD if reported - attached else COMPLETED if len(winners) == 2
-                 else FAILED)
+    TALLY.record(
+        "two promotions of one bundle at once",
+        LOST_RECORD if reported - attached else COMPLETED if len(winners) == 2 else FAILED,
+    )
     assert reported <= attached, (
         f"promotion records reported but not attached to the chart: {sorted(reported - attached)}"
     )
 
 
 def test_promotion_whose_chart_tag_write_fails_leaves_no_chart_and_a_rerun_completes(
-    bundle: Bundle, fcli: Cli, proxy: FaultProxy, upstream: RegistryServer, judge: Judge,
+    bundle: Bundle,
+    fcli: Cli,
+    proxy: FaultProxy,
+    upstream: RegistryServer,
+    judge: Judge,
 ) -> None:
     prefix = unique("promo")
     chart_repo = f"{prefix}/demo"
-    proxy.add(Rule("PUT", rf"^/v2/{re.escape(chart_repo)}/manifests/1\.0\.0$",
-                   Fault("status", status=503), every=True))
+    proxy.add(
+        Rule(
+            "PUT",
+            rf"^/v2/{re.escape(chart_repo)}/manifests/1\.0\.0$",
+            Fault("status", status=503),
+            every=True,
+        )
+    )
     watch = TagWatch(proxy, upstream, chart_repo)
 
     def run() -> Result:
@@ -991,8 +1262,16 @@ def test_promotion_whose_chart_tag_write_fails_leaves_no_chart_and_a_rerun_compl
     def not_named() -> None:
         not_tagged(judge, upstream, chart_repo)
 
-    _, again = Scenario("promote: 503 on every write of the chart tag", proxy, run, complete,
-                        not_named, FAILED, {5}, ("manifest upload", "HTTP 503")).play()
+    _, again = Scenario(
+        "promote: 503 on every write of the chart tag",
+        proxy,
+        run,
+        complete,
+        not_named,
+        FAILED,
+        {5},
+        ("manifest upload", "HTTP 503"),
+    ).play()
     assert again is not None and again.json["alreadyPromoted"] is False
     repeat = ok(run())
     assert repeat.json["alreadyPromoted"] is True

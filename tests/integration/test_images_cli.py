@@ -59,8 +59,10 @@ def test_example_chart_images_with_sources_and_value_paths(cli: Cli) -> None:
 
     assert set(by(doc, "annotation")) == {WEB, API, WORKER, MIGRATE}
 
-    values = {ref: [(i["valuePath"], i["valueForm"]) for i in found]
-              for ref, found in by(doc, "values").items()}
+    values = {
+        ref: [(i["valuePath"], i["valueForm"]) for i in found]
+        for ref, found in by(doc, "values").items()
+    }
     assert values == {
         WEB: [("web.image", "map")],
         API: [("api.image", "string")],
@@ -72,14 +74,17 @@ def test_example_chart_images_with_sources_and_value_paths(cli: Cli) -> None:
     [worker_value] = by(doc, "values")[WORKER]
     assert worker_value["detail"] == "values.yaml of subchart worker"
 
-    rendered = {ref: sorted(i["detail"] for i in found)
-                for ref, found in by(doc, "template").items()}
+    rendered = {
+        ref: sorted(i["detail"] for i in found) for ref, found in by(doc, "template").items()
+    }
     assert rendered == {
         WEB: ["Deployment/bundle-demo-web container web"],
         API: ["Deployment/bundle-demo-api container api"],
         MIGRATE: ["Deployment/bundle-demo-api initContainer migrate"],
-        WORKER: ["CronJob/bundle-demo-report container report",
-                 "Deployment/bundle-worker container worker"],
+        WORKER: [
+            "CronJob/bundle-demo-report container report",
+            "Deployment/bundle-worker container worker",
+        ],
     }
     # What values promise is what the templates run.
     assert set(by(doc, "template")) == set(by(doc, "values"))
@@ -129,6 +134,7 @@ def test_helm_lint_accepts_the_packed_archive(helm_bin: str, tmp_path: Path) -> 
 
 # -- failures and their exit codes ----------------------------------------------------------
 
+
 def test_malformed_chart_yaml_exits_9(cli: Cli, tmp_path: Path) -> None:
     chart = tmp_path / "demo"
     shutil.copytree(DEMO, chart)
@@ -143,7 +149,7 @@ def test_malformed_chart_yaml_exits_9(cli: Cli, tmp_path: Path) -> None:
 def test_template_that_fails_to_render_exits_9(cli: Cli, tmp_path: Path) -> None:
     chart = tmp_path / "demo"
     shutil.copytree(DEMO, chart)
-    (chart / "templates" / "broken.yaml").write_text("{{ fail \"no database configured\" }}\n")
+    (chart / "templates" / "broken.yaml").write_text('{{ fail "no database configured" }}\n')
     res = cli("images", chart)
     assert res.returncode == 9, res.describe()
     assert "helm template" in res.stderr and "no database configured" in res.stderr
@@ -158,8 +164,10 @@ def test_missing_value_path_exits_10(cli: Cli) -> None:
 def test_archive_with_dot_dot_member_exits_8(cli: Cli, tmp_path: Path) -> None:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, data in (("demo/Chart.yaml", b"apiVersion: v2\nname: demo\nversion: 1.0.0\n"),
-                           ("demo/../../escape.txt", b"gotcha")):
+        for name, data in (
+            ("demo/Chart.yaml", b"apiVersion: v2\nname: demo\nversion: 1.0.0\n"),
+            ("demo/../../escape.txt", b"gotcha"),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))

@@ -14,12 +14,18 @@ import pytest
 PASSPHRASE = "correct-horse-battery-staple-4711"
 
 
-def bundler(*args: str | Path, env_extra: dict[str, str] | None = None,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def bundler(
+    *args: str | Path, env_extra: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "BUNDLER_KEY_PASS": PASSPHRASE, **(env_extra or {})}
     proc = subprocess.run(
         [sys.executable, "-m", "bundler.cli.main", *map(str, args)],
-        capture_output=True, text=True, env=env, cwd=cwd, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+        check=False,
     )
     assert PASSPHRASE not in proc.stdout + proc.stderr
     return proc
@@ -27,8 +33,15 @@ def bundler(*args: str | Path, env_extra: dict[str, str] | None = None,
 
 @pytest.mark.parametrize("key_type", ["ecdsa-p256", "ed25519"])
 def test_generate_writes_both_files_with_their_modes(tmp_path: Path, key_type: str) -> None:
-    proc = bundler("keys", "generate", tmp_path / "vendor", "--type", key_type,
-                   "--passphrase-env", "BUNDLER_KEY_PASS")
+    proc = bundler(
+        "keys",
+        "generate",
+        tmp_path / "vendor",
+        "--type",
+        key_type,
+        "--passphrase-env",
+        "BUNDLER_KEY_PASS",
+    )
     assert proc.returncode == 0, proc.stderr
     key_path, pub_path = tmp_path / "vendor.key", tmp_path / "vendor.pub"
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
@@ -41,8 +54,9 @@ def test_generate_writes_both_files_with_their_modes(tmp_path: Path, key_type: s
 
 
 def test_generate_and_inspect_json_agree_on_the_key_id(tmp_path: Path) -> None:
-    made = bundler("keys", "generate", tmp_path / "k", "--passphrase-env", "BUNDLER_KEY_PASS",
-                   "-o", "json")
+    made = bundler(
+        "keys", "generate", tmp_path / "k", "--passphrase-env", "BUNDLER_KEY_PASS", "-o", "json"
+    )
     assert made.returncode == 0, made.stderr
     result = json.loads(made.stdout)
     assert result["algorithm"] == "ecdsa-p256"
@@ -52,11 +66,14 @@ def test_generate_and_inspect_json_agree_on_the_key_id(tmp_path: Path) -> None:
     public = bundler("keys", "inspect", tmp_path / "k.pub", "-o", "json")
     assert public.returncode == 0, public.stderr
     assert json.loads(public.stdout) == {
-        "kind": "public", "algorithm": "ecdsa-p256", "keyId": result["keyId"]
+        "kind": "public",
+        "algorithm": "ecdsa-p256",
+        "keyId": result["keyId"],
     }
 
-    private = bundler("keys", "inspect", tmp_path / "k.key", "--passphrase-env",
-                      "BUNDLER_KEY_PASS", "-o", "json")
+    private = bundler(
+        "keys", "inspect", tmp_path / "k.key", "--passphrase-env", "BUNDLER_KEY_PASS", "-o", "json"
+    )
     assert private.returncode == 0, private.stderr
     assert json.loads(private.stdout)["keyId"] == result["keyId"]
 
@@ -80,10 +97,20 @@ def test_generate_refuses_to_overwrite_an_existing_key(tmp_path: Path) -> None:
 
 
 def test_inspect_with_the_wrong_passphrase_exits_13(tmp_path: Path) -> None:
-    assert bundler("keys", "generate", tmp_path / "k", "--passphrase-env",
-                   "BUNDLER_KEY_PASS").returncode == 0
-    proc = bundler("keys", "inspect", tmp_path / "k.key", "--passphrase-env", "WRONG_PASS",
-                   env_extra={"WRONG_PASS": "not-" + PASSPHRASE})
+    assert (
+        bundler(
+            "keys", "generate", tmp_path / "k", "--passphrase-env", "BUNDLER_KEY_PASS"
+        ).returncode
+        == 0
+    )
+    proc = bundler(
+        "keys",
+        "inspect",
+        tmp_path / "k.key",
+        "--passphrase-env",
+        "WRONG_PASS",
+        env_extra={"WRONG_PASS": "not-" + PASSPHRASE},
+    )
     assert proc.returncode == 13
     assert "passphrase does not decrypt it" in proc.stderr
     assert proc.stdout == ""
@@ -98,15 +125,23 @@ def test_passphrase_env_that_is_not_set_is_a_usage_error(tmp_path: Path) -> None
 
 def test_two_passphrase_sources_are_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "pass").write_text(PASSPHRASE)
-    proc = bundler("keys", "generate", tmp_path / "k", "--passphrase-env", "BUNDLER_KEY_PASS",
-                   "--passphrase-file", tmp_path / "pass")
+    proc = bundler(
+        "keys",
+        "generate",
+        tmp_path / "k",
+        "--passphrase-env",
+        "BUNDLER_KEY_PASS",
+        "--passphrase-file",
+        tmp_path / "pass",
+    )
     assert proc.returncode == 2
     assert not (tmp_path / "k.key").exists()
 
 
 def test_unknown_key_type_is_a_usage_error(tmp_path: Path) -> None:
-    proc = bundler("keys", "generate", tmp_path / "k", "--type", "rsa",
-                   "--passphrase-env", "BUNDLER_KEY_PASS")
+    proc = bundler(
+        "keys", "generate", tmp_path / "k", "--type", "rsa", "--passphrase-env", "BUNDLER_KEY_PASS"
+    )
     assert proc.returncode == 2
     assert not (tmp_path / "k.key").exists()
 
@@ -121,12 +156,14 @@ def test_inspect_an_unencrypted_private_key_exits_13(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
     (tmp_path / "plain.key").write_bytes(pem)
-    proc = bundler("keys", "inspect", tmp_path / "plain.key", "--passphrase-env",
-                   "BUNDLER_KEY_PASS")
+    proc = bundler(
+        "keys", "inspect", tmp_path / "plain.key", "--passphrase-env", "BUNDLER_KEY_PASS"
+    )
     assert proc.returncode == 13
     assert "encrypted at rest" in proc.stderr
 
@@ -136,6 +173,12 @@ def test_inspect_reads_cosigns_own_keys(tmp_path: Path, shared_data: Path) -> No
     public = bundler("keys", "inspect", vectors / "containers-image" / "cosign.pub")
     assert public.returncode == 0, public.stderr
     assert "algorithm: ecdsa-p256" in public.stdout
-    private = bundler("keys", "inspect", vectors / "cosign" / "pemsigstorekey.pem",
-                      "--passphrase-env", "COSIGN_PASS", env_extra={"COSIGN_PASS": "hello"})
+    private = bundler(
+        "keys",
+        "inspect",
+        vectors / "cosign" / "pemsigstorekey.pem",
+        "--passphrase-env",
+        "COSIGN_PASS",
+        env_extra={"COSIGN_PASS": "hello"},
+    )
     assert private.returncode == 0, private.stderr

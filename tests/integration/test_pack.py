@@ -79,8 +79,14 @@ def archive_bundle(
     """The example packed once from the shared layout into an archive: (path, pack JSON)."""
     home = tmp_path_factory.mktemp("archive-bundle")
     path = home / "demo-bundle.tar"
-    doc = pack_ok(pack_cli(home / "user", helm), "--chart", DEMO_CHART,
-                  *layout_source(example_layout), "--to", f"archive:{path}")
+    doc = pack_ok(
+        pack_cli(home / "user", helm),
+        "--chart",
+        DEMO_CHART,
+        *layout_source(example_layout),
+        "--to",
+        f"archive:{path}",
+    )
     return path, doc
 
 
@@ -90,8 +96,12 @@ def source_digests(layout: Path) -> dict[str, str]:
 
 # ------------------------------------------------- 1. one bundle digest, whatever the route
 def test_same_bundle_digest_from_layout_or_registry_to_archive_oci_and_registries(
-    cli: Cli, judge: Judge, example_layout: Path, plain_registry: RegistryServer,
-    tls_registry: RegistryServer, tmp_path: Path,
+    cli: Cli,
+    judge: Judge,
+    example_layout: Path,
+    plain_registry: RegistryServer,
+    tls_registry: RegistryServer,
+    tmp_path: Path,
 ) -> None:
     sources = source_digests(example_layout)
     base: list[str | Path] = ["--chart", DEMO_CHART]
@@ -127,29 +137,40 @@ def test_same_bundle_digest_from_layout_or_registry_to_archive_oci_and_registrie
 
     # oci: layout -> plain registry, and -> TLS registry with basic auth and a CA file
     repo = f"{unique('bundles')}/demo"
-    doc = pack_ok(cli, *base, *layout_source(example_layout),
-                  "--to", plain_registry.ref(f"{repo}:1.0.0"))
+    doc = pack_ok(
+        cli, *base, *layout_source(example_layout), "--to", plain_registry.ref(f"{repo}:1.0.0")
+    )
     assert doc["digest"] == digest
     assert judge.raw_digest(plain_registry.docker_ref(f"{repo}:1.0.0"), plain_registry) == digest
     cli.login_config(tls_registry)
     tls_repo = f"{unique('bundles')}/demo"
-    doc = pack_ok(cli, *base, *layout_source(example_layout), *registry_flags(tls_registry),
-                  "--to", tls_registry.ref(f"{tls_repo}:1.0.0"))
-    assert doc["digest"] == digest
-    assert judge.raw_digest(tls_registry.docker_ref(f"{tls_repo}:1.0.0"), tls_registry) == (
-        digest
+    doc = pack_ok(
+        cli,
+        *base,
+        *layout_source(example_layout),
+        *registry_flags(tls_registry),
+        "--to",
+        tls_registry.ref(f"{tls_repo}:1.0.0"),
     )
+    assert doc["digest"] == digest
+    assert judge.raw_digest(tls_registry.docker_ref(f"{tls_repo}:1.0.0"), tls_registry) == (digest)
 
     # registry source: the images pushed under a mirror prefix, example.local never asked
     prefix = unique("mirror")
     for ref in EXAMPLE_REFS:
         path = ref.split("/", 1)[1]  # demo/web:1.0.0
-        pushed = push_with_skopeo(judge, example_layout, ref, plain_registry,
-                                  f"{prefix}/{path}")
+        pushed = push_with_skopeo(judge, example_layout, ref, plain_registry, f"{prefix}/{path}")
         assert pushed == sources[ref]
     mirrored = tmp_path / "from-registry.tar"
-    doc = pack_ok(cli, *base, "--mirror", f"example.local={plain_registry.host}/{prefix}",
-                  "--no-upstream", "--to", f"archive:{mirrored}")
+    doc = pack_ok(
+        cli,
+        *base,
+        "--mirror",
+        f"example.local={plain_registry.host}/{prefix}",
+        "--no-upstream",
+        "--to",
+        f"archive:{mirrored}",
+    )
     assert doc["digest"] == digest
     assert {i["pulledFrom"] for i in doc["images"]} == {
         plain_registry.ref(f"{prefix}/{ref.split('/', 1)[1]}") for ref in EXAMPLE_REFS
@@ -159,7 +180,9 @@ def test_same_bundle_digest_from_layout_or_registry_to_archive_oci_and_registrie
 
 
 def test_example_bundle_config_packs_with_paths_relative_to_the_file(
-    cli: Cli, synth: ModuleType, tmp_path: Path,
+    cli: Cli,
+    synth: ModuleType,
+    tmp_path: Path,
     archive_bundle: tuple[Path, dict[str, Any]],
 ) -> None:
     # The repository's example layout: examples/bundle.yaml, chart/demo beside it, the synth
@@ -184,12 +207,22 @@ def test_example_bundle_config_packs_with_paths_relative_to_the_file(
 
 # ------------------------------------------------------- 2. Helm reads the chart in a bundle
 def test_helm_pulls_and_templates_the_chart_inside_a_registry_bundle(
-    cli: Cli, judge: Judge, helm: str, example_layout: Path, plain_registry: RegistryServer,
+    cli: Cli,
+    judge: Judge,
+    helm: str,
+    example_layout: Path,
+    plain_registry: RegistryServer,
     tmp_path: Path,
 ) -> None:
     repo = f"{unique('bundles')}/demo"
-    digest = pack_ok(cli, "--chart", DEMO_CHART, *layout_source(example_layout),
-                     "--to", plain_registry.ref(f"{repo}:1.0.0"))["digest"]
+    digest = pack_ok(
+        cli,
+        "--chart",
+        DEMO_CHART,
+        *layout_source(example_layout),
+        "--to",
+        plain_registry.ref(f"{repo}:1.0.0"),
+    )["digest"]
     index_raw = judge.raw(plain_registry.docker_ref(f"{repo}:1.0.0"), plain_registry)
     assert sha256_digest(index_raw) == digest
     chart = chart_entry(json.loads(index_raw))
@@ -220,7 +253,9 @@ def test_helm_pulls_and_templates_the_chart_inside_a_registry_bundle(
 
 # ------------------------------------------------- 3. skopeo reads images in an archive bundle
 def test_skopeo_copies_each_image_out_of_an_archive_bundle(
-    judge: Judge, example_layout: Path, archive_bundle: tuple[Path, dict[str, Any]],
+    judge: Judge,
+    example_layout: Path,
+    archive_bundle: tuple[Path, dict[str, Any]],
     tmp_path: Path,
 ) -> None:
     archive, _ = archive_bundle
@@ -229,8 +264,9 @@ def test_skopeo_copies_each_image_out_of_an_archive_bundle(
     for ref in EXAMPLE_REFS:
         name = ref.split("/")[-1].split(":")[0]
         flags = ["--all"] if ref == WEB_REF else []
-        judge.skopeo_run("copy", "--quiet", *flags, f"oci-archive:{archive}:{ref}",
-                         f"oci:{out}:{name}")
+        judge.skopeo_run(
+            "copy", "--quiet", *flags, f"oci-archive:{archive}:{ref}", f"oci:{out}:{name}"
+        )
         assert layout_entry(out, name)["digest"] == sources[ref], ref
     web_index = layout_json(out, sources[WEB_REF])
     assert len(web_index["manifests"]) == 2  # both platforms came out, children verified
@@ -238,47 +274,66 @@ def test_skopeo_copies_each_image_out_of_an_archive_bundle(
 
 # --------------------------------------------------------------------- 4. reproducibility
 def test_packing_twice_gives_identical_archives(
-    cli: Cli, example_layout: Path, archive_bundle: tuple[Path, dict[str, Any]],
+    cli: Cli,
+    example_layout: Path,
+    archive_bundle: tuple[Path, dict[str, Any]],
     tmp_path: Path,
 ) -> None:
     first, doc = archive_bundle
     second = tmp_path / "again.tar"
-    again = pack_ok(cli, "--chart", DEMO_CHART, *layout_source(example_layout),
-                    "--to", f"archive:{second}")
+    again = pack_ok(
+        cli, "--chart", DEMO_CHART, *layout_source(example_layout), "--to", f"archive:{second}"
+    )
     assert again["digest"] == doc["digest"]
     assert second.read_bytes() == first.read_bytes()
 
 
 def test_a_rebuilt_image_changes_the_bundle_digest(
-    cli: Cli, synth: ModuleType, example_layout_copy: Path,
-    archive_bundle: tuple[Path, dict[str, Any]], tmp_path: Path,
+    cli: Cli,
+    synth: ModuleType,
+    example_layout_copy: Path,
+    archive_bundle: tuple[Path, dict[str, Any]],
+    tmp_path: Path,
 ) -> None:
     _, original = archive_bundle
     before = source_digests(example_layout_copy)
     rebuilt = synth.write_image(
-        example_layout_copy, API_REF,
+        example_layout_copy,
+        API_REF,
         [synth.LayerSpec("demo-api-rebuilt", 40 * 1024, "app/api.bin")],
         entrypoint=["/app/api.bin"],
     )
     assert rebuilt["digest"] != before[API_REF]
     out = tmp_path / "rebuilt.tar"
-    doc = pack_ok(cli, "--chart", DEMO_CHART, *layout_source(example_layout_copy),
-                  "--to", f"archive:{out}")
+    doc = pack_ok(
+        cli, "--chart", DEMO_CHART, *layout_source(example_layout_copy), "--to", f"archive:{out}"
+    )
     assert doc["digest"] != original["digest"]
     lock = lock_of(cli, f"archive:{out}")
     assert {i["reference"]: i["digest"] for i in lock["images"]} == {
-        **before, API_REF: rebuilt["digest"]
+        **before,
+        API_REF: rebuilt["digest"],
     }
 
 
 def test_created_now_stamps_the_bundle_and_changes_its_digest(
-    cli: Cli, example_layout: Path, archive_bundle: tuple[Path, dict[str, Any]],
+    cli: Cli,
+    example_layout: Path,
+    archive_bundle: tuple[Path, dict[str, Any]],
     tmp_path: Path,
 ) -> None:
     _, original = archive_bundle
     out = tmp_path / "stamped.tar"
-    doc = pack_ok(cli, "--chart", DEMO_CHART, *layout_source(example_layout), "--created",
-                  "now", "--to", f"archive:{out}")
+    doc = pack_ok(
+        cli,
+        "--chart",
+        DEMO_CHART,
+        *layout_source(example_layout),
+        "--created",
+        "now",
+        "--to",
+        f"archive:{out}",
+    )
     assert doc["digest"] != original["digest"]
     created = bundle_index_of(out)["annotations"]["org.opencontainers.image.created"]
     assert created.endswith("Z") and created.startswith("20")
@@ -287,7 +342,9 @@ def test_created_now_stamps_the_bundle_and_changes_its_digest(
 
 
 def test_platform_filter_keeps_one_child_with_its_bytes_untouched(
-    cli: Cli, example_layout: Path, archive_bundle: tuple[Path, dict[str, Any]],
+    cli: Cli,
+    example_layout: Path,
+    archive_bundle: tuple[Path, dict[str, Any]],
     tmp_path: Path,
 ) -> None:
     _, original = archive_bundle
@@ -295,8 +352,16 @@ def test_platform_filter_keeps_one_child_with_its_bytes_untouched(
     web_index = layout_json(example_layout, sources[WEB_REF])
     by_arch = {m["platform"]["architecture"]: m for m in web_index["manifests"]}
     out = tmp_path / "amd64.tar"
-    doc = pack_ok(cli, "--chart", DEMO_CHART, *layout_source(example_layout),
-                  "--platform", "linux/amd64", "--to", f"archive:{out}")
+    doc = pack_ok(
+        cli,
+        "--chart",
+        DEMO_CHART,
+        *layout_source(example_layout),
+        "--platform",
+        "linux/amd64",
+        "--to",
+        f"archive:{out}",
+    )
     assert doc["digest"] != original["digest"]
 
     entries = image_entries(bundle_index_of(out))
@@ -306,8 +371,12 @@ def test_platform_filter_keeps_one_child_with_its_bytes_untouched(
     filtered = archive_json(out, web["digest"])
     assert filtered["manifests"] == [by_arch["amd64"]]  # the child descriptor as published
     child = archive_blob(out, by_arch["amd64"]["digest"])
-    assert child == (example_layout / "blobs" / "sha256"
-                     / by_arch["amd64"]["digest"].split(":")[1]).read_bytes()
+    assert (
+        child
+        == (
+            example_layout / "blobs" / "sha256" / by_arch["amd64"]["digest"].split(":")[1]
+        ).read_bytes()
+    )
     assert by_arch["arm64"]["digest"] not in archive_blob_sizes(out)
     # single-platform images are untouched
     for ref in (API_REF, WORKER_REF, MIGRATE_REF):
@@ -320,7 +389,9 @@ def test_platform_filter_keeps_one_child_with_its_bytes_untouched(
 
 # ------------------------------------------------------------------ 5. the lock and inspect
 def test_lock_document_validates_and_records_value_paths_and_sources(
-    cli: Cli, example_layout: Path, archive_bundle: tuple[Path, dict[str, Any]],
+    cli: Cli,
+    example_layout: Path,
+    archive_bundle: tuple[Path, dict[str, Any]],
 ) -> None:
     archive, doc = archive_bundle
     lock = lock_of(cli, f"archive:{archive}")
@@ -357,14 +428,17 @@ def test_lock_document_validates_and_records_value_paths_and_sources(
 
 
 def test_inspect_shows_chart_images_sizes_and_a_cosign_signature(
-    cli: Cli, example_layout: Path, registry_factory: Any,
+    cli: Cli,
+    example_layout: Path,
+    registry_factory: Any,
     archive_bundle: tuple[Path, dict[str, Any]],
 ) -> None:
     archive, packed = archive_bundle
     reg: RegistryServer = registry_factory("plain")
     repo = "vendor/demo"
-    digest = pack_ok(cli, "--chart", DEMO_CHART, *layout_source(example_layout),
-                     "--to", reg.ref(f"{repo}:1.0.0"))["digest"]
+    digest = pack_ok(
+        cli, "--chart", DEMO_CHART, *layout_source(example_layout), "--to", reg.ref(f"{repo}:1.0.0")
+    )["digest"]
     assert digest == packed["digest"]
 
     doc = inspect_ok(cli, reg.ref(f"{repo}:1.0.0"))
@@ -418,20 +492,28 @@ def put_cosign_signature(reg: RegistryServer, repo: str, subject: str) -> str:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    payload = json.dumps({
-        "critical": {
-            "identity": {"docker-reference": f"{reg.host}/{repo}"},
-            "image": {"docker-manifest-digest": subject},
-            "type": "cosign container image signature",
+    payload = json.dumps(
+        {
+            "critical": {
+                "identity": {"docker-reference": f"{reg.host}/{repo}"},
+                "image": {"docker-manifest-digest": subject},
+                "type": "cosign container image signature",
+            },
+            "optional": None,
         },
-        "optional": None,
-    }, separators=(",", ":")).encode()
+        separators=(",", ":"),
+    ).encode()
     signature = ec.generate_private_key(ec.SECP256R1()).sign(payload, ec.ECDSA(hashes.SHA256()))
-    config = json.dumps({
-        "architecture": "", "os": "", "config": {},
-        "created": "0001-01-01T00:00:00Z",
-        "rootfs": {"type": "layers", "diff_ids": [sha256_digest(payload)]},
-    }, separators=(",", ":")).encode()
+    config = json.dumps(
+        {
+            "architecture": "",
+            "os": "",
+            "config": {},
+            "created": "0001-01-01T00:00:00Z",
+            "rootfs": {"type": "layers", "diff_ids": [sha256_digest(payload)]},
+        },
+        separators=(",", ":"),
+    ).encode()
 
     def upload(data: bytes) -> str:
         digest = sha256_digest(data)
@@ -441,27 +523,44 @@ def put_cosign_signature(reg: RegistryServer, repo: str, subject: str) -> str:
         if location.startswith("/"):
             location = reg.url + location
         sep = "&" if "?" in location else "?"
-        done = requests.put(f"{location}{sep}digest={digest}", data=data, timeout=30,
-                            headers={"Content-Type": "application/octet-stream"})
+        done = requests.put(
+            f"{location}{sep}digest={digest}",
+            data=data,
+            timeout=30,
+            headers={"Content-Type": "application/octet-stream"},
+        )
         assert done.status_code == 201, done.text
         return digest
 
-    manifest = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": upload(config), "size": len(config)},
-        "layers": [{
-            "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
-            "digest": upload(payload), "size": len(payload),
-            "annotations": {
-                "dev.cosignproject.cosign/signature": base64.b64encode(signature).decode(),
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": upload(config),
+                "size": len(config),
             },
-        }],
-    }, separators=(",", ":")).encode()
+            "layers": [
+                {
+                    "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                    "digest": upload(payload),
+                    "size": len(payload),
+                    "annotations": {
+                        "dev.cosignproject.cosign/signature": base64.b64encode(signature).decode(),
+                    },
+                }
+            ],
+        },
+        separators=(",", ":"),
+    ).encode()
     tag = "sha256-" + subject.split(":")[1] + ".sig"
-    put = requests.put(f"{reg.url}/v2/{repo}/manifests/{tag}", data=manifest, timeout=30,
-                       headers={"Content-Type": OCI_MANIFEST})
+    put = requests.put(
+        f"{reg.url}/v2/{repo}/manifests/{tag}",
+        data=manifest,
+        timeout=30,
+        headers={"Content-Type": OCI_MANIFEST},
+    )
     assert put.status_code == 201, put.text
     assert put.headers["Docker-Content-Digest"] == sha256_digest(manifest)
     return "sha256:" + hashlib.sha256(manifest).hexdigest()
@@ -469,7 +568,11 @@ def put_cosign_signature(reg: RegistryServer, repo: str, subject: str) -> str:
 
 # ---------------------------------------------------------- 7. a Helm OCI chart as the chart
 def test_pack_from_a_helm_oci_chart_keeps_its_manifest_bytes(
-    cli: Cli, judge: Judge, helm: str, example_layout: Path, plain_registry: RegistryServer,
+    cli: Cli,
+    judge: Judge,
+    helm: str,
+    example_layout: Path,
+    plain_registry: RegistryServer,
     tmp_path: Path,
 ) -> None:
     run_helm = Helm(helm, tmp_path / "helm")
@@ -484,8 +587,14 @@ def test_pack_from_a_helm_oci_chart_keeps_its_manifest_bytes(
     pushed = sha256_digest(pushed_raw)
 
     out = tmp_path / "from-oci-chart.tar"
-    doc = pack_ok(cli, "--chart", f"oci://{plain_registry.host}/{chart_ref}",
-                  *layout_source(example_layout), "--to", f"archive:{out}")
+    doc = pack_ok(
+        cli,
+        "--chart",
+        f"oci://{plain_registry.host}/{chart_ref}",
+        *layout_source(example_layout),
+        "--to",
+        f"archive:{out}",
+    )
     index = bundle_index_of(out)
     entry = chart_entry(index)
     assert entry["digest"] == pushed
@@ -500,7 +609,10 @@ def test_pack_from_a_helm_oci_chart_keeps_its_manifest_bytes(
 
 
 def test_pack_from_a_helm_packaged_chart_archive_keeps_its_bytes(
-    cli: Cli, helm: str, example_layout: Path, tmp_path: Path,
+    cli: Cli,
+    helm: str,
+    example_layout: Path,
+    tmp_path: Path,
 ) -> None:
     # `helm package` writes a gzip header with an extra field and a comment (FEXTRA|FCOMMENT):
     # every chart archive Helm makes looks like this.
@@ -521,7 +633,8 @@ def test_pack_from_a_helm_packaged_chart_archive_keeps_its_bytes(
 
 # -------------------------------------------------------- 8. `bundler images` agrees with the lock
 def test_images_command_agrees_with_the_lock(
-    cli: Cli, archive_bundle: tuple[Path, dict[str, Any]],
+    cli: Cli,
+    archive_bundle: tuple[Path, dict[str, Any]],
 ) -> None:
     archive, _ = archive_bundle
     res = cli("images", DEMO_CHART, "-o", "json")
@@ -536,7 +649,8 @@ def test_images_command_agrees_with_the_lock(
         by_ref.setdefault(finding["reference"], set()).add(finding["source"])
         if finding["valuePath"] is not None:
             paths.setdefault(finding["reference"], set()).add(
-                (finding["valuePath"], finding["valueForm"]))
+                (finding["valuePath"], finding["valueForm"])
+            )
     for image in lock["images"]:
         assert set(image["foundBy"]) == by_ref[image["reference"]]
         assert {(v["path"], v["form"]) for v in image["valuePaths"]} == paths[image["reference"]]

@@ -81,7 +81,8 @@ def _missing_image(scene: Scene) -> list[str]:
     index_path = scene.layout_copy / "index.json"
     index = json.loads(index_path.read_text())
     index["manifests"] = [
-        m for m in index["manifests"]
+        m
+        for m in index["manifests"]
         if m["annotations"]["org.opencontainers.image.ref.name"] != API_REF
     ]
     index_path.write_text(json.dumps(index))
@@ -97,8 +98,13 @@ def _missing_layer(scene: Scene) -> list[str]:
 
 
 def _unreachable_registry(scene: Scene) -> list[str]:
-    return ["--chart", str(DEMO_CHART), "--mirror", f"example.local=127.0.0.1:{CLOSED_PORT}",
-            "--no-upstream"]
+    return [
+        "--chart",
+        str(DEMO_CHART),
+        "--mirror",
+        f"example.local=127.0.0.1:{CLOSED_PORT}",
+        "--no-upstream",
+    ]
 
 
 def _broken_chart_yaml(scene: Scene) -> list[str]:
@@ -108,8 +114,13 @@ def _broken_chart_yaml(scene: Scene) -> list[str]:
 
 
 def _absent_value_path(scene: Scene) -> list[str]:
-    return ["--chart", str(DEMO_CHART), *layout_source(scene.layout),
-            "--value-path", "web.sidecar.image"]
+    return [
+        "--chart",
+        str(DEMO_CHART),
+        *layout_source(scene.layout),
+        "--value-path",
+        "web.sidecar.image",
+    ]
 
 
 def _config_breaking_schema(scene: Scene) -> list[str]:
@@ -164,17 +175,25 @@ CASES = [
     Case("malformed-chart-yaml", _broken_chart_yaml, 9, ("Chart.yaml", "line")),
     Case("absent-value-path", _absent_value_path, 10, ("'web.sidecar.image'",)),
     Case("config-breaks-schema", _config_breaking_schema, 10, ("metadata", "'versoin'")),
-    Case("chart-archive-path-escape", _escaping_chart_archive, 8,
-         ("escaped.txt", "escapes")),
-    Case("undeclared-rendered-image", _undeclared_rendered_image, 11,
-         (SNEAKY, "Deployment/sneaky", "--allow-missing")),
+    Case("chart-archive-path-escape", _escaping_chart_archive, 8, ("escaped.txt", "escapes")),
+    Case(
+        "undeclared-rendered-image",
+        _undeclared_rendered_image,
+        11,
+        (SNEAKY, "Deployment/sneaky", "--allow-missing"),
+    ),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_failed_pack_names_the_problem_and_leaves_nothing_behind(
-    case: Case, cli: Cli, judge: Judge, plain_registry: RegistryServer, example_layout: Path,
-    example_layout_copy: Path, tmp_path: Path,
+    case: Case,
+    cli: Cli,
+    judge: Judge,
+    plain_registry: RegistryServer,
+    example_layout: Path,
+    example_layout_copy: Path,
+    tmp_path: Path,
 ) -> None:
     work = tmp_path / "work"
     work.mkdir()
@@ -203,7 +222,11 @@ def test_failed_pack_names_the_problem_and_leaves_nothing_behind(
 
 
 def test_failed_pack_into_an_existing_layout_adds_no_name(
-    cli: Cli, synth: ModuleType, example_layout: Path, example_layout_copy: Path, tmp_path: Path,
+    cli: Cli,
+    synth: ModuleType,
+    example_layout: Path,
+    example_layout_copy: Path,
+    tmp_path: Path,
 ) -> None:
     # A user's layout that already holds another image: a pack failing mid-copy names nothing
     # and leaves no partial file.
@@ -220,12 +243,23 @@ def test_failed_pack_into_an_existing_layout_adds_no_name(
 
 
 def test_allow_missing_lets_a_named_image_through_and_records_it(
-    cli: Cli, example_layout: Path, example_layout_copy: Path, tmp_path: Path,
+    cli: Cli,
+    example_layout: Path,
+    example_layout_copy: Path,
+    tmp_path: Path,
 ) -> None:
     chart = sneaky_chart(Scene(tmp_path, example_layout, example_layout_copy))
     out = tmp_path / "allowed.tar"
-    doc: dict[str, Any] = pack_ok(cli, "--chart", chart, *layout_source(example_layout),
-                                  "--allow-missing", SNEAKY, "--to", f"archive:{out}")
+    doc: dict[str, Any] = pack_ok(
+        cli,
+        "--chart",
+        chart,
+        *layout_source(example_layout),
+        "--allow-missing",
+        SNEAKY,
+        "--to",
+        f"archive:{out}",
+    )
     assert doc["completeness"]["rendered"] is True
     lock = lock_of(cli, f"archive:{out}")
     assert lock["completeness"] == {"rendered": True, "allowedMissing": [SNEAKY]}

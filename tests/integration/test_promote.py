@@ -95,8 +95,7 @@ def policy(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _registry(binary: str, factory: pytest.TempPathFactory, name: str
-              ) -> Iterator[RegistryServer]:
+def _registry(binary: str, factory: pytest.TempPathFactory, name: str) -> Iterator[RegistryServer]:
     server = start_registry("plain", factory.mktemp(name), binary=binary)
     try:
         yield server
@@ -105,14 +104,16 @@ def _registry(binary: str, factory: pytest.TempPathFactory, name: str
 
 
 @pytest.fixture(scope="module")
-def vendor_registry(registry_binary: str, tmp_path_factory: pytest.TempPathFactory
-                    ) -> Iterator[RegistryServer]:
+def vendor_registry(
+    registry_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RegistryServer]:
     yield from _registry(registry_binary, tmp_path_factory, "vendor-registry")
 
 
 @pytest.fixture(scope="module")
-def internal(registry_binary: str, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[RegistryServer]:
+def internal(
+    registry_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RegistryServer]:
     """The internal registry: staging repositories and the promoted ones, this module only."""
     yield from _registry(registry_binary, tmp_path_factory, "internal-registry")
 
@@ -127,21 +128,42 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(
-    pcli: Cli, keys: Keys, policy: Path, example_layout: Path, vendor_registry: RegistryServer,
-    internal: RegistryServer, tmp_path_factory: pytest.TempPathFactory,
+    pcli: Cli,
+    keys: Keys,
+    policy: Path,
+    example_layout: Path,
+    vendor_registry: RegistryServer,
+    internal: RegistryServer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> World:
     """vendor registry -> pack -> sign -> export -> import -> verify -> approve."""
     home = tmp_path_factory.mktemp("promote-world")
     vendor_ref = vendor_registry.ref("vendor/demo:1.0.0")
-    digest = pack_ok(pcli, "--chart", DEMO_CHART, *layout_source(example_layout),
-                     "--to", vendor_ref)["digest"]
+    digest = pack_ok(
+        pcli, "--chart", DEMO_CHART, *layout_source(example_layout), "--to", vendor_ref
+    )["digest"]
     sign(pcli, vendor_ref, keys.private("vendor"))
     archive = home / "demo-1.0.0.tar"
-    assert ok(pcli("export", vendor_ref, "--to", f"archive:{archive}", "-o", "json")
-              ).json["digest"] == digest
+    assert (
+        ok(pcli("export", vendor_ref, "--to", f"archive:{archive}", "-o", "json")).json["digest"]
+        == digest
+    )
     staging = internal.ref("staging/demo:1.0.0")
-    assert ok(pcli("import", f"archive:{archive}", "--to", staging, "--key",
-                   keys.public("vendor"), "-o", "json")).json["digest"] == digest
+    assert (
+        ok(
+            pcli(
+                "import",
+                f"archive:{archive}",
+                "--to",
+                staging,
+                "--key",
+                keys.public("vendor"),
+                "-o",
+                "json",
+            )
+        ).json["digest"]
+        == digest
+    )
     assert ok(pcli("verify", staging, "--key", keys.public("vendor"))).stdout.startswith(digest)
     approve(pcli, staging, keys, policy)
     out = ok(pcli("verify", staging, "--policy", policy)).stdout
@@ -162,13 +184,29 @@ class Promoted:
 
 @pytest.fixture(scope="module")
 def promoted(
-    pcli: Cli, keys: Keys, policy: Path, world: World, internal: RegistryServer, judge: Judge,
+    pcli: Cli,
+    keys: Keys,
+    policy: Path,
+    world: World,
+    internal: RegistryServer,
+    judge: Judge,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Promoted:
     """The approved staging bundle promoted into INTERNAL/platform (Argo CD files in out)."""
     out = tmp_path_factory.mktemp("promoted") / "deploy"
-    res = promote(pcli, world.staging, internal.ref("platform"), policy, keys, "--out", out,
-                  "--app-namespace", "demo-prod", "-o", "json")
+    res = promote(
+        pcli,
+        world.staging,
+        internal.ref("platform"),
+        policy,
+        keys,
+        "--out",
+        out,
+        "--app-namespace",
+        "demo-prod",
+        "-o",
+        "json",
+    )
     assert res.returncode == 0, res.describe()
     doc = res.json
     chart_digest = judge.manifest_digest(internal, "platform/demo", "1.0.0")
@@ -177,19 +215,26 @@ def promoted(
 
 
 @pytest.fixture(scope="module")
-def unsigned_archive(pcli: Cli, example_layout: Path, world: World,
-                     tmp_path_factory: pytest.TempPathFactory) -> Path:
+def unsigned_archive(
+    pcli: Cli, example_layout: Path, world: World, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """The same bundle packed straight into an archive and never signed."""
     path = tmp_path_factory.mktemp("promote-unsigned") / "unsigned.tar"
-    digest = pack_ok(pcli, "--chart", DEMO_CHART, *layout_source(example_layout),
-                     "--to", f"archive:{path}")["digest"]
+    digest = pack_ok(
+        pcli, "--chart", DEMO_CHART, *layout_source(example_layout), "--to", f"archive:{path}"
+    )["digest"]
     assert digest == world.digest  # packing is reproducible: only the signatures differ
     return path
 
 
 @pytest.fixture(scope="module")
 def changed_archive(
-    pcli: Cli, keys: Keys, policy: Path, world: World, example_layout: Path, synth: ModuleType,
+    pcli: Cli,
+    keys: Keys,
+    policy: Path,
+    world: World,
+    example_layout: Path,
+    synth: ModuleType,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     """demo 1.0.0 again, same chart, but the migrate image (same tag) has other content;
@@ -199,8 +244,9 @@ def changed_archive(
     shutil.copytree(example_layout, layout)
     changed_migrate(synth, layout)
     archive = home / "changed.tar"
-    digest = pack_ok(pcli, "--chart", DEMO_CHART, *layout_source(layout),
-                     "--to", f"archive:{archive}")["digest"]
+    digest = pack_ok(
+        pcli, "--chart", DEMO_CHART, *layout_source(layout), "--to", f"archive:{archive}"
+    )["digest"]
     assert digest != world.digest
     sign(pcli, f"archive:{archive}", keys.private("vendor"))
     approve(pcli, f"archive:{archive}", keys, policy)
@@ -213,13 +259,22 @@ def sign(cli: Cli, location: str, key: Path) -> None:
 
 
 def approve(cli: Cli, location: str, keys: Keys, policy: Path) -> None:
-    res = ok(cli("approve", location, "--key", keys.private("approver"), "--passphrase-env",
-                 PASS_VAR, "--policy", policy))
+    res = ok(
+        cli(
+            "approve",
+            location,
+            "--key",
+            keys.private("approver"),
+            "--passphrase-env",
+            PASS_VAR,
+            "--policy",
+            policy,
+        )
+    )
     assert "approved by approver (approval)" in res.stdout
 
 
-def promote(cli: Cli, source: str, to: str, policy: Path, keys: Keys | None, *flags: Any
-            ) -> Result:
+def promote(cli: Cli, source: str, to: str, policy: Path, keys: Keys | None, *flags: Any) -> Result:
     signer = ["--key", keys.private("promoter"), "--passphrase-env", PASS_VAR] if keys else []
     return cli("promote", source, "--to", to, "--policy", policy, *signer, *flags)
 
@@ -241,9 +296,11 @@ def refused(res: Result, code: int, *named: str) -> str:
 def storage_state(reg: RegistryServer) -> tuple[set[str], dict[str, bytes]]:
     """Every committed blob, and every file under ``repositories/`` (links, tags, uploads)."""
     root = reg.storage_dir / "docker" / "registry" / "v2" / "repositories"
-    files = {} if not root.is_dir() else {
-        str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()
-    }
+    files = (
+        {}
+        if not root.is_dir()
+        else {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    )
     return storage_blobs(reg), files
 
 
@@ -257,7 +314,8 @@ def repo_tags(judge: Judge, reg: RegistryServer, prefix: str) -> dict[str, list[
     """tags/list of every repository under ``prefix`` (the chart's and the images')."""
     return {
         repo: sorted(judge.tags(reg, repo))
-        for repo in catalog(reg) if repo == prefix or repo.startswith(prefix + "/")
+        for repo in catalog(reg)
+        if repo == prefix or repo.startswith(prefix + "/")
     }
 
 
@@ -306,21 +364,26 @@ def images_by_workload(rendered: str) -> dict[tuple[str, str], list[str]]:
         if not isinstance(doc, dict) or doc.get("kind") not in ("Deployment", "CronJob"):
             continue
         spec = doc["spec"]
-        pod = (spec["jobTemplate"]["spec"]["template"]["spec"] if doc["kind"] == "CronJob"
-               else spec["template"]["spec"])
+        pod = (
+            spec["jobTemplate"]["spec"]["template"]["spec"]
+            if doc["kind"] == "CronJob"
+            else spec["template"]["spec"]
+        )
         found[(doc["kind"], doc["metadata"]["name"])] = [
             c["image"] for c in [*pod.get("initContainers", []), *pod["containers"]]
         ]
     return found
 
 
-def pull_and_template(helm_bin: str, home: Path, reg: RegistryServer, prefix: str
-                      ) -> tuple[Path, str]:
+def pull_and_template(
+    helm_bin: str, home: Path, reg: RegistryServer, prefix: str
+) -> tuple[Path, str]:
     helm = Helm(helm_bin, home / "helm")
     pulled = home / "pulled"
     pulled.mkdir(parents=True)
-    helm("pull", f"oci://{reg.ref(prefix)}/demo", "--version", "1.0.0", "--plain-http",
-         "-d", pulled)
+    helm(
+        "pull", f"oci://{reg.ref(prefix)}/demo", "--version", "1.0.0", "--plain-http", "-d", pulled
+    )
     chart = pulled / "demo-1.0.0.tgz"
     assert chart.is_file(), sorted(p.name for p in pulled.iterdir())
     return chart, helm("template", "rel", chart)
@@ -352,10 +415,15 @@ def bundle_index(archive: Path, digest: str) -> dict[str, Any]:
 
 def changed_migrate(synth: ModuleType, layout: Path) -> str:
     """Rewrite the migrate image of ``layout`` with other content; its new digest."""
-    spec = synth.LayerSpec("demo-migrate-changed", 16 * KiB, "migrations/data.bin",
-                           files=(("migrations/run.sh", "#!/bin/sh\necho changed\n"),))
-    desc = synth.write_image(layout, MIGRATE_REF, [spec], ("linux", "amd64"),
-                             entrypoint=["/migrations/run.sh"])
+    spec = synth.LayerSpec(
+        "demo-migrate-changed",
+        16 * KiB,
+        "migrations/data.bin",
+        files=(("migrations/run.sh", "#!/bin/sh\necho changed\n"),),
+    )
+    desc = synth.write_image(
+        layout, MIGRATE_REF, [spec], ("linux", "amd64"), entrypoint=["/migrations/run.sh"]
+    )
     return str(desc["digest"])
 
 
@@ -375,15 +443,21 @@ def argocd_schema(shared_data: Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ 1. end to end, via Helm
 def test_promoted_chart_runs_only_internal_digest_pinned_images(
-    promoted: Promoted, world: World, internal: RegistryServer, judge: Judge, helm: str,
+    promoted: Promoted,
+    world: World,
+    internal: RegistryServer,
+    judge: Judge,
+    helm: str,
     tmp_path: Path,
 ) -> None:
     doc = promoted.doc
     assert doc["mode"] == "relocate" and doc["dryRun"] is False
     assert doc["alreadyPromoted"] is False and doc["recordDigest"].startswith("sha256:")
     assert doc["bundle"]["digest"] == world.digest
-    assert doc["chart"] == {"reference": internal.ref("platform/demo:1.0.0"),
-                            "digest": promoted.chart_digest}
+    assert doc["chart"] == {
+        "reference": internal.ref("platform/demo:1.0.0"),
+        "digest": promoted.chart_digest,
+    }
     assert sorted(r["source"] for r in doc["relocations"]) == sorted(EXAMPLE_REFS)
     # Standard Helm OCI chart: repository basename = chart name, tag = chart version.
     assert "1.0.0" in judge.tags(internal, "platform/demo")
@@ -431,8 +505,14 @@ def test_promoted_chart_runs_only_internal_digest_pinned_images(
 
 # ------------------------------------------------------------------------ 2. refusals
 def test_unsigned_bundle_is_refused_and_nothing_is_written(
-    pcli: Cli, keys: Keys, policy: Path, promoted: Promoted, unsigned_archive: Path,
-    internal: RegistryServer, judge: Judge, world: World,
+    pcli: Cli,
+    keys: Keys,
+    policy: Path,
+    promoted: Promoted,
+    unsigned_archive: Path,
+    internal: RegistryServer,
+    judge: Judge,
+    world: World,
 ) -> None:
     prefix = prefix_of("unsigned")
     with Unchanged(judge, internal, promoted.prefix, prefix):
@@ -442,8 +522,15 @@ def test_unsigned_bundle_is_refused_and_nothing_is_written(
 
 
 def test_bundle_signed_by_an_untrusted_key_is_refused(
-    pcli: Cli, keys: Keys, policy: Path, promoted: Promoted, unsigned_archive: Path,
-    internal: RegistryServer, judge: Judge, world: World, tmp_path: Path,
+    pcli: Cli,
+    keys: Keys,
+    policy: Path,
+    promoted: Promoted,
+    unsigned_archive: Path,
+    internal: RegistryServer,
+    judge: Judge,
+    world: World,
+    tmp_path: Path,
 ) -> None:
     archive = tmp_path / "stranger.tar"
     shutil.copyfile(unsigned_archive, archive)
@@ -455,8 +542,13 @@ def test_bundle_signed_by_an_untrusted_key_is_refused(
 
 
 def test_unapproved_bundle_is_refused_when_the_policy_requires_approval(
-    pcli: Cli, keys: Keys, policy: Path, promoted: Promoted, internal: RegistryServer,
-    judge: Judge, world: World,
+    pcli: Cli,
+    keys: Keys,
+    policy: Path,
+    promoted: Promoted,
+    internal: RegistryServer,
+    judge: Judge,
+    world: World,
 ) -> None:
     prefix = prefix_of("unapproved")
     with Unchanged(judge, internal, promoted.prefix, prefix):
@@ -465,8 +557,14 @@ def test_unapproved_bundle_is_refused_when_the_policy_requires_approval(
 
 
 def test_tampered_layer_is_refused_at_step5_before_anything_is_written(
-    pcli: Cli, keys: Keys, policy: Path, promoted: Promoted, internal: RegistryServer,
-    judge: Judge, world: World, tmp_path: Path,
+    pcli: Cli,
+    keys: Keys,
+    policy: Path,
+    promoted: Promoted,
+    internal: RegistryServer,
+    judge: Judge,
+    world: World,
+    tmp_path: Path,
 ) -> None:
     archive = tmp_path / "tampered.tar"
     shutil.copyfile(world.approved_archive, archive)
@@ -480,8 +578,14 @@ def test_tampered_layer_is_refused_at_step5_before_anything_is_written(
 
 
 def test_stray_blob_in_a_layout_is_refused_at_step6(
-    pcli: Cli, keys: Keys, policy: Path, promoted: Promoted, internal: RegistryServer,
-    judge: Judge, world: World, tmp_path: Path,
+    pcli: Cli,
+    keys: Keys,
+    policy: Path,
+    promoted: Promoted,
+    internal: RegistryServer,
+    judge: Judge,
+    world: World,
+    tmp_path: Path,
 ) -> None:
     layout = extract(world.approved_archive, tmp_path / "layout")
     stray = b"#!/bin/sh\necho smuggled\n"
@@ -495,8 +599,13 @@ def test_stray_blob_in_a_layout_is_refused_at_step6(
 
 
 def test_promoting_the_same_version_again_is_idempotent(
-    pcli: Cli, keys: Keys, policy: Path, promoted: Promoted, internal: RegistryServer,
-    judge: Judge, world: World,
+    pcli: Cli,
+    keys: Keys,
+    policy: Path,
+    promoted: Promoted,
+    internal: RegistryServer,
+    judge: Judge,
+    world: World,
 ) -> None:
     with Unchanged(judge, internal, promoted.prefix):
         res = promote(pcli, world.staging, internal.ref("platform"), policy, keys, "-o", "json")
@@ -509,19 +618,29 @@ def test_promoting_the_same_version_again_is_idempotent(
 
 
 def test_same_version_with_other_content_is_refused(
-    pcli: Cli, keys: Keys, policy: Path, promoted: Promoted, internal: RegistryServer,
-    judge: Judge, changed_archive: Path,
+    pcli: Cli,
+    keys: Keys,
+    policy: Path,
+    promoted: Promoted,
+    internal: RegistryServer,
+    judge: Judge,
+    changed_archive: Path,
 ) -> None:
     with Unchanged(judge, internal, promoted.prefix):
         res = promote(pcli, f"archive:{changed_archive}", internal.ref("platform"), policy, keys)
-        refused(res, 14, internal.ref("platform/demo:1.0.0"), "already promoted",
-                "other content")
+        refused(res, 14, internal.ref("platform/demo:1.0.0"), "already promoted", "other content")
     assert judge.manifest_digest(internal, "platform/demo", "1.0.0") == promoted.chart_digest
 
 
 def test_older_version_is_refused_unless_downgrade_is_allowed(
-    pcli: Cli, keys: Keys, policy: Path, world: World, example_layout: Path,
-    internal: RegistryServer, judge: Judge, tmp_path: Path,
+    pcli: Cli,
+    keys: Keys,
+    policy: Path,
+    world: World,
+    example_layout: Path,
+    internal: RegistryServer,
+    judge: Judge,
+    tmp_path: Path,
 ) -> None:
     chart = tmp_path / "chart" / "demo"
     shutil.copytree(DEMO_CHART, chart)
@@ -542,8 +661,9 @@ def test_older_version_is_refused_unless_downgrade_is_allowed(
         refused(res, 14, "demo 1.0.0 is older than 1.0.1", "--allow-downgrade")
     assert "1.0.0" not in judge.tags(internal, f"{prefix}/demo")
 
-    res = promote(pcli, world.staging, internal.ref(prefix), policy, keys, "--allow-downgrade",
-                  "-o", "json")
+    res = promote(
+        pcli, world.staging, internal.ref(prefix), policy, keys, "--allow-downgrade", "-o", "json"
+    )
     assert res.returncode == 0, res.describe()
     assert res.json["alreadyPromoted"] is False
     tags = judge.tags(internal, f"{prefix}/demo")
@@ -552,14 +672,30 @@ def test_older_version_is_refused_unless_downgrade_is_allowed(
 
 # ------------------------------------------------------------------------ 3. dry run
 def test_dry_run_prints_the_plan_and_writes_nothing(
-    pcli: Cli, keys: Keys, policy: Path, world: World, internal: RegistryServer, judge: Judge,
-    promoted: Promoted, tmp_path: Path,
+    pcli: Cli,
+    keys: Keys,
+    policy: Path,
+    world: World,
+    internal: RegistryServer,
+    judge: Judge,
+    promoted: Promoted,
+    tmp_path: Path,
 ) -> None:
     prefix = prefix_of("dry")
     out = tmp_path / "deploy"
     with Unchanged(judge, internal, promoted.prefix, prefix):
-        res = promote(pcli, world.staging, internal.ref(prefix), policy, None, "--dry-run",
-                      "--out", out, "-o", "json")
+        res = promote(
+            pcli,
+            world.staging,
+            internal.ref(prefix),
+            policy,
+            None,
+            "--dry-run",
+            "--out",
+            out,
+            "-o",
+            "json",
+        )
         assert res.returncode == 0, res.describe()
     doc = res.json
     assert doc["dryRun"] is True and doc["alreadyPromoted"] is False
@@ -570,27 +706,38 @@ def test_dry_run_prints_the_plan_and_writes_nothing(
     for source, target in targets.items():
         name = source.split("/", 1)[1].split(":")[0]  # demo/web
         assert target.startswith(internal.ref(f"{prefix}/{name}:1.0.0@sha256:")), target
-    assert sorted(doc["valuesChanged"]) == ["api.image", "api.migrate.image", "web.image",
-                                            "worker.image"]
+    assert sorted(doc["valuesChanged"]) == [
+        "api.image",
+        "api.migrate.image",
+        "web.image",
+        "worker.image",
+    ]
     assert not out.exists()
     assert repo_tags(judge, internal, prefix) == {}
 
 
 # ------------------------------------------------------------------ 4. promotion record
 def test_promotion_record_verifies_with_the_promoter_key_only(
-    pcli: Cli, keys: Keys, promoted: Promoted, world: World, internal: RegistryServer,
+    pcli: Cli,
+    keys: Keys,
+    promoted: Promoted,
+    world: World,
+    internal: RegistryServer,
     judge: Judge,
 ) -> None:
     chart_ref = internal.ref("platform/demo:1.0.0")
-    res = ok(pcli("verify", chart_ref, "--promotion", "--key", keys.public("promoter"),
-                  "-o", "json"))
+    res = ok(
+        pcli("verify", chart_ref, "--promotion", "--key", keys.public("promoter"), "-o", "json")
+    )
     record = res.json
     assert record["kind"] == "BundlePromotion"
     assert record["bundle"]["digest"] == world.digest
     assert (record["bundle"]["name"], record["bundle"]["version"]) == ("demo", "1.0.0")
     assert record["chart"]["digest"] == promoted.chart_digest
     assert {(s["key"], s["role"]) for s in record["signers"]} == {
-        ("vendor", "vendor"), ("approver", "approval")}
+        ("vendor", "vendor"),
+        ("approver", "approval"),
+    }
     text = ok(pcli("verify", chart_ref, "--promotion", "--key", keys.public("promoter")))
     assert text.stdout.startswith(promoted.chart_digest)
     assert world.digest in text.stdout
@@ -604,7 +751,9 @@ def test_promotion_record_verifies_with_the_promoter_key_only(
 
 # --------------------------------------------------------------------- 5. Argo CD files
 def test_out_writes_an_argocd_application_and_repository_secret(
-    promoted: Promoted, internal: RegistryServer, shared_data: Path,
+    promoted: Promoted,
+    internal: RegistryServer,
+    shared_data: Path,
 ) -> None:
     application = yaml.safe_load((promoted.out / "application.yaml").read_text())
     jsonschema.validate(application, argocd_schema(shared_data))
@@ -627,17 +776,40 @@ def test_out_writes_an_argocd_application_and_repository_secret(
 
 
 # ----------------------------------------------------------------------- 6. mirror mode
-def mirror_promotion(pcli: Cli, keys: Keys, policy: Path, world: World,
-                     internal: RegistryServer, out: Path, *flags: str) -> tuple[str, Result]:
+def mirror_promotion(
+    pcli: Cli,
+    keys: Keys,
+    policy: Path,
+    world: World,
+    internal: RegistryServer,
+    out: Path,
+    *flags: str,
+) -> tuple[str, Result]:
     prefix = prefix_of("mirror")
-    res = promote(pcli, world.staging, internal.ref(prefix), policy, keys, "--mirror-mode",
-                  "--out", out, "-o", "json", *flags)
+    res = promote(
+        pcli,
+        world.staging,
+        internal.ref(prefix),
+        policy,
+        keys,
+        "--mirror-mode",
+        "--out",
+        out,
+        "-o",
+        "json",
+        *flags,
+    )
     assert res.returncode == 0, res.describe()
     return prefix, res
 
 
 def test_mirror_mode_keeps_the_chart_and_writes_containerd_hosts(
-    pcli: Cli, keys: Keys, policy: Path, world: World, internal: RegistryServer, judge: Judge,
+    pcli: Cli,
+    keys: Keys,
+    policy: Path,
+    world: World,
+    internal: RegistryServer,
+    judge: Judge,
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "deploy"
@@ -647,14 +819,18 @@ def test_mirror_mode_keeps_the_chart_and_writes_containerd_hosts(
     # The chart is the vendor's, byte for byte.
     vendor_chart = chart_entry(bundle_index(world.archive, world.digest))
     assert judge.manifest_digest(internal, f"{prefix}/demo", "1.0.0") == vendor_chart["digest"]
-    vendor_layer = [layer for layer in archive_json(world.archive, vendor_chart["digest"])["layers"]
-                    if layer["mediaType"] == HELM_CHART]
+    vendor_layer = [
+        layer
+        for layer in archive_json(world.archive, vendor_chart["digest"])["layers"]
+        if layer["mediaType"] == HELM_CHART
+    ]
     assert len(vendor_layer) == 1
     pushed = json.loads(judge.manifest(internal, f"{prefix}/demo", "1.0.0").content)
     pushed_layer = [x for x in pushed["layers"] if x["mediaType"] == HELM_CHART]
     assert pushed_layer[0]["digest"] == vendor_layer[0]["digest"]
     assert registry_blob(internal, f"{prefix}/demo", pushed_layer[0]["digest"]) == archive_blob(
-        world.archive, vendor_layer[0]["digest"])
+        world.archive, vendor_layer[0]["digest"]
+    )
     # Images under PREFIX/<upstream host>/<repository>, by tag and digest.
     targets = {r["source"]: r["target"] for r in doc["relocations"]}
     for source, target in targets.items():
@@ -670,12 +846,20 @@ def test_mirror_mode_keeps_the_chart_and_writes_containerd_hosts(
     assert host["override_path"] is True
     assert set(host["capabilities"]) == {"pull", "resolve"}
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
-        "application.yaml", "certs.d/example.local/hosts.toml", "promotion.json",
-        "repository-secret.yaml"]
+        "application.yaml",
+        "certs.d/example.local/hosts.toml",
+        "promotion.json",
+        "repository-secret.yaml",
+    ]
 
 
 def test_mirror_mode_hosts_toml_speaks_plain_http_when_the_registry_does(
-    pcli: Cli, keys: Keys, policy: Path, world: World, internal: RegistryServer, tmp_path: Path,
+    pcli: Cli,
+    keys: Keys,
+    policy: Path,
+    world: World,
+    internal: RegistryServer,
+    tmp_path: Path,
 ) -> None:
     """Promoted with ``--plain-http``: containerd must reach the mirror over HTTP too."""
     out = tmp_path / "deploy"
@@ -686,19 +870,37 @@ def test_mirror_mode_hosts_toml_speaks_plain_http_when_the_registry_does(
 
 # ------------------------------------------------------------------------ 7. flat layout
 def test_flat_layout_puts_images_directly_under_the_prefix(
-    pcli: Cli, keys: Keys, policy: Path, world: World, internal: RegistryServer, judge: Judge,
-    helm: str, tmp_path: Path,
+    pcli: Cli,
+    keys: Keys,
+    policy: Path,
+    world: World,
+    internal: RegistryServer,
+    judge: Judge,
+    helm: str,
+    tmp_path: Path,
 ) -> None:
     prefix = prefix_of("flat")
-    res = ok(promote(pcli, world.staging, internal.ref(prefix), policy, keys, "--layout", "flat",
-                     "-o", "json"))
+    res = ok(
+        promote(
+            pcli,
+            world.staging,
+            internal.ref(prefix),
+            policy,
+            keys,
+            "--layout",
+            "flat",
+            "-o",
+            "json",
+        )
+    )
     targets = {r["source"]: r["target"] for r in res.json["relocations"]}
     for source, target in targets.items():
         name = source.rsplit("/", 1)[1].split(":")[0]  # web
         assert target.startswith(internal.ref(f"{prefix}/{name}:1.0.0@sha256:")), target
         assert_resolves(judge, internal, target)
     assert sorted(catalog_under(internal, prefix)) == sorted(
-        [f"{prefix}/{n}" for n in ("api", "demo", "migrate", "web", "worker")])
+        [f"{prefix}/{n}" for n in ("api", "demo", "migrate", "web", "worker")]
+    )
     _, rendered = pull_and_template(helm, tmp_path, internal, prefix)
     assert set(image_lines(rendered)) == set(targets.values())
 
@@ -708,8 +910,14 @@ def catalog_under(reg: RegistryServer, prefix: str) -> list[str]:
 
 
 def test_mirror_mode_same_version_with_other_images_is_refused(
-    pcli: Cli, keys: Keys, policy: Path, world: World, internal: RegistryServer, judge: Judge,
-    changed_archive: Path, tmp_path: Path,
+    pcli: Cli,
+    keys: Keys,
+    policy: Path,
+    world: World,
+    internal: RegistryServer,
+    judge: Judge,
+    changed_archive: Path,
+    tmp_path: Path,
 ) -> None:
     """Mirror mode keeps the chart byte-identical, so the chart alone cannot tell two bundles
     of one version apart: a bundle whose migrate:1.0.0 is other content must not be reported
@@ -718,7 +926,8 @@ def test_mirror_mode_same_version_with_other_images_is_refused(
     migrate_repo = f"{prefix}/example.local/demo/migrate"
     before = judge.manifest_digest(internal, migrate_repo, "1.0.0")
     with Unchanged(judge, internal, prefix):
-        res = promote(pcli, f"archive:{changed_archive}", internal.ref(prefix), policy, keys,
-                      "--mirror-mode")
+        res = promote(
+            pcli, f"archive:{changed_archive}", internal.ref(prefix), policy, keys, "--mirror-mode"
+        )
         refused(res, 14, internal.ref(f"{prefix}/demo:1.0.0"), "already promoted")
     assert judge.manifest_digest(internal, migrate_repo, "1.0.0") == before

@@ -49,19 +49,37 @@ class Bundler:
         self.home = home
         self.config_dir = home / "docker-config"
         self.config_dir.mkdir(parents=True, exist_ok=True)
-        scrubbed = {"DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "XDG_CACHE_HOME", "HTTP_PROXY",
-                    "HTTPS_PROXY", "http_proxy", "https_proxy"}
+        scrubbed = {
+            "DOCKER_CONFIG",
+            "REGISTRY_AUTH_FILE",
+            "XDG_CACHE_HOME",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "http_proxy",
+            "https_proxy",
+        }
         self.env = {k: v for k, v in os.environ.items() if k not in scrubbed}
-        self.env.update(DOCKER_CONFIG=str(self.config_dir), XDG_CACHE_HOME=str(home / "cache"),
-                        NO_COLOR="1")
+        self.env.update(
+            DOCKER_CONFIG=str(self.config_dir), XDG_CACHE_HOME=str(home / "cache"), NO_COLOR="1"
+        )
 
-    def __call__(self, *args: str | os.PathLike[str], input: str | None = None,
-                 env: dict[str, str] | None = None, code: str | None = None) -> Run:
+    def __call__(
+        self,
+        *args: str | os.PathLike[str],
+        input: str | None = None,
+        env: dict[str, str] | None = None,
+        code: str | None = None,
+    ) -> Run:
         head = ["-c", code] if code is not None else ["-m", "bundler.cli.main"]
         proc = subprocess.run(
             [sys.executable, *head, *(str(a) for a in args)],
-            env={**self.env, **(env or {})}, input=input, capture_output=True, text=True,
-            timeout=120, check=False, stdin=None if input is not None else subprocess.DEVNULL,
+            env={**self.env, **(env or {})},
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            stdin=None if input is not None else subprocess.DEVNULL,
         )
         return Run(proc.returncode, proc.stdout, proc.stderr)
 
@@ -85,8 +103,14 @@ def bundler(tmp_path: Path) -> Bundler:
 def key_pair(bundler: Bundler, tmp_path: Path) -> Path:
     prefix = tmp_path / "keys" / "signer"
     prefix.parent.mkdir()
-    run = bundler("keys", "generate", prefix, "--passphrase-env", "SIGNER_PASS",
-                  env={"SIGNER_PASS": PASSPHRASE})
+    run = bundler(
+        "keys",
+        "generate",
+        prefix,
+        "--passphrase-env",
+        "SIGNER_PASS",
+        env={"SIGNER_PASS": PASSPHRASE},
+    )
     assert run.code == 0, run.output
     assert_clean(run, *_encodings(PASSPHRASE))
     return prefix
@@ -105,8 +129,15 @@ def test_generated_key_is_0600_even_under_a_permissive_umask(
     bundler: Bundler, tmp_path: Path
 ) -> None:
     code = "import os; os.umask(0); from bundler.cli.main import run; run()"
-    run = bundler("keys", "generate", tmp_path / "loose", "--passphrase-env", "P",
-                  env={"P": PASSPHRASE}, code=code)
+    run = bundler(
+        "keys",
+        "generate",
+        tmp_path / "loose",
+        "--passphrase-env",
+        "P",
+        env={"P": PASSPHRASE},
+        code=code,
+    )
     assert run.code == 0, run.output
     assert stat.S_IMODE((tmp_path / "loose.key").stat().st_mode) == 0o600
 
@@ -117,8 +148,14 @@ def test_wrong_passphrase_for_keys_inspect_names_no_secret(
 ) -> None:
     key = key_pair.with_name("signer.key")
     if how == "env":
-        run = bundler("keys", "inspect", key, "--passphrase-env", "SIGNER_PASS",
-                      env={"SIGNER_PASS": WRONG_PASSPHRASE})
+        run = bundler(
+            "keys",
+            "inspect",
+            key,
+            "--passphrase-env",
+            "SIGNER_PASS",
+            env={"SIGNER_PASS": WRONG_PASSPHRASE},
+        )
     else:
         secret_file = tmp_path / "pass.txt"
         secret_file.write_text(WRONG_PASSPHRASE + "\nsecond line\n")
@@ -131,8 +168,16 @@ def test_wrong_passphrase_for_keys_inspect_names_no_secret(
 def test_right_passphrase_for_keys_inspect_prints_no_secret(
     bundler: Bundler, key_pair: Path
 ) -> None:
-    run = bundler("keys", "inspect", key_pair.with_name("signer.key"), "-o", "json",
-                  "--passphrase-env", "SIGNER_PASS", env={"SIGNER_PASS": PASSPHRASE})
+    run = bundler(
+        "keys",
+        "inspect",
+        key_pair.with_name("signer.key"),
+        "-o",
+        "json",
+        "--passphrase-env",
+        "SIGNER_PASS",
+        env={"SIGNER_PASS": PASSPHRASE},
+    )
     assert run.code == 0, run.output
     assert_clean(run, *_encodings(PASSPHRASE))
 
@@ -144,8 +189,15 @@ def test_wrong_passphrase_for_sign_names_no_secret(
     key = key_pair.with_name("signer.key")
     source = f"oci:{example_layout_copy}:{API_REF}"
     if how == "env":
-        run = bundler("sign", source, "--key", key, "--passphrase-env", "SIGNER_PASS",
-                      env={"SIGNER_PASS": WRONG_PASSPHRASE})
+        run = bundler(
+            "sign",
+            source,
+            "--key",
+            key,
+            "--passphrase-env",
+            "SIGNER_PASS",
+            env={"SIGNER_PASS": WRONG_PASSPHRASE},
+        )
     else:
         secret_file = tmp_path / "pass.txt"
         secret_file.write_text(WRONG_PASSPHRASE + "\n")
@@ -165,8 +217,15 @@ def test_internal_error_while_the_passphrase_is_in_scope_prints_one_line_no_loca
         "c._scrypt = boom\n"
         "from bundler.cli.main import run; run()\n"
     )
-    run = bundler("keys", "inspect", key_pair.with_name("signer.key"),
-                  "--passphrase-env", "SIGNER_PASS", env={"SIGNER_PASS": PASSPHRASE}, code=code)
+    run = bundler(
+        "keys",
+        "inspect",
+        key_pair.with_name("signer.key"),
+        "--passphrase-env",
+        "SIGNER_PASS",
+        env={"SIGNER_PASS": PASSPHRASE},
+        code=code,
+    )
     assert run.code == 1, run.output
     assert run.stderr.startswith("internal error: RuntimeError: simulated bug")
     assert_clean(run, *_encodings(PASSPHRASE))
@@ -177,9 +236,18 @@ def test_login_with_a_wrong_password_names_no_password(
     bundler: Bundler, tls_registry: RegistryServer
 ) -> None:
     assert tls_registry.ca_path is not None
-    run = bundler("login", tls_registry.host, "-u", "tester", "--password-stdin",
-                  "--ca-file", tls_registry.ca_path, "--registry-config", bundler.config_dir,
-                  input=WRONG_PASSWORD + "\n")
+    run = bundler(
+        "login",
+        tls_registry.host,
+        "-u",
+        "tester",
+        "--password-stdin",
+        "--ca-file",
+        tls_registry.ca_path,
+        "--registry-config",
+        bundler.config_dir,
+        input=WRONG_PASSWORD + "\n",
+    )
     assert run.code == 4, run.output
     assert_clean(run, *_encodings(WRONG_PASSWORD, "tester"))
     config = bundler.config_dir / "config.json"
@@ -190,9 +258,18 @@ def test_login_with_the_right_password_prints_no_password(
     bundler: Bundler, tls_registry: RegistryServer
 ) -> None:
     assert tls_registry.ca_path is not None and tls_registry.password is not None
-    run = bundler("login", tls_registry.host, "-u", "tester", "--password-stdin",
-                  "--ca-file", tls_registry.ca_path, "--registry-config", bundler.config_dir,
-                  input=tls_registry.password + "\n")
+    run = bundler(
+        "login",
+        tls_registry.host,
+        "-u",
+        "tester",
+        "--password-stdin",
+        "--ca-file",
+        tls_registry.ca_path,
+        "--registry-config",
+        bundler.config_dir,
+        input=tls_registry.password + "\n",
+    )
     assert run.code == 0, run.output
     assert_clean(run, *_encodings(tls_registry.password, "tester"))
     config = bundler.config_dir / "config.json"
@@ -202,15 +279,23 @@ def test_login_with_the_right_password_prints_no_password(
 def _docker_config(bundler: Bundler, registry: RegistryServer, password: str) -> None:
     auth = base64.b64encode(f"tester:{password}".encode()).decode()
     (bundler.config_dir / "config.json").write_text(
-        json.dumps({"auths": {registry.host: {"auth": auth}}}))
+        json.dumps({"auths": {registry.host: {"auth": auth}}})
+    )
 
 
 def test_copy_to_the_token_registry_with_bad_credentials_names_no_secret(
     bundler: Bundler, token_registry: RegistryServer, example_layout: Path
 ) -> None:
     _docker_config(bundler, token_registry, WRONG_PASSWORD)
-    run = bundler("copy", "--from", f"oci:{example_layout}:{API_REF}",
-                  "--to", token_registry.ref("secrets/api:1"), "-o", "json")
+    run = bundler(
+        "copy",
+        "--from",
+        f"oci:{example_layout}:{API_REF}",
+        "--to",
+        token_registry.ref("secrets/api:1"),
+        "-o",
+        "json",
+    )
     assert run.code == 4, run.output
     assert "tester" in run.stderr  # the user is named; the password is not
     assert_clean(run, *_encodings(WRONG_PASSWORD, "tester"))
@@ -222,8 +307,7 @@ def test_successful_copy_through_the_token_registry_prints_no_secret(
     assert token_registry.password is not None
     _docker_config(bundler, token_registry, token_registry.password)
     ref = token_registry.ref("secrets/ok:1")
-    run = bundler("copy", "--from", f"oci:{example_layout}:{API_REF}", "--to", ref,
-                  "-o", "json")
+    run = bundler("copy", "--from", f"oci:{example_layout}:{API_REF}", "--to", ref, "-o", "json")
     assert run.code == 0, run.output
     back = bundler("copy", "--from", ref, "--to", f"oci:{tmp_path / 'back'}:x")
     assert back.code == 0, back.output

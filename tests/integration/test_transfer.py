@@ -70,8 +70,7 @@ def vendor_registry(
     registry_binary: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RegistryServer]:
     """Registry A, the vendor's side, for this module only."""
-    server = start_registry("plain", tmp_path_factory.mktemp("registry-a"),
-                            binary=registry_binary)
+    server = start_registry("plain", tmp_path_factory.mktemp("registry-a"), binary=registry_binary)
     try:
         yield server
     finally:
@@ -97,27 +96,47 @@ class Vendor:
 
 def migrate_image(synth: ModuleType, layout: Path, seed: str) -> dict[str, str]:
     """(Re)write the migrate image, one layer from ``seed``; its layer and config digests."""
-    spec = synth.LayerSpec(seed, 16 * KiB, "migrations/data.bin",
-                           files=(("migrations/run.sh", "#!/bin/sh\necho applying migrations\n"),))
-    labels = {"org.opencontainers.image.source": "https://example.local/demo",
-              "org.opencontainers.image.title": "migrate"}
-    desc = synth.write_image(layout, MIGRATE_REF, [spec], ("linux", "amd64"),
-                             entrypoint=["/migrations/run.sh"], labels=labels)
+    spec = synth.LayerSpec(
+        seed,
+        16 * KiB,
+        "migrations/data.bin",
+        files=(("migrations/run.sh", "#!/bin/sh\necho applying migrations\n"),),
+    )
+    labels = {
+        "org.opencontainers.image.source": "https://example.local/demo",
+        "org.opencontainers.image.title": "migrate",
+    }
+    desc = synth.write_image(
+        layout,
+        MIGRATE_REF,
+        [spec],
+        ("linux", "amd64"),
+        entrypoint=["/migrations/run.sh"],
+        labels=labels,
+    )
     manifest = json.loads((layout / "blobs" / "sha256" / desc["digest"][7:]).read_bytes())
-    return {"manifest": desc["digest"], "layer": manifest["layers"][0]["digest"],
-            "config": manifest["config"]["digest"]}
+    return {
+        "manifest": desc["digest"],
+        "layer": manifest["layers"][0]["digest"],
+        "config": manifest["config"]["digest"],
+    }
 
 
 @pytest.fixture(scope="module")
 def vendor(
-    tcli: Cli, keys: Keys, synth: ModuleType, example_layout: Path,
-    vendor_registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory,
+    tcli: Cli,
+    keys: Keys,
+    synth: ModuleType,
+    example_layout: Path,
+    vendor_registry: RegistryServer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Vendor:
     home = tmp_path_factory.mktemp("vendor-layouts")
     v100_layout = home / "v1.0.0"
     shutil.copytree(example_layout, v100_layout)
-    synth.write_image(v100_layout, TOOLS_REF,
-                      [synth.LayerSpec("tools-layer", TOOLS_LAYER_BYTES, level=0)])
+    synth.write_image(
+        v100_layout, TOOLS_REF, [synth.LayerSpec("tools-layer", TOOLS_LAYER_BYTES, level=0)]
+    )
     v101_layout = home / "v1.0.1"
     shutil.copytree(v100_layout, v101_layout)
     old = migrate_image(synth, v100_layout, "demo-migrate")  # as the example set has it
@@ -127,12 +146,14 @@ def vendor(
 
     reg = vendor_registry
     v100 = pack(tcli, v100_layout, reg.ref("vendor/demo:1.0.0"), "--image", TOOLS_REF)
-    v101 = pack(tcli, v101_layout, reg.ref("vendor/demo:1.0.1"), "--image", TOOLS_REF,
-                "--version", "1.0.1")
+    v101 = pack(
+        tcli, v101_layout, reg.ref("vendor/demo:1.0.1"), "--image", TOOLS_REF, "--version", "1.0.1"
+    )
     for version in ("1.0.0", "1.0.1"):
         sign(tcli, reg.ref(f"vendor/demo:{version}"), keys.private("vendor"))
-    return Vendor(reg, v100, v101, v100_layout, v101_layout, old["layer"], new["layer"],
-                  new["config"])
+    return Vendor(
+        reg, v100, v101, v100_layout, v101_layout, old["layer"], new["layer"], new["config"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +167,9 @@ def full_archive(tcli: Cli, vendor: Vendor, tmp_path_factory: pytest.TempPathFac
 
 @pytest.fixture(scope="module")
 def unsigned_archive(
-    tcli: Cli, vendor: Vendor, tmp_path_factory: pytest.TempPathFactory,
+    tcli: Cli,
+    vendor: Vendor,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     """The same bundle packed again, straight into an archive, never signed."""
     archive = tmp_path_factory.mktemp("unsigned") / "demo-1.0.0.tar"
@@ -183,8 +206,14 @@ def refused(res: Result, code: int, *named: str) -> str:
 # -------------------------------------------------------- 1. registry -> archive -> registry
 @pytest.mark.parametrize("far", ["plain", "tls"])
 def test_registry_to_archive_to_registry_keeps_digests_and_signatures(
-    tcli: Cli, keys: Keys, vendor: Vendor, full_archive: Path, judge: Judge, far: str,
-    registry_factory: Callable[..., RegistryServer], tls_registry: RegistryServer,
+    tcli: Cli,
+    keys: Keys,
+    vendor: Vendor,
+    full_archive: Path,
+    judge: Judge,
+    far: str,
+    registry_factory: Callable[..., RegistryServer],
+    tls_registry: RegistryServer,
 ) -> None:
     a = vendor.reg
     if far == "plain":
@@ -200,8 +229,11 @@ def test_registry_to_archive_to_registry_keeps_digests_and_signatures(
     assert doc["alreadyAtTarget"] == 0
 
     # skopeo, on both sides: the same bytes under the tag.
-    assert (judge.raw_digest(a.docker_ref("vendor/demo:1.0.0"), a)
-            == judge.raw_digest(b.docker_ref(f"{repo}:1.0.0"), b) == vendor.v100)
+    assert (
+        judge.raw_digest(a.docker_ref("vendor/demo:1.0.0"), a)
+        == judge.raw_digest(b.docker_ref(f"{repo}:1.0.0"), b)
+        == vendor.v100
+    )
     # Every manifest and every blob of the bundle, by digest, on the far side.
     source = registry_graph(judge, a, "vendor/demo", vendor.v100)
     landed = registry_graph(judge, b, repo, vendor.v100)
@@ -213,15 +245,21 @@ def test_registry_to_archive_to_registry_keeps_digests_and_signatures(
     for digest in source.manifests:
         tag = signature_tag(digest)
         assert tag in tags_b, tag
-        assert (judge.raw_digest(a.docker_ref(f"vendor/demo:{tag}"), a)
-                == judge.raw_digest(b.docker_ref(f"{repo}:{tag}"), b))
+        assert judge.raw_digest(a.docker_ref(f"vendor/demo:{tag}"), a) == judge.raw_digest(
+            b.docker_ref(f"{repo}:{tag}"), b
+        )
     out = verified(tcli, b.ref(f"{repo}:1.0.0"), keys.public("vendor"), *flags)
     assert out.startswith(vendor.v100)
 
 
 # ------------------------------------------------------ 2. refused before anything is tagged
 def test_import_of_a_tampered_layer_is_refused_and_tags_nothing(
-    tcli: Cli, keys: Keys, vendor: Vendor, full_archive: Path, judge: Judge, tmp_path: Path,
+    tcli: Cli,
+    keys: Keys,
+    vendor: Vendor,
+    full_archive: Path,
+    judge: Judge,
+    tmp_path: Path,
     registry_factory: Callable[..., RegistryServer],
 ) -> None:
     archive = private(full_archive, tmp_path)
@@ -236,7 +274,11 @@ def test_import_of_a_tampered_layer_is_refused_and_tags_nothing(
 
 
 def test_import_of_an_unsigned_bundle_is_refused_before_any_blob_moves(
-    tcli: Cli, keys: Keys, vendor: Vendor, unsigned_archive: Path, judge: Judge,
+    tcli: Cli,
+    keys: Keys,
+    vendor: Vendor,
+    unsigned_archive: Path,
+    judge: Judge,
     registry_factory: Callable[..., RegistryServer],
 ) -> None:
     b = registry_factory("plain")
@@ -247,7 +289,12 @@ def test_import_of_an_unsigned_bundle_is_refused_before_any_blob_moves(
 
 
 def test_import_of_a_bundle_signed_by_another_key_is_refused(
-    tcli: Cli, keys: Keys, vendor: Vendor, unsigned_archive: Path, judge: Judge, tmp_path: Path,
+    tcli: Cli,
+    keys: Keys,
+    vendor: Vendor,
+    unsigned_archive: Path,
+    judge: Judge,
+    tmp_path: Path,
     registry_factory: Callable[..., RegistryServer],
 ) -> None:
     archive = private(unsigned_archive, tmp_path)
@@ -261,26 +308,39 @@ def test_import_of_a_bundle_signed_by_another_key_is_refused(
 
 
 def test_import_of_an_archive_with_an_extra_unsigned_image_is_refused(
-    tcli: Cli, keys: Keys, full_archive: Path, synth: ModuleType, judge: Judge, tmp_path: Path,
+    tcli: Cli,
+    keys: Keys,
+    full_archive: Path,
+    synth: ModuleType,
+    judge: Judge,
+    tmp_path: Path,
     registry_factory: Callable[..., RegistryServer],
 ) -> None:
     layout = extract(full_archive, tmp_path / "layout")
-    smuggled = synth.write_image(layout, "evil.example/miner:1",
-                                 [synth.LayerSpec("smuggled-miner", 64 * KiB)])
+    smuggled = synth.write_image(
+        layout, "evil.example/miner:1", [synth.LayerSpec("smuggled-miner", 64 * KiB)]
+    )
     archive = tmp_path / "smuggled.tar"
     tar_layout(layout, archive)
     b = registry_factory("plain")
     res = import_(tcli, archive, b.ref("internal/demo:1.0.0"), keys.public("vendor"))
-    refused(res, 12, "verification step 6 failed",
-            f"name evil.example/miner:1 -> {smuggled['digest']}")
+    refused(
+        res, 12, "verification step 6 failed", f"name evil.example/miner:1 -> {smuggled['digest']}"
+    )
     assert_nothing_tagged(judge, b, "internal/demo")
     assert storage_blobs(b) == set()
 
 
 @pytest.mark.parametrize("cut", ["inside a blob", "inside a member header"])
 def test_import_of_a_truncated_archive_fails_and_tags_nothing(
-    tcli: Cli, keys: Keys, vendor: Vendor, full_archive: Path, judge: Judge, tmp_path: Path,
-    registry_factory: Callable[..., RegistryServer], cut: str,
+    tcli: Cli,
+    keys: Keys,
+    vendor: Vendor,
+    full_archive: Path,
+    judge: Judge,
+    tmp_path: Path,
+    registry_factory: Callable[..., RegistryServer],
+    cut: str,
 ) -> None:
     """Cut in the data of the biggest layer, or 100 bytes into the header of the last member
     (the archive then looks like one that simply holds a blob fewer)."""
@@ -305,26 +365,54 @@ def test_import_of_a_truncated_archive_fails_and_tags_nothing(
 
 
 def test_import_refused_by_the_trust_policy_moves_nothing(
-    tcli: Cli, keys: Keys, full_archive: Path, judge: Judge, tmp_path: Path,
+    tcli: Cli,
+    keys: Keys,
+    full_archive: Path,
+    judge: Judge,
+    tmp_path: Path,
     registry_factory: Callable[..., RegistryServer],
 ) -> None:
-    policy = write_policy(tmp_path, keys, "  - name: demo\n    require:\n      - role: vendor\n"
-                          "      - role: approval")
+    policy = write_policy(
+        tmp_path, keys, "  - name: demo\n    require:\n      - role: vendor\n      - role: approval"
+    )
     b = registry_factory("plain")
-    res = tcli("import", f"archive:{full_archive}", "--to", b.ref("internal/demo:1.0.0"),
-               "--policy", policy)
+    res = tcli(
+        "import",
+        f"archive:{full_archive}",
+        "--to",
+        b.ref("internal/demo:1.0.0"),
+        "--policy",
+        policy,
+    )
     refused(res, 12, "verification step 4 failed", "'approval'", "valid ones: none")
     assert_nothing_tagged(judge, b, "internal/demo")
     assert storage_blobs(b) == set()
 
 
 def test_import_into_a_layout_verifies_there(
-    tcli: Cli, keys: Keys, vendor: Vendor, full_archive: Path, tmp_path: Path,
+    tcli: Cli,
+    keys: Keys,
+    vendor: Vendor,
+    full_archive: Path,
+    tmp_path: Path,
 ) -> None:
-    policy = write_policy(tmp_path, keys, "  - name: demo\n    versions: '>=1.0.0 <2.0.0'\n"
-                          "    require:\n      - role: vendor")
-    res = ok(tcli("import", f"archive:{full_archive}", "--to", f"oci:{tmp_path / 'oci'}:demo",
-                  "--policy", policy, "-o", "json"))
+    policy = write_policy(
+        tmp_path,
+        keys,
+        "  - name: demo\n    versions: '>=1.0.0 <2.0.0'\n    require:\n      - role: vendor",
+    )
+    res = ok(
+        tcli(
+            "import",
+            f"archive:{full_archive}",
+            "--to",
+            f"oci:{tmp_path / 'oci'}:demo",
+            "--policy",
+            policy,
+            "-o",
+            "json",
+        )
+    )
     assert res.json["verified"]["signers"] == [{"key": "vendor", "role": "vendor"}]
     out = verified(tcli, f"oci:{tmp_path / 'oci'}:demo", keys.public("vendor"))
     assert out.startswith(vendor.v100)
@@ -332,15 +420,21 @@ def test_import_into_a_layout_verifies_there(
 
 # ---------------------------------------------------------------------------- 4. deltas
 @pytest.fixture(scope="module")
-def delta(tcli: Cli, vendor: Vendor, tmp_path_factory: pytest.TempPathFactory,
-          ) -> tuple[Path, dict[str, object]]:
+def delta(
+    tcli: Cli,
+    vendor: Vendor,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, dict[str, object]]:
     archive = tmp_path_factory.mktemp("delta") / "demo-1.0.1-delta.tar"
     doc = export(tcli, vendor.ref("1.0.1"), archive, "--base", vendor.ref("1.0.0"))
     return archive, doc
 
 
 def test_delta_export_holds_only_what_the_base_lacks(
-    vendor: Vendor, full_archive: Path, delta: tuple[Path, dict[str, object]], judge: Judge,
+    vendor: Vendor,
+    full_archive: Path,
+    delta: tuple[Path, dict[str, object]],
+    judge: Judge,
 ) -> None:
     archive, doc = delta
     reg = vendor.reg
@@ -350,8 +444,9 @@ def test_delta_export_holds_only_what_the_base_lacks(
     unchanged = set(new.blobs) & set(old.blobs)
     # What differs between the versions: the migrate layer and config, and the lock document
     # (it names the version and the migrate digest). The chart and every other image are equal.
-    lock_docs = {d for d in changed
-                 if d not in (vendor.new_migrate_layer, vendor.new_migrate_config)}
+    lock_docs = {
+        d for d in changed if d not in (vendor.new_migrate_layer, vendor.new_migrate_config)
+    }
     assert len(lock_docs) == 1, lock_docs
     assert {vendor.new_migrate_layer, vendor.new_migrate_config} <= changed
     assert vendor.old_migrate_layer not in new.blobs
@@ -373,8 +468,12 @@ def test_delta_export_holds_only_what_the_base_lacks(
 
 
 def test_delta_import_into_a_registry_holding_the_base_verifies(
-    tcli: Cli, keys: Keys, vendor: Vendor, full_archive: Path,
-    delta: tuple[Path, dict[str, object]], judge: Judge,
+    tcli: Cli,
+    keys: Keys,
+    vendor: Vendor,
+    full_archive: Path,
+    delta: tuple[Path, dict[str, object]],
+    judge: Judge,
     registry_factory: Callable[..., RegistryServer],
 ) -> None:
     archive, doc = delta
@@ -389,14 +488,20 @@ def test_delta_import_into_a_registry_holding_the_base_verifies(
     assert out["verified"]["version"] == "1.0.1"
     assert judge.raw_digest(b.docker_ref("internal/demo:1.0.1"), b) == vendor.v101
     assert verified(tcli, b.ref("internal/demo:1.0.1"), keys.public("vendor")).startswith(
-        vendor.v101)
+        vendor.v101
+    )
     assert verified(tcli, b.ref("internal/demo:1.0.0"), keys.public("vendor")).startswith(
-        vendor.v100)
+        vendor.v100
+    )
 
 
 def test_delta_import_into_an_empty_registry_names_the_missing_blobs_and_tags_nothing(
-    tcli: Cli, keys: Keys, vendor: Vendor, delta: tuple[Path, dict[str, object]],
-    judge: Judge, registry_factory: Callable[..., RegistryServer],
+    tcli: Cli,
+    keys: Keys,
+    vendor: Vendor,
+    delta: tuple[Path, dict[str, object]],
+    judge: Judge,
+    registry_factory: Callable[..., RegistryServer],
 ) -> None:
     archive, _ = delta
     reg = vendor.reg
@@ -415,7 +520,10 @@ def test_delta_import_into_an_empty_registry_names_the_missing_blobs_and_tags_no
 
 
 def test_delta_against_a_base_archive_equals_the_delta_against_its_registry(
-    tcli: Cli, vendor: Vendor, full_archive: Path, delta: tuple[Path, dict[str, object]],
+    tcli: Cli,
+    vendor: Vendor,
+    full_archive: Path,
+    delta: tuple[Path, dict[str, object]],
     tmp_path: Path,
 ) -> None:
     """The previous export, kept on the vendor side, serves as the base just as well."""
@@ -427,8 +535,13 @@ def test_delta_against_a_base_archive_equals_the_delta_against_its_registry(
 
 
 def test_delta_into_a_layout_holding_the_base_is_verified_on_import(
-    tcli: Cli, keys: Keys, vendor: Vendor, full_archive: Path,
-    delta: tuple[Path, dict[str, object]], judge: Judge, tmp_path: Path,
+    tcli: Cli,
+    keys: Keys,
+    vendor: Vendor,
+    full_archive: Path,
+    delta: tuple[Path, dict[str, object]],
+    judge: Judge,
+    tmp_path: Path,
 ) -> None:
     layout = tmp_path / "oci"
     ok(import_(tcli, full_archive, f"oci:{layout}:demo-1.0.0", keys.public("vendor")))
@@ -440,7 +553,12 @@ def test_delta_into_a_layout_holding_the_base_is_verified_on_import(
 
 
 def test_reexport_of_the_same_version_with_itself_as_base_imports(
-    tcli: Cli, keys: Keys, vendor: Vendor, full_archive: Path, judge: Judge, tmp_path: Path,
+    tcli: Cli,
+    keys: Keys,
+    vendor: Vendor,
+    full_archive: Path,
+    judge: Judge,
+    tmp_path: Path,
     registry_factory: Callable[..., RegistryServer],
 ) -> None:
     """Carrying only new signatures: the far side holds 1.0.0 already, so every blob of it is
@@ -457,24 +575,28 @@ def test_reexport_of_the_same_version_with_itself_as_base_imports(
     assert res.returncode == 0, res.describe()
     assert res.json["alreadyAtTarget"] == doc["blobs"]["omitted"]
     assert verified(tcli, b.ref("internal/demo:1.0.0"), keys.public("vendor")).startswith(
-        vendor.v100)
+        vendor.v100
+    )
 
 
 # ---------------------------------------------------------------------- 5. archive size
 def test_archive_is_the_unique_blobs_plus_tar_headers(
-    vendor: Vendor, full_archive: Path,
+    vendor: Vendor,
+    full_archive: Path,
 ) -> None:
     bundle = archive_graph(full_archive, vendor.v100)
     sigs = signature_graph(full_archive)
-    expected = (set(bundle.manifests) | set(bundle.blobs) | set(sigs.manifests)
-                | set(sigs.blobs))
+    expected = set(bundle.manifests) | set(bundle.blobs) | set(sigs.manifests) | set(sigs.blobs)
     sizes = blob_members(full_archive)  # asserts no member appears twice
     assert set(sizes) == expected
     assert sum(sizes.values()) > TOOLS_LAYER_BYTES
     count = len(members(full_archive))  # blobs, index.json, oci-layout, two directories
     assert count == len(sizes) + 4
-    payload = (sum(sizes.values()) + len(read_member(full_archive, "index.json"))
-               + len(read_member(full_archive, "oci-layout")))
+    payload = (
+        sum(sizes.values())
+        + len(read_member(full_archive, "index.json"))
+        + len(read_member(full_archive, "oci-layout"))
+    )
     size = file_size(full_archive)
     # A 512-byte header and under 512 bytes of padding per member, the end-of-archive marker
     # and the padding of the last 10 KiB record: nothing else.
@@ -484,7 +606,10 @@ def test_archive_is_the_unique_blobs_plus_tar_headers(
 
 # ----------------------------------------------------------- 6. copy registry -> registry
 def test_copy_within_a_registry_mounts_blobs_and_carries_signatures(
-    tcli: Cli, keys: Keys, vendor: Vendor, judge: Judge,
+    tcli: Cli,
+    keys: Keys,
+    vendor: Vendor,
+    judge: Judge,
 ) -> None:
     reg = vendor.reg
     repo = f"{unique('mirror')}/demo"

@@ -60,34 +60,51 @@ class BigBundle:
 
 @pytest.fixture(scope="module")
 def big_bundle(
-    rcli: Cli, keys: Keys, synth: ModuleType, example_layout: Path,
+    rcli: Cli,
+    keys: Keys,
+    synth: ModuleType,
+    example_layout: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> BigBundle:
     """The example bundle plus ``big`` (three stored 30 MiB layers), signed, in an archive."""
     home = tmp_path_factory.mktemp("big-bundle")
     layout = home / "layout"
     shutil.copytree(example_layout, layout)
-    synth.write_image(layout, BIG_REF, [
-        synth.LayerSpec(f"resume-big-{i}", BIG_LAYER_BYTES, level=0) for i in range(BIG_LAYERS)
-    ])
+    synth.write_image(
+        layout,
+        BIG_REF,
+        [synth.LayerSpec(f"resume-big-{i}", BIG_LAYER_BYTES, level=0) for i in range(BIG_LAYERS)],
+    )
     archive = home / "demo-big.tar"
     digest = pack(rcli, layout, f"archive:{archive}", "--image", BIG_REF)
     sign(rcli, f"archive:{archive}", keys.private("vendor"))
-    big = frozenset(d for d, size in archive_graph(archive, digest).blobs.items()
-                    if size > BIG_LAYER_BYTES)
+    big = frozenset(
+        d for d, size in archive_graph(archive, digest).blobs.items() if size > BIG_LAYER_BYTES
+    )
     assert len(big) == BIG_LAYERS
     return BigBundle(archive, digest, big)
 
 
 def start_import(cli: Cli, bundle: BigBundle, to: str, keys: Keys) -> subprocess.Popen[str]:
     """``bundler import`` in the background, one blob at a time (biggest first)."""
-    return cli.popen("import", f"archive:{bundle.archive}", "--to", to, "--key",
-                     keys.public("vendor"), "--parallel", "1", "-o", "json",
-                     stdin=subprocess.DEVNULL)
+    return cli.popen(
+        "import",
+        f"archive:{bundle.archive}",
+        "--to",
+        to,
+        "--key",
+        keys.public("vendor"),
+        "--parallel",
+        "1",
+        "-o",
+        "json",
+        stdin=subprocess.DEVNULL,
+    )
 
 
-def wait_for_arrival(proc: subprocess.Popen[str], reg: RegistryServer, wanted: frozenset[str],
-                     timeout: float = 60) -> set[str]:
+def wait_for_arrival(
+    proc: subprocess.Popen[str], reg: RegistryServer, wanted: frozenset[str], timeout: float = 60
+) -> set[str]:
     """Poll the registry's storage until one of ``wanted`` has arrived; what has arrived."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -96,8 +113,10 @@ def wait_for_arrival(proc: subprocess.Popen[str], reg: RegistryServer, wanted: f
             return arrived
         if proc.poll() is not None:
             out, err = proc.communicate()
-            raise AssertionError(f"import ended ({proc.returncode}) before a big blob arrived"
-                                 f"\n--- stdout\n{out}\n--- stderr\n{err}")
+            raise AssertionError(
+                f"import ended ({proc.returncode}) before a big blob arrived"
+                f"\n--- stdout\n{out}\n--- stderr\n{err}"
+            )
         time.sleep(0.005)
     proc.kill()
     proc.communicate()
@@ -110,8 +129,9 @@ def assert_not_tagged(judge: Judge, reg: RegistryServer, tag: str) -> None:
         judge.raw(reg.docker_ref(f"{REPO}:{tag}"), reg)
 
 
-def rerun(cli: Cli, bundle: BigBundle, reg: RegistryServer, keys: Keys,
-          arrived: set[str]) -> Result:
+def rerun(
+    cli: Cli, bundle: BigBundle, reg: RegistryServer, keys: Keys, arrived: set[str]
+) -> Result:
     res = ok(import_(cli, bundle.archive, reg.ref(f"{REPO}:1.0.0"), keys.public("vendor")))
     blobs = res.json["blobs"]
     assert res.json["digest"] == bundle.digest
@@ -122,7 +142,10 @@ def rerun(cli: Cli, bundle: BigBundle, reg: RegistryServer, keys: Keys,
 
 
 def test_killed_import_tags_nothing_and_a_rerun_skips_what_arrived(
-    rcli: Cli, keys: Keys, big_bundle: BigBundle, judge: Judge,
+    rcli: Cli,
+    keys: Keys,
+    big_bundle: BigBundle,
+    judge: Judge,
     registry_factory: Callable[..., RegistryServer],
 ) -> None:
     reg = registry_factory("plain")
@@ -142,7 +165,11 @@ def test_killed_import_tags_nothing_and_a_rerun_skips_what_arrived(
 
 
 def test_registry_stopped_midway_fails_the_import_and_a_rerun_completes(
-    rcli: Cli, keys: Keys, big_bundle: BigBundle, judge: Judge, registry_binary: str,
+    rcli: Cli,
+    keys: Keys,
+    big_bundle: BigBundle,
+    judge: Judge,
+    registry_binary: str,
     registry_factory: Callable[..., RegistryServer],
 ) -> None:
     reg = registry_factory("plain")
@@ -170,12 +197,14 @@ def test_registry_stopped_midway_fails_the_import_and_a_rerun_completes(
 
 @pytest.fixture(scope="module")
 def vendor_registry(
-    rcli: Cli, keys: Keys, big_bundle: BigBundle, registry_binary: str,
+    rcli: Cli,
+    keys: Keys,
+    big_bundle: BigBundle,
+    registry_binary: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> RegistryServer:
     """A registry holding the big bundle (imported once), to export from."""
-    reg = start_registry("plain", tmp_path_factory.mktemp("export-source"),
-                         binary=registry_binary)
+    reg = start_registry("plain", tmp_path_factory.mktemp("export-source"), binary=registry_binary)
     ok(import_(rcli, big_bundle.archive, reg.ref(f"{REPO}:1.0.0"), keys.public("vendor")))
     return reg
 
@@ -197,12 +226,25 @@ def _wait_for_partial(proc: subprocess.Popen[str], partial: Path, at_least: int)
 def _export(cli: Cli, source: str, archive: Path) -> Result:
     # Named explicitly: the name would otherwise follow the source's registry port, and a
     # re-run against another name is another archive (it starts over, by design).
-    return ok(cli("export", source, "--to", f"archive:{archive}:demo:1.0.0", "--parallel", "1",
-                  "-o", "json"))
+    return ok(
+        cli(
+            "export",
+            source,
+            "--to",
+            f"archive:{archive}:demo:1.0.0",
+            "--parallel",
+            "1",
+            "-o",
+            "json",
+        )
+    )
 
 
 def test_killed_export_resumes_and_ends_byte_identical(
-    rcli: Cli, big_bundle: BigBundle, vendor_registry: RegistryServer, tmp_path: Path,
+    rcli: Cli,
+    big_bundle: BigBundle,
+    vendor_registry: RegistryServer,
+    tmp_path: Path,
 ) -> None:
     source = vendor_registry.ref(f"{REPO}:1.0.0")
     whole = tmp_path / "whole.tar"
@@ -210,8 +252,15 @@ def test_killed_export_resumes_and_ends_byte_identical(
     archive = tmp_path / "out" / "demo.tar"
     archive.parent.mkdir()
     partial = archive.parent / f".{archive.name}.partial"
-    proc = rcli.popen("export", source, "--to", f"archive:{archive}:demo:1.0.0",
-                      "--parallel", "1", stdin=subprocess.DEVNULL)
+    proc = rcli.popen(
+        "export",
+        source,
+        "--to",
+        f"archive:{archive}:demo:1.0.0",
+        "--parallel",
+        "1",
+        stdin=subprocess.DEVNULL,
+    )
     _wait_for_partial(proc, partial, BIG_LAYER_BYTES + 1024 * 1024)
     proc.kill()
     proc.communicate()
@@ -224,16 +273,26 @@ def test_killed_export_resumes_and_ends_byte_identical(
 
 
 def test_export_with_its_registry_stopped_midway_resumes(
-    rcli: Cli, big_bundle: BigBundle, registry_binary: str, keys: Keys, tmp_path: Path,
+    rcli: Cli,
+    big_bundle: BigBundle,
+    registry_binary: str,
+    keys: Keys,
+    tmp_path: Path,
 ) -> None:
     reg = start_registry("plain", tmp_path / "registry", binary=registry_binary)
     try:
         ok(import_(rcli, big_bundle.archive, reg.ref(f"{REPO}:1.0.0"), keys.public("vendor")))
         archive = tmp_path / "demo.tar"
         partial = tmp_path / f".{archive.name}.partial"
-        proc = rcli.popen("export", reg.ref(f"{REPO}:1.0.0"), "--to",
-                          f"archive:{archive}:demo:1.0.0", "--parallel", "1",
-                          stdin=subprocess.DEVNULL)
+        proc = rcli.popen(
+            "export",
+            reg.ref(f"{REPO}:1.0.0"),
+            "--to",
+            f"archive:{archive}:demo:1.0.0",
+            "--parallel",
+            "1",
+            stdin=subprocess.DEVNULL,
+        )
         _wait_for_partial(proc, partial, BIG_LAYER_BYTES + 1024 * 1024)
         reg.stop()
         _, err = proc.communicate(timeout=60)
@@ -247,6 +306,7 @@ def test_export_with_its_registry_stopped_midway_resumes(
         assert result.json["blobs"]["skipped"] >= 1
         assert result.json["digest"] == big_bundle.digest
         assert verified(rcli, f"archive:{archive}", keys.public("vendor")).startswith(
-            big_bundle.digest)
+            big_bundle.digest
+        )
     finally:
         again.stop()

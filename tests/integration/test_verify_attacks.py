@@ -90,8 +90,12 @@ class Signed:
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     """Throw-away key pairs: the vendor, a second vendor, an approver, a stranger."""
     directory = tmp_path_factory.mktemp("keys")
-    for name, algorithm in (("vendor", "ecdsa-p256"), ("vendor2", "ed25519"),
-                            ("approver", "ecdsa-p256"), ("stranger", "ecdsa-p256")):
+    for name, algorithm in (
+        ("vendor", "ecdsa-p256"),
+        ("vendor2", "ed25519"),
+        ("approver", "ecdsa-p256"),
+        ("stranger", "ecdsa-p256"),
+    ):
         write_key_pair(directory / name, generate_key(algorithm), PASSPHRASE.encode())
     return Keys(directory)
 
@@ -105,13 +109,17 @@ def bcli(helm: str, tmp_path_factory: pytest.TempPathFactory) -> Cli:
 
 @pytest.fixture(scope="module")
 def signed(
-    bcli: Cli, keys: Keys, example_layout: Path, plain_registry: RegistryServer,
+    bcli: Cli,
+    keys: Keys,
+    example_layout: Path,
+    plain_registry: RegistryServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Signed:
     home = tmp_path_factory.mktemp("signed-bundle")
     unsigned = home / "unsigned.tar"
-    digest = pack_ok(bcli, "--chart", DEMO_CHART, *layout_source(example_layout),
-                     "--to", f"archive:{unsigned}")["digest"]
+    digest = pack_ok(
+        bcli, "--chart", DEMO_CHART, *layout_source(example_layout), "--to", f"archive:{unsigned}"
+    )["digest"]
     archive = home / "signed.tar"
     shutil.copyfile(unsigned, archive)
     sign_ok(bcli, f"archive:{archive}", keys.private("vendor"))
@@ -124,8 +132,7 @@ def signed(
     return Signed(digest, unsigned, archive, oci, plain_registry, repo, unsigned_repo)
 
 
-def private_copy(signed: Signed, target: str, tmp_path: Path, *, unsigned: bool = False
-                 ) -> str:
+def private_copy(signed: Signed, target: str, tmp_path: Path, *, unsigned: bool = False) -> str:
     """A location of this test's own copy of the (vendor-signed or unsigned) bundle."""
     if target == "archive":
         path = tmp_path / "bundle.tar"
@@ -146,8 +153,7 @@ def private_copy(signed: Signed, target: str, tmp_path: Path, *, unsigned: bool 
 
 # ------------------------------------------------------------------------------- helpers
 def sign_ok(cli: Cli, location: str, key: Path, *flags: str) -> dict[str, Any]:
-    res = cli("sign", location, "--key", key, "--passphrase-env", PASS_VAR, "-o", "json",
-              *flags)
+    res = cli("sign", location, "--key", key, "--passphrase-env", PASS_VAR, "-o", "json", *flags)
     assert res.returncode == 0, res.describe()
     doc: dict[str, Any] = res.json
     return doc
@@ -203,7 +209,7 @@ def api_layer(signed: Signed) -> dict[str, Any]:
 
 def flip_middle_byte(data: bytes) -> bytes:
     middle = len(data) // 2
-    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
+    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
 
 
 def flip_archive_member(path: Path, name: str) -> None:
@@ -226,8 +232,12 @@ def add_to_layout_index(layout: Path, entry: dict[str, Any]) -> None:
 
 def registry_blob(reg: RegistryServer, repo: str, digest: str) -> bytes:
     """A blob as the registry serves it, fetched with plain HTTP (no bundler code)."""
-    resp = requests.get(f"{reg.url}/v2/{repo}/blobs/{digest}", timeout=30, verify=reg.verify,
-                        headers=reg.auth_headers([f"repository:{repo}:pull"]))
+    resp = requests.get(
+        f"{reg.url}/v2/{repo}/blobs/{digest}",
+        timeout=30,
+        verify=reg.verify,
+        headers=reg.auth_headers([f"repository:{repo}:pull"]),
+    )
     assert resp.status_code == 200, resp.text
     return resp.content
 
@@ -239,7 +249,11 @@ def signature_tag(digest: str) -> str:
 # ---------------------------------------------------------------- the good case, everywhere
 @pytest.mark.parametrize("target", TARGETS)
 def test_signed_bundle_verifies_with_key_and_policy(
-    bcli: Cli, keys: Keys, signed: Signed, target: str, tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    target: str,
+    tmp_path: Path,
 ) -> None:
     location = private_copy(signed, target, tmp_path)
     out = verified(bcli, location, "--key", keys.public("vendor"))
@@ -251,16 +265,23 @@ def test_signed_bundle_verifies_with_key_and_policy(
 # ----------------------------------------------------------------- step 2: signatures
 @pytest.mark.parametrize("target", TARGETS)
 def test_step2_unsigned_bundle_is_refused(
-    bcli: Cli, keys: Keys, signed: Signed, target: str, tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    target: str,
+    tmp_path: Path,
 ) -> None:
     location = private_copy(signed, target, tmp_path, unsigned=True)
-    refused(verify(bcli, location, "--key", keys.public("vendor")), 2, signed.digest,
-            "not signed")
+    refused(verify(bcli, location, "--key", keys.public("vendor")), 2, signed.digest, "not signed")
 
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_step2_signature_by_untrusted_key_is_refused(
-    bcli: Cli, keys: Keys, signed: Signed, target: str, tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    target: str,
+    tmp_path: Path,
 ) -> None:
     location = private_copy(signed, target, tmp_path, unsigned=True)
     if target == "registry":  # the shared unsigned repository stays unsigned
@@ -268,19 +289,34 @@ def test_step2_signature_by_untrusted_key_is_refused(
         bcli.copy_ok(f"archive:{signed.unsigned_archive}", location)
     sign_ok(bcli, location, keys.private("stranger"))
     assert verified(bcli, location, "--key", keys.public("stranger"))
-    refused(verify(bcli, location, "--key", keys.public("vendor")), 2, signed.digest,
-            "no trusted key made it")
+    refused(
+        verify(bcli, location, "--key", keys.public("vendor")),
+        2,
+        signed.digest,
+        "no trusted key made it",
+    )
 
 
 @pytest.fixture(scope="module")
 def other_bundle(
-    bcli: Cli, keys: Keys, example_layout: Path, signed: Signed,
+    bcli: Cli,
+    keys: Keys,
+    example_layout: Path,
+    signed: Signed,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Path, str, str]:
     """A second vendor-signed bundle (version 1.0.1): (layout, digest, registry repo)."""
     layout = tmp_path_factory.mktemp("other-bundle") / "oci"
-    digest = pack_ok(bcli, "--chart", DEMO_CHART, "--version", "1.0.1",
-                     *layout_source(example_layout), "--to", f"oci:{layout}")["digest"]
+    digest = pack_ok(
+        bcli,
+        "--chart",
+        DEMO_CHART,
+        "--version",
+        "1.0.1",
+        *layout_source(example_layout),
+        "--to",
+        f"oci:{layout}",
+    )["digest"]
     assert digest != signed.digest
     sign_ok(bcli, f"oci:{layout}", keys.private("vendor"), "--no-recursive")
     repo = f"{unique('other')}/demo"
@@ -289,7 +325,11 @@ def other_bundle(
 
 
 def test_step2_signature_copied_from_another_bundle_is_refused_in_a_layout(
-    bcli: Cli, keys: Keys, signed: Signed, other_bundle: tuple[Path, str, str], tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    other_bundle: tuple[Path, str, str],
+    tmp_path: Path,
 ) -> None:
     other_layout, other_digest, _ = other_bundle
     location = private_copy(signed, "oci", tmp_path, unsigned=True)
@@ -298,44 +338,77 @@ def test_step2_signature_copied_from_another_bundle_is_refused_in_a_layout(
     sig = layout_json(other_layout, moved["digest"])
     for descriptor in [moved, sig["config"], *sig["layers"]]:
         hexpart = descriptor["digest"].split(":", 1)[1]
-        shutil.copyfile(other_layout / "blobs" / "sha256" / hexpart,
-                        layout / "blobs" / "sha256" / hexpart)
-    add_to_layout_index(layout, {**moved, "annotations": {REF_NAME:
-                                                           signature_tag(signed.digest)}})
-    refused(verify(bcli, location, "--key", keys.public("vendor")), 2, signed.digest,
-            "payload for another digest")
+        shutil.copyfile(
+            other_layout / "blobs" / "sha256" / hexpart, layout / "blobs" / "sha256" / hexpart
+        )
+    add_to_layout_index(layout, {**moved, "annotations": {REF_NAME: signature_tag(signed.digest)}})
+    refused(
+        verify(bcli, location, "--key", keys.public("vendor")),
+        2,
+        signed.digest,
+        "payload for another digest",
+    )
 
 
 def test_step2_signature_copied_from_another_bundle_is_refused_in_a_registry(
-    bcli: Cli, keys: Keys, signed: Signed, other_bundle: tuple[Path, str, str], judge: Judge,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    other_bundle: tuple[Path, str, str],
+    judge: Judge,
 ) -> None:
     _, other_digest, other_repo = other_bundle
     reg = signed.registry
     repo = f"{unique('moved')}/demo"
     bcli.copy_ok(f"archive:{signed.unsigned_archive}", reg.ref(f"{repo}:1.0.0"))
     judge.skopeo_run(
-        "copy", "--preserve-digests", "--quiet", *reg.skopeo_args(src=True),
-        *reg.skopeo_args(dest=True), reg.docker_ref(f"{other_repo}:{signature_tag(other_digest)}"),
+        "copy",
+        "--preserve-digests",
+        "--quiet",
+        *reg.skopeo_args(src=True),
+        *reg.skopeo_args(dest=True),
+        reg.docker_ref(f"{other_repo}:{signature_tag(other_digest)}"),
         reg.docker_ref(f"{repo}:{signature_tag(signed.digest)}"),
     )
-    refused(verify(bcli, reg.ref(f"{repo}:1.0.0"), "--key", keys.public("vendor")), 2,
-            signed.digest, "payload for another digest")
+    refused(
+        verify(bcli, reg.ref(f"{repo}:1.0.0"), "--key", keys.public("vendor")),
+        2,
+        signed.digest,
+        "payload for another digest",
+    )
 
 
 # ------------------------------------------------------------------ step 4: the policy
 @pytest.mark.parametrize("target", TARGETS)
 def test_step4_required_approval_missing_until_approved(
-    bcli: Cli, keys: Keys, signed: Signed, target: str, tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    target: str,
+    tmp_path: Path,
 ) -> None:
     location = private_copy(signed, target, tmp_path)
     if target == "registry":  # approving writes: work on a repository of our own
         location = signed.registry.ref(f"{unique('approve')}/demo:1.0.0")
         bcli.copy_ok(f"archive:{signed.archive}", location)
     policy = write_policy(tmp_path, keys, VENDOR_AND_APPROVAL, "vendor", "approver")
-    refused(verify(bcli, location, "--policy", policy), 4, "rule 'demo'", "'approval'",
-            "valid ones: none")
-    res = bcli("approve", location, "--key", keys.private("approver"), "--passphrase-env",
-               PASS_VAR, "--policy", policy)
+    refused(
+        verify(bcli, location, "--policy", policy),
+        4,
+        "rule 'demo'",
+        "'approval'",
+        "valid ones: none",
+    )
+    res = bcli(
+        "approve",
+        location,
+        "--key",
+        keys.private("approver"),
+        "--passphrase-env",
+        PASS_VAR,
+        "--policy",
+        policy,
+    )
     assert res.returncode == 0, res.describe()
     assert "approved by approver (approval)" in res.stdout
     out = verified(bcli, location, "--policy", policy)
@@ -343,37 +416,61 @@ def test_step4_required_approval_missing_until_approved(
 
 
 def test_step4_version_outside_the_rule_is_refused(
-    bcli: Cli, keys: Keys, signed: Signed, tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    tmp_path: Path,
 ) -> None:
     rule = "  - name: demo\n    versions: '>=2.0.0'\n    require:\n      - role: vendor"
     policy = write_policy(tmp_path, keys, rule, "vendor")
-    refused(verify(bcli, f"archive:{signed.archive}", "--policy", policy), 4,
-            "rule 'demo' admits versions '>=2.0.0'", "demo 1.0.0")
+    refused(
+        verify(bcli, f"archive:{signed.archive}", "--policy", policy),
+        4,
+        "rule 'demo' admits versions '>=2.0.0'",
+        "demo 1.0.0",
+    )
 
 
 def test_step4_bundle_without_a_rule_is_refused(
-    bcli: Cli, keys: Keys, signed: Signed, tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    tmp_path: Path,
 ) -> None:
-    policy = write_policy(tmp_path, keys, "  - name: other\n    require:\n      - role: vendor",
-                          "vendor")
+    policy = write_policy(
+        tmp_path, keys, "  - name: other\n    require:\n      - role: vendor", "vendor"
+    )
     refused(verify(bcli, f"oci:{signed.oci}", "--policy", policy), 4, "no rule for bundle 'demo'")
 
 
 def test_step4_identity_other_than_the_rule_names_is_refused(
-    bcli: Cli, keys: Keys, signed: Signed, tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    tmp_path: Path,
 ) -> None:
     """The registry copy was signed as the bundle's name (``demo``), not this repository."""
-    rule = ("  - name: demo\n    identity: registry.example/vendor/demo\n    require:\n"
-            "      - role: vendor")
+    rule = (
+        "  - name: demo\n    identity: registry.example/vendor/demo\n    require:\n"
+        "      - role: vendor"
+    )
     policy = write_policy(tmp_path, keys, rule, "vendor")
-    refused(verify(bcli, signed.registry.ref(f"{signed.repo}:1.0.0"), "--policy", policy), 4,
-            "rule 'demo'", "valid ones: none")
+    refused(
+        verify(bcli, signed.registry.ref(f"{signed.repo}:1.0.0"), "--policy", policy),
+        4,
+        "rule 'demo'",
+        "valid ones: none",
+    )
 
 
 # ------------------------------------------------------------------ step 5: content
 @pytest.mark.parametrize("target", TARGETS)
 def test_step5_flipped_byte_in_a_layer_is_refused(
-    bcli: Cli, keys: Keys, signed: Signed, target: str, tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    target: str,
+    tmp_path: Path,
     registry_factory: Callable[..., RegistryServer],
 ) -> None:
     layer = api_layer(signed)
@@ -395,7 +492,10 @@ def test_step5_flipped_byte_in_a_layer_is_refused(
 
 
 def test_step5_removed_image_manifest_is_refused(
-    bcli: Cli, keys: Keys, signed: Signed, tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    tmp_path: Path,
 ) -> None:
     location = private_copy(signed, "oci", tmp_path)
     layout = Path(location.removeprefix("oci:"))
@@ -405,7 +505,10 @@ def test_step5_removed_image_manifest_is_refused(
 
 
 def test_step5_removed_platform_manifest_under_an_image_index_is_refused(
-    bcli: Cli, keys: Keys, signed: Signed, tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    tmp_path: Path,
 ) -> None:
     location = private_copy(signed, "oci", tmp_path)
     layout = Path(location.removeprefix("oci:"))
@@ -417,29 +520,48 @@ def test_step5_removed_platform_manifest_under_an_image_index_is_refused(
 
 # ----------------------------------------------------------------- step 6: nothing extra
 def test_step6_added_unsigned_image_is_refused(
-    bcli: Cli, keys: Keys, signed: Signed, synth: ModuleType, tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    synth: ModuleType,
+    tmp_path: Path,
 ) -> None:
     location = private_copy(signed, "oci", tmp_path)
     layout = Path(location.removeprefix("oci:"))
-    smuggled = synth.write_image(layout, "evil.example/miner:1",
-                                 [synth.LayerSpec("smuggled-miner", 4096)])
-    refused(verify(bcli, location, "--key", keys.public("vendor")), 6,
-            f"name evil.example/miner:1 -> {smuggled['digest']}")
+    smuggled = synth.write_image(
+        layout, "evil.example/miner:1", [synth.LayerSpec("smuggled-miner", 4096)]
+    )
+    refused(
+        verify(bcli, location, "--key", keys.public("vendor")),
+        6,
+        f"name evil.example/miner:1 -> {smuggled['digest']}",
+    )
 
 
 def test_step6_image_renamed_to_a_pinned_reference_is_refused(
-    bcli: Cli, keys: Keys, signed: Signed, synth: ModuleType, tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    synth: ModuleType,
+    tmp_path: Path,
 ) -> None:
     """The api image's name in index.json now points at another image."""
     location = private_copy(signed, "oci", tmp_path)
     layout = Path(location.removeprefix("oci:"))
     smuggled = synth.write_image(layout, API_REF, [synth.LayerSpec("smuggled-api", 4096)])
-    refused(verify(bcli, location, "--key", keys.public("vendor")), 6,
-            f"name {API_REF} -> {smuggled['digest']}")
+    refused(
+        verify(bcli, location, "--key", keys.public("vendor")),
+        6,
+        f"name {API_REF} -> {smuggled['digest']}",
+    )
 
 
 def test_step6_image_smuggled_under_a_signature_tag_is_refused(
-    bcli: Cli, keys: Keys, signed: Signed, synth: ModuleType, tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    synth: ModuleType,
+    tmp_path: Path,
 ) -> None:
     """An ordinary image (no signature layer at all) parked under the ``.sig`` tag of a
     pinned image is content the bundle signature does not cover."""
@@ -447,14 +569,19 @@ def test_step6_image_smuggled_under_a_signature_tag_is_refused(
     sign_ok(bcli, location, keys.private("vendor"), "--no-recursive")
     layout = Path(location.removeprefix("oci:"))
     api = layout_entry(layout, API_REF)["digest"]
-    smuggled = synth.write_image(layout, signature_tag(api),
-                                 [synth.LayerSpec("smuggled-under-sig", 4096)])
+    smuggled = synth.write_image(
+        layout, signature_tag(api), [synth.LayerSpec("smuggled-under-sig", 4096)]
+    )
     refused(verify(bcli, location, "--key", keys.public("vendor")), 6, smuggled["digest"])
 
 
 @pytest.mark.parametrize("target", ["archive", "oci"])
 def test_step6_stray_blob_is_refused(
-    bcli: Cli, keys: Keys, signed: Signed, target: str, tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    target: str,
+    tmp_path: Path,
 ) -> None:
     location = private_copy(signed, target, tmp_path)
     stray = b"#!/bin/sh\necho smuggled\n"
@@ -471,7 +598,10 @@ def test_step6_stray_blob_is_refused(
 
 # ------------------------------------------------------------------ the JSON report
 def test_verify_json_report_marks_the_failed_step_and_later_ones_not_run(
-    bcli: Cli, keys: Keys, signed: Signed, tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    tmp_path: Path,
 ) -> None:
     location = private_copy(signed, "oci", tmp_path)
     layer = api_layer(signed)
@@ -483,7 +613,11 @@ def test_verify_json_report_marks_the_failed_step_and_later_ones_not_run(
     assert report["verified"] is False and report["bundle"] is None
     assert report["digest"] == signed.digest
     assert [(s["step"], s["status"]) for s in report["steps"]] == [
-        (1, "passed"), (2, "passed"), (3, "passed"), (4, "passed"), (5, "failed"),
+        (1, "passed"),
+        (2, "passed"),
+        (3, "passed"),
+        (4, "passed"),
+        (5, "failed"),
         (6, "not run"),
     ]
     assert layer["digest"] in report["steps"][4]["detail"]
@@ -491,13 +625,20 @@ def test_verify_json_report_marks_the_failed_step_and_later_ones_not_run(
 
 
 def test_verify_json_report_of_an_unsigned_bundle_shows_step1_passed(
-    bcli: Cli, keys: Keys, signed: Signed,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
 ) -> None:
-    res = verify(bcli, f"archive:{signed.unsigned_archive}", "--key", keys.public("vendor"),
-                 "-o", "json")
+    res = verify(
+        bcli, f"archive:{signed.unsigned_archive}", "--key", keys.public("vendor"), "-o", "json"
+    )
     assert res.returncode == 12, res.describe()
     assert [(s["step"], s["status"]) for s in res.json["steps"]] == [
-        (1, "passed"), (2, "failed"), (3, "not run"), (4, "not run"), (5, "not run"),
+        (1, "passed"),
+        (2, "failed"),
+        (3, "not run"),
+        (4, "not run"),
+        (5, "not run"),
         (6, "not run"),
     ]
 
@@ -514,7 +655,10 @@ def test_verify_json_report_on_success(bcli: Cli, keys: Keys, signed: Signed) ->
 
 # -------------------------------------------------------------- signing and approving
 def test_two_signers_keep_both_layers_and_each_key_verifies(
-    bcli: Cli, keys: Keys, signed: Signed, tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    tmp_path: Path,
 ) -> None:
     location = private_copy(signed, "oci", tmp_path)
     sign_ok(bcli, location, keys.private("vendor2"), "--no-recursive")
@@ -524,28 +668,38 @@ def test_two_signers_keep_both_layers_and_each_key_verifies(
     for name in ("vendor", "vendor2"):
         verified(bcli, location, "--key", keys.public(name))
     rule = "  - name: demo\n    require:\n      - role: vendor\n        threshold: 2"
-    out = verified(bcli, location, "--policy", write_policy(tmp_path, keys, rule, "vendor",
-                                                            "vendor2"))
+    out = verified(
+        bcli, location, "--policy", write_policy(tmp_path, keys, rule, "vendor", "vendor2")
+    )
     assert "vendor (vendor)" in out and "vendor2 (vendor)" in out
 
 
 def test_signing_twice_with_one_key_does_not_meet_a_threshold_of_two(
-    bcli: Cli, keys: Keys, signed: Signed, tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    tmp_path: Path,
 ) -> None:
     location = private_copy(signed, "oci", tmp_path)
-    sign_ok(bcli, location, keys.private("vendor"), "--no-recursive", "--identity",
-            "registry.example/mirror/demo")
+    sign_ok(
+        bcli,
+        location,
+        keys.private("vendor"),
+        "--no-recursive",
+        "--identity",
+        "registry.example/mirror/demo",
+    )
     layout = Path(location.removeprefix("oci:"))
     sig = layout_json(layout, layout_entry(layout, signature_tag(signed.digest))["digest"])
     assert len(sig["layers"]) == 2
     rule = "  - name: demo\n    require:\n      - role: vendor\n        threshold: 2"
     policy = write_policy(tmp_path, keys, rule, "vendor", "vendor2")
-    refused(verify(bcli, location, "--policy", policy), 4, "needs 2 'vendor'",
-            "valid ones: vendor")
+    refused(verify(bcli, location, "--policy", policy), 4, "needs 2 'vendor'", "valid ones: vendor")
 
 
 def test_recursive_signing_tags_every_manifest_of_the_bundle(
-    signed: Signed, judge: Judge,
+    signed: Signed,
+    judge: Judge,
 ) -> None:
     manifests: list[str] = []
 
@@ -556,8 +710,10 @@ def test_recursive_signing_tags_every_manifest_of_the_bundle(
 
     walk(signed.digest)
     assert len(manifests) == 9  # index, chart, lock, 4 images, 2 platforms of web
-    tags = {(m.get("annotations") or {}).get(REF_NAME): m["digest"]
-            for m in layout_index(signed.oci)["manifests"]}
+    tags = {
+        (m.get("annotations") or {}).get(REF_NAME): m["digest"]
+        for m in layout_index(signed.oci)["manifests"]
+    }
     reg = signed.registry
     for digest in manifests:
         assert signature_tag(digest) in tags, digest
@@ -569,7 +725,10 @@ def test_recursive_signing_tags_every_manifest_of_the_bundle(
 
 
 def test_signatures_travel_registry_to_archive_to_another_registry(
-    bcli: Cli, keys: Keys, signed: Signed, tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    tmp_path: Path,
     registry_factory: Callable[..., RegistryServer],
 ) -> None:
     first = signed.registry.ref(f"{signed.repo}:1.0.0")
@@ -584,25 +743,47 @@ def test_signatures_travel_registry_to_archive_to_another_registry(
 
 
 def test_approve_with_a_key_the_policy_does_not_trust_is_a_usage_error(
-    bcli: Cli, keys: Keys, signed: Signed, tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    tmp_path: Path,
 ) -> None:
     location = private_copy(signed, "archive", tmp_path)
     before = Path(location.removeprefix("archive:")).read_bytes()
     policy = write_policy(tmp_path, keys, VENDOR_AND_APPROVAL, "vendor", "approver")
-    res = bcli("approve", location, "--key", keys.private("stranger"), "--passphrase-env",
-               PASS_VAR, "--policy", policy)
+    res = bcli(
+        "approve",
+        location,
+        "--key",
+        keys.private("stranger"),
+        "--passphrase-env",
+        PASS_VAR,
+        "--policy",
+        policy,
+    )
     assert res.returncode == 2, res.describe()
     assert "is not a key the policy trusts" in res.error_line
     assert Path(location.removeprefix("archive:")).read_bytes() == before
 
 
 def test_approve_refuses_a_bundle_the_vendor_did_not_sign(
-    bcli: Cli, keys: Keys, signed: Signed, tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    tmp_path: Path,
 ) -> None:
     location = private_copy(signed, "oci", tmp_path, unsigned=True)
     policy = write_policy(tmp_path, keys, VENDOR_AND_APPROVAL, "vendor", "approver")
-    res = bcli("approve", location, "--key", keys.private("approver"), "--passphrase-env",
-               PASS_VAR, "--policy", policy)
+    res = bcli(
+        "approve",
+        location,
+        "--key",
+        keys.private("approver"),
+        "--passphrase-env",
+        PASS_VAR,
+        "--policy",
+        policy,
+    )
     refused(res, 2, signed.digest, "not signed")
     layout = Path(location.removeprefix("oci:"))
     names = {(m.get("annotations") or {}).get(REF_NAME) for m in layout_index(layout)["manifests"]}
@@ -610,18 +791,24 @@ def test_approve_refuses_a_bundle_the_vendor_did_not_sign(
 
 
 def test_bad_policy_file_is_a_config_error(
-    bcli: Cli, keys: Keys, signed: Signed, tmp_path: Path,
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    tmp_path: Path,
 ) -> None:
     rule = "  - name: demo\n    require:\n      - role: vendor\n        threshold: 2"
-    res = verify(bcli, f"oci:{signed.oci}", "--policy",
-                 write_policy(tmp_path, keys, rule, "vendor"))
+    res = verify(
+        bcli, f"oci:{signed.oci}", "--policy", write_policy(tmp_path, keys, rule, "vendor")
+    )
     assert res.returncode == 10, res.describe()
     assert "needs 2 'vendor' signature(s) but the policy trusts 1" in res.error_line
 
 
 # ------------------------------------------------------- cosign's shape, judged on its own
 def test_signature_manifest_has_cosign_shape_and_verifies_independently(
-    keys: Keys, signed: Signed, judge: Judge,
+    keys: Keys,
+    signed: Signed,
+    judge: Judge,
 ) -> None:
     reg = signed.registry
     raw = judge.raw(reg.docker_ref(f"{signed.repo}:{signature_tag(signed.digest)}"), reg)

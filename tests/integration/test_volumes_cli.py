@@ -22,9 +22,12 @@ def volumes_layout(synth: ModuleType, tmp_path_factory: pytest.TempPathFactory) 
     """One image with about 3.5 MiB of stored (incompressible) layers."""
     layout = tmp_path_factory.mktemp("volumes-layout") / "layout"
     synth.write_image(
-        layout, REF,
-        [synth.LayerSpec("cli-vol-base", 2 * MiB + 4321, level=0),
-         synth.LayerSpec("cli-vol-app", MiB + 99, level=0)],
+        layout,
+        REF,
+        [
+            synth.LayerSpec("cli-vol-base", 2 * MiB + 4321, level=0),
+            synth.LayerSpec("cli-vol-app", MiB + 99, level=0),
+        ],
     )
     return layout
 

@@ -126,8 +126,13 @@ class FakeRegistry(BaseAdapter):
     # -- transport --------------------------------------------------------------------
 
     def send(  # type: ignore[override]
-        self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
-        verify: Any = True, cert: Any = None, proxies: Any = None,
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
     ) -> requests.Response:
         parts = urlsplit(request.url or "")
         scripted = self._scripted(request.method or "", parts.path)
@@ -281,16 +286,22 @@ class FakeRegistry(BaseAdapter):
             if found is None:
                 return self._error(404, "MANIFEST_UNKNOWN", "manifest unknown")
             raw, media_type = found
-            return 200, {
-                "Content-Type": media_type,
-                "Content-Length": str(len(raw)),
-                "Docker-Content-Digest": digest_of(raw),
-            }, raw
+            return (
+                200,
+                {
+                    "Content-Type": media_type,
+                    "Content-Length": str(len(raw)),
+                    "Docker-Content-Digest": digest_of(raw),
+                },
+                raw,
+            )
         if seen.method == "PUT":
             media_type = seen.headers.get("content-type", "")
             digest = self.put_manifest(repo, ref, seen.body, media_type)
-            headers = {"Docker-Content-Digest": digest,
-                       "Location": f"/v2/{repo}/manifests/{digest}"}
+            headers = {
+                "Docker-Content-Digest": digest,
+                "Location": f"/v2/{repo}/manifests/{digest}",
+            }
             if self.referrers_api and b'"subject"' in seen.body:
                 headers["OCI-Subject"] = json.loads(seen.body)["subject"]["digest"]
             return 201, headers, b""
@@ -312,16 +323,18 @@ class FakeRegistry(BaseAdapter):
                 return 201, {"Location": f"/v2/{repo}/blobs/{mount}"}, b""
             session = uuid.uuid4().hex
             self.uploads[session] = repo
-            return 202, {"Location": f"/v2/{repo}/blobs/uploads/{session}",
-                         "Range": "0-0"}, b""
+            return 202, {"Location": f"/v2/{repo}/blobs/uploads/{session}", "Range": "0-0"}, b""
         if seen.method == "PUT" and upload in self.uploads:
             digest = seen.query.get("digest", [""])[0]
             if digest_of(seen.body) != digest:
                 return self._error(400, "DIGEST_INVALID", "provided digest did not match")
             del self.uploads[upload]
             self.blobs[(repo, digest)] = seen.body
-            return 201, {"Location": f"/v2/{repo}/blobs/{digest}",
-                         "Docker-Content-Digest": digest}, b""
+            return (
+                201,
+                {"Location": f"/v2/{repo}/blobs/{digest}", "Docker-Content-Digest": digest},
+                b"",
+            )
         if seen.method == "DELETE":
             self.uploads.pop(upload, None)
             return 204, {}, b""

@@ -36,14 +36,18 @@ class FlakySource(LayoutSource):
         def cut() -> Iterator[bytes]:
             yield next(chunks)
             raise TransportError("connection reset by the far side")
+
         return cut()
 
 
 @pytest.fixture
 def layout(tmp_path: Path, synth: ModuleType) -> Path:
     out = tmp_path / "layout"
-    synth.write_image(out, REF, [synth.LayerSpec("resume-a", LAYER, level=0),
-                                 synth.LayerSpec("resume-b", 4096, level=0)])
+    synth.write_image(
+        out,
+        REF,
+        [synth.LayerSpec("resume-a", LAYER, level=0), synth.LayerSpec("resume-b", 4096, level=0)],
+    )
     return out
 
 
@@ -53,8 +57,9 @@ def _members(path: Path) -> list[str]:
 
 
 def test_a_retried_blob_replaces_the_member_cut_short(layout: Path, tmp_path: Path) -> None:
-    big = next(p.stat().st_size for p in (layout / "blobs/sha256").iterdir()
-               if p.stat().st_size > LAYER)
+    big = next(
+        p.stat().st_size for p in (layout / "blobs/sha256").iterdir() if p.stat().st_size > LAYER
+    )
     source = FlakySource(layout, big, failures=1)
     archive = tmp_path / "out.tar"
     copy(source, ArchiveTarget(archive, "x"), parallel=1)
@@ -64,11 +69,10 @@ def test_a_retried_blob_replaces_the_member_cut_short(layout: Path, tmp_path: Pa
     reader.close()
 
 
-def test_an_interrupted_archive_is_resumed_by_the_same_copy(
-    layout: Path, tmp_path: Path
-) -> None:
-    big = next(p.stat().st_size for p in (layout / "blobs/sha256").iterdir()
-               if p.stat().st_size > LAYER)
+def test_an_interrupted_archive_is_resumed_by_the_same_copy(layout: Path, tmp_path: Path) -> None:
+    big = next(
+        p.stat().st_size for p in (layout / "blobs/sha256").iterdir() if p.stat().st_size > LAYER
+    )
     whole = tmp_path / "whole.tar"
     copy(LayoutSource(LayoutDirectory(layout), REF), ArchiveTarget(whole, "x"), parallel=1)
     archive = tmp_path / "out.tar"
@@ -76,8 +80,9 @@ def test_an_interrupted_archive_is_resumed_by_the_same_copy(
         copy(FlakySource(layout, big, failures=99), ArchiveTarget(archive, "x"), parallel=1)
     partial = tmp_path / ".out.tar.partial"
     assert not archive.exists() and partial.exists()
-    result = copy(LayoutSource(LayoutDirectory(layout), REF), ArchiveTarget(archive, "x"),
-                  parallel=1)
+    result = copy(
+        LayoutSource(LayoutDirectory(layout), REF), ArchiveTarget(archive, "x"), parallel=1
+    )
     assert result.blobs_skipped >= 1  # the config written before the cut is kept
     assert not partial.exists()
     assert archive.read_bytes() == whole.read_bytes()
@@ -86,7 +91,8 @@ def test_an_interrupted_archive_is_resumed_by_the_same_copy(
 def test_a_partial_of_another_copy_is_not_resumed(layout: Path, tmp_path: Path) -> None:
     archive = tmp_path / "out.tar"
     (tmp_path / ".out.tar.partial").write_bytes(b"something else entirely" * 100)
-    result = copy(LayoutSource(LayoutDirectory(layout), REF), ArchiveTarget(archive, "x"),
-                  parallel=1)
+    result = copy(
+        LayoutSource(LayoutDirectory(layout), REF), ArchiveTarget(archive, "x"), parallel=1
+    )
     assert result.blobs_skipped == 0
     ArchiveReader(archive).close()

@@ -29,9 +29,12 @@ def layout(tmp_path_factory: pytest.TempPathFactory, synth: ModuleType) -> Path:
     """A small synthetic single-image layout (shared: copy before modifying)."""
     out = tmp_path_factory.mktemp("synth") / "layout"
     synth.write_image(
-        out, REF,
-        [synth.LayerSpec("unit-base", 8 * 1024, level=0),
-         synth.LayerSpec("unit-app", 4 * 1024, level=0)],
+        out,
+        REF,
+        [
+            synth.LayerSpec("unit-base", 8 * 1024, level=0),
+            synth.LayerSpec("unit-app", 4 * 1024, level=0),
+        ],
     )
     return out
 
@@ -129,9 +132,7 @@ def test_device_or_fifo_is_refused(tmp_path: Path, kind: bytes) -> None:
         ArchiveReader(tar)
 
 
-@pytest.mark.parametrize(
-    "second", ["index.json", "./index.json", "blobs/../index.json"]
-)
+@pytest.mark.parametrize("second", ["index.json", "./index.json", "blobs/../index.json"])
 def test_duplicate_member_name_is_refused(tmp_path: Path, second: str) -> None:
     # tar extractors let the last duplicate win; a reader indexing the first would disagree.
     evil_index = json.dumps({"schemaVersion": 2, "manifests": [], "x": 1}).encode()
@@ -142,8 +143,14 @@ def test_duplicate_member_name_is_refused(tmp_path: Path, second: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["README", "blobs/md5/abc", "blobs/sha256/ABCDEF", "blobs/sha256/x/y", "oci-layout.bak",
-     "blobs/sha256/" + Digest.of(BLOB).hex + ".partial"],
+    [
+        "README",
+        "blobs/md5/abc",
+        "blobs/sha256/ABCDEF",
+        "blobs/sha256/x/y",
+        "oci-layout.bak",
+        "blobs/sha256/" + Digest.of(BLOB).hex + ".partial",
+    ],
 )
 def test_member_outside_the_layout_names_is_refused(tmp_path: Path, name: str) -> None:
     tar = _write_tar(tmp_path / "x.tar", [*_base(), _file(name, b"x")])

@@ -17,11 +17,14 @@ from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
 
 ALICE = Credential("alice", "pw")
-MANIFEST = json.dumps({
-    "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-    "config": {"mediaType": mt.OCI_CONFIG, "digest": digest_of(b"{}"), "size": 2},
-    "layers": [],
-}).encode()
+MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "config": {"mediaType": mt.OCI_CONFIG, "digest": digest_of(b"{}"), "size": 2},
+        "layers": [],
+    }
+).encode()
 BLOB = b"some blob content " * 50
 
 
@@ -90,7 +93,8 @@ def test_merge_scopes_unions_actions_per_resource() -> None:
 
 def test_merge_scopes_keeps_repository_names_containing_colons_apart_from_actions() -> None:
     assert merge_scopes(("repository:localhost:5000/app:pull",), ("registry:catalog:*",)) == (
-        "repository:localhost:5000/app:pull", "registry:catalog:*",
+        "repository:localhost:5000/app:pull",
+        "registry:catalog:*",
     )
 
 
@@ -170,7 +174,8 @@ def test_bearer_put_fetches_a_pull_push_token_after_a_pull_token() -> None:
     client.put_manifest("app", "v2", MANIFEST, mt.OCI_MANIFEST)
     client.get_manifest("app", "v2")  # the wider token covers pull: no third fetch
     assert [t.query["scope"] for t in fake.token_log] == [
-        ["repository:app:pull"], ["repository:app:pull,push"],
+        ["repository:app:pull"],
+        ["repository:app:pull,push"],
     ]
     (put,) = fake.requests_to("PUT", r"/manifests/v2$")
     assert put.status == 201
@@ -235,7 +240,8 @@ def test_identity_token_is_exchanged_with_a_refresh_grant() -> None:
 def test_registry_redirect_does_not_carry_credentials_to_another_host() -> None:
     fake = FakeRegistry(auth="basic")
     fake.inject(
-        "GET", r"^/v2/app/blobs/",
+        "GET",
+        r"^/v2/app/blobs/",
         (307, {"Location": "https://cdn.test/blob/abc"}, b""),
     )
     fake.inject("GET", r"^/blob/abc$", (200, {"Content-Length": str(len(BLOB))}, BLOB))

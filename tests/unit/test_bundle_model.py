@@ -38,14 +38,28 @@ D2 = Digest.of(b"two")
 
 def _lock(**overrides: object) -> BundleLock:
     fields: dict[str, object] = dict(
-        name="demo", version="1.0.0",
+        name="demo",
+        version="1.0.0",
         chart=LockedChart("demo", "1.0.0", "1.0.0", D1, D2, "directory"),
         images=(
-            LockedImage("example.local/b:1", D2, mt.OCI_MANIFEST, 10, ("linux/amd64",),
-                        (ValuePath("b.image", "string"),), ("values",)),
-            LockedImage("example.local/a:1", D1, mt.OCI_INDEX, 20,
-                        ("linux/amd64", "linux/arm64"), (ValuePath("a.image", "map"),),
-                        ("template", "values")),
+            LockedImage(
+                "example.local/b:1",
+                D2,
+                mt.OCI_MANIFEST,
+                10,
+                ("linux/amd64",),
+                (ValuePath("b.image", "string"),),
+                ("values",),
+            ),
+            LockedImage(
+                "example.local/a:1",
+                D1,
+                mt.OCI_INDEX,
+                20,
+                ("linux/amd64", "linux/arm64"),
+                (ValuePath("a.image", "map"),),
+                ("template", "values"),
+            ),
         ),
         rendered=True,
     )
@@ -64,7 +78,8 @@ def test_lock_round_trips_and_sorts_images() -> None:
     lock = _lock()
     raw = lock.to_bytes()
     assert [i["reference"] for i in json.loads(raw)["images"]] == [
-        "example.local/a:1", "example.local/b:1"
+        "example.local/a:1",
+        "example.local/b:1",
     ]
     again = BundleLock.from_bytes(raw)
     assert again.to_bytes() == raw
@@ -83,10 +98,15 @@ def test_lock_validates_against_its_schema() -> None:
     jsonschema.validate(_lock().to_json(), load_schema("bundle-lock.schema.json"))
 
 
-@pytest.mark.parametrize("doc", [
-    b"[]", b'{"schemaVersion": 2, "kind": "BundleLock"}', b'{"schemaVersion": 1}',
-    b'{"schemaVersion": 1, "kind": "BundleLock", "bundle": {}}',
-])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        b"[]",
+        b'{"schemaVersion": 2, "kind": "BundleLock"}',
+        b'{"schemaVersion": 1}',
+        b'{"schemaVersion": 1, "kind": "BundleLock", "bundle": {}}',
+    ],
+)
 def test_malformed_lock_is_refused(doc: bytes) -> None:
     with pytest.raises(ManifestError):
         BundleLock.from_bytes(doc)
@@ -101,11 +121,16 @@ def _bundle() -> tuple[bytes, list[BundleEntry]]:
     config = Blob.of(mt.HELM_CONFIG, b'{"name":"demo","version":"1.0.0"}')
     archive = Blob.of(mt.HELM_CHART, b"not really a tgz")
     chart = chart_manifest(config, archive, {"org.opencontainers.image.title": "demo"})
-    image = parse_manifest(canonical_json({
-        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-        "config": {"mediaType": mt.OCI_CONFIG, "digest": str(D1), "size": 3},
-        "layers": [],
-    }))
+    image = parse_manifest(
+        canonical_json(
+            {
+                "schemaVersion": 2,
+                "mediaType": mt.OCI_MANIFEST,
+                "config": {"mediaType": mt.OCI_CONFIG, "digest": str(D1), "size": 3},
+                "layers": [],
+            }
+        )
+    )
     lock = lock_manifest(Blob.of(LOCK_MEDIA_TYPE, _lock().to_bytes()))
     entries = [
         BundleEntry(ROLE_CHART, chart),
@@ -133,8 +158,9 @@ def test_bundle_index_is_reproducible() -> None:
 
 
 def test_a_plain_index_is_not_a_bundle() -> None:
-    plain = parse_manifest(canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
-                                           "manifests": []}))
+    plain = parse_manifest(
+        canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []})
+    )
     with pytest.raises(ManifestError, match="not a bundle"):
         BundleView.of(plain)
 

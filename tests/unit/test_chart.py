@@ -24,8 +24,12 @@ from bundler.errors import ChartError, UnsafeArchiveError
 CHART_YAML = "apiVersion: v2\nname: app\nversion: 1.2.3\nappVersion: '2.0'\n"
 
 
-def write_chart(root: Path, chart_yaml: str = CHART_YAML, values: str | None = "a: 1\n",
-                extra: dict[str, str] | None = None) -> Path:
+def write_chart(
+    root: Path,
+    chart_yaml: str = CHART_YAML,
+    values: str | None = "a: 1\n",
+    extra: dict[str, str] | None = None,
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "Chart.yaml").write_text(chart_yaml)
     if values is not None:
@@ -46,6 +50,7 @@ def members(data: bytes) -> list[tarfile.TarInfo]:
 
 
 # -- Chart.yaml and values.yaml ------------------------------------------------------------
+
 
 def test_valid_chart_loads(tmp_path: Path) -> None:
     chart = load_chart_dir(write_chart(tmp_path / "app"))
@@ -131,17 +136,30 @@ def test_python_tags_in_yaml_are_not_constructed(tmp_path: Path) -> None:
 
 # -- .helmignore ----------------------------------------------------------------------------
 
+
 def test_helmignore_globs_directories_and_negation(tmp_path: Path) -> None:
-    root = write_chart(tmp_path / "app", extra={
-        ".helmignore": "# comment\n*.tmp\nsecrets/\ndocs/*.md\n!docs/keep.md\n",
-        "a.tmp": "x", "templates/b.tmp": "x", "secrets/key": "x",
-        "docs/readme.md": "x", "docs/keep.md": "x", "docs/other.txt": "x",
-        "templates/.hidden.yaml": "x", ".git/config": "x",
-    })
+    root = write_chart(
+        tmp_path / "app",
+        extra={
+            ".helmignore": "# comment\n*.tmp\nsecrets/\ndocs/*.md\n!docs/keep.md\n",
+            "a.tmp": "x",
+            "templates/b.tmp": "x",
+            "secrets/key": "x",
+            "docs/readme.md": "x",
+            "docs/keep.md": "x",
+            "docs/other.txt": "x",
+            "templates/.hidden.yaml": "x",
+            ".git/config": "x",
+        },
+    )
     files = set(load_chart_dir(root).files)
     assert files == {
-        ".helmignore", "Chart.yaml", "values.yaml", "templates/cm.yaml",
-        "docs/keep.md", "docs/other.txt",
+        ".helmignore",
+        "Chart.yaml",
+        "values.yaml",
+        "templates/cm.yaml",
+        "docs/keep.md",
+        "docs/other.txt",
     }
 
 
@@ -160,6 +178,7 @@ def test_symlink_in_chart_dir_is_refused(tmp_path: Path) -> None:
 
 
 # -- reproducible packaging -------------------------------------------------------------------
+
 
 def test_packaging_twice_gives_identical_bytes(tmp_path: Path) -> None:
     root = write_chart(tmp_path / "app")
@@ -188,8 +207,13 @@ def test_changing_a_file_changes_the_bytes(tmp_path: Path) -> None:
 
 
 def test_archive_layout_and_metadata_are_fixed(tmp_path: Path) -> None:
-    root = write_chart(tmp_path / "app", extra={"charts/sub/Chart.yaml": CHART_YAML.replace(
-        "name: app", "name: sub"), "run.sh": "#!/bin/sh\n"})
+    root = write_chart(
+        tmp_path / "app",
+        extra={
+            "charts/sub/Chart.yaml": CHART_YAML.replace("name: app", "name: sub"),
+            "run.sh": "#!/bin/sh\n",
+        },
+    )
     (root / "run.sh").chmod(0o755)
     data = package_chart_dir(root)
     assert data[4:8] == b"\0\0\0\0"  # gzip mtime 0
@@ -213,6 +237,7 @@ def test_chart_dir_archive_round_trips(tmp_path: Path) -> None:
 
 # -- hostile archives: one test per attack ----------------------------------------------------
 
+
 def tgz(entries: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
@@ -222,8 +247,9 @@ def tgz(entries: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
     return gzip.compress(raw.getvalue())
 
 
-def entry(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE,
-          link: str = "") -> tuple[tarfile.TarInfo, bytes]:
+def entry(
+    name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE, link: str = ""
+) -> tuple[tarfile.TarInfo, bytes]:
     info = tarfile.TarInfo(name)
     info.type = kind
     info.linkname = link
@@ -247,8 +273,13 @@ def test_archive_with_a_gzip_extra_field_loads() -> None:
     deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     extra = b"Hx\x04\x00abcd"
     header = b"\x1f\x8b\x08\x04" + b"\x00" * 4 + b"\x00\xff" + struct.pack("<H", len(extra))
-    member = (header + extra + deflate.compress(body) + deflate.flush()
-              + struct.pack("<II", zlib.crc32(body), len(body)))
+    member = (
+        header
+        + extra
+        + deflate.compress(body)
+        + deflate.flush()
+        + struct.pack("<II", zlib.crc32(body), len(body))
+    )
     assert load_chart_archive(member, "helm.tgz").metadata.name == "app"
 
 
@@ -339,6 +370,7 @@ def test_archive_without_chart_yaml_is_refused() -> None:
 
 # -- subcharts ----------------------------------------------------------------------------------
 
+
 def sub_yaml(name: str) -> str:
     return f"apiVersion: v2\nname: {name}\nversion: 0.1.0\nappVersion: '9.9'\n"
 
@@ -349,9 +381,11 @@ def test_subcharts_from_dirs_and_archives_with_alias(tmp_path: Path) -> None:
         tmp_path / "app",
         CHART_YAML + "dependencies:\n  - name: redis\n    version: 0.1.0\n    alias: cache\n"
         "  - name: worker\n    version: 0.1.0\n",
-        extra={"charts/worker/Chart.yaml": sub_yaml("worker"),
-               "charts/worker/values.yaml": "image: a/b:1\n",
-               "charts/.hidden/Chart.yaml": "not: a chart\n"},
+        extra={
+            "charts/worker/Chart.yaml": sub_yaml("worker"),
+            "charts/worker/values.yaml": "image: a/b:1\n",
+            "charts/.hidden/Chart.yaml": "not: a chart\n",
+        },
     )
     (root / "charts" / "redis-0.1.0.tgz").write_bytes(packed)
     chart = load_chart(root)
@@ -393,24 +427,28 @@ def test_subchart_nesting_is_bounded(tmp_path: Path) -> None:
 
 # -- Helm's OCI config blob -------------------------------------------------------------------
 
+
 def test_config_json_has_helms_field_order_and_omits_empty_fields(tmp_path: Path) -> None:
-    root = write_chart(tmp_path / "app", (
-        "type: application\n"
-        "dependencies:\n  - name: sub\n    version: 1.0.0\n    alias: s\n"
-        "kubeVersion: '>=1.25'\n"
-        "annotations:\n  z: '1'\n  a: <b>&\n"
-        "appVersion: '2.0'\n"
-        "apiVersion: v2\n"
-        "icon: ''\n"
-        "maintainers:\n  - name: Ops\n    email: ops@example.local\n"
-        "keywords: [x]\n"
-        "description: |\n  two\n  lines\n"
-        "version: 1.2.3\n"
-        "sources: [https://example.local/src]\n"
-        "home: https://example.local\n"
-        "name: app\n"
-        "deprecated: false\n"
-    ))
+    root = write_chart(
+        tmp_path / "app",
+        (
+            "type: application\n"
+            "dependencies:\n  - name: sub\n    version: 1.0.0\n    alias: s\n"
+            "kubeVersion: '>=1.25'\n"
+            "annotations:\n  z: '1'\n  a: <b>&\n"
+            "appVersion: '2.0'\n"
+            "apiVersion: v2\n"
+            "icon: ''\n"
+            "maintainers:\n  - name: Ops\n    email: ops@example.local\n"
+            "keywords: [x]\n"
+            "description: |\n  two\n  lines\n"
+            "version: 1.2.3\n"
+            "sources: [https://example.local/src]\n"
+            "home: https://example.local\n"
+            "name: app\n"
+            "deprecated: false\n"
+        ),
+    )
     config = load_chart_dir(root).metadata.config_json()
     assert config == (
         b'{"name":"app","home":"https://example.local","sources":["https://example.local/src"],'
@@ -422,42 +460,53 @@ def test_config_json_has_helms_field_order_and_omits_empty_fields(tmp_path: Path
         b'"type":"application"}'
     )
     assert list(json.loads(config)) == [
-        "name", "home", "sources", "version", "description", "keywords", "maintainers",
-        "apiVersion", "appVersion", "annotations", "kubeVersion", "dependencies", "type",
+        "name",
+        "home",
+        "sources",
+        "version",
+        "description",
+        "keywords",
+        "maintainers",
+        "apiVersion",
+        "appVersion",
+        "annotations",
+        "kubeVersion",
+        "dependencies",
+        "type",
     ]
 
 
 # Chart.yaml and the config blob `helm push` (Helm v4.1.4) stored for it in a registry: the
 # y in keywords is a YAML 1.1 boolean to Helm, the description's newlines become spaces.
 HELM_PUSHED_CHART_YAML = (
-    'apiVersion: v2\n'
-    'name: cfgchart\n'
-    'version: 1.2.3+build.1\n'
-    'description: |\n'
-    '  two\n'
-    '  lines <b> & é x y\n'
-    'home: https://example.local\n'
-    'sources: [https://a, https://b]\n'
-    'keywords: [x, y]\n'
-    'maintainers:\n'
-    '  - name: Ops\n'
-    '    email: ops@example.local\n'
-    '    url: https://x\n'
-    'icon: https://example.local/i.png\n'
+    "apiVersion: v2\n"
+    "name: cfgchart\n"
+    "version: 1.2.3+build.1\n"
+    "description: |\n"
+    "  two\n"
+    "  lines <b> & é x y\n"
+    "home: https://example.local\n"
+    "sources: [https://a, https://b]\n"
+    "keywords: [x, y]\n"
+    "maintainers:\n"
+    "  - name: Ops\n"
+    "    email: ops@example.local\n"
+    "    url: https://x\n"
+    "icon: https://example.local/i.png\n"
     'kubeVersion: ">=1.25"\n'
-    'deprecated: true\n'
-    'annotations:\n'
+    "deprecated: true\n"
+    "annotations:\n"
     '  z: "1"\n'
     '  a: "<b>"\n'
-    'dependencies:\n'
-    '  - name: sub\n'
-    '    version: 1.0.0\n'
-    '    repository: file://charts/sub\n'
-    '    condition: sub.enabled\n'
-    '    tags: [t1]\n'
-    '    alias: s\n'
-    '    import-values: [{child: a, parent: b}, x]\n'
-    'type: application\n'
+    "dependencies:\n"
+    "  - name: sub\n"
+    "    version: 1.0.0\n"
+    "    repository: file://charts/sub\n"
+    "    condition: sub.enabled\n"
+    "    tags: [t1]\n"
+    "    alias: s\n"
+    "    import-values: [{child: a, parent: b}, x]\n"
+    "type: application\n"
     'appVersion: "2.0"\n'
 )
 HELM_PUSHED_CONFIG = (
@@ -473,6 +522,9 @@ HELM_PUSHED_CONFIG = (
 
 
 def test_config_json_is_byte_identical_to_what_helm_push_stores(tmp_path: Path) -> None:
-    root = write_chart(tmp_path / "cfgchart", HELM_PUSHED_CHART_YAML,
-                       extra={"charts/sub/Chart.yaml": sub_yaml("sub")})
+    root = write_chart(
+        tmp_path / "cfgchart",
+        HELM_PUSHED_CHART_YAML,
+        extra={"charts/sub/Chart.yaml": sub_yaml("sub")},
+    )
     assert load_chart_dir(root).metadata.config_json() == HELM_PUSHED_CONFIG

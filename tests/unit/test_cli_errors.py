@@ -54,20 +54,41 @@ def _layout_with_corrupt_layer(root: Path) -> None:
 
     (root / "blobs" / "sha256").mkdir(parents=True)
     (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": put(config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": put(layer), "size": len(layer)}],
-    }).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": put(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": put(layer),
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
     manifest_digest = put(manifest)
     (root / "blobs" / "sha256" / hashlib.sha256(layer).hexdigest()).write_bytes(b"LAYER content")
-    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": manifest_digest, "size": len(manifest),
-        "annotations": {"org.opencontainers.image.ref.name": "v1"},
-    }]}))
+    (root / "index.json").write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "manifests": [
+                    {
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "digest": manifest_digest,
+                        "size": len(manifest),
+                        "annotations": {"org.opencontainers.image.ref.name": "v1"},
+                    }
+                ],
+            }
+        )
+    )
 
 
 def test_malformed_reference_exits_2_with_one_error_line(
@@ -75,7 +96,8 @@ def test_malformed_reference_exits_2_with_one_error_line(
 ) -> None:
     code, out, err = _bundler(
         ["copy", "--from", "Example.com/UPPER/Case:1", "--to", f"oci:{tmp_path / 'out'}:t"],
-        capsys, monkeypatch,
+        capsys,
+        monkeypatch,
     )
     assert code == 2
     assert out == ""
@@ -88,7 +110,8 @@ def test_missing_oci_directory_exits_3(
 ) -> None:
     code, out, err = _bundler(
         ["copy", "--from", f"oci:{tmp_path / 'missing'}:v1", "--to", f"oci:{tmp_path / 'o'}:t"],
-        capsys, monkeypatch,
+        capsys,
+        monkeypatch,
     )
     assert code == 3
     assert out == ""
@@ -100,9 +123,16 @@ def test_corrupt_blob_exits_6_and_writes_no_name(
 ) -> None:
     _layout_with_corrupt_layer(tmp_path / "src")
     code, _, err = _bundler(
-        ["copy", "--from", f"oci:{tmp_path / 'src'}:v1", "--to", f"oci:{tmp_path / 'dst'}:v1",
-         "--quiet"],
-        capsys, monkeypatch,
+        [
+            "copy",
+            "--from",
+            f"oci:{tmp_path / 'src'}:v1",
+            "--to",
+            f"oci:{tmp_path / 'dst'}:v1",
+            "--quiet",
+        ],
+        capsys,
+        monkeypatch,
     )
     assert code == 6
     assert "content was altered" in _assert_one_error_line(err)
@@ -114,9 +144,15 @@ def test_digest_as_copy_target_is_a_usage_error(
 ) -> None:
     _layout_with_corrupt_layer(tmp_path / "src")
     code, _, err = _bundler(
-        ["copy", "--from", f"oci:{tmp_path / 'src'}:v1",
-         "--to", "registry.test/app@sha256:" + "0" * 64],
-        capsys, monkeypatch,
+        [
+            "copy",
+            "--from",
+            f"oci:{tmp_path / 'src'}:v1",
+            "--to",
+            "registry.test/app@sha256:" + "0" * 64,
+        ],
+        capsys,
+        monkeypatch,
     )
     assert code == 2
     _assert_one_error_line(err)
@@ -149,9 +185,21 @@ def test_version_prints_the_version(
 def test_module_entry_point_maps_errors_to_exit_codes(tmp_path: Path) -> None:
     # The way a user runs it: a real process, exit status and stderr only.
     proc = subprocess.run(
-        [sys.executable, "-m", "bundler.cli.main", "copy", "--from", "not a reference",
-         "--to", f"oci:{tmp_path / 'out'}:t"],
-        capture_output=True, text=True, timeout=60, check=False, env=os.environ.copy(),
+        [
+            sys.executable,
+            "-m",
+            "bundler.cli.main",
+            "copy",
+            "--from",
+            "not a reference",
+            "--to",
+            f"oci:{tmp_path / 'out'}:t",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=os.environ.copy(),
     )
     assert proc.returncode == 2
     assert proc.stdout == ""

@@ -8,9 +8,22 @@ import sys
 import pytest
 
 COMMANDS = [
-    ["copy"], ["tags"], ["login"], ["logout"], ["images"], ["pack"], ["inspect"],
-    ["keys", "generate"], ["keys", "inspect"], ["sign"], ["verify"], ["approve"],
-    ["export"], ["import"], ["promote"], ["version"],
+    ["copy"],
+    ["tags"],
+    ["login"],
+    ["logout"],
+    ["images"],
+    ["pack"],
+    ["inspect"],
+    ["keys", "generate"],
+    ["keys", "inspect"],
+    ["sign"],
+    ["verify"],
+    ["approve"],
+    ["export"],
+    ["import"],
+    ["promote"],
+    ["version"],
 ]
 
 
@@ -18,7 +31,10 @@ COMMANDS = [
 def test_help_renders(command: list[str]) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "bundler.cli.main", *command, "--help"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert "Usage:" in proc.stdout

@@ -33,13 +33,21 @@ BLOB = b"layer bytes " * 300
 
 
 def _manifest(layer: bytes = BLOB, **extra: object) -> bytes:
-    return json.dumps({
-        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-        "config": {"mediaType": mt.OCI_CONFIG, "digest": digest_of(b"{}"), "size": 2},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": digest_of(layer), "size": len(layer)}],
-        **extra,
-    }).encode()
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.OCI_CONFIG, "digest": digest_of(b"{}"), "size": 2},
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digest_of(layer),
+                    "size": len(layer),
+                }
+            ],
+            **extra,
+        }
+    ).encode()
 
 
 MANIFEST = _manifest()
@@ -114,8 +122,9 @@ def test_retry_after_is_capped(fake: FakeRegistry, client: RegistryClient) -> No
 def test_connection_errors_are_retried_for_a_get(
     fake: FakeRegistry, client: RegistryClient
 ) -> None:
-    fake.inject("GET", MANIFEST_PATH, requests.ConnectionError("reset"),
-                requests.Timeout("read timed out"))
+    fake.inject(
+        "GET", MANIFEST_PATH, requests.ConnectionError("reset"), requests.Timeout("read timed out")
+    )
     raw, _, _ = client.get_manifest("app", "v1")
     assert raw == MANIFEST
     assert len(_sleeps(client)) == 2
@@ -172,10 +181,17 @@ def test_missing_manifest_is_not_found(client: RegistryClient) -> None:
 def test_oci_error_body_becomes_a_one_line_message_with_its_code(
     fake: FakeRegistry, client: RegistryClient
 ) -> None:
-    body = json.dumps({"errors": [{
-        "code": "MANIFEST_INVALID", "message": "manifest invalid",
-        "detail": {"reason": "layers[0] unknown", "blob": "x" * 500},
-    }]}).encode()
+    body = json.dumps(
+        {
+            "errors": [
+                {
+                    "code": "MANIFEST_INVALID",
+                    "message": "manifest invalid",
+                    "detail": {"reason": "layers[0] unknown", "blob": "x" * 500},
+                }
+            ]
+        }
+    ).encode()
     fake.inject("PUT", MANIFEST_PATH, (400, {"Content-Type": "application/json"}, body))
     with pytest.raises(RegistryError) as info:
         client.put_manifest("app", "v2", MANIFEST, mt.OCI_MANIFEST)
@@ -201,9 +217,16 @@ def test_registry_error_message_cannot_inject_extra_lines(
     fake: FakeRegistry, client: RegistryClient
 ) -> None:
     # The message is the registry's text; a hostile one must not forge lines in our output.
-    body = json.dumps({"errors": [{
-        "code": "DENIED", "message": "denied\nerror: all content verified, exit 0",
-    }]}).encode()
+    body = json.dumps(
+        {
+            "errors": [
+                {
+                    "code": "DENIED",
+                    "message": "denied\nerror: all content verified, exit 0",
+                }
+            ]
+        }
+    ).encode()
     fake.inject("PUT", MANIFEST_PATH, (400, {"Content-Type": "application/json"}, body))
     with pytest.raises(RegistryError) as info:
         client.put_manifest("app", "v2", MANIFEST, mt.OCI_MANIFEST)
@@ -239,9 +262,18 @@ def test_tag_whose_served_digest_header_lies_is_refused(
     fake: FakeRegistry, client: RegistryClient
 ) -> None:
     evil = _manifest(b"evil layer")
-    fake.inject("GET", MANIFEST_PATH, (200, {
-        "Content-Type": mt.OCI_MANIFEST, "Docker-Content-Digest": digest_of(MANIFEST),
-    }, evil))
+    fake.inject(
+        "GET",
+        MANIFEST_PATH,
+        (
+            200,
+            {
+                "Content-Type": mt.OCI_MANIFEST,
+                "Docker-Content-Digest": digest_of(MANIFEST),
+            },
+            evil,
+        ),
+    )
     with pytest.raises(DigestMismatchError):
         client.get_manifest("app", "v1")
 
@@ -259,9 +291,18 @@ def test_registry_source_resolves_a_digest_reference_only_to_matching_bytes(
 def test_manifest_declared_larger_than_4_mib_is_refused_before_download(
     fake: FakeRegistry, client: RegistryClient
 ) -> None:
-    fake.inject("GET", MANIFEST_PATH, (200, {
-        "Content-Type": mt.OCI_MANIFEST, "Content-Length": str(MAX_MANIFEST_BYTES + 1),
-    }, b"{}"))
+    fake.inject(
+        "GET",
+        MANIFEST_PATH,
+        (
+            200,
+            {
+                "Content-Type": mt.OCI_MANIFEST,
+                "Content-Length": str(MAX_MANIFEST_BYTES + 1),
+            },
+            b"{}",
+        ),
+    )
     with pytest.raises(ManifestError, match="4 MiB"):
         client.get_manifest("app", "v1")
 
@@ -302,8 +343,7 @@ def test_referrers_api_404_in_plain_text_means_no_api(
 
 def test_referrers_api_answer_is_returned(client: RegistryClient) -> None:
     fake = FakeRegistry(referrers_api=True)
-    subject = {"mediaType": mt.OCI_MANIFEST, "digest": digest_of(MANIFEST),
-               "size": len(MANIFEST)}
+    subject = {"mediaType": mt.OCI_MANIFEST, "digest": digest_of(MANIFEST), "size": len(MANIFEST)}
     sig = _manifest(b"signature", subject=subject, artifactType="application/x.sig")
     fake.put_manifest("app", "v1", MANIFEST, mt.OCI_MANIFEST)
     fake.put_manifest("app", digest_of(sig), sig, mt.OCI_MANIFEST)
@@ -319,10 +359,20 @@ def test_registry_source_falls_back_to_the_referrers_tag_schema(
     subject = Digest.of(MANIFEST)
     sig = _manifest(b"signature")
     sig_digest = fake.put_manifest("app", digest_of(sig), sig, mt.OCI_MANIFEST)
-    fallback = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
-        {"mediaType": mt.OCI_MANIFEST, "digest": sig_digest, "size": len(sig),
-         "artifactType": "application/x.sig"},
-    ]}).encode()
+    fallback = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": mt.OCI_MANIFEST,
+                    "digest": sig_digest,
+                    "size": len(sig),
+                    "artifactType": "application/x.sig",
+                },
+            ],
+        }
+    ).encode()
     fake.put_manifest("app", subject.tag_form(), fallback, mt.OCI_INDEX)
     source = RegistrySource(client, Reference.parse(f"{HOST}/app:v1"))
     found = source.referrers(subject)

@@ -22,8 +22,13 @@ DIR_SIGNATURE_PREFIX = b"\x00sigstore-json\n"
 def _cases(kind: str) -> list[Any]:
     cases_file = VECTORS / "cases.json"
     if not cases_file.is_file():
-        return [pytest.param(None, id="vectors-absent", marks=pytest.mark.skip(
-            reason=f"cosign vectors not present at {VECTORS}"))]
+        return [
+            pytest.param(
+                None,
+                id="vectors-absent",
+                marks=pytest.mark.skip(reason=f"cosign vectors not present at {VECTORS}"),
+            )
+        ]
     cases = json.loads(cases_file.read_text())[kind]
     return [pytest.param(case, id=case["name"]) for case in cases]
 
@@ -65,8 +70,12 @@ def test_signature_vector_without_identity_check_depends_only_on_key_and_digest(
     media_type, payload, annotations = read_dir_signature(VECTORS / case["signature"])
     key = load_public_key((VECTORS / case["public_key"]).read_bytes(), case["public_key"])
     reason = check_simple_signature(
-        media_type, payload, annotations.get(SIGNATURE_ANNOTATION, ""), key,
-        Digest.of((VECTORS / case["manifest"]).read_bytes()), None,
+        media_type,
+        payload,
+        annotations.get(SIGNATURE_ANNOTATION, ""),
+        key,
+        Digest.of((VECTORS / case["manifest"]).read_bytes()),
+        None,
     )
     expected = None if case.get("reason") in (None, "identity") else case["reason"]
     assert reason == expected

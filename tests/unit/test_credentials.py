@@ -119,8 +119,9 @@ def test_username_and_password_fields_are_read(config_dir: Path) -> None:
 
 
 def test_identity_token_becomes_a_refresh_token_credential(config_dir: Path) -> None:
-    _write_config(config_dir, {"auths": {"reg.test": {"auth": _b64("u:p"),
-                                                       "identitytoken": "refresh-me"}}})
+    _write_config(
+        config_dir, {"auths": {"reg.test": {"auth": _b64("u:p"), "identitytoken": "refresh-me"}}}
+    )
     cred = CredentialStore().get("reg.test")
     assert cred == Credential("<token>", "refresh-me")
     assert cred is not None and cred.is_identity_token
@@ -146,8 +147,15 @@ def test_host_keys_with_url_prefixes_match_the_bare_host(
 
 
 def test_credentials_for_another_host_are_not_used(config_dir: Path) -> None:
-    _write_config(config_dir, {"auths": {"reg.test": {"auth": _b64("u:p")},
-                                         "reg.test.evil.example": {"auth": _b64("x:y")}}})
+    _write_config(
+        config_dir,
+        {
+            "auths": {
+                "reg.test": {"auth": _b64("u:p")},
+                "reg.test.evil.example": {"auth": _b64("x:y")},
+            }
+        },
+    )
     assert CredentialStore().get("reg.tes") is None
     assert CredentialStore().get("reg.test:5000") is None
     assert CredentialStore().get("evil.example") is None
@@ -172,8 +180,14 @@ def test_empty_config_file_means_no_credentials(config_dir: Path) -> None:
         json.dumps({"auths": {"reg.test": {"auth": _b64("no-colon-here")}}}),
         json.dumps({"auths": {"reg.test": {"auth": 12345}}}),
     ],
-    ids=["invalid-json", "array", "string", "auth-not-base64", "auth-without-colon",
-         "auth-not-a-string"],
+    ids=[
+        "invalid-json",
+        "array",
+        "string",
+        "auth-not-base64",
+        "auth-without-colon",
+        "auth-not-a-string",
+    ],
 )
 def test_malformed_config_is_an_auth_error(config_dir: Path, content: str) -> None:
     (config_dir / "config.json").write_text(content)
@@ -195,8 +209,13 @@ def test_login_into_a_config_whose_auths_is_not_an_object_is_an_auth_error(
 def test_cred_helper_for_the_host_is_asked_first(config_dir: Path, helper_bin: Path) -> None:
     helper = FakeHelper(helper_bin, "fake")
     helper.seed({"reg.test": ("from-helper", "s3cret")})
-    _write_config(config_dir, {"credHelpers": {"https://reg.test": "fake"},
-                               "auths": {"reg.test": {"auth": _b64("from-file:pw")}}})
+    _write_config(
+        config_dir,
+        {
+            "credHelpers": {"https://reg.test": "fake"},
+            "auths": {"reg.test": {"auth": _b64("from-file:pw")}},
+        },
+    )
     assert CredentialStore().get("reg.test") == Credential("from-helper", "s3cret")
     assert helper.calls() == [("get", "reg.test")]
 
@@ -212,8 +231,9 @@ def test_creds_store_is_used_for_hosts_without_their_own_helper(
 
 def test_helper_without_the_host_falls_back_to_auths(config_dir: Path, helper_bin: Path) -> None:
     FakeHelper(helper_bin, "empty")
-    _write_config(config_dir, {"credsStore": "empty",
-                               "auths": {"reg.test": {"auth": _b64("file:pw")}}})
+    _write_config(
+        config_dir, {"credsStore": "empty", "auths": {"reg.test": {"auth": _b64("file:pw")}}}
+    )
     assert CredentialStore().get("reg.test") == Credential("file", "pw")
 
 
@@ -251,9 +271,7 @@ def test_helper_answering_garbage_is_an_auth_error(config_dir: Path, helper_bin:
         CredentialStore().get("reg.test")
 
 
-def test_helper_name_that_is_a_path_is_never_executed(
-    config_dir: Path, tmp_path: Path
-) -> None:
+def test_helper_name_that_is_a_path_is_never_executed(config_dir: Path, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     (tmp_path / "evil.sh").write_text(f"#!/bin/sh\ntouch {marker}\n")
     (tmp_path / "evil.sh").chmod(0o755)
@@ -278,16 +296,25 @@ def test_store_tightens_a_world_readable_config_and_keeps_other_settings(
     config_dir: Path,
 ) -> None:
     path = config_dir / "config.json"
-    _write_config(config_dir, {"auths": {"https://reg.test/v1/": {"auth": _b64("old:old")},
-                                         "other.test": {"auth": _b64("o:o")}},
-                               "proxies": {"default": {"httpProxy": "http://proxy:3128"}}})
+    _write_config(
+        config_dir,
+        {
+            "auths": {
+                "https://reg.test/v1/": {"auth": _b64("old:old")},
+                "other.test": {"auth": _b64("o:o")},
+            },
+            "proxies": {"default": {"httpProxy": "http://proxy:3128"}},
+        },
+    )
     path.chmod(0o644)
     CredentialStore().store("reg.test", Credential("new", "new"))
     doc = json.loads(path.read_text())
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert doc["proxies"] == {"default": {"httpProxy": "http://proxy:3128"}}
-    assert doc["auths"] == {"other.test": {"auth": _b64("o:o")},
-                            "reg.test": {"auth": _b64("new:new")}}
+    assert doc["auths"] == {
+        "other.test": {"auth": _b64("o:o")},
+        "reg.test": {"auth": _b64("new:new")},
+    }
 
 
 def test_store_replaces_the_file_atomically(config_dir: Path) -> None:
@@ -323,9 +350,16 @@ def test_store_creates_a_private_config_directory(tmp_path: Path) -> None:
 
 
 def test_erase_removes_every_spelling_of_the_host(config_dir: Path) -> None:
-    _write_config(config_dir, {"auths": {"https://reg.test/v1/": {"auth": _b64("a:a")},
-                                         "reg.test": {"auth": _b64("b:b")},
-                                         "keep.test": {"auth": _b64("k:k")}}})
+    _write_config(
+        config_dir,
+        {
+            "auths": {
+                "https://reg.test/v1/": {"auth": _b64("a:a")},
+                "reg.test": {"auth": _b64("b:b")},
+                "keep.test": {"auth": _b64("k:k")},
+            }
+        },
+    )
     assert CredentialStore().erase("reg.test") is True
     assert list(json.loads((config_dir / "config.json").read_text())["auths"]) == ["keep.test"]
     assert stat.S_IMODE((config_dir / "config.json").stat().st_mode) == 0o600

@@ -116,12 +116,15 @@ def test_key_id_is_sha256_of_the_der_spki(shared_data: Path) -> None:
         pytest.param(b"", id="empty"),
         pytest.param(b"not a pem", id="not-pem"),
         pytest.param(b"-----BEGIN PUBLIC KEY-----\n!!!!\n-----END PUBLIC KEY-----\n", id="bad-b64"),
-        pytest.param(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
-                     id="not-spki"),
-        pytest.param(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
-                     id="certificate"),
-        pytest.param(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-                     id="mismatched-labels"),
+        pytest.param(
+            b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", id="not-spki"
+        ),
+        pytest.param(
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", id="certificate"
+        ),
+        pytest.param(
+            b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", id="mismatched-labels"
+        ),
         pytest.param(b"x" * (crypto.MAX_KEY_FILE_BYTES + 1), id="oversize"),
     ],
 )
@@ -155,13 +158,15 @@ def test_rsa_and_p384_keys_users_already_have_load_and_verify() -> None:
 
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     rsa_key = rsa.generate_private_key(65537, 2048)
-    public = load_public_key(rsa_key.public_key().public_bytes(serialization.Encoding.PEM, spki),
-                             "rsa.pub")
+    public = load_public_key(
+        rsa_key.public_key().public_bytes(serialization.Encoding.PEM, spki), "rsa.pub"
+    )
     assert public.algorithm == "rsa"
     assert public.verify(PAYLOAD, rsa_key.sign(PAYLOAD, padding.PKCS1v15(), hashes.SHA256()))
     p384 = ec.generate_private_key(ec.SECP384R1())
-    public = load_public_key(p384.public_key().public_bytes(serialization.Encoding.PEM, spki),
-                             "p384.pub")
+    public = load_public_key(
+        p384.public_key().public_bytes(serialization.Encoding.PEM, spki), "p384.pub"
+    )
     assert public.algorithm == "ecdsa-p384"
     assert public.verify(PAYLOAD, p384.sign(PAYLOAD, ec.ECDSA(hashes.SHA256())))
 
@@ -254,8 +259,9 @@ def test_hostile_scrypt_n_is_refused_fast(n: int) -> None:
         (("kdf", "salt", None), "", "salt"),
     ],
 )
-def test_tampered_envelope_is_refused(path: tuple[str, str, str | None], value: object,
-                                      match: str) -> None:
+def test_tampered_envelope_is_refused(
+    path: tuple[str, str, str | None], value: object, match: str
+) -> None:
     pem = encrypt_private_key(generate_key(), b"pw")
     doc = _envelope(pem)
     target: dict[str, object] = doc[path[0]]  # type: ignore[assignment]
@@ -295,11 +301,16 @@ def test_unencrypted_private_key_is_refused(label: str) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    fmt = (serialization.PrivateFormat.PKCS8 if label == "PRIVATE KEY"
-           else serialization.PrivateFormat.TraditionalOpenSSL)
-    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, fmt, serialization.NoEncryption()
-    ).replace(b"EC PRIVATE KEY", label.encode())
+    fmt = (
+        serialization.PrivateFormat.PKCS8
+        if label == "PRIVATE KEY"
+        else serialization.PrivateFormat.TraditionalOpenSSL
+    )
+    pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
+        .replace(b"EC PRIVATE KEY", label.encode())
+    )
     with pytest.raises(KeyFileError, match="encrypted at rest"):
         decrypt_private_key(pem, b"", "plain.key")
 

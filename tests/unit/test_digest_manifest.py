@@ -92,8 +92,15 @@ def test_digest_with_trailing_newline_is_refused() -> None:
 
 
 def test_oci_image_manifest_parses() -> None:
-    raw = _raw({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": CONFIG,
-                "layers": [LAYER], "annotations": {"a": "b"}})
+    raw = _raw(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": CONFIG,
+            "layers": [LAYER],
+            "annotations": {"a": "b"},
+        }
+    )
     m = parse_manifest(raw)
     assert m.media_type == mt.OCI_MANIFEST
     assert not m.is_index
@@ -114,29 +121,45 @@ def test_oci_index_parses_with_platforms() -> None:
 
 
 def test_docker_v2_manifest_parses() -> None:
-    raw = _raw({
-        "schemaVersion": 2, "mediaType": mt.DOCKER_MANIFEST,
-        "config": _desc(mt.DOCKER_CONFIG, b"{}"),
-        "layers": [_desc("application/vnd.docker.image.rootfs.diff.tar.gzip", b"l")],
-    })
+    raw = _raw(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.DOCKER_MANIFEST,
+            "config": _desc(mt.DOCKER_CONFIG, b"{}"),
+            "layers": [_desc("application/vnd.docker.image.rootfs.diff.tar.gzip", b"l")],
+        }
+    )
     m = parse_manifest(raw, media_type=mt.DOCKER_MANIFEST)
     assert m.media_type == mt.DOCKER_MANIFEST
     assert not m.is_index
 
 
 def test_docker_manifest_list_parses() -> None:
-    raw = _raw({"schemaVersion": 2, "mediaType": mt.DOCKER_MANIFEST_LIST,
-                "manifests": [_desc(mt.DOCKER_MANIFEST, b"c",
-                                    platform={"os": "linux", "architecture": "amd64"})]})
+    raw = _raw(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.DOCKER_MANIFEST_LIST,
+            "manifests": [
+                _desc(mt.DOCKER_MANIFEST, b"c", platform={"os": "linux", "architecture": "amd64"})
+            ],
+        }
+    )
     m = parse_manifest(raw)
     assert m.is_index
     assert m.media_type == mt.DOCKER_MANIFEST_LIST
 
 
 def test_subject_and_artifact_type_are_read() -> None:
-    raw = _raw({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "artifactType": "x/sig",
-                "config": _desc(mt.OCI_EMPTY, b"{}"), "layers": [],
-                "subject": _desc(mt.OCI_MANIFEST, b"subject")})
+    raw = _raw(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "artifactType": "x/sig",
+            "config": _desc(mt.OCI_EMPTY, b"{}"),
+            "layers": [],
+            "subject": _desc(mt.OCI_MANIFEST, b"subject"),
+        }
+    )
     m = parse_manifest(raw)
     assert m.artifact_type == "x/sig"
     assert m.subject is not None and m.subject.digest == Digest.of(b"subject")
@@ -170,29 +193,40 @@ def test_shape_that_is_neither_manifest_nor_index_is_refused() -> None:
 
 
 def test_declared_type_differing_from_served_type_is_refused() -> None:
-    raw = _raw({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": CONFIG,
-                "layers": []})
+    raw = _raw({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": CONFIG, "layers": []})
     with pytest.raises(ManifestError, match="served as"):
         parse_manifest(raw, media_type=mt.OCI_INDEX)
 
 
 def test_index_declaring_itself_a_manifest_with_manifests_is_refused() -> None:
-    raw = _raw({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": CONFIG,
-                "layers": [], "manifests": [CHILD]})
+    raw = _raw(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": CONFIG,
+            "layers": [],
+            "manifests": [CHILD],
+        }
+    )
     with pytest.raises(ManifestError, match="must not carry 'manifests'"):
         parse_manifest(raw)
 
 
 def test_index_carrying_layers_is_refused() -> None:
-    raw = _raw({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [],
-                "layers": [LAYER]})
+    raw = _raw({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [], "layers": [LAYER]})
     with pytest.raises(ManifestError, match="must not carry"):
         parse_manifest(raw)
 
 
 def test_unsupported_media_type_is_refused() -> None:
-    raw = _raw({"schemaVersion": 2, "mediaType": "application/vnd.example+json",
-                "config": CONFIG, "layers": []})
+    raw = _raw(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.example+json",
+            "config": CONFIG,
+            "layers": [],
+        }
+    )
     with pytest.raises(ManifestError, match="unsupported"):
         parse_manifest(raw)
 
@@ -204,7 +238,7 @@ def test_duplicate_json_keys_are_refused() -> None:
     # Two parsers picking different duplicates would see two manifests under one digest.
     raw = (
         b'{"schemaVersion":2,"mediaType":"' + mt.OCI_MANIFEST.encode() + b'",'
-        b'"config":' + json.dumps(CONFIG).encode() + b','
+        b'"config":' + json.dumps(CONFIG).encode() + b","
         b'"layers":[],"layers":' + json.dumps([LAYER]).encode() + b"}"
     )
     with pytest.raises(ManifestError, match="duplicate key 'layers'"):

@@ -24,8 +24,15 @@ from bundler.services.discover import (
 DIGEST = "sha256:" + "ab" * 32
 
 
-def make_chart(root: Path, values: str, *, name: str = "app", app_version: str = "2.0",
-               extra_chart_yaml: str = "", files: dict[str, str] | None = None) -> Path:
+def make_chart(
+    root: Path,
+    values: str,
+    *,
+    name: str = "app",
+    app_version: str = "2.0",
+    extra_chart_yaml: str = "",
+    files: dict[str, str] | None = None,
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "Chart.yaml").write_text(
         f"apiVersion: v2\nname: {name}\nversion: 1.0.0\nappVersion: '{app_version}'\n"
@@ -48,11 +55,18 @@ def found(findings: list[ImageFinding]) -> list[tuple[str | None, str, str | Non
 
 # -- value shapes ---------------------------------------------------------------------------
 
+
 def test_string_image(tmp_path: Path) -> None:
     chart = load(tmp_path, "web:\n  image: nginx:1.25\n  pullPolicy: Always\n")
     [finding] = images_from_values(chart)
-    assert finding == ImageFinding("docker.io/library/nginx:1.25", "nginx:1.25", "values",
-                                   "web.image", "string", "values.yaml of chart app")
+    assert finding == ImageFinding(
+        "docker.io/library/nginx:1.25",
+        "nginx:1.25",
+        "values",
+        "web.image",
+        "string",
+        "values.yaml of chart app",
+    )
 
 
 def test_keys_ending_in_image(tmp_path: Path) -> None:
@@ -64,11 +78,18 @@ def test_keys_ending_in_image(tmp_path: Path) -> None:
 
 
 def test_bitnami_map_with_registry(tmp_path: Path) -> None:
-    chart = load(tmp_path, "db:\n  image:\n    registry: docker.io\n    repository: bitnami/pg\n"
-                 "    tag: 16.1.0\n    pullPolicy: IfNotPresent\n")
+    chart = load(
+        tmp_path,
+        "db:\n  image:\n    registry: docker.io\n    repository: bitnami/pg\n"
+        "    tag: 16.1.0\n    pullPolicy: IfNotPresent\n",
+    )
     [finding] = images_from_values(chart)
     assert (finding.value_path, finding.reference, finding.written, finding.value_form) == (
-        "db.image", "docker.io/bitnami/pg:16.1.0", "docker.io/bitnami/pg:16.1.0", "map")
+        "db.image",
+        "docker.io/bitnami/pg:16.1.0",
+        "docker.io/bitnami/pg:16.1.0",
+        "map",
+    )
 
 
 def test_repository_and_tag_map(tmp_path: Path) -> None:
@@ -87,16 +108,18 @@ def test_image_and_tag_siblings(tmp_path: Path) -> None:
 
 
 def test_empty_tag_means_app_version(tmp_path: Path) -> None:
-    chart = load(tmp_path, "image:\n  repository: example.local/app\n  tag: ''\n",
-                 app_version="3.1.4")
+    chart = load(
+        tmp_path, "image:\n  repository: example.local/app\n  tag: ''\n", app_version="3.1.4"
+    )
     [finding] = images_from_values(chart)
     assert finding.reference == "example.local/app:3.1.4"
     assert finding.written == "example.local/app"
 
 
 def test_digest_wins_over_tag(tmp_path: Path) -> None:
-    chart = load(tmp_path, f"image:\n  repository: example.local/app\n  tag: '1'\n"
-                 f"  digest: {DIGEST}\n")
+    chart = load(
+        tmp_path, f"image:\n  repository: example.local/app\n  tag: '1'\n  digest: {DIGEST}\n"
+    )
     [finding] = images_from_values(chart)
     assert finding.reference == f"example.local/app@{DIGEST}"
 
@@ -104,22 +127,27 @@ def test_digest_wins_over_tag(tmp_path: Path) -> None:
 def test_string_with_digest(tmp_path: Path) -> None:
     chart = load(tmp_path, f"image: example.local/app:1@{DIGEST}\n")
     assert found(images_from_values(chart)) == [
-        ("image", f"example.local/app:1@{DIGEST}", "string")]
+        ("image", f"example.local/app:1@{DIGEST}", "string")
+    ]
 
 
 def test_images_in_lists(tmp_path: Path) -> None:
     chart = load(tmp_path, "sidecars:\n  - name: a\n    image: example.local/a:1\n")
-    assert found(images_from_values(chart)) == [("sidecars[0].image", "example.local/a:1",
-                                                 "string")]
+    assert found(images_from_values(chart)) == [
+        ("sidecars[0].image", "example.local/a:1", "string")
+    ]
 
 
-@pytest.mark.parametrize("values", [
-    "image: nginx\n",  # no tag, no slash: not clearly an image
-    "pullPolicy: IfNotPresent\n",
-    "image:\n  pullPolicy: Always\n",
-    "git:\n  repository: https://example.local/repo.git\n",  # not under an image key
-    "imageName: UPPER/Case:1\n",
-])
+@pytest.mark.parametrize(
+    "values",
+    [
+        "image: nginx\n",  # no tag, no slash: not clearly an image
+        "pullPolicy: IfNotPresent\n",
+        "image:\n  pullPolicy: Always\n",
+        "git:\n  repository: https://example.local/repo.git\n",  # not under an image key
+        "imageName: UPPER/Case:1\n",
+    ],
+)
 def test_values_that_are_not_images_are_skipped(tmp_path: Path, values: str) -> None:
     assert images_from_values(load(tmp_path, values)) == []
 
@@ -132,6 +160,7 @@ def test_bad_repository_map_is_a_chart_error_naming_the_path(tmp_path: Path) -> 
 
 # -- subcharts --------------------------------------------------------------------------------
 
+
 def test_subchart_values_under_alias_with_parent_override(tmp_path: Path) -> None:
     root = make_chart(
         tmp_path / "app",
@@ -141,20 +170,22 @@ def test_subchart_values_under_alias_with_parent_override(tmp_path: Path) -> Non
         extra_chart_yaml="dependencies:\n  - {name: redis, alias: cache}\n  - {name: worker}\n",
         files={
             "charts/redis/Chart.yaml": "apiVersion: v2\nname: redis\nversion: 1.0.0\n"
-                                       "appVersion: '7.0'\n",
-            "charts/redis/values.yaml": "image:\n  repository: example.local/redis\n"
-                                        "  tag: '7.0'\n",
+            "appVersion: '7.0'\n",
+            "charts/redis/values.yaml": "image:\n  repository: example.local/redis\n  tag: '7.0'\n",
             "charts/worker/Chart.yaml": "apiVersion: v2\nname: worker\nversion: 1.0.0\n"
-                                        "appVersion: '5.5'\n",
+            "appVersion: '5.5'\n",
             "charts/worker/values.yaml": "image:\n  repository: example.local/worker\n"
-                                         "  tag: ''\nglobal:\n  image: example.local/x:1\n",
+            "  tag: ''\nglobal:\n  image: example.local/x:1\n",
         },
     )
     findings = images_from_values(load_chart_dir(root))
     assert [(f.value_path, f.reference, f.detail) for f in findings] == [
         ("global.image", "example.local/global-tool:1", "values.yaml of chart app"),
-        ("cache.image", "example.local/redis:7.2",
-         "values.yaml of subchart cache (overridden by a parent chart)"),
+        (
+            "cache.image",
+            "example.local/redis:7.2",
+            "values.yaml of subchart cache (overridden by a parent chart)",
+        ),
         ("worker.image", "example.local/worker:5.5", "values.yaml of subchart worker"),
     ]
 
@@ -176,10 +207,14 @@ def test_helm_images_annotation(tmp_path: Path) -> None:
 
 
 def test_artifacthub_annotation_in_subchart(tmp_path: Path) -> None:
-    root = make_chart(tmp_path / "app", "", files={
-        "charts/sub/Chart.yaml": "apiVersion: v2\nname: sub\nversion: 1.0.0\nannotations:\n"
-        "  artifacthub.io/images: '[{name: s, image: example.local/s:2}]'\n",
-    })
+    root = make_chart(
+        tmp_path / "app",
+        "",
+        files={
+            "charts/sub/Chart.yaml": "apiVersion: v2\nname: sub\nversion: 1.0.0\nannotations:\n"
+            "  artifacthub.io/images: '[{name: s, image: example.local/s:2}]'\n",
+        },
+    )
     [finding] = images_from_annotations(load_chart_dir(root))
     assert finding.reference == "example.local/s:2"
     assert finding.detail == "Chart.yaml of subchart sub annotation artifacthub.io/images"
@@ -194,8 +229,10 @@ def test_malformed_annotation_is_a_chart_error(tmp_path: Path, text: str) -> Non
 
 # -- explicit value paths ----------------------------------------------------------------------
 
-VALUES = ("app:\n  sidecar:\n    ref: example.local/side:1\n  proxy:\n    repository: "
-          "example.local/proxy\n  list:\n    - example.local/l:1\n  port: 80\n")
+VALUES = (
+    "app:\n  sidecar:\n    ref: example.local/side:1\n  proxy:\n    repository: "
+    "example.local/proxy\n  list:\n    - example.local/l:1\n  port: 80\n"
+)
 
 
 @pytest.mark.parametrize("path", ["app.list[0]", "app.list.0"])
@@ -213,10 +250,14 @@ def test_explicit_value_paths(tmp_path: Path) -> None:
 
 
 def test_explicit_value_path_into_subchart_defaults(tmp_path: Path) -> None:
-    root = make_chart(tmp_path / "app", "", files={
-        "charts/sub/Chart.yaml": "apiVersion: v2\nname: sub\nversion: 1.0.0\nappVersion: '4'\n",
-        "charts/sub/values.yaml": "odd:\n  repository: example.local/odd\n",
-    })
+    root = make_chart(
+        tmp_path / "app",
+        "",
+        files={
+            "charts/sub/Chart.yaml": "apiVersion: v2\nname: sub\nversion: 1.0.0\nappVersion: '4'\n",
+            "charts/sub/values.yaml": "odd:\n  repository: example.local/odd\n",
+        },
+    )
     [finding] = images_from_value_paths(load_chart_dir(root), ["sub.odd"])
     assert finding.reference == "example.local/odd:4"  # the subchart's appVersion
 
@@ -328,16 +369,23 @@ def test_rendered_output_that_is_not_yaml_is_a_chart_error() -> None:
 
 # -- discover and find_helm --------------------------------------------------------------------
 
+
 def test_discover_without_helm_keeps_sources_apart_and_merges_only_identical(
     tmp_path: Path,
 ) -> None:
-    chart = load(tmp_path, "image: example.local/web:1\n",
-                 extra_chart_yaml="annotations:\n  helm.sh/images: |\n"
-                 "    - {name: w, image: example.local/web:1}\n"
-                 "    - {name: w, image: example.local/web:1}\n")
+    chart = load(
+        tmp_path,
+        "image: example.local/web:1\n",
+        extra_chart_yaml="annotations:\n  helm.sh/images: |\n"
+        "    - {name: w, image: example.local/web:1}\n"
+        "    - {name: w, image: example.local/web:1}\n",
+    )
     findings = discover(chart, helm=None, value_paths=["image"])
     assert [(f.source, f.value_path) for f in findings] == [
-        ("config", "image"), ("annotation", None), ("values", "image")]
+        ("config", "image"),
+        ("annotation", None),
+        ("values", "image"),
+    ]
 
 
 def test_find_helm_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

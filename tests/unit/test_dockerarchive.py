@@ -162,9 +162,7 @@ def manifest_doc(source: DockerArchiveSource) -> dict[str, object]:
 
 
 def blob_bytes(source: DockerArchiveSource, digest: str) -> bytes:
-    descriptor = next(
-        d for d in source.manifest.blobs() if str(d.digest) == digest
-    )
+    descriptor = next(d for d in source.manifest.blobs() if str(d.digest) == digest)
     return read_exact(VerifiedStream(source.open_blob(descriptor), descriptor, "t"), 1 << 30)
 
 
@@ -264,13 +262,15 @@ def test_diff_id_count_must_match_layers(tmp_path: Path) -> None:
 
 
 def test_links_inside_the_archive_are_followed(tmp_path: Path) -> None:
-    path = docker_save(
-        [Image(["a:1"], [LAYER_A, LAYER_B, LAYER_A])], links=True
-    ).write(tmp_path / "links.tar")
+    path = docker_save([Image(["a:1"], [LAYER_A, LAYER_B, LAYER_A])], links=True).write(
+        tmp_path / "links.tar"
+    )
     source = DockerArchiveSource(path, "a:1")
     try:
         assert [str(d.digest) for d in source.manifest.layers] == [
-            sha(LAYER_A), sha(LAYER_B), sha(LAYER_A)
+            sha(LAYER_A),
+            sha(LAYER_B),
+            sha(LAYER_A),
         ]
         assert blob_bytes(source, sha(LAYER_A)) == LAYER_A
     finally:
@@ -287,11 +287,18 @@ def test_docker_25_layout_archive(tmp_path: Path) -> None:
         builder.file(f"blobs/sha256/{hashlib.sha256(data).hexdigest()}", data)
     builder.file("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
     builder.file("index.json", b'{"schemaVersion":2,"manifests":[]}')
-    builder.file("manifest.json", json.dumps([{
-        "Config": f"blobs/sha256/{hashlib.sha256(config).hexdigest()}",
-        "RepoTags": ["busybox:latest"],
-        "Layers": [f"blobs/sha256/{hashlib.sha256(LAYER_A).hexdigest()}"],
-    }]).encode())
+    builder.file(
+        "manifest.json",
+        json.dumps(
+            [
+                {
+                    "Config": f"blobs/sha256/{hashlib.sha256(config).hexdigest()}",
+                    "RepoTags": ["busybox:latest"],
+                    "Layers": [f"blobs/sha256/{hashlib.sha256(LAYER_A).hexdigest()}"],
+                }
+            ]
+        ).encode(),
+    )
     source = DockerArchiveSource(builder.write(tmp_path / "d25.tar"), "busybox")
     try:
         assert source.ref_name() == "docker.io/library/busybox:latest"
@@ -392,8 +399,16 @@ def _hostile(tmp_path: Path, add: str) -> Path:
 @pytest.mark.parametrize(
     "add",
     [
-        "dotdot", "nested-dotdot", "absolute", "symlink-out", "symlink-absolute", "hardlink",
-        "chardev", "fifo", "duplicate", "duplicate-link",
+        "dotdot",
+        "nested-dotdot",
+        "absolute",
+        "symlink-out",
+        "symlink-absolute",
+        "hardlink",
+        "chardev",
+        "fifo",
+        "duplicate",
+        "duplicate-link",
     ],
 )
 def test_hostile_members_are_refused(tmp_path: Path, add: str) -> None:
@@ -429,9 +444,10 @@ def test_layer_path_must_be_a_file_in_the_archive(tmp_path: Path) -> None:
     builder.link("loop2", "loop1")
     for layers, match in ((["missing/layer.tar"], "not a file"), (["loop1"], "chain")):
         builder.members = [m for m in builder.members if m[0].name != "manifest.json"]
-        builder.file("manifest.json", json.dumps(
-            [{"Config": "c.json", "RepoTags": ["a:1"], "Layers": layers}]
-        ).encode())
+        builder.file(
+            "manifest.json",
+            json.dumps([{"Config": "c.json", "RepoTags": ["a:1"], "Layers": layers}]).encode(),
+        )
         path = builder.write(tmp_path / "m.tar")
         with pytest.raises(ManifestError, match=match):
             DockerArchiveSource(path, None)

@@ -76,8 +76,11 @@ def fuzz(default: int) -> Callable[[Callable[..., None]], Callable[..., None]]:
         max_examples=_SCALE or default,
         deadline=None,
         database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                               HealthCheck.filter_too_much],
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+        ],
     )
 
 
@@ -150,13 +153,17 @@ def mutated(draw: st.DrawFn, raw: bytes, max_ops: int = 6) -> bytes:
 
 
 json_scalars = (
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70)
-    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
 )
 json_trees = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=16,
 )
 
@@ -173,8 +180,24 @@ def json_text(draw: st.DrawFn, depth: int = 0) -> str:
     if draw(st.booleans()):
         items = draw(st.lists(json_text(depth + 1), max_size=4))
         return "[" + ",".join(items) + "]"
-    keys = draw(st.lists(st.sampled_from(["a", "mediaType", "digest", "size", "schemaVersion",
-                                          "critical", "parts", "name", ""]), max_size=5))
+    keys = draw(
+        st.lists(
+            st.sampled_from(
+                [
+                    "a",
+                    "mediaType",
+                    "digest",
+                    "size",
+                    "schemaVersion",
+                    "critical",
+                    "parts",
+                    "name",
+                    "",
+                ]
+            ),
+            max_size=5,
+        )
+    )
     return "{" + ",".join(f"{_encode(k)}:{draw(json_text(depth + 1))}" for k in keys) + "}"
 
 
@@ -221,40 +244,81 @@ def json_inputs(valid: bytes, doc: Any) -> st.SearchStrategy[bytes]:
 # ------------------------------------------------------------------ valid samples
 D1 = Digest.of(b"one")
 D2 = Digest.of(b"two")
-IMAGE_MANIFEST = json.dumps({
-    "schemaVersion": 2,
-    "mediaType": mt.OCI_MANIFEST,
-    "config": {"mediaType": mt.OCI_CONFIG, "digest": str(D1), "size": 3},
-    "layers": [{"mediaType": mt.OCI_LAYER_GZIP if hasattr(mt, "OCI_LAYER_GZIP") else
-                "application/vnd.oci.image.layer.v1.tar+gzip", "digest": str(D2), "size": 3,
-                "annotations": {"a": "b"}}],
-    "subject": {"mediaType": mt.OCI_MANIFEST, "digest": str(D1), "size": 3},
-    "annotations": {"org.opencontainers.image.title": "x"},
-}).encode()
-INDEX = json.dumps({
-    "schemaVersion": 2,
-    "mediaType": mt.OCI_INDEX,
-    "artifactType": "application/vnd.bundler.bundle.v1+json",
-    "manifests": [{"mediaType": mt.OCI_MANIFEST, "digest": str(D1), "size": 3,
-                   "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}],
-}).encode()
+IMAGE_MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "config": {"mediaType": mt.OCI_CONFIG, "digest": str(D1), "size": 3},
+        "layers": [
+            {
+                "mediaType": mt.OCI_LAYER_GZIP
+                if hasattr(mt, "OCI_LAYER_GZIP")
+                else "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": str(D2),
+                "size": 3,
+                "annotations": {"a": "b"},
+            }
+        ],
+        "subject": {"mediaType": mt.OCI_MANIFEST, "digest": str(D1), "size": 3},
+        "annotations": {"org.opencontainers.image.title": "x"},
+    }
+).encode()
+INDEX = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_INDEX,
+        "artifactType": "application/vnd.bundler.bundle.v1+json",
+        "manifests": [
+            {
+                "mediaType": mt.OCI_MANIFEST,
+                "digest": str(D1),
+                "size": 3,
+                "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"},
+            }
+        ],
+    }
+).encode()
 LOCK = BundleLock(
-    name="demo", version="1.0.0",
+    name="demo",
+    version="1.0.0",
     chart=LockedChart("demo", "1.0.0", "2.0", D1, D2, "directory"),
-    images=(LockedImage("docker.io/library/nginx:1.25", D1, mt.OCI_MANIFEST, 10,
-                        ("linux/amd64",), (ValuePath("image", "string"),), ("values",)),),
-    rendered=True, created=None, allowed_missing=("x",),
+    images=(
+        LockedImage(
+            "docker.io/library/nginx:1.25",
+            D1,
+            mt.OCI_MANIFEST,
+            10,
+            ("linux/amd64",),
+            (ValuePath("image", "string"),),
+            ("values",),
+        ),
+    ),
+    rendered=True,
+    created=None,
+    allowed_missing=("x",),
 )
 LOCK_BYTES = LOCK.to_bytes()
 PAYLOAD = simple_signing_payload(D1, "registry.test/app", {"creator": "me", "timestamp": 1})
-PARTS = PartsList("b.tar", 5 * 1024 * 1024, "0" * 64, 2 * 1024 * 1024, tuple(
-    PartEntry(name, size, "1" * 64)
-    for name, size in zip(part_names("b.tar", 3), (2 * 1024 * 1024, 2 * 1024 * 1024,
-                                                   1024 * 1024), strict=True)
-))
+PARTS = PartsList(
+    "b.tar",
+    5 * 1024 * 1024,
+    "0" * 64,
+    2 * 1024 * 1024,
+    tuple(
+        PartEntry(name, size, "1" * 64)
+        for name, size in zip(
+            part_names("b.tar", 3), (2 * 1024 * 1024, 2 * 1024 * 1024, 1024 * 1024), strict=True
+        )
+    ),
+)
 PARTS_BYTES = PARTS.encode()
-DOCKER_MANIFEST = [{"Config": "abc.json", "RepoTags": ["app:1", "other/app:2"],
-                    "Layers": ["l1/layer.tar", "l2/layer.tar"]}]
+DOCKER_MANIFEST = [
+    {
+        "Config": "abc.json",
+        "RepoTags": ["app:1", "other/app:2"],
+        "Layers": ["l1/layer.tar", "l2/layer.tar"],
+    }
+]
 DOCKER_MANIFEST_BYTES = json.dumps(DOCKER_MANIFEST).encode()
 
 
@@ -263,13 +327,20 @@ def _layout_tar(
 ) -> bytes:
     out = io.BytesIO()
     blob = b'{"a":1}'
-    index = json.dumps({"schemaVersion": 2, "manifests": [
-        {"mediaType": mt.OCI_MANIFEST, "digest": str(Digest.of(blob)), "size": len(blob)}
-    ]}).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {"mediaType": mt.OCI_MANIFEST, "digest": str(Digest.of(blob)), "size": len(blob)}
+            ],
+        }
+    ).encode()
     with tarfile.open(fileobj=out, mode="w", format=fmt) as tar:
-        for name, data in (("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
-                           ("index.json", index),
-                           (f"blobs/sha256/{Digest.of(blob).hex}", blob)):
+        for name, data in (
+            ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+            ("index.json", index),
+            (f"blobs/sha256/{Digest.of(blob).hex}", blob),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -281,17 +352,19 @@ def _layout_tar(
 LAYOUT_TAR = _layout_tar()
 
 CHART_YAML = (
-    b"apiVersion: v2\nname: demo\nversion: 1.2.3\nappVersion: \"2.0\"\ntype: application\n"
+    b'apiVersion: v2\nname: demo\nversion: 1.2.3\nappVersion: "2.0"\ntype: application\n'
     b"annotations:\n  helm.sh/images: |\n    - name: web\n      image: nginx:1.25\n"
     b"dependencies:\n  - name: sub\n    version: 0.1.0\n    alias: other\n"
     b"keywords: [a, b]\nmaintainers:\n  - name: x\n    email: y\n"
 )
 VALUES_YAML = (
-    b"image:\n  repository: nginx\n  tag: \"1.25\"\nlist: &l [1, 2, 3]\nagain: *l\n"
+    b'image:\n  repository: nginx\n  tag: "1.25"\nlist: &l [1, 2, 3]\nagain: *l\n'
     b"nested: {a: {b: [x, y, {c: d}]}}\nflag: y\n"
 )
-CHART_TGZ = package_files("demo", {"Chart.yaml": CHART_YAML, "values.yaml": VALUES_YAML,
-                                   "templates/a.yaml": b"kind: Pod\n"})
+CHART_TGZ = package_files(
+    "demo",
+    {"Chart.yaml": CHART_YAML, "values.yaml": VALUES_YAML, "templates/a.yaml": b"kind: Pod\n"},
+)
 
 
 def _tar_of_chart() -> bytes:
@@ -306,7 +379,7 @@ POLICY_YAML = (
     "apiVersion: bundler.dev/v1\nkind: TrustPolicy\nkeys:\n"
     "  - name: vendor\n    role: vendor\n    pem: |\n"
     + "".join(f"      {line}\n" for line in PUBLIC_PEM.decode().splitlines())
-    + "bundles:\n  - name: demo\n    versions: \">=1.0.0 <2.0.0\"\n    require:\n"
+    + 'bundles:\n  - name: demo\n    versions: ">=1.0.0 <2.0.0"\n    require:\n'
     "      - role: vendor\n        threshold: 1\n"
 ).encode()
 CONFIG_YAML = (
@@ -347,10 +420,10 @@ reference_text = st.one_of(
     st.text(max_size=40),
     st.builds(
         lambda host, path, sep, tail: f"{host}/{path}{sep}{tail}",
-        st.sampled_from(["registry.test", "localhost:5000", "[::1]:5000", "docker.io",
-                         "Reg.Test", "127.0.0.1"]),
-        st.text(alphabet=string.ascii_lowercase + "/._-" + HOSTILE_CHARS, min_size=1,
-                max_size=30),
+        st.sampled_from(
+            ["registry.test", "localhost:5000", "[::1]:5000", "docker.io", "Reg.Test", "127.0.0.1"]
+        ),
+        st.text(alphabet=string.ascii_lowercase + "/._-" + HOSTILE_CHARS, min_size=1, max_size=30),
         st.sampled_from([":", "@", ":v1@", "@sha256:", ""]),
         st.text(alphabet=string.hexdigits + HOSTILE_CHARS + "sha256:", max_size=80),
     ),
@@ -369,12 +442,16 @@ def test_reference_parse(text: str) -> None:
 
 
 @fuzz(300)
-@given(st.one_of(
-    st.text(max_size=140),
-    st.builds(lambda alg, hexpart: f"{alg}:{hexpart}",
-              st.sampled_from(["sha256", "sha512", "SHA256", "sha384", "md5", "sha256+b64"]),
-              st.text(alphabet=string.hexdigits + HOSTILE_CHARS, min_size=60, max_size=130)),
-))
+@given(
+    st.one_of(
+        st.text(max_size=140),
+        st.builds(
+            lambda alg, hexpart: f"{alg}:{hexpart}",
+            st.sampled_from(["sha256", "sha512", "SHA256", "sha384", "md5", "sha256+b64"]),
+            st.text(alphabet=string.hexdigits + HOSTILE_CHARS, min_size=60, max_size=130),
+        ),
+    )
+)
 def test_digest_parse(text: str) -> None:
     digest = exercise("digest", lambda: Digest.parse(text))
     if digest is not None:
@@ -385,8 +462,10 @@ def test_digest_parse(text: str) -> None:
 # ------------------------------------------------------------------ JSON documents
 @fuzz(500)
 @given(
-    st.one_of(json_inputs(IMAGE_MANIFEST, json.loads(IMAGE_MANIFEST)),
-              json_inputs(INDEX, json.loads(INDEX))),
+    st.one_of(
+        json_inputs(IMAGE_MANIFEST, json.loads(IMAGE_MANIFEST)),
+        json_inputs(INDEX, json.loads(INDEX)),
+    ),
     st.sampled_from([None, mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, "text/plain"]),
 )
 def test_parse_manifest(raw: bytes, hint: str | None) -> None:
@@ -450,16 +529,42 @@ def test_docker_archive_manifest(raw: bytes) -> None:
 def hostile_members(draw: st.DrawFn) -> list[tuple[tarfile.TarInfo, bytes]]:
     members = []
     for _ in range(draw(st.integers(1, 4))):
-        name = draw(st.one_of(
-            st.sampled_from(["blobs/sha256/" + "a" * 64, "index.json", "oci-layout", "blobs",
-                             "../x", "/etc/passwd", "blobs/../../x", "./index.json",
-                             "blobs/sha256/../../../x", "a" * 300, "blobs//sha256/x"]),
-            st.text(alphabet="abs/.\\\x00:" + "\u00e9\u2215", min_size=1, max_size=40),
-        ))
+        name = draw(
+            st.one_of(
+                st.sampled_from(
+                    [
+                        "blobs/sha256/" + "a" * 64,
+                        "index.json",
+                        "oci-layout",
+                        "blobs",
+                        "../x",
+                        "/etc/passwd",
+                        "blobs/../../x",
+                        "./index.json",
+                        "blobs/sha256/../../../x",
+                        "a" * 300,
+                        "blobs//sha256/x",
+                    ]
+                ),
+                st.text(alphabet="abs/.\\\x00:" + "\u00e9\u2215", min_size=1, max_size=40),
+            )
+        )
         info = tarfile.TarInfo(name)
-        info.type = draw(st.sampled_from([tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE,
-                                          tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE,
-                                          tarfile.BLKTYPE, tarfile.FIFOTYPE, tarfile.CONTTYPE]))
+        info.type = draw(
+            st.sampled_from(
+                [
+                    tarfile.REGTYPE,
+                    tarfile.AREGTYPE,
+                    tarfile.DIRTYPE,
+                    tarfile.SYMTYPE,
+                    tarfile.LNKTYPE,
+                    tarfile.CHRTYPE,
+                    tarfile.BLKTYPE,
+                    tarfile.FIFOTYPE,
+                    tarfile.CONTTYPE,
+                ]
+            )
+        )
         info.linkname = draw(st.sampled_from(["", "../x", "/etc/passwd", "index.json"]))
         data = draw(st.binary(max_size=64)) if info.isreg() else b""
         info.size = len(data)
@@ -494,12 +599,15 @@ def _read_archive(raw: bytes) -> list[str]:
 
 
 @fuzz(300)
-@given(st.one_of(
-    mutated(LAYOUT_TAR, max_ops=8),
-    hostile_members().map(_layout_tar),
-    st.tuples(hostile_members(), st.sampled_from([tarfile.GNU_FORMAT, tarfile.PAX_FORMAT]))
-    .map(lambda pair: _layout_tar(*pair)),
-))
+@given(
+    st.one_of(
+        mutated(LAYOUT_TAR, max_ops=8),
+        hostile_members().map(_layout_tar),
+        st.tuples(hostile_members(), st.sampled_from([tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])).map(
+            lambda pair: _layout_tar(*pair)
+        ),
+    )
+)
 def test_archive_reader(raw: bytes) -> None:
     names = exercise("archive_reader", lambda: _read_archive(raw))
     for name in names or []:
@@ -512,22 +620,26 @@ def _regzip(tar: bytes) -> bytes:
 
 
 @fuzz(300)
-@given(st.one_of(
-    mutated(CHART_TGZ),
-    mutated(CHART_TAR, max_ops=8).map(_regzip),
-    st.tuples(mutated(CHART_YAML), mutated(VALUES_YAML)).map(
-        lambda pair: package_files("demo", {"Chart.yaml": pair[0], "values.yaml": pair[1]})
-    ),
-    hostile_members().map(lambda members: _regzip(_layout_tar(members))),
-    st.binary(max_size=512).map(lambda b: b"\x1f\x8b" + b),
-))
+@given(
+    st.one_of(
+        mutated(CHART_TGZ),
+        mutated(CHART_TAR, max_ops=8).map(_regzip),
+        st.tuples(mutated(CHART_YAML), mutated(VALUES_YAML)).map(
+            lambda pair: package_files("demo", {"Chart.yaml": pair[0], "values.yaml": pair[1]})
+        ),
+        hostile_members().map(lambda members: _regzip(_layout_tar(members))),
+        st.binary(max_size=512).map(lambda b: b"\x1f\x8b" + b),
+    )
+)
 def test_chart_archive(raw: bytes) -> None:
     exercise("chart_archive", lambda: load_chart_archive(raw, "fuzz"))
 
 
 yaml_text = st.one_of(
-    st.text(alphabet=string.ascii_letters[:6] + string.digits[:3]
-            + " \n\t-:[]{}&*!|>'\"#%@,?<=~\\", max_size=200),
+    st.text(
+        alphabet=string.ascii_letters[:6] + string.digits[:3] + " \n\t-:[]{}&*!|>'\"#%@,?<=~\\",
+        max_size=200,
+    ),
     st.text(max_size=60),
 )
 
@@ -583,7 +695,8 @@ def test_valid_samples_load() -> None:
     st.one_of(
         mutated(ENCRYPTED_KEY),
         replaced(_key_body(ENCRYPTED_KEY)).map(
-            lambda body: _pem(crypto.COSIGN_PRIVATE_KEY_LABEL, body)),
+            lambda body: _pem(crypto.COSIGN_PRIVATE_KEY_LABEL, body)
+        ),
         json_text().map(lambda t: _pem(crypto.SIGSTORE_PRIVATE_KEY_LABEL, t.encode())),
         st.binary(max_size=300),
     ),
@@ -595,25 +708,37 @@ def test_private_key(raw: bytes, passphrase: bytes) -> None:
 
 
 @fuzz(300)
-@given(st.one_of(mutated(PUBLIC_PEM), st.binary(max_size=300),
-                 st.binary(min_size=1, max_size=200).map(lambda b: _pem("PUBLIC KEY", b))))
+@given(
+    st.one_of(
+        mutated(PUBLIC_PEM),
+        st.binary(max_size=300),
+        st.binary(min_size=1, max_size=200).map(lambda b: _pem("PUBLIC KEY", b)),
+    )
+)
 def test_public_key(raw: bytes) -> None:
     exercise("public_key", lambda: crypto.load_public_key(raw, "fuzz"))
 
 
 # ------------------------------------------------------------------ registry auth
 @fuzz(400)
-@given(st.one_of(
-    st.text(max_size=200),
-    st.builds(
-        lambda scheme, params: f"{scheme} " + ",".join(params),
-        st.sampled_from(["Bearer", "Basic", "bearer", "Digest", ""]),
-        st.lists(st.builds(lambda k, v, q: f'{k}={q}{v}{q}',
-                           st.sampled_from(["realm", "service", "scope", "REALM", "x"]),
-                           st.text(alphabet=string.printable + "\u00e9", max_size=30),
-                           st.sampled_from(['"', ""])), max_size=5),
-    ),
-))
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.builds(
+            lambda scheme, params: f"{scheme} " + ",".join(params),
+            st.sampled_from(["Bearer", "Basic", "bearer", "Digest", ""]),
+            st.lists(
+                st.builds(
+                    lambda k, v, q: f"{k}={q}{v}{q}",
+                    st.sampled_from(["realm", "service", "scope", "REALM", "x"]),
+                    st.text(alphabet=string.printable + "\u00e9", max_size=30),
+                    st.sampled_from(['"', ""]),
+                ),
+                max_size=5,
+            ),
+        ),
+    )
+)
 def test_parse_challenge(header: str) -> None:
     challenge = exercise("challenge", lambda: parse_challenge(header))
     if challenge is not None:
@@ -630,10 +755,11 @@ class _NoNetwork(requests.Session):
 @given(
     st.one_of(
         st.text(max_size=60),
-        st.builds(lambda scheme, host: f"{scheme}://{host}/token",
-                  st.sampled_from(["http", "https", "ftp", "HTTP", ""]),
-                  st.text(alphabet=string.ascii_letters + string.digits + "[]:.@%/\\\x00-",
-                          max_size=30)),
+        st.builds(
+            lambda scheme, host: f"{scheme}://{host}/token",
+            st.sampled_from(["http", "https", "ftp", "HTTP", ""]),
+            st.text(alphabet=string.ascii_letters + string.digits + "[]:.@%/\\\x00-", max_size=30),
+        ),
     ),
     st.booleans(),
 )

@@ -91,8 +91,9 @@ def test_alias_bomb_in_chart_yaml_of_an_archive_is_refused(quick: None) -> None:
 
 
 def test_alias_bomb_in_values_yaml_of_an_archive_is_refused(quick: None) -> None:
-    tgz = package_files("demo", {"Chart.yaml": CHART_YAML.encode(),
-                                 "values.yaml": laughs().encode()})
+    tgz = package_files(
+        "demo", {"Chart.yaml": CHART_YAML.encode(), "values.yaml": laughs().encode()}
+    )
     with pytest.raises(ChartError, match=r"values\.yaml.*alias bomb"):
         load_chart_archive(tgz, "bomb.tgz")
 
@@ -104,16 +105,19 @@ def test_merge_key_bomb_in_values_is_refused(quick: None) -> None:
 
 def test_alias_bomb_in_a_bundle_config_is_refused(tmp_path: Path, quick: None) -> None:
     path = tmp_path / "bundle.yaml"
-    path.write_text(laughs() + "apiVersion: bundler.dev/v1\nkind: Bundle\n"
-                    "metadata: {name: demo, annotations: {a: *l8}}\nchart: {path: c}\n")
+    path.write_text(
+        laughs() + "apiVersion: bundler.dev/v1\nkind: Bundle\n"
+        "metadata: {name: demo, annotations: {a: *l8}}\nchart: {path: c}\n"
+    )
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_bundle_config(path)
 
 
 def test_alias_bomb_in_a_trust_policy_is_refused(tmp_path: Path, quick: None) -> None:
     path = tmp_path / "policy.yaml"
-    path.write_text(laughs() + "apiVersion: bundler.dev/v1\nkind: TrustPolicy\n"
-                    "keys: *l8\nbundles: *l8\n")
+    path.write_text(
+        laughs() + "apiVersion: bundler.dev/v1\nkind: TrustPolicy\nkeys: *l8\nbundles: *l8\n"
+    )
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_trust_policy(path)
 
@@ -142,8 +146,9 @@ def test_absurdly_nested_yaml_is_refused_not_a_recursion_error(
     with pytest.raises(ChartError, match="nested deeper"):
         parse_values(nested(depth).encode(), "deep")
     with pytest.raises(ChartError, match="nested deeper"):
-        load_chart_archive(package_files("demo", {
-            "Chart.yaml": (CHART_YAML + nested(depth)).encode()}), "deep.tgz")
+        load_chart_archive(
+            package_files("demo", {"Chart.yaml": (CHART_YAML + nested(depth)).encode()}), "deep.tgz"
+        )
     path = tmp_path / "policy.yaml"
     path.write_text(nested(depth))
     with pytest.raises(ConfigError):
@@ -154,8 +159,11 @@ def test_absurdly_nested_yaml_is_refused_not_a_recursion_error(
 
 def test_ordinary_anchors_and_nesting_still_load() -> None:
     values = parse_values(
-        ("defaults: &d {cpu: 1, memory: 2}\na: *d\nb: {<<: *d, gpu: 3}\n"
-         + nested(MAX_DEPTH - 2)).encode(), "ok")
+        (
+            "defaults: &d {cpu: 1, memory: 2}\na: *d\nb: {<<: *d, gpu: 3}\n" + nested(MAX_DEPTH - 2)
+        ).encode(),
+        "ok",
+    )
     assert values["a"] == {"cpu": 1, "memory": 2}
     assert values["b"] == {"cpu": 1, "memory": 2, "gpu": 3}
     # Up to the bound, aliases may multiply the tree: 9**5 extra nodes is fine.
@@ -204,8 +212,9 @@ def test_tgz_bomb_member_is_refused_without_inflating_it(
     assert inflated.inflated < 64 * 1024  # the header, not the 300 MiB
 
 
-@pytest.mark.parametrize("kind", [tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE],
-                         ids=["gnu-longname", "pax-header"])
+@pytest.mark.parametrize(
+    "kind", [tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE], ids=["gnu-longname", "pax-header"]
+)
 def test_tgz_bomb_in_an_extended_header_is_refused_without_reading_it(
     kind: bytes, inflated: type[_CountingGzip], quick: None
 ) -> None:
@@ -275,8 +284,11 @@ def test_layout_archive_with_a_huge_extended_header_is_refused_before_reading_it
 
 
 # ------------------------------------------------------------------ JSON nesting and bounds
-DEEP_JSON = [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
-             b"[" * 1_000_000]
+DEEP_JSON = [
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+    b"[" * 1_000_000,
+]
 
 
 @pytest.mark.parametrize("raw", DEEP_JSON, ids=["lists", "objects", "unclosed"])
@@ -295,8 +307,10 @@ def test_absurdly_nested_json_is_a_manifest_error_everywhere(raw: bytes) -> None
 
 def _index(count: int) -> bytes:
     entry = {"mediaType": mt.OCI_MANIFEST, "digest": str(Digest.of(b"x")), "size": 1}
-    return json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
-                       "manifests": [entry] * count}, separators=(",", ":")).encode()
+    return json.dumps(
+        {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [entry] * count},
+        separators=(",", ":"),
+    ).encode()
 
 
 def test_index_with_more_than_10000_descriptors_is_refused() -> None:
@@ -307,8 +321,14 @@ def test_index_with_more_than_10000_descriptors_is_refused() -> None:
 
 def test_image_with_more_than_10000_layers_is_refused() -> None:
     layer = {"mediaType": mt.OCI_CONFIG, "digest": str(Digest.of(b"x")), "size": 1}
-    raw = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": layer,
-                      "layers": [layer] * (MAX_DESCRIPTORS + 1)}).encode()
+    raw = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": layer,
+            "layers": [layer] * (MAX_DESCRIPTORS + 1),
+        }
+    ).encode()
     with pytest.raises(ManifestError, match="more than 10000"):
         parse_manifest(raw)
 
@@ -317,8 +337,7 @@ def test_manifest_over_4_mib_in_a_layout_archive_is_refused(tmp_path: Path) -> N
     big = b" " * (4 * 1024 * 1024 + 1)
     path = tmp_path / "big.tar"
     with tarfile.open(path, "w") as tar:
-        for name, data in (("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
-                           ("index.json", big)):
+        for name, data in (("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", big)):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -334,40 +353,68 @@ def test_manifest_over_4_mib_in_a_layout_archive_is_refused(tmp_path: Path) -> N
 HEX = "a" * 64
 
 
-@pytest.mark.parametrize("text", [
-    "registry.test/app\x00:1", "registry.test/app:1\x00", "registry.test/a\x00b",
-    "registry.test/app:1\n", "registry.test/app\n:1", "registry.test/app\r",
-    "registry.test/\u0430pp:1",          # Cyrillic a
-    "registry.test/app\uff1a1",          # fullwidth colon
-    "registry.test\u2215app:1",          # division slash
-    "registry.test/app:\u0131",          # dotless i in a tag
-    "r\u0435gistry.test/app:1",          # Cyrillic e in the host
-    "registry.test/app\u200b:1",         # zero-width space
-    "registry.test/../app:1", "registry.test/a/../b:1", "registry.test/..:1",
-    "registry.test/./app:1", "registry.test//app:1",
-    f"registry.test/app@sha256:{HEX.upper()}", f"registry.test/app@SHA256:{HEX}",
-    f"registry.test/app@sha256:{HEX[:-1]}\u0430", f"registry.test/app@sha256:{HEX}\n",
-    f"registry.test/app@sha256:{HEX}\x00",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "registry.test/app\x00:1",
+        "registry.test/app:1\x00",
+        "registry.test/a\x00b",
+        "registry.test/app:1\n",
+        "registry.test/app\n:1",
+        "registry.test/app\r",
+        "registry.test/\u0430pp:1",  # Cyrillic a
+        "registry.test/app\uff1a1",  # fullwidth colon
+        "registry.test\u2215app:1",  # division slash
+        "registry.test/app:\u0131",  # dotless i in a tag
+        "r\u0435gistry.test/app:1",  # Cyrillic e in the host
+        "registry.test/app\u200b:1",  # zero-width space
+        "registry.test/../app:1",
+        "registry.test/a/../b:1",
+        "registry.test/..:1",
+        "registry.test/./app:1",
+        "registry.test//app:1",
+        f"registry.test/app@sha256:{HEX.upper()}",
+        f"registry.test/app@SHA256:{HEX}",
+        f"registry.test/app@sha256:{HEX[:-1]}\u0430",
+        f"registry.test/app@sha256:{HEX}\n",
+        f"registry.test/app@sha256:{HEX}\x00",
+    ],
+)
 def test_reference_with_illegal_characters_is_refused(text: str) -> None:
     with pytest.raises(ReferenceFormatError):
         Reference.parse(text)
 
 
-@pytest.mark.parametrize("text", [
-    f"sha256:{HEX.upper()}", f"sha256:{'A' + HEX[1:]}", f"sha256:{HEX}\x00",
-    f"sha256:{HEX[:-1]}\u0430", f"sha256:{HEX[:-1]}\uff41", f"sha256\uff1a{HEX}",
-    f"sha256:../{HEX[3:]}", f"sha256:{HEX[:32]}/{HEX[33:]}", f"\x00sha256:{HEX}",
-    f"sha256:{HEX[:-1]}\u0660",  # Arabic-Indic zero: a digit to str.isdigit, not to us
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"sha256:{HEX.upper()}",
+        f"sha256:{'A' + HEX[1:]}",
+        f"sha256:{HEX}\x00",
+        f"sha256:{HEX[:-1]}\u0430",
+        f"sha256:{HEX[:-1]}\uff41",
+        f"sha256\uff1a{HEX}",
+        f"sha256:../{HEX[3:]}",
+        f"sha256:{HEX[:32]}/{HEX[33:]}",
+        f"\x00sha256:{HEX}",
+        f"sha256:{HEX[:-1]}\u0660",  # Arabic-Indic zero: a digit to str.isdigit, not to us
+    ],
+)
 def test_digest_with_illegal_characters_is_refused(text: str) -> None:
     with pytest.raises(ReferenceFormatError):
         Digest.parse(text)
 
 
 def test_descriptor_with_an_illegal_digest_is_a_manifest_error() -> None:
-    raw = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
-        {"mediaType": mt.OCI_MANIFEST, "digest": f"sha256:{HEX.upper()}", "size": 1}]}).encode()
+    raw = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_INDEX,
+            "manifests": [
+                {"mediaType": mt.OCI_MANIFEST, "digest": f"sha256:{HEX.upper()}", "size": 1}
+            ],
+        }
+    ).encode()
     with pytest.raises(ManifestError, match="digest"):
         parse_manifest(raw)
 
@@ -388,26 +435,39 @@ def test_bearer_token_is_not_carried_by_a_redirect_to_another_host() -> None:
     assert all("pw" not in v and "tok-" not in v for v in cdn.headers.values())
 
 
-MANIFEST = json.dumps({
-    "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-    "config": {"mediaType": mt.OCI_CONFIG, "digest": digest_of(b"{}"), "size": 2},
-    "layers": [],
-}).encode()
+MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "config": {"mediaType": mt.OCI_CONFIG, "digest": digest_of(b"{}"), "size": 2},
+        "layers": [],
+    }
+).encode()
 TOKEN = json.dumps({"token": "tok-realm", "expires_in": 300}).encode()
 
 
 def _realm_client(realm: str, **options: object) -> tuple[FakeRegistry, object]:
     fake = FakeRegistry()
     challenge = f'Bearer realm="{realm}",service="registry.test",scope="repository:app:pull"'
-    fake.inject("GET", r"^/v2/app/manifests/v1$",
-                (401, {"WWW-Authenticate": challenge}, b""),
-                (200, {"Content-Type": mt.OCI_MANIFEST}, MANIFEST))
+    fake.inject(
+        "GET",
+        r"^/v2/app/manifests/v1$",
+        (401, {"WWW-Authenticate": challenge}, b""),
+        (200, {"Content-Type": mt.OCI_MANIFEST}, MANIFEST),
+    )
     fake.inject("GET", r"^/token$", (200, {"Content-Type": "application/json"}, TOKEN))
     return fake, make_client(fake, Credential("alice", "s3cret-pw"), **options)
 
 
-@pytest.mark.parametrize("realm", ["http://auth.example.com/token", "http://10.0.0.8/token",
-                                   "http://[2001:db8::1]/token", "HTTP://auth.example.com/token"])
+@pytest.mark.parametrize(
+    "realm",
+    [
+        "http://auth.example.com/token",
+        "http://10.0.0.8/token",
+        "http://[2001:db8::1]/token",
+        "HTTP://auth.example.com/token",
+    ],
+)
 def test_bearer_realm_over_plain_http_to_a_remote_host_is_refused(realm: str) -> None:
     fake, client = _realm_client(realm)
     with pytest.raises(AuthError, match="plain HTTP") as err:
@@ -416,8 +476,15 @@ def test_bearer_realm_over_plain_http_to_a_remote_host_is_refused(realm: str) ->
     assert not [s for s in fake.log if s.path == "/token"]  # nothing was sent there
 
 
-@pytest.mark.parametrize("realm", ["http://127.0.0.1:5000/token", "http://localhost/token",
-                                   "http://[::1]:8080/token", "https://auth.example.com/token"])
+@pytest.mark.parametrize(
+    "realm",
+    [
+        "http://127.0.0.1:5000/token",
+        "http://localhost/token",
+        "http://[::1]:8080/token",
+        "https://auth.example.com/token",
+    ],
+)
 def test_bearer_realm_over_loopback_http_or_https_is_used(realm: str) -> None:
     fake, client = _realm_client(realm)
     raw, _, _ = client.get_manifest("app", "v1")  # type: ignore[attr-defined]
@@ -434,13 +501,13 @@ def test_plain_http_option_allows_a_remote_plain_http_realm() -> None:
     assert token.url.startswith("http://auth.example.com/token")
 
 
-@pytest.mark.parametrize("realm", ["http://[oops/token", "https://[::1/token", "ftp://x/t",
-                                   "/token", "http:///token"])
+@pytest.mark.parametrize(
+    "realm", ["http://[oops/token", "https://[::1/token", "ftp://x/t", "/token", "http:///token"]
+)
 def test_unparsable_or_foreign_realm_is_an_auth_error(realm: str) -> None:
     _, client = _realm_client(realm)
     with pytest.raises(AuthError, match="not an http"):
         client.get_manifest("app", "v1")  # type: ignore[attr-defined]
-
 
 
 # ------------------------------------------------------------------ through the CLI
@@ -466,7 +533,11 @@ def test_verify_of_a_hostile_archive_is_a_refusal_not_a_crash(kind: str, tmp_pat
     before = sorted(p.name for p in tmp_path.iterdir())
     proc = subprocess.run(
         [sys.executable, "-m", "bundler.cli.main", "verify", f"archive:{path}", "--key", pub],
-        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
     )
     # The archive is refused before any verification step runs: the unsafe-archive code (8).
     # (The verification code, 12, is for bundles that open but fail a step.)

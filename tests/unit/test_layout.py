@@ -138,8 +138,11 @@ def test_abort_keeps_an_existing_layout(tmp_path: Path) -> None:
 def test_ref_name_replaces_an_earlier_entry_with_the_same_ref(tmp_path: Path) -> None:
     root = tmp_path / "oci"
     old, new = _manifest(), _manifest(b"new layer")
-    for manifest, layer, ref in ((old, LAYER, "v1"), (old, LAYER, "keep"),
-                                 (new, b"new layer", "v1")):
+    for manifest, layer, ref in (
+        (old, LAYER, "v1"),
+        (old, LAYER, "keep"),
+        (new, b"new layer", "v1"),
+    ):
         target = LayoutTarget(root, ref)
         _write(target, manifest, ref, layer=layer)
         target.commit()

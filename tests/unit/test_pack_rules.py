@@ -49,25 +49,40 @@ def test_a_full_config_is_read_with_paths_relative_to_it(tmp_path: Path) -> None
     assert spec.chart_path == tmp_path / "chart"
     assert spec.values_files == [tmp_path / "prod.yaml"]
     assert [str(s) for s in spec.sources] == [
-        f"oci:{tmp_path / 'images'}", f"docker-archive:{tmp_path / 'saved.tar'}",
+        f"oci:{tmp_path / 'images'}",
+        f"docker-archive:{tmp_path / 'saved.tar'}",
         "mirror example.local=127.0.0.1:5000/mirror",
     ]
     assert spec.upstream is False
     assert spec.images[0].value_paths == ("x.image",)
 
 
-@pytest.mark.parametrize(("text", "where"), [
-    ("apiVersion: bundler.dev/v1\nkind: Bundle\nmetadata: {name: demo}\n", "chart"),
-    ("apiVersion: v9\nkind: Bundle\nmetadata: {name: demo}\nchart: {path: c}\n", "apiVersion"),
-    ("apiVersion: bundler.dev/v1\nkind: Bundle\nmetadata: {name: Demo!}\nchart: {path: c}\n",
-     "metadata.name"),
-    ("apiVersion: bundler.dev/v1\nkind: Bundle\nmetadata: {name: d}\nchart: {path: c, ref: r}\n",
-     "chart"),
-    ("apiVersion: bundler.dev/v1\nkind: Bundle\nmetadata: {name: d}\nchart: {path: c}\n"
-     "platforms: [amd64]\n", "platforms[0]"),
-    ("apiVersion: bundler.dev/v1\nkind: Bundle\nmetadata: {name: d}\nchart: {path: c}\n"
-     "surprise: 1\n", "(top level)"),
-])
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("apiVersion: bundler.dev/v1\nkind: Bundle\nmetadata: {name: demo}\n", "chart"),
+        ("apiVersion: v9\nkind: Bundle\nmetadata: {name: demo}\nchart: {path: c}\n", "apiVersion"),
+        (
+            "apiVersion: bundler.dev/v1\nkind: Bundle\nmetadata: {name: Demo!}\nchart: {path: c}\n",
+            "metadata.name",
+        ),
+        (
+            "apiVersion: bundler.dev/v1\nkind: Bundle\nmetadata: {name: d}\n"
+            "chart: {path: c, ref: r}\n",
+            "chart",
+        ),
+        (
+            "apiVersion: bundler.dev/v1\nkind: Bundle\nmetadata: {name: d}\nchart: {path: c}\n"
+            "platforms: [amd64]\n",
+            "platforms[0]",
+        ),
+        (
+            "apiVersion: bundler.dev/v1\nkind: Bundle\nmetadata: {name: d}\nchart: {path: c}\n"
+            "surprise: 1\n",
+            "(top level)",
+        ),
+    ],
+)
 def test_a_config_breaking_its_schema_names_the_field(
     tmp_path: Path, text: str, where: str
 ) -> None:
@@ -88,16 +103,21 @@ def test_a_missing_config_is_a_config_error(tmp_path: Path) -> None:
 
 def _finding(ref: str, source: str, path: str | None = None) -> ImageFinding:
     return ImageFinding(
-        reference=str(Reference.parse(ref)), written=ref, source=source,  # type: ignore[arg-type]
-        value_path=path, value_form="string" if path else None,
+        reference=str(Reference.parse(ref)),
+        written=ref,
+        source=source,  # type: ignore[arg-type]
+        value_path=path,
+        value_form="string" if path else None,
         detail="Deployment/x container x" if source == "template" else "values.yaml",
     )
 
 
 def test_rendered_image_not_declared_is_refused_naming_it_and_where() -> None:
     declared = {"example.local/a:1": DeclaredImage(Reference.parse("example.local/a:1"))}
-    findings = [_finding("example.local/a:1", "template"),
-                _finding("example.local/sneaky:1", "template")]
+    findings = [
+        _finding("example.local/a:1", "template"),
+        _finding("example.local/sneaky:1", "template"),
+    ]
     with pytest.raises(IncompleteError) as caught:
         check_completeness(findings, declared, [])
     assert "example.local/sneaky:1" in str(caught.value)
@@ -121,13 +141,22 @@ def _index() -> bytes:
         platform = {"os": "linux", "architecture": arch}
         if variant:
             platform["variant"] = variant
-        return {"mediaType": mt.OCI_MANIFEST, "digest": str(Digest.of(arch.encode())),
-                "size": 100, "platform": platform}
-    return json.dumps({
-        "schemaVersion": 2, "mediaType": mt.OCI_INDEX,
-        "manifests": [child("amd64"), child("arm64", "v8"), child("arm", "v7")],
-        "annotations": {"keep": "me"},
-    }, indent=1).encode()
+        return {
+            "mediaType": mt.OCI_MANIFEST,
+            "digest": str(Digest.of(arch.encode())),
+            "size": 100,
+            "platform": platform,
+        }
+
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_INDEX,
+            "manifests": [child("amd64"), child("arm64", "v8"), child("arm", "v7")],
+            "annotations": {"keep": "me"},
+        },
+        indent=1,
+    ).encode()
 
 
 def test_platform_filter_keeps_children_and_other_fields_untouched() -> None:

@@ -23,10 +23,14 @@ REPO = "vendor/app"
 
 def _registry_with_image(fake: FakeRegistry) -> Digest:
     fake.put_blob(REPO, EMPTY_JSON)
-    manifest = canonical_json({
-        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-        "config": EMPTY_DESCRIPTOR.to_json(), "layers": [],
-    })
+    manifest = canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": EMPTY_DESCRIPTOR.to_json(),
+            "layers": [],
+        }
+    )
     return Digest.parse(fake.put_manifest(REPO, "1.0.0", manifest, mt.OCI_MANIFEST))
 
 
@@ -43,7 +47,8 @@ def test_signature_lands_under_the_sig_tag_and_as_a_referrer_only_with_the_api(
     tagged = fake.manifests.get((REPO, cosign_signature_tag(digest)))
     assert tagged is not None
     referrers = [
-        json.loads(raw) for (repo, ref), (raw, _) in fake.manifests.items()
+        json.loads(raw)
+        for (repo, ref), (raw, _) in fake.manifests.items()
         if repo == REPO and ref.startswith("sha256:") and b'"subject"' in raw
     ]
     if referrers_api:

@@ -112,26 +112,32 @@ def _doc(**critical_overrides: object) -> dict[str, object]:
             id="duplicate-key-type",
         ),
         pytest.param(
-            b'{"critical":{},"critical":' + json.dumps(_doc()["critical"]).encode()
+            b'{"critical":{},"critical":'
+            + json.dumps(_doc()["critical"]).encode()
             + b',"optional":null}',
             id="duplicate-key-critical",
         ),
         pytest.param(json.dumps(_doc(type=7)).encode(), id="type-not-a-string"),
-        pytest.param(json.dumps(_doc(image={"docker-manifest-digest": 5})).encode(),
-                     id="digest-not-a-string"),
-        pytest.param(json.dumps(_doc(image={"docker-manifest-digest": "sha256:12"})).encode(),
-                     id="digest-malformed"),
+        pytest.param(
+            json.dumps(_doc(image={"docker-manifest-digest": 5})).encode(), id="digest-not-a-string"
+        ),
+        pytest.param(
+            json.dumps(_doc(image={"docker-manifest-digest": "sha256:12"})).encode(),
+            id="digest-malformed",
+        ),
         pytest.param(json.dumps(_doc(identity="a/b")).encode(), id="identity-not-an-object"),
         pytest.param(json.dumps(_doc(extra=1)).encode(), id="unknown-critical-field"),
         pytest.param(json.dumps({**_doc(), "more": 1}).encode(), id="unknown-top-field"),
         pytest.param(json.dumps({"critical": _doc()["critical"]}).encode(), id="optional-missing"),
         pytest.param(json.dumps({**_doc(), "optional": []}).encode(), id="optional-a-list"),
-        pytest.param(json.dumps({**_doc(), "optional": {"timestamp": 1.5}}).encode(),
-                     id="timestamp-not-integer"),
-        pytest.param(json.dumps({**_doc(), "optional": {"creator": 1}}).encode(),
-                     id="creator-not-a-string"),
-        pytest.param(json.dumps({**_doc(), "optional": {"x": float("nan")}}).encode(),
-                     id="nan"),
+        pytest.param(
+            json.dumps({**_doc(), "optional": {"timestamp": 1.5}}).encode(),
+            id="timestamp-not-integer",
+        ),
+        pytest.param(
+            json.dumps({**_doc(), "optional": {"creator": 1}}).encode(), id="creator-not-a-string"
+        ),
+        pytest.param(json.dumps({**_doc(), "optional": {"x": float("nan")}}).encode(), id="nan"),
         pytest.param(b"[]", id="not-an-object"),
         pytest.param(b"\xef\xbb\xbf" + json.dumps(_doc()).encode(), id="byte-order-mark"),
         pytest.param(json.dumps(_doc()).encode("utf-16"), id="utf-16"),
@@ -165,14 +171,20 @@ def test_signature_manifest_is_laid_out_as_cosign_writes_it() -> None:
     assert config == (
         b'{"architecture":"","created":"0001-01-01T00:00:00Z","history":[{"created":'
         b'"0001-01-01T00:00:00Z"}],"os":"","rootfs":{"type":"layers","diff_ids":["'
-        + str(layer).encode() + b'"]},"config":{}}'
+        + str(layer).encode()
+        + b'"]},"config":{}}'
     )
     assert manifest.raw == (
         b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
         b'"config":{"mediaType":"application/vnd.oci.image.config.v1+json","size":'
-        + str(len(config)).encode() + b',"digest":"' + str(Digest.of(config)).encode()
+        + str(len(config)).encode()
+        + b',"digest":"'
+        + str(Digest.of(config)).encode()
         + b'"},"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json",'
-        b'"size":' + str(len(payload)).encode() + b',"digest":"' + str(layer).encode()
+        b'"size":'
+        + str(len(payload)).encode()
+        + b',"digest":"'
+        + str(layer).encode()
         + b'","annotations":{"dev.cosignproject.cosign/signature":"c2ln"}}]}'
     )
     assert manifest.media_type == mt.OCI_MANIFEST
@@ -235,19 +247,34 @@ def test_signature_entries_skip_other_layers() -> None:
     entry = SignatureEntry(b"payload", "c2ln")
     manifest, _ = signature_manifest([entry])
     doc = json.loads(manifest.raw)
-    doc["layers"].append({"mediaType": "text/plain", "size": 1, "digest": str(DIGEST),
-                          "annotations": {SIGNATURE_ANNOTATION: "c2ln"}})
+    doc["layers"].append(
+        {
+            "mediaType": "text/plain",
+            "size": 1,
+            "digest": str(DIGEST),
+            "annotations": {SIGNATURE_ANNOTATION: "c2ln"},
+        }
+    )
     mixed = parse_manifest(json.dumps(doc).encode())
     assert signature_entries(mixed) == [entry.descriptor()]
 
 
 # ----------------------------------------------------------------- the check, step by step
-def _check(payload: bytes, signature_b64: str | None = None, *,
-           media_type: str = SIMPLE_SIGNING_MEDIA_TYPE, digest: Digest = DIGEST,
-           identity: str | None = IDENTITY) -> str | None:
+def _check(
+    payload: bytes,
+    signature_b64: str | None = None,
+    *,
+    media_type: str = SIMPLE_SIGNING_MEDIA_TYPE,
+    digest: Digest = DIGEST,
+    identity: str | None = IDENTITY,
+) -> str | None:
     return check_simple_signature(
-        media_type, payload, fake_sign(payload) if signature_b64 is None else signature_b64,
-        FakeKey(), digest, identity,
+        media_type,
+        payload,
+        fake_sign(payload) if signature_b64 is None else signature_b64,
+        FakeKey(),
+        digest,
+        identity,
     )
 
 
@@ -286,8 +313,11 @@ def test_step3_signature_of_another_manifest() -> None:
     [
         ("registry.example:5000/team/app", "registry.example:5000/team/app", None),
         ("registry.example:5000/team/app:v1", "registry.example:5000/team/app", None),
-        ("registry.example:5000/team/app@sha256:" + "ab" * 32,
-         "registry.example:5000/team/app:other", None),
+        (
+            "registry.example:5000/team/app@sha256:" + "ab" * 32,
+            "registry.example:5000/team/app:other",
+            None,
+        ),
         ("index.docker.io/library/nginx", "nginx", None),
         ("registry.example:5000/team/app", "registry.example:5000/team/other", "identity"),
         ("registry.example:5000/team/app", "registry.example:5001/team/app", "identity"),

@@ -123,9 +123,11 @@ def build_bundle(
     pinned = {ref: image.digest for ref, image in images.items()}
     locked = pinned if lock_images is None else lock_images
     lock = BundleLock(
-        name=name, version=version,
-        chart=LockedChart(name, version, version, chart.digest, archive.descriptor.digest,
-                          "directory"),
+        name=name,
+        version=version,
+        chart=LockedChart(
+            name, version, version, chart.digest, archive.descriptor.digest, "directory"
+        ),
         images=tuple(
             LockedImage(ref, digest, mt.OCI_MANIFEST, 100, ("linux/amd64",))
             for ref, digest in locked.items()
@@ -149,12 +151,16 @@ def build_bundle(
 
 
 def sign(
-    key: PrivateKey, digest: Digest, *, identity: str = IDENTITY,
+    key: PrivateKey,
+    digest: Digest,
+    *,
+    identity: str = IDENTITY,
     origin: str = "sha256-x.sig layer 1",
 ) -> SignatureFact:
     payload = simple_signing_payload(digest, identity)
-    return SignatureFact(mt.COSIGN_SIMPLESIGNING, payload,
-                         base64.b64encode(key.sign(payload)).decode(), origin)
+    return SignatureFact(
+        mt.COSIGN_SIMPLESIGNING, payload, base64.b64encode(key.sign(payload)).decode(), origin
+    )
 
 
 def policy(
@@ -185,10 +191,12 @@ def refused(step: int, call: object, *args: object) -> str:
     return message
 
 
-def signed_ok(bundle: Bundle, signatures: Sequence[SignatureFact],
-              trust_policy: TrustPolicy | None = None) -> SignedBundle:
-    return check_signed(bundle.index, bundle.lock_manifest, bundle.lock_raw, signatures,
-                        trust_policy or policy())
+def signed_ok(
+    bundle: Bundle, signatures: Sequence[SignatureFact], trust_policy: TrustPolicy | None = None
+) -> SignedBundle:
+    return check_signed(
+        bundle.index, bundle.lock_manifest, bundle.lock_raw, signatures, trust_policy or policy()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +210,9 @@ def test_a_signed_intact_bundle_is_verified(bundle: Bundle) -> None:
     verified = check_content(signed, bundle.facts())
     assert isinstance(verified, VerifiedBundle)
     assert (verified.digest, verified.name, verified.version) == (
-        bundle.index.digest, NAME, VERSION
+        bundle.index.digest,
+        NAME,
+        VERSION,
     )
     assert [(s.key_name, s.role, s.identity) for s in verified.signers] == [
         ("vendor-release", "vendor", IDENTITY)
@@ -215,16 +225,30 @@ def test_step1_plain_image_index_is_refused(bundle: Bundle) -> None:
     doc = json.loads(bundle.index.raw)
     del doc["artifactType"]
     plain = parse_manifest(json.dumps(doc).encode(), media_type=mt.OCI_INDEX)
-    message = refused(1, check_signed, plain, bundle.lock_manifest, bundle.lock_raw,
-                      [sign(VENDOR, plain.digest)], policy())
+    message = refused(
+        1,
+        check_signed,
+        plain,
+        bundle.lock_manifest,
+        bundle.lock_raw,
+        [sign(VENDOR, plain.digest)],
+        policy(),
+    )
     assert str(plain.digest) in message
 
 
 def test_step1_index_with_two_locks_is_refused(bundle: Bundle) -> None:
     second = build_bundle(version="1.0.1")
     forged = build_bundle(extra_entries=[BundleEntry(ROLE_LOCK, second.lock_manifest)])
-    message = refused(1, check_signed, forged.index, forged.lock_manifest, forged.lock_raw,
-                      [sign(VENDOR, forged.index.digest)], policy())
+    message = refused(
+        1,
+        check_signed,
+        forged.index,
+        forged.lock_manifest,
+        forged.lock_raw,
+        [sign(VENDOR, forged.index.digest)],
+        policy(),
+    )
     assert "exactly one chart and one lock" in message
 
 
@@ -285,8 +309,10 @@ def test_step2_same_signature_twice_counts_once(bundle: Bundle) -> None:
 
 
 def test_step2_one_valid_signature_among_bad_ones_counts(bundle: Bundle) -> None:
-    junk = [sign(STRANGER, bundle.index.digest),
-            sign(VENDOR, build_bundle(version="0.1.0").index.digest)]
+    junk = [
+        sign(STRANGER, bundle.index.digest),
+        sign(VENDOR, build_bundle(version="0.1.0").index.digest),
+    ]
     signed = signed_ok(bundle, [*junk, sign(VENDOR, bundle.index.digest)])
     assert [s.key_name for s in signed.signers] == ["vendor-release"]
 
@@ -295,17 +321,18 @@ def test_step2_one_valid_signature_among_bad_ones_counts(bundle: Bundle) -> None
 def test_step3_swapped_image_digest_in_lock_is_refused() -> None:
     honest = build_bundle()
     evil_digest = Digest.of(b"an image the vendor never shipped")
-    forged = build_bundle(lock_images={API_REF: evil_digest,
-                                       WEB_REF: honest.images[WEB_REF].digest})
+    forged = build_bundle(
+        lock_images={API_REF: evil_digest, WEB_REF: honest.images[WEB_REF].digest}
+    )
     message = refused(3, signed_ok, forged, [sign(VENDOR, forged.index.digest)])
     assert API_REF in message and str(evil_digest) in message
 
 
 def test_step3_added_child_in_index_is_refused() -> None:
     smuggled, _ = _image("smuggled")
-    forged = build_bundle(extra_entries=[
-        BundleEntry(ROLE_IMAGE, smuggled, image_ref="evil.example/miner:1")
-    ])
+    forged = build_bundle(
+        extra_entries=[BundleEntry(ROLE_IMAGE, smuggled, image_ref="evil.example/miner:1")]
+    )
     message = refused(3, signed_ok, forged, [sign(VENDOR, forged.index.digest)])
     assert "evil.example/miner:1" in message and str(smuggled.digest) in message
 
@@ -319,23 +346,42 @@ def test_step3_child_without_a_role_in_index_is_refused() -> None:
 
 def test_step3_lock_of_another_bundle_is_refused(bundle: Bundle) -> None:
     other = build_bundle(version="2.0.0")
-    message = refused(3, check_signed, bundle.index, other.lock_manifest, other.lock_raw,
-                      [sign(VENDOR, bundle.index.digest)], policy())
+    message = refused(
+        3,
+        check_signed,
+        bundle.index,
+        other.lock_manifest,
+        other.lock_raw,
+        [sign(VENDOR, bundle.index.digest)],
+        policy(),
+    )
     assert str(other.lock_manifest.digest) in message
 
 
 def test_step3_lock_bytes_not_matching_their_manifest_are_refused(bundle: Bundle) -> None:
     tampered = bundle.lock_raw.replace(b'"rendered":true', b'"rendered":false')
-    message = refused(3, check_signed, bundle.index, bundle.lock_manifest, tampered,
-                      [sign(VENDOR, bundle.index.digest)], policy())
+    message = refused(
+        3,
+        check_signed,
+        bundle.index,
+        bundle.lock_manifest,
+        tampered,
+        [sign(VENDOR, bundle.index.digest)],
+        policy(),
+    )
     assert "does not match the digest" in message
 
 
 # --------------------------------------------------------------------- step 4: policy
 def test_step4_threshold_not_met(bundle: Bundle) -> None:
     rule = BundleRule(NAME, (Requirement("vendor", 2),))
-    message = refused(4, signed_ok, bundle, [sign(VENDOR, bundle.index.digest)],
-                      policy(rule, keys=TWO_VENDORS_AND_APPROVER))
+    message = refused(
+        4,
+        signed_ok,
+        bundle,
+        [sign(VENDOR, bundle.index.digest)],
+        policy(rule, keys=TWO_VENDORS_AND_APPROVER),
+    )
     assert f"rule {NAME!r} needs 2 'vendor' signature(s)" in message
 
 
@@ -344,15 +390,23 @@ def test_step4_required_role_missing(bundle: Bundle) -> None:
     trust_policy = policy(rule, keys=TWO_VENDORS_AND_APPROVER)
     message = refused(4, signed_ok, bundle, [sign(VENDOR, bundle.index.digest)], trust_policy)
     assert f"rule {NAME!r} needs 1 'approval' signature(s); valid ones: none" in message
-    signed = signed_ok(bundle, [sign(VENDOR, bundle.index.digest),
-                                sign(APPROVER, bundle.index.digest)], trust_policy)
+    signed = signed_ok(
+        bundle,
+        [sign(VENDOR, bundle.index.digest), sign(APPROVER, bundle.index.digest)],
+        trust_policy,
+    )
     assert sorted(s.role for s in signed.signers) == ["approval", "vendor"]
 
 
 def test_step4_approval_cannot_stand_in_for_vendor(bundle: Bundle) -> None:
     rule = BundleRule(NAME, (Requirement("vendor"), Requirement("approval")))
-    message = refused(4, signed_ok, bundle, [sign(APPROVER, bundle.index.digest)],
-                      policy(rule, keys=TWO_VENDORS_AND_APPROVER))
+    message = refused(
+        4,
+        signed_ok,
+        bundle,
+        [sign(APPROVER, bundle.index.digest)],
+        policy(rule, keys=TWO_VENDORS_AND_APPROVER),
+    )
     assert "'vendor' signature(s); valid ones: none" in message
 
 
@@ -371,8 +425,13 @@ def test_step4_no_rule_for_bundle_name(bundle: Bundle) -> None:
 def test_step4_first_matching_rule_applies(bundle: Bundle) -> None:
     strict = BundleRule("de*", (Requirement("vendor"), Requirement("approval")))
     loose = BundleRule(NAME, (Requirement("vendor"),))
-    message = refused(4, signed_ok, bundle, [sign(VENDOR, bundle.index.digest)],
-                      policy(strict, loose, keys=TWO_VENDORS_AND_APPROVER))
+    message = refused(
+        4,
+        signed_ok,
+        bundle,
+        [sign(VENDOR, bundle.index.digest)],
+        policy(strict, loose, keys=TWO_VENDORS_AND_APPROVER),
+    )
     assert "rule 'de*'" in message
 
 
@@ -382,8 +441,9 @@ def test_step4_identity_mismatch_when_rule_names_identity(bundle: Bundle) -> Non
     message = refused(4, signed_ok, bundle, [elsewhere], policy(rule))
     assert "valid ones: none" in message
     # The same key's signature naming the rule's repository (with a tag) counts.
-    signed = signed_ok(bundle, [sign(VENDOR, bundle.index.digest, identity=IDENTITY + ":1.0.0")],
-                       policy(rule))
+    signed = signed_ok(
+        bundle, [sign(VENDOR, bundle.index.digest, identity=IDENTITY + ":1.0.0")], policy(rule)
+    )
     assert [s.key_name for s in signed.signers] == ["vendor-release"]
 
 
@@ -399,8 +459,9 @@ def _a_layer(bundle: Bundle) -> Digest:
 
 def test_step5_missing_blob(bundle: Bundle, signed: SignedBundle) -> None:
     layer = _a_layer(bundle)
-    facts = bundle.facts(blobs_ok=frozenset(bundle.blobs) - {layer},
-                         problems={layer: "blob is missing"})
+    facts = bundle.facts(
+        blobs_ok=frozenset(bundle.blobs) - {layer}, problems={layer: "blob is missing"}
+    )
     message = refused(5, check_content, signed, facts)
     assert f"{layer}: blob is missing" in message
 
@@ -408,15 +469,18 @@ def test_step5_missing_blob(bundle: Bundle, signed: SignedBundle) -> None:
 def test_step5_blob_never_checked_is_refused(bundle: Bundle, signed: SignedBundle) -> None:
     """No problem reported, but no proof either: unverified is not verified."""
     layer = _a_layer(bundle)
-    message = refused(5, check_content, signed, bundle.facts(blobs_ok=frozenset(bundle.blobs)
-                                                             - {layer}))
+    message = refused(
+        5, check_content, signed, bundle.facts(blobs_ok=frozenset(bundle.blobs) - {layer})
+    )
     assert f"blob {layer} of {bundle.images[API_REF].digest} was not verified" in message
 
 
 def test_step5_altered_blob(bundle: Bundle, signed: SignedBundle) -> None:
     layer = _a_layer(bundle)
-    facts = bundle.facts(blobs_ok=frozenset(bundle.blobs) - {layer},
-                         problems={layer: f"bytes do not hash to {layer}"})
+    facts = bundle.facts(
+        blobs_ok=frozenset(bundle.blobs) - {layer},
+        problems={layer: f"bytes do not hash to {layer}"},
+    )
     message = refused(5, check_content, signed, facts)
     assert str(layer) in message
 
@@ -437,8 +501,14 @@ def test_step6_extra_content_is_refused(bundle: Bundle, signed: SignedBundle) ->
 
 # --------------------------------------------------------------- the verified bundle type
 def test_verified_bundle_cannot_be_forged(bundle: Bundle, signed: SignedBundle) -> None:
-    fields = dict(digest=bundle.index.digest, name=NAME, version=VERSION, lock=signed.lock,
-                  signers=signed.signers, rule=NAME)
+    fields = dict(
+        digest=bundle.index.digest,
+        name=NAME,
+        version=VERSION,
+        lock=signed.lock,
+        signers=signed.signers,
+        rule=NAME,
+    )
     for token in (None, object(), trust._Token()):
         with pytest.raises(TypeError):
             VerifiedBundle(**fields, _token=token)  # type: ignore[arg-type]
@@ -449,8 +519,7 @@ def test_verified_bundle_cannot_be_forged(bundle: Bundle, signed: SignedBundle) 
 
 
 # ----------------------------------------------------------------------- policy sanity
-def _policy_of(keys: Sequence[tuple[str, str, PrivateKey]],
-               *rules: BundleRule) -> TrustPolicy:
+def _policy_of(keys: Sequence[tuple[str, str, PrivateKey]], *rules: BundleRule) -> TrustPolicy:
     return TrustPolicy(tuple(TrustedKey(n, r, k.public) for n, r, k in keys), rules, "p.yaml")
 
 
@@ -462,36 +531,62 @@ VENDOR_RULE = BundleRule("*", (Requirement("vendor"),))
     [
         ("no keys", lambda: _policy_of([], VENDOR_RULE), "no keys"),
         ("no rules", lambda: _policy_of([("v", "vendor", VENDOR)]), "no bundle rules"),
-        ("rule requiring nothing",
-         lambda: _policy_of([("v", "vendor", VENDOR)], BundleRule("*", ())),
-         "requires no signature"),
-        ("duplicate key names",
-         lambda: _policy_of([("v", "vendor", VENDOR), ("v", "vendor", VENDOR_2)], VENDOR_RULE),
-         "key names used twice: v"),
-        ("same key twice under two names",
-         lambda: _policy_of([("v1", "vendor", VENDOR), ("v2", "vendor", VENDOR)],
-                            BundleRule("*", (Requirement("vendor", 2),))),
-         "are the same key"),
-        ("same key in two roles",
-         lambda: _policy_of([("v", "vendor", VENDOR), ("a", "approval", VENDOR)],
-                            BundleRule("*", (Requirement("vendor"), Requirement("approval")))),
-         "are the same key"),
-        ("threshold above the keys of the role",
-         lambda: _policy_of([("v", "vendor", VENDOR), ("a", "approval", APPROVER)],
-                            BundleRule("*", (Requirement("vendor", 2),))),
-         "needs 2 'vendor' signature(s) but the policy trusts 1"),
-        ("role nobody holds",
-         lambda: _policy_of([("v", "vendor", VENDOR)],
-                            BundleRule("*", (Requirement("approval"),))),
-         "trusts 0 'approval' key(s)"),
-        ("threshold zero",
-         lambda: _policy_of([("v", "vendor", VENDOR)],
-                            BundleRule("*", (Requirement("vendor", 0),))),
-         "threshold must be at least 1"),
-        ("role named twice",
-         lambda: _policy_of([("v", "vendor", VENDOR), ("w", "vendor", VENDOR_2)],
-                            BundleRule("*", (Requirement("vendor"), Requirement("vendor")))),
-         "names role 'vendor' twice"),
+        (
+            "rule requiring nothing",
+            lambda: _policy_of([("v", "vendor", VENDOR)], BundleRule("*", ())),
+            "requires no signature",
+        ),
+        (
+            "duplicate key names",
+            lambda: _policy_of([("v", "vendor", VENDOR), ("v", "vendor", VENDOR_2)], VENDOR_RULE),
+            "key names used twice: v",
+        ),
+        (
+            "same key twice under two names",
+            lambda: _policy_of(
+                [("v1", "vendor", VENDOR), ("v2", "vendor", VENDOR)],
+                BundleRule("*", (Requirement("vendor", 2),)),
+            ),
+            "are the same key",
+        ),
+        (
+            "same key in two roles",
+            lambda: _policy_of(
+                [("v", "vendor", VENDOR), ("a", "approval", VENDOR)],
+                BundleRule("*", (Requirement("vendor"), Requirement("approval"))),
+            ),
+            "are the same key",
+        ),
+        (
+            "threshold above the keys of the role",
+            lambda: _policy_of(
+                [("v", "vendor", VENDOR), ("a", "approval", APPROVER)],
+                BundleRule("*", (Requirement("vendor", 2),)),
+            ),
+            "needs 2 'vendor' signature(s) but the policy trusts 1",
+        ),
+        (
+            "role nobody holds",
+            lambda: _policy_of(
+                [("v", "vendor", VENDOR)], BundleRule("*", (Requirement("approval"),))
+            ),
+            "trusts 0 'approval' key(s)",
+        ),
+        (
+            "threshold zero",
+            lambda: _policy_of(
+                [("v", "vendor", VENDOR)], BundleRule("*", (Requirement("vendor", 0),))
+            ),
+            "threshold must be at least 1",
+        ),
+        (
+            "role named twice",
+            lambda: _policy_of(
+                [("v", "vendor", VENDOR), ("w", "vendor", VENDOR_2)],
+                BundleRule("*", (Requirement("vendor"), Requirement("vendor"))),
+            ),
+            "names role 'vendor' twice",
+        ),
     ],
 )
 def test_empty_or_contradictory_policy_is_refused(case: str, make: object, says: str) -> None:
@@ -502,9 +597,13 @@ def test_empty_or_contradictory_policy_is_refused(case: str, make: object, says:
 
 
 def test_sound_policy_is_accepted() -> None:
-    check_policy(_policy_of(TWO_VENDORS_AND_APPROVER,
-                            BundleRule("demo", (Requirement("vendor", 2),
-                                                Requirement("approval"))), VENDOR_RULE))
+    check_policy(
+        _policy_of(
+            TWO_VENDORS_AND_APPROVER,
+            BundleRule("demo", (Requirement("vendor", 2), Requirement("approval"))),
+            VENDOR_RULE,
+        )
+    )
 
 
 # ------------------------------------------------------------------ policy files (YAML)
@@ -527,11 +626,13 @@ def test_policy_file_key_paths_are_relative_to_the_policy(tmp_path: Path) -> Non
     (tmp_path / "policies").mkdir()
     path = tmp_path / "policies" / "trust.yaml"
     inline = "".join(f"      {line}\n" for line in APPROVER.public.pem.decode().splitlines())
-    path.write_text(_policy_yaml(
-        KEYS_YAML + f"  - name: alice\n    role: approval\n    pem: |\n{inline}",
-        "  - name: demo\n    versions: '>=1.0.0 <2.0.0'\n    identity: registry.example/x\n"
-        "    require:\n      - role: vendor\n      - role: approval\n        threshold: 1\n",
-    ))
+    path.write_text(
+        _policy_yaml(
+            KEYS_YAML + f"  - name: alice\n    role: approval\n    pem: |\n{inline}",
+            "  - name: demo\n    versions: '>=1.0.0 <2.0.0'\n    identity: registry.example/x\n"
+            "    require:\n      - role: vendor\n      - role: approval\n        threshold: 1\n",
+        )
+    )
     loaded = load_trust_policy(path)
     assert [(k.name, k.role, k.key.key_id) for k in loaded.keys] == [
         ("vendor-release", "vendor", VENDOR.public.key_id),
@@ -562,14 +663,23 @@ def test_policy_file_key_path_is_not_relative_to_the_working_directory(
 @pytest.mark.parametrize(
     ("keys", "bundles", "field"),
     [
-        ("  - name: vendor-release\n    path: ../keys/vendor.pub\n", RULE_YAML,
-         "keys[0]: 'role' is a required property"),
-        (KEYS_YAML, "  - name: demo\n    require:\n      - role: vendor\n        threshold: 0\n",
-         "bundles[0].require[0].threshold"),
+        (
+            "  - name: vendor-release\n    path: ../keys/vendor.pub\n",
+            RULE_YAML,
+            "keys[0]: 'role' is a required property",
+        ),
+        (
+            KEYS_YAML,
+            "  - name: demo\n    require:\n      - role: vendor\n        threshold: 0\n",
+            "bundles[0].require[0].threshold",
+        ),
         (KEYS_YAML, "  - name: demo\n    require: []\n", "bundles[0].require"),
         (KEYS_YAML + "    trust: everything\n", RULE_YAML, "keys[0]"),
-        ("  - name: vendor-release\n    role: Vendor\n    path: ../keys/vendor.pub\n",
-         RULE_YAML, "keys[0].role"),
+        (
+            "  - name: vendor-release\n    role: Vendor\n    path: ../keys/vendor.pub\n",
+            RULE_YAML,
+            "keys[0].role",
+        ),
         ("  - name: vendor-release\n    role: vendor\n", RULE_YAML, "keys[0]"),
         ("  []\n", RULE_YAML, "keys"),
         (KEYS_YAML, "  []\n", "bundles"),
@@ -592,10 +702,12 @@ def test_policy_file_listing_one_key_twice_is_refused(tmp_path: Path) -> None:
     _write_pub(tmp_path / "keys" / "copy.pub", VENDOR)
     (tmp_path / "policies").mkdir()
     path = tmp_path / "policies" / "trust.yaml"
-    path.write_text(_policy_yaml(
-        KEYS_YAML + "  - name: vendor-copy\n    role: vendor\n    path: ../keys/copy.pub\n",
-        "  - name: demo\n    require:\n      - role: vendor\n        threshold: 2\n",
-    ))
+    path.write_text(
+        _policy_yaml(
+            KEYS_YAML + "  - name: vendor-copy\n    role: vendor\n    path: ../keys/copy.pub\n",
+            "  - name: demo\n    require:\n      - role: vendor\n        threshold: 2\n",
+        )
+    )
     with pytest.raises(ConfigError) as caught:
         load_trust_policy(path)
     assert "'vendor-release' and 'vendor-copy' are the same key" in str(caught.value)

@@ -50,10 +50,13 @@ def layout(tmp_path_factory: pytest.TempPathFactory, synth: ModuleType) -> Path:
     """One image whose layers add up to about 3.5 MiB (stored, so they do not shrink)."""
     out = tmp_path_factory.mktemp("synth") / "layout"
     synth.write_image(
-        out, REF,
-        [synth.LayerSpec("vol-base", 2 * MiB + 12345, level=0),
-         synth.LayerSpec("vol-app", 1 * MiB + 777, level=0),
-         synth.LayerSpec("vol-small", 3000, level=0)],
+        out,
+        REF,
+        [
+            synth.LayerSpec("vol-base", 2 * MiB + 12345, level=0),
+            synth.LayerSpec("vol-app", 1 * MiB + 777, level=0),
+            synth.LayerSpec("vol-small", 3000, level=0),
+        ],
     )
     return out
 
@@ -63,10 +66,13 @@ def other_layout(tmp_path_factory: pytest.TempPathFactory, synth: ModuleType) ->
     """Another image of the same shape and sizes, different bytes."""
     out = tmp_path_factory.mktemp("synth-other") / "layout"
     synth.write_image(
-        out, REF,
-        [synth.LayerSpec("vol-base-other", 2 * MiB + 12345, level=0),
-         synth.LayerSpec("vol-app-other", 1 * MiB + 777, level=0),
-         synth.LayerSpec("vol-small-other", 3000, level=0)],
+        out,
+        REF,
+        [
+            synth.LayerSpec("vol-base-other", 2 * MiB + 12345, level=0),
+            synth.LayerSpec("vol-app-other", 1 * MiB + 777, level=0),
+            synth.LayerSpec("vol-small-other", 3000, level=0),
+        ],
     )
     return out
 
@@ -118,8 +124,17 @@ def _rewrite_list(out: Path, edit: object) -> None:
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("4G", 4 << 30), ("700M", 700 << 20), ("1.5G", 3 << 29), ("1M", MiB), ("1048576", MiB),
-     ("4095m", 4095 << 20), ("2GiB", 2 << 30), ("1T", 1 << 40), ("1024K", MiB)],
+    [
+        ("4G", 4 << 30),
+        ("700M", 700 << 20),
+        ("1.5G", 3 << 29),
+        ("1M", MiB),
+        ("1048576", MiB),
+        ("4095m", 4095 << 20),
+        ("2GiB", 2 << 30),
+        ("1T", 1 << 40),
+        ("1024K", MiB),
+    ],
 )
 def test_volume_sizes_parse_as_powers_of_1024(text: str, size: int) -> None:
     assert parse_volume_size(text) == size
@@ -233,7 +248,9 @@ def test_parts_list_is_valid_against_its_schema(split: Path) -> None:
 
     schema = load_schema("parts-list.schema.json")
     jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.Draft202012Validator(schema).validate(json.loads(parts_list_path(split).read_bytes()))
+    jsonschema.Draft202012Validator(schema).validate(
+        json.loads(parts_list_path(split).read_bytes())
+    )
 
 
 def test_concatenation_is_byte_identical_to_the_single_file_archive(
@@ -256,9 +273,12 @@ def test_abort_leaves_nothing(layout: Path, tmp_path: Path) -> None:
     manifest = source.fetch_manifest(root)
     from bundler.model.plan import TagAssignment, TransferPlan
 
-    plan = TransferPlan(root=root, manifests=[manifest],
-                        blobs={b.digest: b for b in manifest.blobs()},
-                        tags=[TagAssignment("x", root)])
+    plan = TransferPlan(
+        root=root,
+        manifests=[manifest],
+        blobs={b.digest: b for b in manifest.blobs()},
+        tags=[TagAssignment("x", root)],
+    )
     target.begin(plan)
     for blob in manifest.blobs():
         target.put_blob(VerifiedStream(source.open_blob(blob), blob, source.name))
@@ -284,8 +304,7 @@ def test_a_shorter_export_replaces_stale_parts_and_a_single_file(
     (tmp_path / "OUT.tar.0001").write_bytes(b"stale too")
     (tmp_path / "OUT.tar.notes").write_bytes(b"not a part")
     _export(layout, split, 2 * MiB)
-    assert _names(tmp_path) == ["OUT.tar.000", "OUT.tar.001", "OUT.tar.notes",
-                                "OUT.tar.parts.json"]
+    assert _names(tmp_path) == ["OUT.tar.000", "OUT.tar.001", "OUT.tar.notes", "OUT.tar.parts.json"]
     # A single-file archive of the same name would shadow the volumes; it goes too.
     _export(layout, split, None)
     assert split.is_file()
@@ -350,9 +369,7 @@ def test_missing_part(split: Path, tmp_path: Path) -> None:
         ArchiveReader(split)
 
 
-def test_part_from_another_export(
-    split: Path, other_layout: Path, tmp_path: Path
-) -> None:
+def test_part_from_another_export(split: Path, other_layout: Path, tmp_path: Path) -> None:
     other = tmp_path / "other" / "OUT.tar"
     other.parent.mkdir()
     _export(other_layout, other, MIN_VOLUME_SIZE)
@@ -452,8 +469,19 @@ def test_oversized_parts_list(split: Path) -> None:
         (lambda d: d["parts"][0].update(size="1"), "size"),
         (lambda d: d["parts"].pop(), "add up"),
     ],
-    ids=["kind", "version", "extra-field", "size", "part-size", "archive", "no-parts",
-         "order", "bad-hash", "size-type", "dropped-part"],
+    ids=[
+        "kind",
+        "version",
+        "extra-field",
+        "size",
+        "part-size",
+        "archive",
+        "no-parts",
+        "order",
+        "bad-hash",
+        "size-type",
+        "dropped-part",
+    ],
 )
 def test_malformed_parts_list(split: Path, edit: object, match: str) -> None:
     _rewrite_list(split, edit)

@@ -44,8 +44,9 @@ def parse_challenge(header: str | None) -> Challenge | None:
         return None
     scheme, _, rest = header.strip().partition(" ")
     params = {
-        m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3))
-        .replace('\\"', '"')
+        m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3)).replace(
+            '\\"', '"'
+        )
         for m in _PARAM_RE.finditer(rest)
     }
     return Challenge(scheme.lower(), params)
@@ -96,7 +97,10 @@ class Authenticator:
     """Per-registry auth state, shared by the threads of one client."""
 
     def __init__(
-        self, host: str, credential: Credential | None, timeout: tuple[float, float],
+        self,
+        host: str,
+        credential: Credential | None,
+        timeout: tuple[float, float],
         verify: bool | str = True,
     ) -> None:
         self.host = host
@@ -120,9 +124,7 @@ class Authenticator:
         if challenge.scheme == "basic":
             if self.credential is None:
                 raise AuthError(f"{self.host} requires a login (no credentials found)")
-            return requests.auth._basic_auth_str(
-                self.credential.username, self.credential.password
-            )
+            return requests.auth._basic_auth_str(self.credential.username, self.credential.password)
         with self._lock:
             now = time.monotonic()
             self._tokens = [t for t in self._tokens if t.expires_at > now]
@@ -158,8 +160,10 @@ class Authenticator:
             raise AuthError(f"{self.host}: token realm {realm!r} is not an http(s) URL") from None
         if parsed.scheme not in ("https", "http") or not parsed.hostname:
             raise AuthError(f"{self.host}: token realm {realm!r} is not an http(s) URL")
-        if parsed.scheme == "http" and not self.allow_plain_realm and not _loopback(
-            parsed.hostname
+        if (
+            parsed.scheme == "http"
+            and not self.allow_plain_realm
+            and not _loopback(parsed.hostname)
         ):
             # Credentials, and the token that stands for them, would cross the network in clear.
             raise AuthError(
@@ -204,9 +208,7 @@ class Authenticator:
         lifetime = doc.get("expires_in")
         if not isinstance(lifetime, int) or lifetime <= 0:
             lifetime = DEFAULT_TOKEN_LIFETIME_S
-        token = _Token(
-            value, scopes, time.monotonic() + max(lifetime - TOKEN_SAFETY_MARGIN_S, 5)
-        )
+        token = _Token(value, scopes, time.monotonic() + max(lifetime - TOKEN_SAFETY_MARGIN_S, 5))
         with self._lock:
             self._tokens.append(token)
         return token

@@ -39,9 +39,13 @@ class BlobLocationCache:
                 loaded = json.loads(path.read_text())
                 if isinstance(loaded, dict):
                     self._data = {
-                        h: {d: [r for r in repos if isinstance(r, str)]
-                            for d, repos in blobs.items() if isinstance(repos, list)}
-                        for h, blobs in loaded.items() if isinstance(blobs, dict)
+                        h: {
+                            d: [r for r in repos if isinstance(r, str)]
+                            for d, repos in blobs.items()
+                            if isinstance(repos, list)
+                        }
+                        for h, blobs in loaded.items()
+                        if isinstance(blobs, dict)
                     }
 
     def candidates(self, host: str, digest: Digest) -> list[str]:

@@ -133,9 +133,14 @@ class RegistryClient:
                 )
             except requests.exceptions.SSLError as exc:
                 text = str(exc)
-                if scheme == "https" and "http" in schemes and (
-                    "WRONG_VERSION_NUMBER" in text or "record layer failure" in text
-                    or "wrong version number" in text
+                if (
+                    scheme == "https"
+                    and "http" in schemes
+                    and (
+                        "WRONG_VERSION_NUMBER" in text
+                        or "record layer failure" in text
+                        or "wrong version number" in text
+                    )
                 ):
                     last = exc
                     continue
@@ -209,8 +214,14 @@ class RegistryClient:
 
             def send(hdrs: dict[str, str] = hdrs) -> requests.Response:
                 return self.session.request(
-                    method, url, headers=hdrs, params=params, data=body,
-                    timeout=self.options.timeout, stream=stream, allow_redirects=True,
+                    method,
+                    url,
+                    headers=hdrs,
+                    params=params,
+                    data=body,
+                    timeout=self.options.timeout,
+                    stream=stream,
+                    allow_redirects=True,
                     verify=self.verify,
                 )
 
@@ -236,12 +247,12 @@ class RegistryClient:
             if resp.status_code in (401, 403):
                 _code, message = _oci_error(resp)
                 resp.close()
-                who = f"as {self.auth.credential.username!r}" if self.auth.credential else (
-                    "anonymously"
+                who = (
+                    f"as {self.auth.credential.username!r}"
+                    if self.auth.credential
+                    else ("anonymously")
                 )
-                raise AuthError(
-                    f"{self.host} refused {method} {_path(url)} {who}: {message}"
-                )
+                raise AuthError(f"{self.host} refused {method} {_path(url)} {who}: {message}")
             return resp
 
     # -- manifests ---------------------------------------------------------------------
@@ -249,8 +260,11 @@ class RegistryClient:
     def get_manifest(self, repo: str, ref: str) -> tuple[bytes, str | None, Digest]:
         """Raw manifest bytes, the served media type, and their verified digest."""
         resp = self.request(
-            "GET", f"/v2/{repo}/manifests/{ref}", (f"repository:{repo}:pull",),
-            headers={"Accept": mt.MANIFEST_ACCEPT}, stream=True,
+            "GET",
+            f"/v2/{repo}/manifests/{ref}",
+            (f"repository:{repo}:pull",),
+            headers={"Accept": mt.MANIFEST_ACCEPT},
+            stream=True,
         )
         with resp:
             self._expect(resp, (200,), f"manifest {repo}:{ref}")
@@ -285,7 +299,9 @@ class RegistryClient:
 
     def head_manifest(self, repo: str, ref: str) -> Descriptor | None:
         resp = self.request(
-            "HEAD", f"/v2/{repo}/manifests/{ref}", (f"repository:{repo}:pull",),
+            "HEAD",
+            f"/v2/{repo}/manifests/{ref}",
+            (f"repository:{repo}:pull",),
             headers={"Accept": mt.MANIFEST_ACCEPT},
         )
         with resp:
@@ -304,8 +320,11 @@ class RegistryClient:
 
     def put_manifest(self, repo: str, ref: str, raw: bytes, media_type: str) -> requests.Response:
         resp = self.request(
-            "PUT", f"/v2/{repo}/manifests/{ref}", (f"repository:{repo}:pull,push",),
-            headers={"Content-Type": media_type}, body=raw,
+            "PUT",
+            f"/v2/{repo}/manifests/{ref}",
+            (f"repository:{repo}:pull,push",),
+            headers={"Content-Type": media_type},
+            body=raw,
         )
         with resp:
             self._expect(resp, (201, 200), f"manifest upload {repo}:{ref}")
@@ -327,7 +346,9 @@ class RegistryClient:
     def get_blob(self, repo: str, descriptor: Descriptor) -> Iterator[bytes]:
         """Stream a blob's raw bytes (the caller verifies them)."""
         resp = self.request(
-            "GET", f"/v2/{repo}/blobs/{descriptor.digest}", (f"repository:{repo}:pull",),
+            "GET",
+            f"/v2/{repo}/blobs/{descriptor.digest}",
+            (f"repository:{repo}:pull",),
             stream=True,
         )
         try:
@@ -347,7 +368,8 @@ class RegistryClient:
     def mount_blob(self, repo: str, descriptor: Descriptor, from_repo: str) -> bool:
         """Ask the registry to link a blob from another repository; True if it did."""
         resp = self.request(
-            "POST", f"/v2/{repo}/blobs/uploads/",
+            "POST",
+            f"/v2/{repo}/blobs/uploads/",
             (f"repository:{repo}:pull,push", f"repository:{from_repo}:pull"),
             params={"mount": str(descriptor.digest), "from": from_repo},
         )
@@ -367,7 +389,8 @@ class RegistryClient:
         # Best effort: the registry expires abandoned sessions anyway.
         with contextlib.suppress(Exception):
             self.request(
-                "DELETE", urljoin(self.base_url + "/", location),
+                "DELETE",
+                urljoin(self.base_url + "/", location),
                 (f"repository:{repo}:pull,push",),
             ).close()
 
@@ -390,9 +413,13 @@ class RegistryClient:
             else:
                 body = stream
             resp = self.request(
-                "PUT", location, scopes,
+                "PUT",
+                location,
+                scopes,
                 headers={"Content-Type": "application/octet-stream"},
-                params={"digest": str(digest)}, body=body, replayable=False,
+                params={"digest": str(digest)},
+                body=body,
+                replayable=False,
             )
         except BaseException:
             if stream.error is not None:
@@ -406,7 +433,11 @@ class RegistryClient:
             raise TransportError(f"upload of {digest} ended before the whole blob was sent")
 
     def _upload_chunks(
-        self, repo: str, location: str, stream: VerifiedStream, chunk_size: int,
+        self,
+        repo: str,
+        location: str,
+        stream: VerifiedStream,
+        chunk_size: int,
         scopes: tuple[str, ...],
     ) -> str:
         offset = 0
@@ -425,12 +456,15 @@ class RegistryClient:
             del pending[:chunk_size]
             end = offset + len(piece) - 1
             resp = self.request(
-                "PATCH", location, scopes,
+                "PATCH",
+                location,
+                scopes,
                 headers={
                     "Content-Type": "application/octet-stream",
                     "Content-Range": f"{offset}-{end}",
                 },
-                body=piece, replayable=False,
+                body=piece,
+                replayable=False,
             )
             with resp:
                 self._expect(resp, (202,), f"chunk {offset}-{end} of {stream.descriptor.digest}")
@@ -467,7 +501,9 @@ class RegistryClient:
         if self._no_referrers_api:
             return None
         resp = self.request(
-            "GET", f"/v2/{repo}/referrers/{digest}", (f"repository:{repo}:pull",),
+            "GET",
+            f"/v2/{repo}/referrers/{digest}",
+            (f"repository:{repo}:pull",),
             headers={"Accept": mt.OCI_INDEX},
         )
         with resp:
@@ -496,7 +532,8 @@ class RegistryClient:
         detail = f"{code}: {message}" if code else message
         raise RegistryError(
             f"{what} on {self.host} failed: HTTP {resp.status_code} {detail}".rstrip(),
-            resp.status_code, code,
+            resp.status_code,
+            code,
         )
 
     def close(self) -> None:

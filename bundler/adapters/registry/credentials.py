@@ -49,7 +49,7 @@ def default_config_dir() -> Path:
 def _normalise_host(key: str) -> str:
     for prefix in ("https://", "http://"):
         if key.startswith(prefix):
-            key = key[len(prefix):]
+            key = key[len(prefix) :]
     key = key.split("/", 1)[0]
     return "docker.io" if key in ("index.docker.io", "registry-1.docker.io") else key
 

@@ -22,7 +22,9 @@ from bundler.model.reference import Reference, is_valid_tag
 
 class RegistrySource:
     def __init__(
-        self, client: RegistryClient, reference: Reference,
+        self,
+        client: RegistryClient,
+        reference: Reference,
         locations: BlobLocationCache | None = None,
     ) -> None:
         self.client = client
@@ -90,7 +92,9 @@ class RegistryTarget:
     FALLBACK_ATTEMPTS = 5
 
     def __init__(
-        self, client: RegistryClient, reference: Reference,
+        self,
+        client: RegistryClient,
+        reference: Reference,
         locations: BlobLocationCache | None = None,
     ) -> None:
         self.client = client
@@ -187,8 +191,9 @@ class RegistryTarget:
                 raw_index = json.dumps(doc, separators=(",", ":")).encode()
                 self.client.put_manifest(self.repo, tag, raw_index, mt.OCI_INDEX)
                 time.sleep(0.05 * attempt * random.random())  # noqa: S311 - jitter only
-            if not any(e.get("digest") == str(referrer.digest)
-                       for e in self._fallback_entries(tag)):
+            if not any(
+                e.get("digest") == str(referrer.digest) for e in self._fallback_entries(tag)
+            ):
                 raise TransportError(
                     f"{self.name}: another writer kept replacing the referrers index {tag}; "
                     f"{referrer.digest} is not listed (run again)"
