@@ -63,11 +63,14 @@ class ValuePath:
     form: str  # "string" ("repo:tag") or "map" (registry/repository/tag/digest keys)
 
     def to_json(self) -> dict[str, str]:
+        """The lock document's ``{"path", "form"}`` object."""
         return {"path": self.path, "form": self.form}
 
 
 @dataclass(frozen=True)
 class LockedImage:
+    """One image as the lock records it: digest, total size, platforms, and where it was found."""
+
     reference: str  # as the chart names it, normalised (docker.io/library/nginx:1.25)
     digest: Digest
     media_type: str
@@ -77,6 +80,7 @@ class LockedImage:
     found_by: tuple[str, ...] = ()  # config, annotation, values, template
 
     def to_json(self) -> dict[str, Any]:
+        """The lock document's image object (camelCase keys, digest as a string)."""
         return {
             "reference": self.reference,
             "digest": str(self.digest),
@@ -89,6 +93,7 @@ class LockedImage:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> LockedImage:
+        """The inverse of ``to_json``; a missing key raises KeyError (``BundleLock`` reports it)."""
         return cls(
             reference=doc["reference"],
             digest=Digest.parse(doc["digest"]),
@@ -102,6 +107,8 @@ class LockedImage:
 
 @dataclass(frozen=True)
 class LockedChart:
+    """The chart as the lock records it: versions, manifest and archive digests, source kind."""
+
     name: str
     version: str
     app_version: str | None
@@ -110,6 +117,7 @@ class LockedChart:
     source: str  # directory, archive or oci (the kind only: paths would make bytes differ)
 
     def to_json(self) -> dict[str, Any]:
+        """The lock document's chart object (camelCase keys, digests as strings)."""
         return {
             "name": self.name,
             "version": self.version,
@@ -121,6 +129,7 @@ class LockedChart:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> LockedChart:
+        """The inverse of ``to_json``; ``appVersion`` may be absent, every other key is required."""
         return cls(
             name=doc["name"],
             version=doc["version"],
@@ -144,6 +153,7 @@ class BundleLock:
     allowed_missing: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
+        """The lock document; images sorted by reference, so equal locks give equal documents."""
         return {
             "schemaVersion": LOCK_SCHEMA_VERSION,
             "kind": "BundleLock",
@@ -157,10 +167,12 @@ class BundleLock:
         }
 
     def to_bytes(self) -> bytes:
+        """The lock document as canonical JSON: the exact bytes the lock layer carries."""
         return canonical_json(self.to_json())
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> BundleLock:
+        """Parse a lock document; ManifestError if too large, of another schema, or malformed."""
         if len(raw) > MAX_LOCK_BYTES:
             raise ManifestError(f"bundle lock is {len(raw)} bytes, more than {MAX_LOCK_BYTES}")
         doc = load_json_strict(raw, "bundle lock")
@@ -189,6 +201,7 @@ class Blob:
 
     @classmethod
     def of(cls, media_type: str, data: bytes, annotations: dict[str, str] | None = None) -> Blob:
+        """A blob of ``data`` with its descriptor computed (sha256 digest, size in bytes)."""
         return cls(Descriptor(media_type, Digest.of(data), len(data), annotations or {}), data)
 
 
@@ -209,6 +222,7 @@ def chart_manifest(config: Blob, archive: Blob, annotations: dict[str, str]) -> 
 
 
 def lock_manifest(lock: Blob) -> Manifest:
+    """The lock manifest: an OCI artifact with the empty config and the lock as its one layer."""
     empty = EMPTY_DESCRIPTOR.to_json()
     empty["data"] = base64.b64encode(EMPTY_JSON).decode()
     doc = {
@@ -223,6 +237,8 @@ def lock_manifest(lock: Blob) -> Manifest:
 
 @dataclass(frozen=True)
 class BundleEntry:
+    """One child of a bundle index: its role, its manifest, and for images the chart's reference."""
+
     role: str
     manifest: Manifest
     image_ref: str | None = None
@@ -230,6 +246,11 @@ class BundleEntry:
 
 
 def bundle_index(entries: list[BundleEntry], annotations: dict[str, str]) -> Manifest:
+    """The bundle index over ``entries`` in the given order, each annotated with its role.
+
+    Image entries also carry the reference the chart uses; the result is canonical JSON, so the same
+    entries and annotations give the same digest.
+    """
     manifests: list[dict[str, Any]] = []
     for entry in entries:
         notes = {ANNOTATION_ROLE: entry.role}
@@ -266,6 +287,10 @@ class BundleView:
 
     @classmethod
     def of(cls, index: Manifest) -> BundleView:
+        """Read a bundle index back.
+
+        ManifestError unless it has the bundle artifactType, exactly one chart and one lock.
+        """
         if not index.is_index or index.artifact_type != BUNDLE_ARTIFACT_TYPE:
             raise ManifestError(
                 f"{index.digest} is not a bundle (artifactType {index.artifact_type})"
@@ -282,8 +307,11 @@ class BundleView:
 
 
 def image_names(index: Manifest) -> list[tuple[str, Descriptor]]:
-    """Each image entry of a bundle index with the reference the chart knows it by; empty for
-    anything that is not a bundle. Layouts and archives name the images so, for other tools."""
+    """Each image entry of a bundle index with the reference the chart knows it by.
+
+    Empty for anything that is not a bundle. Layouts and archives name the images so, for other
+    tools.
+    """
     if index.artifact_type != BUNDLE_ARTIFACT_TYPE:
         return []
     return [

@@ -11,6 +11,8 @@ from bundler.model.digest import Digest
 
 @dataclass(frozen=True)
 class Platform:
+    """An OCI platform (``linux/arm64/v8``); ``str()`` gives the ``os/arch[/variant]`` form back."""
+
     os: str
     architecture: str
     variant: str | None = None
@@ -25,6 +27,7 @@ class Platform:
 
     @classmethod
     def from_json(cls, data: Any) -> Platform:
+        """An OCI ``platform`` object; ManifestError unless os and architecture are strings."""
         if not isinstance(data, dict):
             raise ManifestError("platform must be an object")
         os_, arch = data.get("os"), data.get("architecture")
@@ -41,6 +44,8 @@ class Platform:
 
 @dataclass(frozen=True)
 class Descriptor:
+    """An OCI content descriptor; equality and hashing look at media type, digest and size only."""
+
     media_type: str
     digest: Digest
     size: int
@@ -50,6 +55,7 @@ class Descriptor:
 
     @classmethod
     def from_json(cls, data: Any) -> Descriptor:
+        """A descriptor object checked field by field; any malformed field raises ManifestError."""
         if not isinstance(data, dict):
             raise ManifestError("descriptor must be an object")
         media_type, digest, size = data.get("mediaType"), data.get("digest"), data.get("size")
@@ -82,6 +88,7 @@ class Descriptor:
         )
 
     def to_json(self) -> dict[str, Any]:
+        """The OCI JSON form; ``platform``, ``artifactType`` and ``annotations`` only when set."""
         out: dict[str, Any] = {
             "mediaType": self.media_type,
             "digest": str(self.digest),
@@ -102,6 +109,7 @@ class Descriptor:
         return out
 
     def with_annotations(self, annotations: dict[str, str]) -> Descriptor:
+        """A copy of this descriptor with ``annotations`` in place of its own (not merged)."""
         return Descriptor(
             self.media_type,
             self.digest,

@@ -16,17 +16,25 @@ _DIGEST_RE = re.compile(r"([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)\Z", 
 
 
 class Hasher(Protocol):
-    def update(self, data: bytes | bytearray | memoryview, /) -> None: ...
-    def hexdigest(self) -> str: ...
+    """The part of a ``hashlib`` hash object bundler uses to hash content as it streams."""
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> None:
+        """Feed more bytes into the hash."""
+
+    def hexdigest(self) -> str:
+        """The lowercase hex digest of every byte fed so far."""
 
 
 @dataclass(frozen=True, order=True)
 class Digest:
+    """An ``algorithm:hex`` content digest; only sha256 and sha512 are accepted."""
+
     algorithm: str
     hex: str
 
     @classmethod
     def parse(cls, text: str) -> Digest:
+        """Parse ``algorithm:hex``; ReferenceFormatError on another algorithm or hex length."""
         match = _DIGEST_RE.match(text)
         if not match:
             raise ReferenceFormatError(f"not a digest: {text!r}")
@@ -42,6 +50,7 @@ class Digest:
 
     @classmethod
     def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
+        """The digest of ``data`` (sha256 unless ``algorithm`` names another hashlib algorithm)."""
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
 
     def hasher(self) -> Hasher:
@@ -49,6 +58,7 @@ class Digest:
         return hashlib.new(self.algorithm)
 
     def matches(self, data: bytes) -> bool:
+        """True when ``data`` hashes, in this digest's algorithm, to exactly this digest."""
         return hashlib.new(self.algorithm, data).hexdigest() == self.hex
 
     def tag_form(self) -> str:
@@ -56,6 +66,7 @@ class Digest:
         return f"{self.algorithm}-{self.hex}"
 
     def short(self) -> str:
+        """``algorithm:`` and the first 12 hex digits, for messages and progress lines."""
         return f"{self.algorithm}:{self.hex[:12]}"
 
     def __str__(self) -> str:

@@ -33,6 +33,7 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def load_json_strict(raw: bytes, what: str) -> Any:
+    """JSON with duplicate keys refused; any parse failure is a ManifestError naming ``what``."""
     try:
         return json.loads(raw, object_pairs_hook=_no_duplicate_keys)
     except ManifestError:
@@ -45,6 +46,8 @@ def load_json_strict(raw: bytes, what: str) -> Any:
 
 @dataclass(frozen=True)
 class Manifest:
+    """A parsed manifest or index; ``raw`` is authoritative and ``digest`` is its hash."""
+
     raw: bytes
     digest: Digest
     media_type: str
@@ -57,10 +60,12 @@ class Manifest:
 
     @property
     def is_index(self) -> bool:
+        """True for an OCI image index or a Docker manifest list."""
         return self.media_type in mt.INDEXES
 
     @property
     def size(self) -> int:
+        """The size of ``raw`` in bytes, as a descriptor of this manifest states it."""
         return len(self.raw)
 
     def blobs(self) -> tuple[Descriptor, ...]:
@@ -68,6 +73,7 @@ class Manifest:
         return ((self.config,) if self.config else ()) + self.layers
 
     def descriptor(self) -> Descriptor:
+        """A descriptor of this manifest (type, digest, size, artifactType), no annotations."""
         return Descriptor(
             self.media_type, self.digest, len(self.raw), artifact_type=self.artifact_type
         )

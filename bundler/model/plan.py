@@ -35,11 +35,14 @@ class TransferPlan:
 
     @property
     def blob_bytes(self) -> int:
+        """Total size in bytes of the distinct blobs to move."""
         return sum(d.size for d in self.blobs.values())
 
     @property
     def manifest_bytes(self) -> int:
+        """Total size in bytes of the manifests to write."""
         return sum(m.size for m in self.manifests)
 
     def has_manifest(self, digest: Digest) -> bool:
+        """True when the plan already holds the manifest of ``digest``."""
         return any(m.digest == digest for m in self.manifests)

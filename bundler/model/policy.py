@@ -19,14 +19,20 @@ _COMPARATOR = re.compile(r"^(>=|<=|==|!=|>|<|=)?(\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.
 
 
 class Verifier(Protocol):
-    @property
-    def key_id(self) -> str: ...
+    """A public key as policy checks see it; ``bundler.adapters.crypto`` implements it."""
 
-    def verify(self, payload: bytes, signature: bytes) -> bool: ...
+    @property
+    def key_id(self) -> str:
+        """``sha256:`` and the hex SHA-256 of the key's DER SubjectPublicKeyInfo."""
+
+    def verify(self, payload: bytes, signature: bytes) -> bool:
+        """True when ``signature`` is this key's over exactly ``payload``; never raises."""
 
 
 @dataclass(frozen=True)
 class TrustedKey:
+    """A key the policy trusts, under a unique ``name``, in one ``role`` (signer, release, ...)."""
+
     name: str
     role: str
     key: Verifier
@@ -34,17 +40,22 @@ class TrustedKey:
 
 @dataclass(frozen=True)
 class Requirement:
+    """A rule's demand: ``threshold`` good signatures by distinct keys of ``role``."""
+
     role: str
     threshold: int = 1
 
 
 @dataclass(frozen=True)
 class VersionRange:
+    """Space-separated SemVer comparators (``>=1.2.0 <2.0.0``), all of which must hold."""
+
     text: str
     comparators: tuple[tuple[str, str], ...]
 
     @classmethod
     def parse(cls, text: str) -> VersionRange:
+        """Parse a range (a bare version means ``==``); ConfigError if empty or not SemVer."""
         comparators: list[tuple[str, str]] = []
         for token in text.split():
             match = _COMPARATOR.match(token)
@@ -64,6 +75,7 @@ class VersionRange:
         return cls(text, tuple(comparators))
 
     def admits(self, version: str) -> bool:
+        """True when ``version`` is SemVer and satisfies every comparator."""
         try:
             parsed = semver.Version.parse(version)
         except ValueError:
@@ -73,25 +85,32 @@ class VersionRange:
 
 @dataclass(frozen=True)
 class BundleRule:
+    """What a bundle whose name matches ``name`` (a glob) needs: signatures, versions, identity."""
+
     name: str  # a bundle name or a glob
     require: tuple[Requirement, ...]
     versions: VersionRange | None = None
     identity: str | None = None
 
     def matches(self, bundle_name: str) -> bool:
+        """True when ``bundle_name`` matches this rule's name or glob (case-sensitive)."""
         return fnmatch.fnmatchcase(bundle_name, self.name)
 
 
 @dataclass(frozen=True)
 class TrustPolicy:
+    """The trusted keys and the bundle rules; ``origin`` names the source in error messages."""
+
     keys: tuple[TrustedKey, ...]
     rules: tuple[BundleRule, ...]
     origin: str = "policy"
 
     def rule_for(self, bundle_name: str) -> BundleRule | None:
+        """The first rule matching ``bundle_name``, in policy order, or None if none matches."""
         return next((r for r in self.rules if r.matches(bundle_name)), None)
 
     def roles(self) -> dict[str, list[TrustedKey]]:
+        """The trusted keys grouped by role, each group in policy order."""
         out: dict[str, list[TrustedKey]] = {}
         for key in self.keys:
             out.setdefault(key.role, []).append(key)

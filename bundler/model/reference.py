@@ -31,6 +31,10 @@ _TAG_RE = re.compile(rf"{_TAG}\Z", re.ASCII)
 
 
 def is_valid_tag(tag: str) -> bool:
+    """True when ``tag`` fits distribution's tag grammar.
+
+    That is 1 to 128 ASCII word characters, dots and dashes, not starting with a dot or a dash.
+    """
     return bool(_TAG_RE.match(tag))
 
 
@@ -61,6 +65,10 @@ class Reference:
 
     @classmethod
     def parse(cls, text: str, *, default_tag: bool = True) -> Reference:
+        """Parse a reference; ReferenceFormatError names what is wrong with it.
+
+        Without a tag or digest, the tag is ``latest`` unless ``default_tag`` is False.
+        """
         original = text
         if not text or text != text.strip():
             raise ReferenceFormatError(f"invalid reference {original!r}: empty or padded")
@@ -99,14 +107,17 @@ class Reference:
 
     @property
     def name(self) -> str:
+        """``registry/repository``, without tag or digest."""
         return f"{self.registry}/{self.repository}"
 
     def with_tag(self, tag: str | None) -> Reference:
+        """A copy with ``tag`` (None drops it); ReferenceFormatError for an invalid tag."""
         if tag is not None and not _TAG_RE.match(tag):
             raise ReferenceFormatError(f"invalid tag {tag!r}")
         return replace(self, tag=tag)
 
     def with_digest(self, digest: Digest | None) -> Reference:
+        """A copy with ``digest`` (None drops it); the tag is kept."""
         return replace(self, digest=digest)
 
     def __str__(self) -> str:

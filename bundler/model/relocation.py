@@ -29,6 +29,8 @@ STYLES = ("nested", "flat", "host")
 
 @dataclass(frozen=True)
 class Relocation:
+    """Where one image of the lock goes on promotion: registry, repository, tag and digest."""
+
     source: str  # the reference as the chart and the lock name it
     registry: str
     repository: str
@@ -43,10 +45,15 @@ class Relocation:
 
     @property
     def tagged(self) -> Reference:
+        """The target reference with the tag only, for tagging after the push."""
         return Reference(self.registry, self.repository, self.tag, None)
 
 
 def relocate(source: str, digest: Digest, registry: str, prefix: str, style: str) -> Relocation:
+    """Map ``source`` under ``registry/prefix`` in ``style`` (one of :data:`STYLES`).
+
+    UsageError for an unknown style or when the result is not a valid repository name.
+    """
     if style not in STYLES:
         raise UsageError(f"relocation layout {style!r}: one of {', '.join(STYLES)}")
     ref = Reference.parse(source)
@@ -67,6 +74,7 @@ def relocate(source: str, digest: Digest, registry: str, prefix: str, style: str
 
 
 def get_path(values: dict[str, Any], path: str) -> Any:
+    """The value at a dotted ``path`` in ``values``; ConfigError if any part is missing."""
     node: Any = values
     for part in path.split("."):
         if not isinstance(node, dict) or part not in node:

@@ -91,8 +91,11 @@ def _go_string(text: str) -> str:
 
 
 def _go_json(value: Any) -> str:
-    """encoding/json.Marshal of ``value``; dicts keep their order (Go structs) unless they are
-    wrapped as :class:`_GoMap` (Go maps: sorted keys)."""
+    """Serialise ``value`` as Go's encoding/json.Marshal does.
+
+    Dicts keep their order (Go structs) unless they are wrapped as :class:`_GoMap` (Go maps:
+    sorted keys).
+    """
     if value is None:
         return "null"
     if value is True:
@@ -248,9 +251,11 @@ class SignatureEntry:
             raise ManifestError("annotations carry a different signature than signature_b64")
 
     def layer_annotations(self) -> dict[str, str]:
+        """The layer's annotations: the other annotations plus the base64 signature annotation."""
         return {**self.annotations, SIGNATURE_ANNOTATION: self.signature_b64}
 
     def descriptor(self) -> Descriptor:
+        """The layer's descriptor: simple-signing media type, the payload's digest and size."""
         return Descriptor(
             SIMPLE_SIGNING_MEDIA_TYPE,
             Digest.of(self.payload),
@@ -290,10 +295,12 @@ COSIGN_SIGNATURE_ARTIFACT_TYPE = "application/vnd.dev.cosign.artifact.sig.v1+jso
 def signature_manifest(
     entries: Sequence[SignatureEntry], subject: Descriptor | None = None
 ) -> tuple[Manifest, bytes]:
-    """The signature image holding ``entries`` in order, as cosign lays it out: returns the
-    manifest and its config blob. An entry equal to an earlier one is not added again, so
-    re-signing with the same bytes changes nothing. With ``subject``, the manifest is an OCI 1.1
-    referrer of it (cosign's artifactType), for registries with the referrers API."""
+    """The signature image holding ``entries`` in order, as cosign lays it out.
+
+    Returns the manifest and its config blob. An entry equal to an earlier one is not added
+    again, so re-signing with the same bytes changes nothing. With ``subject``, the manifest is an
+    OCI 1.1 referrer of it (cosign's artifactType), for registries with the referrers API.
+    """
     unique: list[SignatureEntry] = []
     for entry in entries:
         if entry not in unique:
@@ -340,15 +347,21 @@ def signature_entries(manifest: Manifest) -> list[Descriptor]:
 
 # ------------------------------------------------------------------------------ checking
 class Verifier(Protocol):
-    @property
-    def key_id(self) -> str: ...
+    """A public key as signature checking sees it; ``bundler.adapters.crypto`` implements it."""
 
-    def verify(self, payload: bytes, signature: bytes) -> bool: ...
+    @property
+    def key_id(self) -> str:
+        """``sha256:`` and the hex SHA-256 of the key's DER SubjectPublicKeyInfo."""
+
+    def verify(self, payload: bytes, signature: bytes) -> bool:
+        """True when ``signature`` is this key's over exactly ``payload``; never raises."""
 
 
 def _same_repository(claimed: str, expected: str) -> bool:
-    """containers/image's matchRepository: equal registry/repository after normalisation; a
-    tag or digest in the claimed identity does not matter."""
+    """containers/image's matchRepository: equal registry/repository after normalisation.
+
+    A tag or digest in the claimed identity does not matter.
+    """
     try:
         claimed_ref = Reference.parse(claimed, default_tag=False)
     except ReferenceFormatError:
@@ -364,8 +377,10 @@ def check_simple_signature(
     expected_digest: Digest,
     expected_identity: str | None,
 ) -> str | None:
-    """None when ``key`` signed ``payload`` and the payload claims ``expected_digest`` (and,
-    when given, the repository of ``expected_identity``); otherwise one of :data:`REASONS`.
+    """None when ``key`` signed ``payload`` for ``expected_digest``, else one of :data:`REASONS`.
+
+    None means ``key`` signed ``payload`` and the payload claims ``expected_digest`` (and, when
+    given, the repository of ``expected_identity``).
 
     ``expected_identity`` must parse as a reference (ReferenceFormatError otherwise): it is the
     verifier's own configuration, not untrusted input.

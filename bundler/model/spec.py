@@ -23,12 +23,16 @@ class ImageSourceSpec:
 
 @dataclass(frozen=True)
 class ExtraImage:
+    """An image named in the bundle config beyond those the chart shows, with its value paths."""
+
     ref: str
     value_paths: tuple[str, ...] = ()
 
 
 @dataclass
 class BundleSpec:
+    """The bundle config file and flags merged; name and version default to the chart's."""
+
     name: str | None = None
     version: str | None = None
     annotations: dict[str, str] = field(default_factory=dict)
