@@ -74,6 +74,48 @@ def check_layout_header(raw: bytes, origin: str) -> None:
         raise ManifestError(f"{origin}: unsupported oci-layout version")
 
 
+def merge_entries(
+    entries: list[dict[str, Any]], new_entries: list[Descriptor]
+) -> list[dict[str, Any]]:
+    """The ``index.json`` entries ``entries`` with ``new_entries`` added, in order.
+
+    A named entry replaces any entry of the same ref name (a tag moves); an unnamed entry (a
+    referrer) replaces the unnamed entry of the same digest. Other entries are kept as they are.
+    """
+    for new in new_entries:
+        ref = new.annotations.get(mt.ANNOTATION_REF_NAME)
+        entries = [
+            e
+            for e in entries
+            if not (
+                (
+                    ref is not None
+                    and (e.get("annotations") or {}).get(mt.ANNOTATION_REF_NAME) == ref
+                )
+                or (ref is None and e.get("digest") == str(new.digest) and not e.get("annotations"))
+            )
+        ]
+        entries.append(new.to_json())
+    return entries
+
+
+def referrer_entry(referrer: Manifest) -> Descriptor:
+    """The unnamed ``index.json`` entry that keeps ``referrer`` in a layout."""
+    descriptor = referrer.descriptor()
+    artifact_type = referrer.artifact_type or (
+        referrer.config.media_type if referrer.config else None
+    )
+    return Descriptor(
+        descriptor.media_type, descriptor.digest, descriptor.size, artifact_type=artifact_type
+    )
+
+
+def index_document(entries: list[dict[str, Any]]) -> bytes:
+    """The bytes of an ``index.json`` holding ``entries``."""
+    doc = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}
+    return json.dumps(doc, indent=2).encode() + b"\n"
+
+
 class LayoutSource:
     """A :class:`~bundler.adapters.base.Source` over any :class:`LayoutReader`.
 
@@ -316,24 +358,18 @@ class LayoutTarget:
             return
         self.put_blob(VerifiedStream([manifest.raw], descriptor, "memory"))
 
+    def remove_blob(self, digest: Digest) -> None:
+        """Delete a blob this target's copy made garbage (a superseded signature manifest)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.directory.blob_path(digest).unlink()
+
     def tag(self, tag: str, manifest: Manifest) -> None:
         self._new_entries.append(
             manifest.descriptor().with_annotations({mt.ANNOTATION_REF_NAME: tag})
         )
 
     def add_referrer(self, subject: Digest, referrer: Manifest) -> None:
-        descriptor = referrer.descriptor()
-        artifact_type = referrer.artifact_type or (
-            referrer.config.media_type if referrer.config else None
-        )
-        self._new_entries.append(
-            Descriptor(
-                descriptor.media_type,
-                descriptor.digest,
-                descriptor.size,
-                artifact_type=artifact_type,
-            )
-        )
+        self._new_entries.append(referrer_entry(referrer))
 
     def commit(self) -> None:
         index_path = self.path / INDEX_FILE
@@ -347,26 +383,7 @@ class LayoutTarget:
                     parse_index(raw, self.name)  # refuse to build on a corrupt index
                     doc = json.loads(raw)
                     entries = list(doc["manifests"])
-                for new in self._new_entries:
-                    ref = new.annotations.get(mt.ANNOTATION_REF_NAME)
-                    entries = [
-                        e
-                        for e in entries
-                        if not (
-                            (
-                                ref is not None
-                                and (e.get("annotations") or {}).get(mt.ANNOTATION_REF_NAME) == ref
-                            )
-                            or (
-                                ref is None
-                                and e.get("digest") == str(new.digest)
-                                and not e.get("annotations")
-                            )
-                        )
-                    ]
-                    entries.append(new.to_json())
-                doc_out = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}
-                atomic_write(index_path, json.dumps(doc_out, indent=2).encode() + b"\n")
+                atomic_write(index_path, index_document(merge_entries(entries, self._new_entries)))
         except OSError as exc:
             raise TransportError(f"cannot write {index_path}: {exc.strerror}") from None
 

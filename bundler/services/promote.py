@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import semver
@@ -28,7 +27,6 @@ import semver
 from bundler.adapters.base import Source
 from bundler.adapters.chart import dump_values, load_chart_archive, package_files
 from bundler.adapters.crypto import PrivateKey
-from bundler.adapters.layout import LayoutDirectory, LayoutSource
 from bundler.adapters.stream import VerifiedStream, read_exact
 from bundler.errors import ManifestError, NotFoundError, RollbackError, UsageError
 from bundler.model import mediatypes as mt
@@ -51,7 +49,7 @@ from bundler.model.reference import Reference
 from bundler.model.relocation import Relocation, get_path, new_value, relocate, set_path
 from bundler.services import copy as copy_service
 from bundler.services.overlay import OverlaySource
-from bundler.services.transports import Location, Transports
+from bundler.services.transports import Location, Transports, memory_location
 from bundler.services.trust import VerifiedBundle
 from bundler.services.verify import open_for_verification, verify
 
@@ -212,13 +210,15 @@ def plan_promotion(
 
 
 def promoted_versions(
-    plan: PromotionPlan, transports: Transports, layout: Path | None
+    plan: PromotionPlan, transports: Transports, layout: Location | None
 ) -> dict[str, Digest | None]:
-    """Tags already published for this chart, with what they point at where cheap to know."""
+    """Tags already published for this chart, with what they point at where cheap to know.
+
+    ``layout`` is the ``oci:`` layout (or memory store) promoted into; without one, the
+    registry of the plan is asked.
+    """
     if layout is not None:
-        if not (layout / "index.json").exists():
-            return {}
-        entries = LayoutSource(LayoutDirectory(layout), None).entries
+        entries = transports.layout_entries(layout)
         prefix = f"{plan.registry}/{plan.chart_repository}:"
         return {
             name[len(prefix) :]: entry.digest
@@ -267,14 +267,16 @@ def check_rollback(
         )
 
 
-def _check_images_match(plan: PromotionPlan, transports: Transports, layout: Path | None) -> None:
+def _check_images_match(
+    plan: PromotionPlan, transports: Transports, layout: Location | None
+) -> None:
     """The same chart is promoted already; its images must be the ones this bundle pins (in
     mirror mode the chart names no digest, so a changed image would otherwise go unnoticed)."""
     entries: dict[str, Digest] = {}
     if layout is not None:
         entries = {
             e.annotations.get(mt.ANNOTATION_REF_NAME, ""): e.digest
-            for e in LayoutSource(LayoutDirectory(layout), None).entries
+            for e in transports.layout_entries(layout)
         }
     for relocation in plan.relocations:
         tagged = relocation.tagged
@@ -332,7 +334,7 @@ def promote(
 ) -> PromotionResult:
     """Promote into a registry (``REGISTRY/PREFIX``), or into an OCI layout that will be served
     as ``serve_as`` (the references the chart must name are those of the serving registry)."""
-    if target.kind == "oci":
+    if target.kind in ("oci", "memory"):
         if serve_as is None:
             raise UsageError(
                 "promoting into oci:DIR needs --serve-as REGISTRY/PREFIX, the name "
@@ -348,11 +350,13 @@ def promote(
     if key is None and not dry_run:
         raise UsageError("a promotion is signed: give --key PROMOTION.key (or --dry-run)")
     registry, prefix = name.registry, name.repository
-    layout = target.path if target.kind == "oci" else None
+    layout = target if target.kind in ("oci", "memory") else None
 
     def location_of(ref: Reference) -> Location:
+        if layout is not None and layout.store is not None:
+            return memory_location(layout.store, str(ref))
         if layout is not None:
-            return Location("oci", f"oci:{layout}:{ref}", path=layout, ref=str(ref))
+            return Location("oci", f"oci:{layout.path}:{ref}", path=layout.path, ref=str(ref))
         return Location("registry", str(ref), reference=ref)
 
     source = open_for_verification(transports, source_location)

@@ -10,12 +10,12 @@ because skopeo and podman check each image they copy out of an index, not the in
 from __future__ import annotations
 
 import base64
-import contextlib
 from dataclasses import dataclass, field
 
 from bundler.adapters.base import Source
 from bundler.adapters.crypto import PrivateKey
 from bundler.adapters.layout import LayoutTarget
+from bundler.adapters.memory import MemoryTarget
 from bundler.errors import VerificationError
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
@@ -119,22 +119,23 @@ def sign(
         target = transports.open_target(target_location)
         copied = copy_service.copy(overlay, target)
         result.target = copied.target
-        if isinstance(target, LayoutTarget):
+        if isinstance(target, (LayoutTarget, MemoryTarget)):
             _drop_superseded(target, superseded, overlay)
     finally:
         source.close()
     return result
 
 
-def _drop_superseded(target: LayoutTarget, old: list[Manifest], new: OverlaySource) -> None:
+def _drop_superseded(
+    target: LayoutTarget | MemoryTarget, old: list[Manifest], new: OverlaySource
+) -> None:
     """In a layout, the signature manifests just replaced are garbage: remove them and their
     configs (payload layers are reused by the new manifests and stay)."""
     kept = new.written_blobs()
     for manifest in old:
         for digest in (manifest.digest, manifest.config.digest if manifest.config else None):
             if digest is not None and digest not in kept:
-                with contextlib.suppress(FileNotFoundError):
-                    target.directory.blob_path(digest).unlink()
+                target.remove_blob(digest)
 
 
 def _registry_has_referrers_api(

@@ -49,7 +49,7 @@ def export(
     parallel: int = 4,
     progress: copy_service.Progress | None = None,
 ) -> ExportResult:
-    if target_location.kind != "archive":
+    if target_location.kind not in ("archive", "memory"):  # memory: a library's own store
         raise UsageError(f"export writes an archive: --to archive:FILE.tar, not {target_location}")
     source = transports.open_source(source_location)
     try:

@@ -5,10 +5,15 @@
 - ``archive:FILE.tar[:REF]``: a tar of an OCI image layout, or one split into volumes
   (``FILE.tar.000``, ... with ``FILE.tar.parts.json``; a source may also name the parts list)
 - ``docker-archive:FILE.tar[:REF]``: a ``docker save`` tar (source only), REF a tag or ``@N``
+
+Programs using bundler as a library may also name ``memory:NAME[:REF]`` (see
+:func:`memory_location`): a :class:`~bundler.adapters.memory.MemoryStore` handed to
+:class:`Transports`, an OCI layout kept in memory. The command line does not parse it.
 """
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -16,17 +21,19 @@ from typing import TYPE_CHECKING, Literal
 from bundler.adapters.archive import ArchiveReader, ArchiveTarget
 from bundler.adapters.base import Source, Target
 from bundler.adapters.dockerarchive import DockerArchiveSource
-from bundler.adapters.layout import LayoutDirectory, LayoutSource, LayoutTarget
+from bundler.adapters.layout import INDEX_FILE, LayoutDirectory, LayoutSource, LayoutTarget
+from bundler.adapters.memory import MemoryStore
 from bundler.adapters.registry.blobcache import BlobLocationCache, default_cache_path
 from bundler.adapters.registry.options import RegistryOptions
-from bundler.errors import ReferenceFormatError, UsageError
+from bundler.errors import NotFoundError, ReferenceFormatError, UsageError
+from bundler.model.descriptor import Descriptor
 from bundler.model.reference import Reference
 
 if TYPE_CHECKING:
     # The HTTP stack is imported when a registry is first opened, not for layouts and archives.
     from bundler.adapters.registry.client import RegistryClient
 
-Kind = Literal["registry", "oci", "archive", "docker-archive"]
+Kind = Literal["registry", "oci", "archive", "docker-archive", "memory"]
 
 
 @dataclass(frozen=True)
@@ -36,9 +43,23 @@ class Location:
     path: Path | None = None
     ref: str | None = None
     reference: Reference | None = None
+    store: str | None = None  # the name of a memory store (kind "memory")
 
     def __str__(self) -> str:
         return self.text
+
+
+def memory_location(store: str, ref: str | None = None) -> Location:
+    """The location ``memory:STORE[:REF]``: the memory store of that name in :class:`Transports`.
+
+    It behaves as ``oci:DIR[:REF]`` does, ``REF`` being a ref name or a digest.
+    """
+    if not store or ":" in store:
+        raise ReferenceFormatError(f"{store!r}: a memory store name is non-empty, without ':'")
+    if ref is not None and not ref:
+        raise ReferenceFormatError(f"memory:{store}: empty ref")
+    text = f"memory:{store}:{ref}" if ref else f"memory:{store}"
+    return Location("memory", text, ref=ref, store=store)
 
 
 def parse_location(text: str, *, for_target: bool = False) -> Location:
@@ -63,7 +84,13 @@ def parse_location(text: str, *, for_target: bool = False) -> Location:
 
 
 class Transports:
-    """Opens locations, sharing one registry client per host so mounts and tokens are reused."""
+    """Opens locations, sharing one registry client per host so mounts and tokens are reused.
+
+    ``memory`` maps store names to the :class:`~bundler.adapters.memory.MemoryStore` that
+    ``memory:NAME`` locations open; a target naming a store not in it adds a new, empty store
+    under that name (as ``oci:DIR`` creates the directory). The mapping is the caller's: it
+    sees the stores written into.
+    """
 
     def __init__(
         self,
@@ -71,8 +98,10 @@ class Transports:
         *,
         blob_cache: Path | None = None,
         use_blob_cache: bool = True,
+        memory: MutableMapping[str, MemoryStore] | None = None,
     ) -> None:
         self.options = options or RegistryOptions()
+        self.memory: MutableMapping[str, MemoryStore] = {} if memory is None else memory
         self._clients: dict[str, RegistryClient] = {}
         self.locations = BlobLocationCache(
             (blob_cache or default_cache_path()) if use_blob_cache else None
@@ -93,6 +122,8 @@ class Transports:
             return RegistrySource(
                 self.client(location.reference.registry), location.reference, self.locations
             )
+        if location.kind == "memory":
+            return self.memory_store(location).source(location.ref)
         assert location.path is not None
         if location.kind == "oci":
             return LayoutSource(LayoutDirectory(location.path), location.ref)
@@ -116,10 +147,38 @@ class Transports:
             )
         if location.kind == "docker-archive":
             raise UsageError("docker-archive: is a source only")
+        if location.kind == "memory":
+            assert location.store is not None
+            store = self.memory.setdefault(location.store, MemoryStore(location.store))
+            return store.target(location.ref)
         assert location.path is not None
         if location.kind == "oci":
             return LayoutTarget(location.path, location.ref)
         return ArchiveTarget(location.path, location.ref, max_volume_size=max_volume_size)
+
+    def memory_store(self, location: Location) -> MemoryStore:
+        """The memory store a ``memory:`` location names; it must have been handed over."""
+        if location.kind != "memory" or location.store is None:
+            raise UsageError(f"{location} is not a memory: location")
+        store = self.memory.get(location.store)
+        if store is None:
+            raise NotFoundError(f"{location}: no memory store named {location.store!r}")
+        return store
+
+    def layout_entries(self, location: Location) -> list[Descriptor]:
+        """The ``index.json`` entries of an ``oci:`` layout or a memory store.
+
+        A layout or store that holds nothing yet (no ``index.json``) has none.
+        """
+        if location.kind == "memory":
+            assert location.store is not None
+            store = self.memory.get(location.store)
+            return [] if store is None else store.entries
+        if location.kind != "oci" or location.path is None:
+            raise UsageError(f"{location} is not an oci: layout")
+        if not (location.path / INDEX_FILE).exists():
+            return []
+        return LayoutSource(LayoutDirectory(location.path), None).entries
 
     def close(self) -> None:
         self.locations.save()
