@@ -80,8 +80,10 @@ _EXTENDED_TYPES = (
 
 
 class BoundedTarInfo(tarfile.TarInfo):
-    """A TarInfo whose extended headers (PAX, GNU long names) are bounded before tarfile
-    reads them; pass it as ``tarinfo=`` to ``tarfile.open``."""
+    """A TarInfo whose extended headers (PAX, GNU long names) are bounded.
+
+    The bound applies before tarfile reads them; pass it as ``tarinfo=`` to ``tarfile.open``.
+    """
 
     def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
         if self.type in _EXTENDED_TYPES and self.size > MAX_EXTENDED_HEADER_BYTES:
@@ -227,6 +229,7 @@ class ArchiveReader:
         return sorted(n for n in self._members if n.startswith("blobs/"))
 
     def read_file(self, relpath: str, limit: int) -> bytes:
+        """Member ``relpath``'s bytes; NotFoundError if absent, ManifestError over ``limit``."""
         member = self._members.get(relpath)
         if member is None:
             raise NotFoundError(f"missing {relpath}")
@@ -235,10 +238,12 @@ class ArchiveReader:
         return self._pread(member.size, member.offset)
 
     def has_blob(self, descriptor: Descriptor) -> bool:
+        """True when ``blobs/<alg>/<hex>`` is there at the descriptor's size (not hashed)."""
         member = self._members.get(blob_relpath(descriptor.digest))
         return member is not None and member.size == descriptor.size
 
     def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        """Raw chunks of the blob, read in place from its offset; NotFoundError if it is absent."""
         member = self._members.get(blob_relpath(descriptor.digest))
         if member is None:
             raise NotFoundError(f"{self.name} lacks blob {descriptor.digest}")
@@ -255,6 +260,7 @@ class ArchiveReader:
             yield chunk
 
     def close(self) -> None:
+        """Close the archive file or its volumes; calling it again does nothing."""
         if self.volumes is not None:
             self.volumes.close()
         if self._fd >= 0:
@@ -337,6 +343,7 @@ class ArchiveTarget:
         self._broken: str | None = None  # why writing cannot go on, once it cannot
 
     def root_tag(self, source_ref: str | None) -> str | None:
+        """Target.root_tag: the ref given after ``archive:FILE:``, else the source's ref name."""
         return self.ref or source_ref
 
     @property
@@ -387,6 +394,11 @@ class ArchiveTarget:
         return out.getvalue()
 
     def begin(self, plan: TransferPlan) -> None:
+        """Target.begin: write the layout header, index and every manifest before any blob.
+
+        A ``.partial`` file left by an interrupted run of the same copy is resumed: its verified
+        whole blobs are kept. TransportError if the file cannot be created.
+        """
         self._plan = plan
         header = self._header(plan)
         try:
@@ -412,8 +424,11 @@ class ArchiveTarget:
             raise TransportError(f"cannot create {self.path}: {exc.strerror}") from None
 
     def _resume(self, partial: Path, header: bytes, plan: TransferPlan) -> int | None:
-        """Keep what an interrupted run of the same copy wrote: the same header, then whole
-        blobs that still hash to their names. Returns where to go on, or None to start over."""
+        """Keep what an interrupted run of the same copy wrote.
+
+        That is the same header, then whole blobs that still hash to their names. Returns where
+        to go on, or None to start over.
+        """
         with open(partial, "rb") as fh:
             if fh.read(len(header)) != header:
                 return None
@@ -456,12 +471,19 @@ class ArchiveTarget:
         self._written.add(digest)
 
     def has_blob(self, descriptor: Descriptor) -> bool:
+        """Target.has_blob: True for blobs written in this run (or kept from a resumed one)."""
         return descriptor.digest in self._written
 
     def mount_blob(self, descriptor: Descriptor, source: object) -> bool:
+        """Target.mount_blob: always False; a tar has nothing to mount from."""
         return False
 
     def put_blob(self, stream: VerifiedStream) -> None:
+        """Target.put_blob: append the blob as a tar member, verified as it streams.
+
+        A member cut short is rewound so the archive only ever ends in whole members; after a cut in
+        a split archive (earlier volumes are closed) every later put raises TransportError.
+        """
         d = stream.descriptor
         assert self._tar is not None
         start = self._tar.offset
@@ -497,18 +519,25 @@ class ArchiveTarget:
             self._broken = why
 
     def put_manifest(self, manifest: Manifest) -> None:
+        """Target.put_manifest: ``begin`` wrote it already; ManifestError for an unplanned one."""
         if manifest.digest not in self._written:
             raise ManifestError(f"manifest {manifest.digest} was not planned for {self.name}")
 
     def tag(self, tag: str, manifest: Manifest) -> None:
+        """Target.tag: ``begin`` wrote planned tags to index.json; UsageError for others."""
         assert self._plan is not None
         if not any(a.tag == tag for a in self._plan.tags):
             raise UsageError(f"tag {tag!r} was not planned for {self.name}")
 
     def add_referrer(self, subject: Digest, referrer: Manifest) -> None:
+        """Target.add_referrer: nothing to do, ``begin`` already put referrers in ``index.json``."""
         pass  # recorded in index.json by begin()
 
     def commit(self) -> None:
+        """Target.commit: end the tar, fsync, rename it to its name (split: write parts list).
+
+        TransportError if the disk fails; the partial archive is then removed.
+        """
         if isinstance(self._fh, VolumeWriter):
             self._commit_volumes(self._fh)
             return
@@ -539,8 +568,11 @@ class ArchiveTarget:
         self.parts = writer.commit()  # aborts by itself on failure
 
     def abort(self, error: BaseException | None = None) -> None:
-        """Drop what was written, except after a transport failure: then the partial archive
-        stays (hidden, never under the archive's name) and a re-run of the same copy resumes."""
+        """Drop what was written, except after a transport failure.
+
+        Then the partial archive stays (hidden, never under the archive's name) and a re-run of
+        the same copy resumes.
+        """
         if isinstance(self._fh, VolumeWriter):
             self._fh.abort()
             return

@@ -13,7 +13,12 @@ from bundler.model.plan import TransferPlan
 
 
 class Source(Protocol):
-    """Where content is read from. Manifests come back verified; blob chunks raw."""
+    """Where content is read from.
+
+    Manifests come back verified against the digest that names them; blob chunks come back raw
+    and unverified (the copy service wraps them in a VerifiedStream). ``name`` is the location as
+    messages show it.
+    """
 
     name: str
 
@@ -25,7 +30,9 @@ class Source(Protocol):
         """The tag or layout ref the user named, to carry over when the target names none."""
         ...
 
-    def fetch_manifest(self, descriptor: Descriptor) -> Manifest: ...
+    def fetch_manifest(self, descriptor: Descriptor) -> Manifest:
+        """The manifest ``descriptor`` names; DigestMismatchError if its bytes hash otherwise."""
+        ...
 
     def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
         """Raw chunks of a blob; the caller wraps them in a VerifiedStream."""
@@ -39,37 +46,61 @@ class Source(Protocol):
         """Manifests whose ``subject`` is ``subject`` (OCI 1.1 referrers)."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release connections and open files; the source is not used afterwards."""
+        ...
 
 
 class Target(Protocol):
-    """Where content is written. Nothing becomes visible under a name before ``commit``."""
+    """Where content is written.
+
+    Nothing becomes visible under a name before ``commit``. The copy service calls ``begin``,
+    then per blob ``has_blob``, ``mount_blob`` or ``put_blob``, then ``put_manifest`` children
+    first, ``add_referrer``, ``tag``, and last ``commit``; on any failure it calls ``abort``
+    instead. ``parallel_blobs`` says whether blob methods may be called from several threads.
+    """
 
     name: str
     parallel_blobs: bool
     requires_name: bool  # layouts need a ref name; registries accept digest-only pushes
 
-    def begin(self, plan: TransferPlan) -> None: ...
+    def begin(self, plan: TransferPlan) -> None:
+        """Prepare for ``plan`` (reach the registry, open the layout) before any blob moves."""
+        ...
 
-    def has_blob(self, descriptor: Descriptor) -> bool: ...
+    def has_blob(self, descriptor: Descriptor) -> bool:
+        """True when the target already holds the blob, so it need not move."""
+        ...
 
     def mount_blob(self, descriptor: Descriptor, source: Source) -> bool:
         """Try to obtain the blob without moving bytes (same-registry mount)."""
         ...
 
-    def put_blob(self, stream: VerifiedStream) -> None: ...
+    def put_blob(self, stream: VerifiedStream) -> None:
+        """Write a blob by consuming ``stream``, which raises if size or digest do not match."""
+        ...
 
-    def put_manifest(self, manifest: Manifest) -> None: ...
+    def put_manifest(self, manifest: Manifest) -> None:
+        """Store ``manifest``'s exact bytes by digest; its children are already in place."""
+        ...
 
-    def tag(self, tag: str, manifest: Manifest) -> None: ...
+    def tag(self, tag: str, manifest: Manifest) -> None:
+        """Point ``tag`` at ``manifest`` (visible only after ``commit`` where the target stages)."""
+        ...
 
-    def add_referrer(self, subject: Digest, referrer: Manifest) -> None: ...
+    def add_referrer(self, subject: Digest, referrer: Manifest) -> None:
+        """Record ``referrer`` as referring to ``subject`` (referrers API or fallback tag index)."""
+        ...
 
-    def commit(self) -> None: ...
+    def commit(self) -> None:
+        """Publish what was written; after this the copy is visible under its names."""
+        ...
 
     def abort(self, error: BaseException | None = None) -> None:
-        """Undo what is safe to undo; ``error`` says why (a transport failure may leave
-        resumable state behind)."""
+        """Undo what is safe to undo.
+
+        ``error`` says why (a transport failure may leave resumable state behind).
+        """
         ...
 
     def root_tag(self, source_ref: str | None) -> str | None:

@@ -20,6 +20,7 @@ MAX_CONFIG_BYTES = 1024 * 1024
 
 @cache
 def load_schema(name: str) -> dict[str, Any]:
+    """The JSON Schema ``name`` shipped in ``bundler.schemas`` (a copy of ``schemas/NAME``)."""
     text = resources.files("bundler.schemas").joinpath(name).read_text()
     schema: dict[str, Any] = json.loads(text)
     return schema
@@ -31,8 +32,10 @@ def _where(error: jsonschema.ValidationError) -> str:
 
 
 def load_checked_yaml(path: Path, what: str, schema: str) -> Any:
-    """A bounded YAML file (safe_load only), valid against ``schema``, or a ConfigError naming
-    the file and the first field that is wrong."""
+    """A bounded YAML file (safe_load only), valid against ``schema``.
+
+    Otherwise a ConfigError naming the file and the first field that is wrong.
+    """
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -55,6 +58,10 @@ def load_checked_yaml(path: Path, what: str, schema: str) -> Any:
 
 
 def load_bundle_config(path: Path) -> BundleSpec:
+    """Read a bundle config file into a BundleSpec; paths in it are relative to its directory.
+
+    ConfigError for a file that is missing, unparsable, or not valid against the schema.
+    """
     doc = load_checked_yaml(path, "bundle config", "bundle-config.schema.json")
     base = path.parent
     spec = BundleSpec(

@@ -1,5 +1,4 @@
-"""Helm charts read from a directory or a ``.tgz``, validated the way Helm does, and packed
-reproducibly.
+"""Helm charts read from a directory or a ``.tgz``, validated as Helm does, packed reproducibly.
 
 A chart directory is read once into memory (``.helmignore`` applied, symlinks refused), packed
 into a ``.tgz`` whose bytes depend only on the files' paths, contents and executable bits, and
@@ -57,8 +56,10 @@ _ALIAS = re.compile(r"[a-zA-Z0-9_-]+\Z", re.ASCII)
 
 
 class _StrictLoader(BoundedSafeLoader):
-    """``safe_load`` that refuses duplicate mapping keys instead of keeping the last one (and
-    alias bombs and absurd nesting, see ``yamlbounds``)."""
+    """``safe_load`` that refuses duplicate mapping keys instead of keeping the last one.
+
+    It also refuses alias bombs and absurd nesting, see ``yamlbounds``.
+    """
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -102,8 +103,10 @@ _StrictLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
 
 
 def parse_yaml(data: bytes | str, where: str) -> Any:
-    """Parse one YAML document safely; errors become a one-line ``ChartError`` naming ``where``
-    and the line."""
+    """Parse one YAML document safely.
+
+    Errors become a one-line ``ChartError`` naming ``where`` and the line.
+    """
     if len(data) > MAX_YAML_BYTES:
         raise ChartError(f"{where}: larger than {MAX_YAML_BYTES} bytes")
     try:
@@ -157,6 +160,8 @@ def _str_list(value: Any) -> list[str]:
 
 @dataclass(frozen=True)
 class ChartMetadata:
+    """The checked fields of ``Chart.yaml``; ``raw`` keeps the whole document for the OCI config."""
+
     name: str
     version: str
     api_version: str
@@ -168,8 +173,11 @@ class ChartMetadata:
     raw: dict[str, Any] = field(repr=False)
 
     def config_json(self) -> bytes:
-        """Helm's OCI config blob: ``json.Marshal(chart.Metadata)`` as Helm writes it (its
-        struct's field order, empty fields omitted, sanitised strings, sorted annotations)."""
+        """Helm's OCI config blob: ``json.Marshal(chart.Metadata)`` as Helm writes it.
+
+        That is its struct's field order, empty fields omitted, sanitised strings, sorted
+        annotations.
+        """
         raw = self.raw
 
         def text(key: str) -> str:
@@ -216,6 +224,11 @@ class ChartMetadata:
 
 @dataclass
 class Chart:
+    """A chart read into memory: its metadata, values, files, subcharts, and the packed archive.
+
+    ``archive`` is the reproducible ``.tgz`` of ``files``: the exact bytes a bundle ships.
+    """
+
     metadata: ChartMetadata
     values: dict[str, Any]
     files: dict[str, bytes]
@@ -225,11 +238,14 @@ class Chart:
 
     @property
     def name(self) -> str:
+        """The chart's name from ``Chart.yaml``."""
         return self.metadata.name
 
 
 @dataclass
 class Subchart:
+    """A chart under ``charts/``, named by the key its values live under in the parent."""
+
     name: str  # the key its values live under in the parent: the alias, else the chart name
     chart: Chart
 
@@ -247,6 +263,10 @@ def _optional_str(doc: dict[str, Any], key: str, where: str) -> str | None:
 
 
 def parse_metadata(data: bytes, origin: str) -> ChartMetadata:
+    """Parse and check ``Chart.yaml`` as Helm does (apiVersion, name, SemVer version, type).
+
+    ChartError names ``origin`` and the first field that is missing or malformed.
+    """
     where = f"{CHART_FILE} of {origin}"
     doc = parse_yaml(data, where)
     if not isinstance(doc, dict):
@@ -301,6 +321,7 @@ def parse_metadata(data: bytes, origin: str) -> ChartMetadata:
 
 
 def parse_values(data: bytes | None, origin: str) -> dict[str, Any]:
+    """Parse ``values.yaml``; absent or empty is ``{}``, anything but a mapping is a ChartError."""
     if data is None:
         return {}
     doc = parse_yaml(data, f"{VALUES_FILE} of {origin}")
@@ -323,10 +344,12 @@ class _Rule:
 
 
 class HelmIgnore:
-    """The subset of gitignore that Helm's ``.helmignore`` supports: comments, ``*.tmp``-style
-    globs on base names, ``dir/`` (directories only), patterns with a ``/`` matched against
-    the whole path, ``!`` negation (the last matching rule wins). ``**`` is refused, as by
-    Helm."""
+    """The subset of gitignore that Helm's ``.helmignore`` supports.
+
+    That is comments, ``*.tmp``-style globs on base names, ``dir/`` (directories only), patterns
+    with a ``/`` matched against the whole path, ``!`` negation (the last matching rule wins).
+    ``**`` is refused, as by Helm.
+    """
 
     def __init__(self, text: str = "", where: str = HELMIGNORE_FILE) -> None:
         # Helm's defaults: hidden files under templates/ are never templates.
@@ -348,6 +371,7 @@ class HelmIgnore:
                 self.rules.append(_Rule(line, negate, dir_only, anchored))
 
     def ignored(self, path: str, is_dir: bool) -> bool:
+        """True when ``path`` (relative to the chart root) is ignored; the last match wins."""
         verdict = False
         for rule in self.rules:
             if rule.dir_only and not is_dir:
@@ -472,8 +496,10 @@ def _member_path(info: tarfile.TarInfo, origin: str) -> str:
 
 
 class _CappedReader:
-    """Decompressed bytes, at most ``limit`` of them: past it, UnsafeArchiveError. Bounds what
-    a highly compressed archive can make us inflate, whatever its headers claim."""
+    """Decompressed bytes, at most ``limit`` of them: past it, UnsafeArchiveError.
+
+    Bounds what a highly compressed archive can make us inflate, whatever its headers claim.
+    """
 
     def __init__(self, raw: gzip.GzipFile, limit: int, origin: str) -> None:
         self.raw, self.limit, self.origin, self.count = raw, limit, origin, 0

@@ -77,14 +77,21 @@ _PrivateKeyObject = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa
 # ------------------------------------------------------------------------------ public keys
 @dataclass(frozen=True)
 class PublicKey:
+    """A loaded public key: algorithm, SubjectPublicKeyInfo PEM, and ``key_id``.
+
+    It is a :class:`~bundler.model.policy.Verifier`; equality compares algorithm, PEM and id.
+    """
+
     algorithm: str  # one of LOADABLE_ALGORITHMS
     pem: bytes  # SubjectPublicKeyInfo PEM
     key_id: str  # "sha256:" + hex SHA-256 of the DER SubjectPublicKeyInfo
     _key: _PublicKeyObject = field(repr=False, compare=False)
 
     def verify(self, payload: bytes, signature: bytes) -> bool:
-        """True when ``signature`` is this key's over exactly ``payload``. Never raises on a
-        bad or malformed signature: the answer is simply False."""
+        """True when ``signature`` is this key's over exactly ``payload``.
+
+        Never raises on a bad or malformed signature: the answer is simply False.
+        """
         try:
             if isinstance(self._key, ec.EllipticCurvePublicKey):
                 self._key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
@@ -135,6 +142,7 @@ class PrivateKey:
         self.algorithm = self.public.algorithm
 
     def sign(self, payload: bytes) -> bytes:
+        """A signature over ``payload``: ECDSA or RSA PKCS#1 v1.5 over SHA-256, or plain Ed25519."""
         if isinstance(self._key, ec.EllipticCurvePrivateKey):
             return self._key.sign(payload, ec.ECDSA(hashes.SHA256()))
         if isinstance(self._key, ed25519.Ed25519PrivateKey):
@@ -146,6 +154,7 @@ class PrivateKey:
 
 
 def generate_key(algorithm: str = "ecdsa-p256") -> PrivateKey:
+    """A new signing key: ``ecdsa-p256`` (cosign's default) or ``ed25519``; else UsageError."""
     key: _PrivateKeyObject
     if algorithm == "ecdsa-p256":
         key = ec.generate_private_key(ec.SECP256R1())
@@ -239,7 +248,7 @@ def _scrypt(passphrase: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
 
 
 def encrypt_private_key(key: PrivateKey, passphrase: bytes) -> bytes:
-    """cosign's encrypted PEM, byte for byte the layout cosign and securesystemslib write."""
+    """The key as cosign's encrypted PEM, byte for byte as cosign and securesystemslib write it."""
     if not passphrase:
         raise UsageError("an empty passphrase would leave the private key unprotected")
     der = key._key.private_bytes(
@@ -335,8 +344,10 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
 
 
 def write_key_pair(prefix: Path, key: PrivateKey, passphrase: bytes) -> tuple[Path, Path]:
-    """Write PREFIX.key (encrypted, 0600) and PREFIX.pub (0644). Never overwrites; on any
-    failure nothing this call created is left behind."""
+    """Write PREFIX.key (encrypted, 0600) and PREFIX.pub (0644).
+
+    Never overwrites; on any failure nothing this call created is left behind.
+    """
     key_path = prefix.with_name(prefix.name + ".key")
     pub_path = prefix.with_name(prefix.name + ".pub")
     for path in (key_path, pub_path):
@@ -365,8 +376,11 @@ def write_key_pair(prefix: Path, key: PrivateKey, passphrase: bytes) -> tuple[Pa
 def read_passphrase(
     *, file: Path | None, env: str | None, prompt: Callable[[], str] | None
 ) -> bytes:
-    """The passphrase from exactly one source: a file (its first line), an environment
-    variable (which must exist), or an interactive prompt. Never from an argument value."""
+    """The passphrase from exactly one source.
+
+    That is a file (its first line), an environment variable (which must exist), or an
+    interactive prompt. Never from an argument value.
+    """
     given = [
         name
         for name, source in (("file", file), ("env", env), ("prompt", prompt))

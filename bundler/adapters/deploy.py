@@ -418,7 +418,7 @@ def containerd_hosts(
     ca_file: str | None = None,
     skip_verify: bool = False,
 ) -> dict[str, bytes]:
-    """containerd ``hosts.toml`` files redirecting each upstream registry to its mirror.
+    """The containerd ``hosts.toml`` files redirecting each upstream registry to its mirror.
 
     ``upstreams`` maps an upstream registry host as written in image references (``docker.io``,
     ``example.local``, ``registry.example:5000``) to its mirror base in the internal registry:

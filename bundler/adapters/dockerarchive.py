@@ -428,28 +428,35 @@ class DockerArchiveSource:
 
     # ------------------------------------------------------------------ Source
     def resolve(self) -> Descriptor:
+        """Source.resolve: the Docker v2 manifest built for the chosen image of the archive."""
         return self.manifest.descriptor()
 
     def ref_name(self) -> str | None:
+        """Source.ref_name: the normalised tag matched, else the image's only ``RepoTags`` entry."""
         return self._ref_name
 
     def fetch_manifest(self, descriptor: Descriptor) -> Manifest:
+        """Source.fetch_manifest: only the one built manifest exists; NotFoundError for others."""
         if descriptor.digest != self.manifest.digest:
             raise NotFoundError(f"{self.name} has no manifest {descriptor.digest}")
         return self.manifest
 
     def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        """Source.open_blob: the config or layer file, read in place; NotFoundError if unknown."""
         member = self._blobs.get(descriptor.digest)
         if member is None:
             raise NotFoundError(f"{self.name} lacks blob {descriptor.digest}")
         return self._chunks(member)
 
     def find_tag(self, tag: str) -> Descriptor | None:
+        """Source.find_tag: always None; a ``docker save`` tar holds no signatures."""
         return None
 
     def referrers(self, subject: Digest) -> list[Descriptor]:
+        """Source.referrers: always empty; a ``docker save`` tar holds no referrers."""
         return []
 
     def close(self) -> None:
+        """Source.close: close the archive file."""
         with contextlib.suppress(OSError):
             os.close(self._fd)

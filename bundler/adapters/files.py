@@ -9,8 +9,11 @@ from pathlib import Path
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to a temporary file beside ``path`` (created 0600), fsync it, set
-    ``mode``, and rename it over ``path``: a reader sees the old file or the new, never half."""
+    """Replace ``path`` with ``data`` atomically: a reader sees the old file or the new, never half.
+
+    ``data`` goes to a temporary file beside ``path`` (created 0600), which is fsynced, given
+    ``mode``, and renamed over ``path``.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:

@@ -44,21 +44,31 @@ class LayoutReader(Protocol):
 
     name: str
 
-    def blob_names(self) -> list[str]: ...
+    def blob_names(self) -> list[str]:
+        """Every blob file the layout holds, as sorted ``blobs/<alg>/<hex>`` paths."""
+        ...
 
-    def read_file(self, relpath: str, limit: int) -> bytes: ...
+    def read_file(self, relpath: str, limit: int) -> bytes:
+        """The bytes of ``relpath``; NotFoundError if absent, ManifestError past ``limit`` bytes."""
+        ...
 
-    def has_blob(self, descriptor: Descriptor) -> bool: ...
+    def has_blob(self, descriptor: Descriptor) -> bool:
+        """True when the blob is there at the descriptor's size (its bytes are not hashed)."""
+        ...
 
-    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]: ...
+    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        """Raw, unverified chunks of the blob; NotFoundError if it is absent."""
+        ...
 
 
 def blob_relpath(digest: Digest) -> str:
+    """``blobs/<alg>/<hex>``: where a layout keeps the blob of ``digest``."""
     # Built only from a validated Digest, so it cannot name anything outside blobs/.
     return f"blobs/{digest.algorithm}/{digest.hex}"
 
 
 def parse_index(raw: bytes, origin: str) -> list[Descriptor]:
+    """The entries of a layout's ``index.json``; ManifestError unless a schemaVersion 2 index."""
     doc = load_json_strict(raw, f"{origin} index.json")
     if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
         raise ManifestError(f"{origin}: index.json is not a schemaVersion 2 image index")
@@ -69,6 +79,7 @@ def parse_index(raw: bytes, origin: str) -> list[Descriptor]:
 
 
 def check_layout_header(raw: bytes, origin: str) -> None:
+    """Refuse (ManifestError) an ``oci-layout`` file other than ``imageLayoutVersion`` 1.0.0."""
     doc = load_json_strict(raw, f"{origin} oci-layout")
     if not isinstance(doc, dict) or doc.get("imageLayoutVersion") != "1.0.0":
         raise ManifestError(f"{origin}: unsupported oci-layout version")
@@ -144,6 +155,11 @@ class LayoutSource:
         return found[0] if found else None
 
     def resolve(self) -> Descriptor:
+        """Source.resolve: the entry ``ref`` selects; else the one bundle or the only manifest.
+
+        UsageError naming the refs when there is no ref and several candidates; NotFoundError for a
+        ref or digest the index does not hold.
+        """
         if self.ref is None:
             named = [d for d in self.entries if d.media_type in mt.MANIFESTS]
             bundles = [d for d in named if d.artifact_type == BUNDLE_ARTIFACT_TYPE]
@@ -172,6 +188,7 @@ class LayoutSource:
         return found
 
     def ref_name(self) -> str | None:
+        """Source.ref_name: the ref given, else the ref name of the entry chosen without one."""
         if self.ref and not self.ref.startswith(("sha256:", "sha512:")):
             return self.ref
         if self._selected is not None:  # chosen without a ref: carry its own name over
@@ -179,6 +196,7 @@ class LayoutSource:
         return None
 
     def fetch_manifest(self, descriptor: Descriptor) -> Manifest:
+        """Source.fetch_manifest: read the manifest's blob, bounded and verified by digest."""
         if descriptor.size > MAX_MANIFEST_BYTES:
             raise ManifestError(
                 f"manifest {descriptor.digest} in {self.reader.name} is {descriptor.size} bytes"
@@ -188,12 +206,18 @@ class LayoutSource:
         return parse_manifest(raw, media_type=descriptor.media_type, expected=descriptor.digest)
 
     def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        """Source.open_blob: the reader's raw chunks."""
         return self.reader.open_blob(descriptor)
 
     def find_tag(self, tag: str) -> Descriptor | None:
+        """Source.find_tag: the entry whose ref name is ``tag``; ManifestError if several are."""
         return self._by_ref(tag)
 
     def referrers(self, subject: Digest) -> list[Descriptor]:
+        """Source.referrers: untagged index entries whose manifest has ``subject`` as its subject.
+
+        The index is scanned once, on the first call.
+        """
         if self._referrers is None:
             self._referrers = self._scan_referrers()
         return [d for s, d in self._referrers if s == subject]
@@ -225,6 +249,7 @@ class LayoutSource:
         return found
 
     def close(self) -> None:
+        """Source.close: close the reader when it has anything to close (an archive does)."""
         close = getattr(self.reader, "close", None)
         if close is not None:
             close()
@@ -238,6 +263,7 @@ class LayoutDirectory:
         self.name = f"oci:{path}"
 
     def read_file(self, relpath: str, limit: int) -> bytes:
+        """LayoutReader.read_file, from disk; TransportError for any other read failure."""
         target = self.path / relpath
         try:
             with open(target, "rb") as fh:
@@ -264,15 +290,18 @@ class LayoutDirectory:
         )
 
     def blob_path(self, digest: Digest) -> Path:
+        """The path of the blob of ``digest`` inside the layout directory."""
         return self.path / blob_relpath(digest)
 
     def has_blob(self, descriptor: Descriptor) -> bool:
+        """LayoutReader.has_blob: compares the file's size only."""
         try:
             return self.blob_path(descriptor.digest).stat().st_size == descriptor.size
         except FileNotFoundError:
             return False
 
     def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        """LayoutReader.open_blob: the file in ``CHUNK_SIZE`` chunks, closed when exhausted."""
         path = self.blob_path(descriptor.digest)
         try:
             fh = open(path, "rb")  # noqa: SIM115 - closed by the generator
@@ -306,9 +335,11 @@ class LayoutTarget:
             raise UsageError(f"{path} is a non-empty directory that is not an OCI layout")
 
     def root_tag(self, source_ref: str | None) -> str | None:
+        """Target.root_tag: the ref given after ``oci:DIR:``, else the source's ref name."""
         return self.ref or source_ref
 
     def begin(self, plan: TransferPlan) -> None:
+        """Target.begin: create the directory if needed and write or check ``oci-layout``."""
         try:
             if not self.path.exists():
                 self.path.mkdir(parents=True)
@@ -322,12 +353,19 @@ class LayoutTarget:
             raise TransportError(f"cannot prepare {self.path}: {exc.strerror}") from None
 
     def has_blob(self, descriptor: Descriptor) -> bool:
+        """Target.has_blob: the blob file exists at its size."""
         return self.directory.has_blob(descriptor)
 
     def mount_blob(self, descriptor: Descriptor, source: object) -> bool:
+        """Target.mount_blob: always False; a directory has nothing to mount from."""
         return False
 
     def put_blob(self, stream: VerifiedStream) -> None:
+        """Target.put_blob: write to a temporary file, fsync, and rename into ``blobs/``.
+
+        A blob that fails verification or the disk leaves no file behind; TransportError for disk
+        failures.
+        """
         digest = stream.descriptor.digest
         final = self.directory.blob_path(digest)
         try:
@@ -353,6 +391,7 @@ class LayoutTarget:
             raise
 
     def put_manifest(self, manifest: Manifest) -> None:
+        """Target.put_manifest: store the manifest as a blob, unless it is already there."""
         descriptor = manifest.descriptor()
         if self.has_blob(descriptor):
             return
@@ -364,14 +403,20 @@ class LayoutTarget:
             self.directory.blob_path(digest).unlink()
 
     def tag(self, tag: str, manifest: Manifest) -> None:
+        """Target.tag: staged as an ``index.json`` entry with the ref name; written at commit."""
         self._new_entries.append(
             manifest.descriptor().with_annotations({mt.ANNOTATION_REF_NAME: tag})
         )
 
     def add_referrer(self, subject: Digest, referrer: Manifest) -> None:
+        """Target.add_referrer: staged as an untagged ``index.json`` entry; written at commit."""
         self._new_entries.append(referrer_entry(referrer))
 
     def commit(self) -> None:
+        """Target.commit: merge the staged entries into ``index.json`` under a file lock.
+
+        An existing corrupt index is refused (ManifestError), not overwritten.
+        """
         index_path = self.path / INDEX_FILE
         lock_path = self.path / ".bundler.lock"
         try:
@@ -388,6 +433,7 @@ class LayoutTarget:
             raise TransportError(f"cannot write {index_path}: {exc.strerror}") from None
 
     def abort(self, error: BaseException | None = None) -> None:
+        """Target.abort: keep written blobs for a re-run; drop a directory this copy created."""
         # Blobs already written are correct and content-addressed; leaving them lets a re-run
         # skip them. A directory this copy created and never committed goes away entirely.
         if self._created_dir and not (self.path / INDEX_FILE).exists():

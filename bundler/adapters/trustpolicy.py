@@ -20,6 +20,11 @@ MAX_KEY_BYTES = 64 * 1024
 
 
 def load_trust_policy(path: Path) -> TrustPolicy:
+    """Read and check a trust policy file; key paths in it are relative to the policy's directory.
+
+    ConfigError for an invalid or unsatisfiable policy or an unreadable key file, KeyFileError for a
+    key that does not load.
+    """
     doc = load_checked_yaml(path, "trust policy", "trust-policy.schema.json")
     keys: list[TrustedKey] = []
     for entry in doc["keys"]:

@@ -109,11 +109,14 @@ def _plain_name(name: str) -> bool:
 
 @dataclass(frozen=True)
 class PartEntry:
+    """One part of a split archive: its file name beside the parts list, size in bytes, SHA-256."""
+
     name: str
     size: int
     sha256: str
 
     def to_json(self) -> dict[str, Any]:
+        """The parts list's entry object (``name``, ``size``, ``sha256``)."""
         return {"name": self.name, "size": self.size, "sha256": self.sha256}
 
 
@@ -128,6 +131,7 @@ class PartsList:
     parts: tuple[PartEntry, ...]
 
     def to_json(self) -> dict[str, Any]:
+        """The parts list document (schemaVersion 1), parts in order."""
         return {
             "schemaVersion": 1,
             "kind": PARTS_LIST_KIND,
@@ -259,16 +263,23 @@ class VolumeWriter:
 
     # -- the file-object side, as tarfile uses it -----------------------------------------
     def writable(self) -> bool:
+        """Always True: a file object tarfile may write to."""
         return True
 
     def tell(self) -> int:
+        """Bytes written so far across all parts: the offset in the whole archive."""
         return self._total
 
     def flush(self) -> None:
+        """Flush the current part's buffer to its file (no fsync; commit does that)."""
         if self._fh is not None:
             self._fh.flush()
 
     def write(self, data: ReadableBuffer) -> int:
+        """Write all of ``data``, starting new parts as each fills; returns ``len(data)``.
+
+        ValueError after commit or abort.
+        """
         if self._closed:
             raise ValueError("write to a committed or aborted volume writer")
         view = memoryview(data).cast("B")
@@ -511,6 +522,7 @@ class VolumeSet:
         return VolumeFile(self)
 
     def close(self) -> None:
+        """Close every part's file descriptor; calling it again does nothing."""
         fds, self._fds = self._fds, []
         for fd in fds:
             with contextlib.suppress(OSError):
@@ -526,15 +538,19 @@ class VolumeFile(io.RawIOBase):
         self._pos = 0
 
     def readable(self) -> bool:
+        """Always True."""
         return True
 
     def seekable(self) -> bool:
+        """Always True: tarfile seeks between member headers."""
         return True
 
     def tell(self) -> int:
+        """The current offset in the whole archive."""
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move to ``offset`` as ``io`` defines ``whence``; ValueError for a negative position."""
         if whence == io.SEEK_SET:
             pos = offset
         elif whence == io.SEEK_CUR:
@@ -549,6 +565,7 @@ class VolumeFile(io.RawIOBase):
         return pos
 
     def readinto(self, buffer: WriteableBuffer) -> int:
+        """Fill ``buffer`` from the current offset across parts; 0 at the end of the archive."""
         view = memoryview(buffer).cast("B")
         data = self._volumes.pread(len(view), self._pos)
         view[: len(data)] = data

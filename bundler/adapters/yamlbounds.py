@@ -72,6 +72,7 @@ class BoundedSafeLoader(yaml.SafeLoader):
     _depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
+        """Compose one node; ComposerError past ``MAX_DEPTH`` levels of nesting."""
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
@@ -86,6 +87,7 @@ class BoundedSafeLoader(yaml.SafeLoader):
             self._depth -= 1
 
     def compose_document(self) -> Any:
+        """Compose a document; ComposerError when its aliases expand it past ``MAX_ALIAS_NODES``."""
         node = super().compose_document()
         if node is not None:
             check_expansion(node)

@@ -29,11 +29,14 @@ DEFAULT_TOKEN_LIFETIME_S = 60
 
 @dataclass(frozen=True)
 class Challenge:
+    """One ``WWW-Authenticate`` challenge: its scheme and its parameters (realm, service, scope)."""
+
     scheme: str  # "basic" or "bearer", lowercased
     params: dict[str, str] = field(default_factory=dict)
 
     @property
     def scopes(self) -> tuple[str, ...]:
+        """The space-separated ``scope`` parameter as a tuple; empty when there is none."""
         scope = self.params.get("scope")
         return tuple(scope.split(" ")) if scope else ()
 
@@ -113,6 +116,7 @@ class Authenticator:
         self._lock = threading.Lock()
 
     def learn(self, challenge: Challenge | None) -> None:
+        """Remember a Basic or Bearer challenge for later requests; other schemes are ignored."""
         if challenge is not None and challenge.scheme in ("basic", "bearer"):
             self.challenge = challenge
 

@@ -24,11 +24,20 @@ MAX_BLOBS_PER_HOST = 20_000
 
 
 def default_cache_path() -> Path:
+    """``$XDG_CACHE_HOME/bundler/blob-locations-v1.json`` (``~/.cache`` when XDG is unset)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "bundler" / "blob-locations-v1.json"
 
 
 class BlobLocationCache:
+    """Thread-safe ``(registry, digest) -> repositories`` hints, newest first.
+
+    With a ``path`` it starts from that file (a missing or unreadable file counts as empty) and
+    ``save`` merges back into it; with None it lives for the run only. At most
+    ``MAX_REPOS_PER_BLOB`` repositories per blob and ``MAX_BLOBS_PER_HOST`` blobs per registry are
+    kept.
+    """
+
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._lock = threading.Lock()
@@ -49,10 +58,12 @@ class BlobLocationCache:
                     }
 
     def candidates(self, host: str, digest: Digest) -> list[str]:
+        """The repositories of ``host`` last seen holding ``digest``, newest first (a copy)."""
         with self._lock:
             return list(self._data.get(host, {}).get(str(digest), []))
 
     def record(self, host: str, digest: Digest, repo: str) -> None:
+        """Note that ``repo`` on ``host`` holds ``digest``; it becomes the first candidate."""
         with self._lock:
             blobs = self._data.setdefault(host, {})
             repos = blobs.setdefault(str(digest), [])
@@ -68,6 +79,7 @@ class BlobLocationCache:
             self._dirty = True
 
     def forget(self, host: str, digest: Digest, repo: str) -> None:
+        """Drop ``repo`` as a holder of ``digest`` (a mount from it was refused)."""
         with self._lock:
             repos = self._data.get(host, {}).get(str(digest))
             if repos and repo in repos:

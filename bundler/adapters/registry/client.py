@@ -47,6 +47,7 @@ USER_AGENT = "bundler/0.1"
 
 
 def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses, with or without ``:port`` or brackets."""
     name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
     name = name.strip("[]")
     if name == "localhost":
@@ -107,6 +108,7 @@ class RegistryClient:
 
     @property
     def base_url(self) -> str:
+        """``scheme://host``, found by ``GET /v2/`` on first use and then kept (thread-safe)."""
         with self._base_lock:
             if self._base is None:
                 self._base = self._discover()
@@ -298,6 +300,10 @@ class RegistryClient:
         return raw, media_type, actual
 
     def head_manifest(self, repo: str, ref: str) -> Descriptor | None:
+        """The descriptor ``ref`` (tag or digest) resolves to, or None if there is no such ref.
+
+        Without a digest or length in the HEAD answer, the manifest is fetched and hashed instead.
+        """
         resp = self.request(
             "HEAD",
             f"/v2/{repo}/manifests/{ref}",
@@ -319,6 +325,10 @@ class RegistryClient:
         return Descriptor(media_type or mt.OCI_MANIFEST, Digest.parse(digest), int(length))
 
     def put_manifest(self, repo: str, ref: str, raw: bytes, media_type: str) -> requests.Response:
+        """PUT ``raw`` under ``ref`` (a digest or a tag); the response, for its headers.
+
+        RegistryError unless the registry answers 200 or 201.
+        """
         resp = self.request(
             "PUT",
             f"/v2/{repo}/manifests/{ref}",
@@ -333,6 +343,7 @@ class RegistryClient:
     # -- blobs -------------------------------------------------------------------------
 
     def blob_exists(self, repo: str, descriptor: Descriptor) -> bool:
+        """True when the registry holds the blob at the descriptor's size (HEAD, no bytes move)."""
         resp = self.request(
             "HEAD", f"/v2/{repo}/blobs/{descriptor.digest}", (f"repository:{repo}:pull",)
         )
@@ -474,6 +485,10 @@ class RegistryClient:
     # -- tags and referrers ------------------------------------------------------------
 
     def list_tags(self, repo: str) -> list[str]:
+        """Every tag of ``repo``, following ``Link`` pages; NotFoundError for an unknown repository.
+
+        RegistryError past ``MAX_TAG_PAGES`` pages or for a malformed page.
+        """
         tags: list[str] = []
         url: str | None = f"/v2/{repo}/tags/list"
         for _ in range(MAX_TAG_PAGES):
@@ -497,7 +512,8 @@ class RegistryClient:
         """The referrers API answer, or None if the registry has no such API.
 
         A registry without the route says so once; later calls do not ask again (a copy asks
-        for every manifest it plans)."""
+        for every manifest it plans).
+        """
         if self._no_referrers_api:
             return None
         resp = self.request(
@@ -537,6 +553,7 @@ class RegistryClient:
         )
 
     def close(self) -> None:
+        """Close the HTTP session and its pooled connections."""
         self.session.close()
 
 

@@ -27,11 +27,14 @@ _HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io")
 
 @dataclass(frozen=True)
 class Credential:
+    """A username and password (or identity token); ``repr`` never shows the password."""
+
     username: str
     password: str
 
     @property
     def is_identity_token(self) -> bool:
+        """True when ``password`` is an OAuth2 refresh (identity) token: helpers say ``<token>``."""
         # Helpers return the username "<token>" for OAuth2 refresh (identity) tokens.
         return self.username == "<token>"
 
@@ -40,6 +43,7 @@ class Credential:
 
 
 def default_config_dir() -> Path:
+    """``$DOCKER_CONFIG`` when set, else ``~/.docker``: where ``config.json`` lives."""
     env = os.environ.get("DOCKER_CONFIG")
     if env:
         return Path(env)
@@ -86,6 +90,11 @@ class CredentialStore:
         return store if isinstance(store, str) and store else None
 
     def get(self, host: str) -> Credential | None:
+        """The credential for ``host``: its credential helper first, then ``auths`` in config.json.
+
+        None when neither has one. AuthError for an ``auth`` entry that is not base64
+        ``user:password``.
+        """
         host = _normalise_host(host)
         doc = self._load()
         helper = self._helper_for(doc, host)
@@ -117,6 +126,10 @@ class CredentialStore:
         return None
 
     def store(self, host: str, credential: Credential) -> None:
+        """Save ``credential`` for ``host`` in its helper, else as a base64 ``auth`` entry.
+
+        Any other ``auths`` entry for the same host (another spelling of it) is replaced.
+        """
         host = _normalise_host(host)
         doc = self._load()
         helper = self._helper_for(doc, host)
@@ -136,6 +149,7 @@ class CredentialStore:
         self._save(doc)
 
     def erase(self, host: str) -> bool:
+        """Remove every credential for ``host`` (helper and ``auths``); True if there was one."""
         host = _normalise_host(host)
         doc = self._load()
         removed = False

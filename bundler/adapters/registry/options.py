@@ -31,4 +31,5 @@ class RegistryOptions:
 
     @property
     def timeout(self) -> tuple[float, float]:
+        """``(connect, read)`` timeouts in seconds, as ``requests`` takes them."""
         return (self.connect_timeout, self.read_timeout)

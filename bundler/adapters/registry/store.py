@@ -21,6 +21,12 @@ from bundler.model.reference import Reference, is_valid_tag
 
 
 class RegistrySource:
+    """A repository of a registry as a copy :class:`~bundler.adapters.base.Source`.
+
+    Manifests fetched once are kept in memory for the run; blob pulls are recorded in ``locations``
+    so that a later push to the same registry can mount instead of upload.
+    """
+
     def __init__(
         self,
         client: RegistryClient,
@@ -35,6 +41,7 @@ class RegistrySource:
         self._cache: dict[Digest, Manifest] = {}
 
     def resolve(self) -> Descriptor:
+        """Source.resolve: GET by digest, else by tag; NotFoundError names the reference."""
         ref = self.reference
         wanted = str(ref.digest) if ref.digest else ref.tag
         assert wanted is not None
@@ -47,11 +54,13 @@ class RegistrySource:
         return manifest.descriptor()
 
     def ref_name(self) -> str | None:
+        """``registry/repository:tag`` when the reference has a tag, else None."""
         if self.reference.tag is None:
             return None
         return str(self.reference.with_digest(None))
 
     def fetch_manifest(self, descriptor: Descriptor) -> Manifest:
+        """Source.fetch_manifest, from the run's cache when this manifest was already read."""
         cached = self._cache.get(descriptor.digest)
         if cached is not None:
             return cached
@@ -63,14 +72,17 @@ class RegistrySource:
         return manifest
 
     def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        """Source.open_blob; also records that this repository holds the blob."""
         if self.locations is not None:
             self.locations.record(self.client.host, descriptor.digest, self.repo)
         return self.client.get_blob(self.repo, descriptor)
 
     def find_tag(self, tag: str) -> Descriptor | None:
+        """Source.find_tag: a HEAD of the tag in this repository; None when it does not exist."""
         return self.client.head_manifest(self.repo, tag)
 
     def referrers(self, subject: Digest) -> list[Descriptor]:
+        """Source.referrers: the referrers API, else the ``sha256-<hex>`` tag-schema index."""
         found = self.client.referrers(self.repo, subject)
         if found is not None:
             return found
@@ -82,10 +94,18 @@ class RegistrySource:
         return list(index.manifests) if index.is_index else []
 
     def close(self) -> None:
+        """Source.close: nothing to release; the transports close the client they opened."""
         pass
 
 
 class RegistryTarget:
+    """A repository of a registry as a copy :class:`~bundler.adapters.base.Target`.
+
+    Blobs upload in parallel; a blob another repository of the same registry holds is mounted (at
+    most ``MAX_MOUNT_TRIES`` candidates). Referrers go to the referrers API, or, where the registry
+    has none, into the tag-schema fallback index.
+    """
+
     parallel_blobs = True
     requires_name = False
     MAX_MOUNT_TRIES = 3
@@ -106,6 +126,7 @@ class RegistryTarget:
         self._lock = threading.Lock()
 
     def root_tag(self, source_ref: str | None) -> str | None:
+        """Target.root_tag: the target's tag, else the source's tag when it is a valid tag."""
         if self.reference.tag:
             return self.reference.tag
         if source_ref is None:
@@ -118,9 +139,11 @@ class RegistryTarget:
             return None
 
     def begin(self, plan: TransferPlan) -> None:
+        """Target.begin: only reaches the registry (auth, scheme) before any upload is planned."""
         _ = self.client.base_url  # reach the registry before planning any upload
 
     def has_blob(self, descriptor: Descriptor) -> bool:
+        """Target.has_blob: a HEAD of the blob; a hit is recorded for later mounts."""
         found = self.client.blob_exists(self.repo, descriptor)
         if found:
             self.locations.record(self.client.host, descriptor.digest, self.repo)
@@ -151,10 +174,12 @@ class RegistryTarget:
         return False
 
     def put_blob(self, stream: VerifiedStream) -> None:
+        """Target.put_blob: a monolithic PUT or PATCH chunks, as the client decides."""
         self.client.upload_blob(self.repo, stream)
         self.locations.record(self.client.host, stream.descriptor.digest, self.repo)
 
     def put_manifest(self, manifest: Manifest) -> None:
+        """Target.put_manifest; an ``OCI-Subject`` reply shows the referrers API is there."""
         resp = self.client.put_manifest(
             self.repo, str(manifest.digest), manifest.raw, manifest.media_type
         )
@@ -162,9 +187,15 @@ class RegistryTarget:
             self._referrers_api = True
 
     def tag(self, tag: str, manifest: Manifest) -> None:
+        """Target.tag: a PUT of the manifest's bytes under ``tag``; visible at once."""
         self.client.put_manifest(self.repo, tag, manifest.raw, manifest.media_type)
 
     def add_referrer(self, subject: Digest, referrer: Manifest) -> None:
+        """Target.add_referrer; without a referrers API, merges into the ``sha256-<hex>`` index.
+
+        The fallback is a read-modify-write that other writers can race; it is retried
+        ``FALLBACK_ATTEMPTS`` times, then TransportError.
+        """
         with self._lock:
             if self._referrers_api is None:
                 self._referrers_api = self.client.referrers(self.repo, subject) is not None
@@ -211,7 +242,9 @@ class RegistryTarget:
         return entries
 
     def commit(self) -> None:
+        """Target.commit: nothing to do, tags were written last by the copy."""
         pass  # tags are written last by the copy; there is nothing more to publish
 
     def abort(self, error: BaseException | None = None) -> None:
+        """Target.abort: nothing to undo; untagged uploads are invisible and garbage-collectable."""
         pass  # untagged uploads are invisible and garbage-collectable; a re-run skips them
