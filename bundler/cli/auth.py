@@ -36,7 +36,8 @@ def login_command(
     """Check credentials against a registry, then store them in Docker's config.json.
 
     The password comes from standard input (--password-stdin) or a prompt, never from an
-    argument, so it stays out of shell history and process listings."""
+    argument, so it stays out of shell history and process listings.
+    """
     from bundler.adapters.registry.client import RegistryClient
 
     host = _host(registry)
@@ -74,5 +75,6 @@ def logout_command(
 
 
 def register(app: typer.Typer) -> None:
+    """Add the ``login`` and ``logout`` commands to ``app``, the CLI's Typer application."""
     app.command("login")(login_command)
     app.command("logout")(logout_command)

@@ -16,6 +16,8 @@ from bundler.errors import UsageError
 
 
 class OutputFormat(StrEnum):
+    """``--output``: ``text`` for people (stderr progress, a summary), ``json`` for programs."""
+
     text = "text"
     json = "json"
 
@@ -69,6 +71,10 @@ def registry_options(
     parallel: int = 4,
     chunk_mib: int = 0,
 ) -> RegistryOptions:
+    """RegistryOptions from the shared registry flags; UsageError if ``ca_file`` is missing.
+
+    ``chunk_mib`` 0 means one streamed upload per blob; credentials come from ``config_dir``.
+    """
     if ca_file is not None and not ca_file.is_file():
         raise UsageError(f"CA file {ca_file} does not exist")
     return RegistryOptions(
@@ -82,10 +88,12 @@ def registry_options(
 
 
 def emit_json(doc: Any) -> None:
+    """Write ``doc`` to stdout as indented JSON, keys in the order given, one trailing newline."""
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
 
 
 def human_bytes(n: int) -> str:
+    """``n`` bytes in B, KiB, MiB or GiB (1024-based), one decimal above bytes."""
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":

@@ -99,9 +99,11 @@ def copy_command(
         ),
     ] = None,
 ) -> None:
-    """Copy an image, an index with all its children, or any OCI artifact, with its
-    signatures and referrers. Every manifest and blob is digest-checked on the way; names
-    are written only after all content under them is in place."""
+    """Copy an image, an index with all its children, or any OCI artifact.
+
+    Its signatures and referrers come along. Every manifest and blob is digest-checked on the
+    way; names are written only after all content under them is in place.
+    """
     from rich.console import Console
 
     from bundler.services import copy as copy_service
@@ -193,5 +195,6 @@ def tags_command(
 
 
 def register(app: typer.Typer) -> None:
+    """Add the ``copy`` and ``tags`` commands to ``app``, the CLI's Typer application."""
     app.command("copy")(copy_command)
     app.command("tags")(tags_command)

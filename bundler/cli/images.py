@@ -52,9 +52,12 @@ def images_command(
     ] = False,
     output: OutputOpt = OutputFormat.text,
 ) -> None:
-    """List the images a chart references: from its helm.sh/images annotation, image-shaped
-    values (with their value paths), explicitly named value paths and, when helm is available,
-    every container of the rendered templates."""
+    """List the images a chart references.
+
+    They come from its helm.sh/images annotation, image-shaped values (with their value paths),
+    explicitly named value paths and, when helm is available, every container of the rendered
+    templates.
+    """
     from bundler.adapters.chart import load_chart
     from bundler.services.discover import discover, find_helm
 
@@ -92,4 +95,5 @@ def images_command(
 
 
 def register(app: typer.Typer) -> None:
+    """Add the ``images`` command to ``app``, the CLI's Typer application."""
     app.command("images")(images_command)

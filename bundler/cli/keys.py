@@ -13,6 +13,8 @@ from bundler.errors import NotFoundError, TransportError
 
 
 class KeyType(StrEnum):
+    """``--type`` of ``keys generate``: ECDSA P-256 (cosign's default) or Ed25519."""
+
     ecdsa_p256 = "ecdsa-p256"
     ed25519 = "ed25519"
 
@@ -72,7 +74,8 @@ def generate_command(
     """Generate a key pair: PREFIX.key (encrypted, mode 0600) and PREFIX.pub.
 
     The passphrase comes from --passphrase-file, --passphrase-env, or a prompt (asked
-    twice); never from an argument. cosign and skopeo read both files."""
+    twice); never from an argument. cosign and skopeo read both files.
+    """
     interactive = passphrase_file is None and passphrase_env is None
     from bundler.adapters import crypto
 
@@ -101,7 +104,8 @@ def inspect_command(
 ) -> None:
     """Print a key's algorithm and key id (a private key is decrypted first).
 
-    Decrypting proves the passphrase opens the key; a wrong one exits 13."""
+    Decrypting proves the passphrase opens the key; a wrong one exits 13.
+    """
     origin = str(key_file)
     try:
         data = key_file.read_bytes()
@@ -126,4 +130,5 @@ def inspect_command(
 
 
 def register(app: typer.Typer) -> None:
+    """Add the ``keys`` command group to ``app``, the CLI's Typer application."""
     app.add_typer(keys_app, name="keys")

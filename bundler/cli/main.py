@@ -79,6 +79,7 @@ def version() -> None:
 
 
 def exit_code_for(error: BaseException) -> int:
+    """The exit code of the first family in ``EXIT_CODES`` that ``error`` belongs to, else 1."""
     for family, code, _ in EXIT_CODES:
         if isinstance(error, family):
             return code
@@ -86,8 +87,11 @@ def exit_code_for(error: BaseException) -> int:
 
 
 def run() -> None:
-    """Run the CLI. Typer handles usage errors (exit 2) and --help; bundler's own errors
-    arrive here and leave as one line on stderr with their family's exit code."""
+    """Run the CLI.
+
+    Typer handles usage errors (exit 2) and --help; bundler's own errors arrive here and leave
+    as one line on stderr with their family's exit code.
+    """
     try:
         app()
     except BundlerError as error:

@@ -194,8 +194,10 @@ def inspect_command(
     insecure: InsecureOpt = False,
     config_dir: ConfigDirOpt = None,
 ) -> None:
-    """Show what a bundle (or any OCI artifact) holds: chart, images, platforms, sizes,
-    signatures. Every manifest shown is digest-checked; signatures are listed, not verified."""
+    """Show what a bundle (or any OCI artifact) holds: chart, images, platforms, sizes, signatures.
+
+    Every manifest shown is digest-checked; signatures are listed, not verified.
+    """
     from bundler.services.inspect import inspect, lock_json
     from bundler.services.transports import Transports, parse_location
 
@@ -245,5 +247,6 @@ def inspect_command(
 
 
 def register(app: typer.Typer) -> None:
+    """Add the ``pack`` and ``inspect`` commands to ``app``, the CLI's Typer application."""
     app.command("pack")(pack_command)
     app.command("inspect")(inspect_command)

@@ -94,9 +94,12 @@ def promote_command(
     insecure: InsecureOpt = False,
     config_dir: ConfigDirOpt = None,
 ) -> None:
-    """Promote a bundle that verifies, now, under the policy: images relocated and pinned by
-    digest, the chart's values rewritten and the chart pushed as a Helm OCI chart, a signed
-    promotion record attached; refuses rollbacks. Nothing is tagged before its content is in."""
+    """Promote a bundle that verifies, now, under the policy; refuses rollbacks.
+
+    Images are relocated and pinned by digest, the chart's values rewritten and the chart pushed
+    as a Helm OCI chart, and a signed promotion record attached. Nothing is tagged before its
+    content is in.
+    """
     from bundler.model.reference import Reference
     from bundler.services.promote import promote
     from bundler.services.transports import Transports, parse_location
@@ -182,4 +185,5 @@ def _write_outputs(
 
 
 def register(app: typer.Typer) -> None:
+    """Add the ``promote`` command to ``app``, the CLI's Typer application."""
     app.command("promote")(promote_command)

@@ -50,8 +50,10 @@ def export_command(
     insecure: InsecureOpt = False,
     config_dir: ConfigDirOpt = None,
 ) -> None:
-    """Write a bundle with its signatures to an archive for removable media: every blob once,
-    metadata first; with --base, only what the far side lacks."""
+    """Write a bundle with its signatures to an archive for removable media.
+
+    Every blob goes in once, metadata first; with --base, only what the far side lacks.
+    """
     from bundler.adapters.volumes import parse_volume_size
     from bundler.services.transfer import export
     from bundler.services.transports import Transports, parse_location
@@ -107,9 +109,11 @@ def import_command(
     insecure: InsecureOpt = False,
     config_dir: ConfigDirOpt = None,
 ) -> None:
-    """Verify a bundle against the trust policy, then stream it into a registry or layout:
-    signatures and lock first, every blob digest-checked on the way, names last. A rejected
-    or interrupted import leaves nothing tagged; a re-run continues."""
+    """Verify a bundle against the trust policy, then stream it into a registry or layout.
+
+    Signatures and lock go first, every blob is digest-checked on the way, names come last. A
+    rejected or interrupted import leaves nothing tagged; a re-run continues.
+    """
     from bundler.cli.trust import load_policy
     from bundler.services.transfer import import_bundle
     from bundler.services.transports import Transports, parse_location
@@ -142,5 +146,6 @@ def import_command(
 
 
 def register(app: typer.Typer) -> None:
+    """Add the ``export`` and ``import`` commands to ``app``, the CLI's Typer application."""
     app.command("export")(export_command)
     app.command("import")(import_command)

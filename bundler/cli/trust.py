@@ -49,6 +49,10 @@ IdentityOpt = Annotated[
 
 
 def private_key(path: Path, passphrase_file: Path | None, passphrase_env: str | None):  # type: ignore[no-untyped-def]
+    """Read and decrypt a cosign private key file; the passphrase from a file, env, or a prompt.
+
+    KeyFileError if the file cannot be read or the passphrase does not open it.
+    """
     from bundler.adapters.crypto import decrypt_private_key, read_passphrase
 
     try:
@@ -66,6 +70,10 @@ def private_key(path: Path, passphrase_file: Path | None, passphrase_env: str | 
 
 
 def load_policy(policy: Path | None, key: Path | None) -> TrustPolicy:
+    """The trust policy of ``--policy FILE``, or a one-key policy for ``--key PUBLIC.pem``.
+
+    UsageError unless exactly one of them is given.
+    """
     from bundler.adapters.crypto import load_public_key
     from bundler.adapters.trustpolicy import load_trust_policy
     from bundler.model.policy import single_key_policy
@@ -104,9 +112,11 @@ def sign_command(
     insecure: InsecureOpt = False,
     config_dir: ConfigDirOpt = None,
 ) -> None:
-    """Sign a bundle with a cosign-compatible simple-signing signature, stored where cosign and
-    skopeo look for it (and inside layouts and archives, so it travels with them)."""
+    """Sign a bundle with a cosign-compatible simple-signing signature.
 
+    It is stored where cosign and skopeo look for it (and inside layouts and archives, so it
+    travels with them).
+    """
     private = private_key(key, passphrase_file, passphrase_env)
     result = _sign(
         source,
@@ -210,9 +220,11 @@ def verify_command(
     insecure: InsecureOpt = False,
     config_dir: ConfigDirOpt = None,
 ) -> None:
-    """Verify a bundle offline: signatures and trust policy, the lock against the index, every
-    manifest and blob, and nothing extra. Steps as in docs/verification.md; exit 12 names the
-    step that failed."""
+    """Verify a bundle offline.
+
+    That is signatures and trust policy, the lock against the index, every manifest and blob,
+    and nothing extra. Steps as in docs/verification.md; exit 12 names the step that failed.
+    """
     if promotion:
         _verify_promotion(source, key, output, plain_http, ca_file, insecure, config_dir)
         return
@@ -283,8 +295,8 @@ def approve_command(
     """Verify a bundle against the policy, then add this approver's signature.
 
     Every requirement except the approver's own role must already be met (approvals are what
-    this command collects); the approving key must be one the policy trusts."""
-
+    this command collects); the approving key must be one the policy trusts.
+    """
     full = load_policy(policy, None)
     private = private_key(key, passphrase_file, passphrase_env)
     mine = [k for k in full.keys if k.key.key_id == private.public.key_id]
@@ -321,6 +333,7 @@ def approve_command(
 
 
 def register(app: typer.Typer) -> None:
+    """Add the ``sign``, ``verify`` and ``approve`` commands to the CLI's Typer ``app``."""
     app.command("sign")(sign_command)
     app.command("verify")(verify_command)
     app.command("approve")(approve_command)
