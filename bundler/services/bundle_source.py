@@ -22,6 +22,13 @@ _COSIGN_TAG = re.compile(r"^(sha256|sha512)-([0-9a-f]+)\.(sig|att|sbom)$")
 
 
 class BundleSource:
+    """The bundle being packed as one :class:`~bundler.adapters.base.Source`.
+
+    Manifests and blobs made in memory are served from memory; everything else is routed by digest
+    to the source it was found in, which is learned as manifests are fetched. ``close`` closes every
+    source routed to.
+    """
+
     def __init__(self, name: str, ref_name: str) -> None:
         self.name = name
         self._ref_name = ref_name
@@ -35,18 +42,22 @@ class BundleSource:
     # -- building -----------------------------------------------------------------------
 
     def add_manifest(self, manifest: Manifest) -> None:
+        """Serve ``manifest`` (made in memory: chart, lock) by its digest."""
         self._manifests[manifest.digest] = manifest
 
     def add_blob(self, digest: Digest, data: bytes) -> None:
+        """Serve ``data`` as the blob ``digest`` (made in memory: chart config, archive, lock)."""
         self._blobs[digest] = data
 
     def route(self, digest: Digest, source: Source) -> None:
+        """Fetch ``digest`` from ``source``; the first route for a digest wins (thread-safe)."""
         with self._lock:
             self._routes.setdefault(digest, source)
             if not any(s is source for s in self._sources):
                 self._sources.append(source)
 
     def set_root(self, index: Manifest) -> None:
+        """Make ``index`` the artifact this source names (the bundle index) and serve it."""
         self._root = index
         self.add_manifest(index)
 
@@ -64,14 +75,17 @@ class BundleSource:
     # -- the Source face ----------------------------------------------------------------
 
     def resolve(self) -> Descriptor:
+        """Source.resolve: the bundle index; NotFoundError before ``set_root``."""
         if self._root is None:
             raise NotFoundError(f"{self.name} has no index yet")
         return self._root.descriptor()
 
     def ref_name(self) -> str | None:
+        """Source.ref_name: the name given at construction."""
         return self._ref_name
 
     def fetch_manifest(self, descriptor: Descriptor) -> Manifest:
+        """Source.fetch_manifest: from memory, else the routed source (learning its children)."""
         made = self._manifests.get(descriptor.digest)
         if made is not None:
             return made
@@ -81,12 +95,14 @@ class BundleSource:
         return manifest
 
     def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        """Source.open_blob: from memory, else from the routed source; NotFoundError if unknown."""
         data = self._blobs.get(descriptor.digest)
         if data is not None:
             return iter([data])
         return self._source_for(descriptor.digest).open_blob(descriptor)
 
     def find_tag(self, tag: str) -> Descriptor | None:
+        """Source.find_tag: only cosign's digest-named tags, asked of the image's own source."""
         # Only cosign's digest-named tags make sense here: ask the image's own source.
         match = _COSIGN_TAG.match(tag)
         if not match:
@@ -104,6 +120,7 @@ class BundleSource:
         return found
 
     def referrers(self, subject: Digest) -> list[Descriptor]:
+        """Source.referrers: asked of the image's source; none for what was made in memory."""
         if subject in self._manifests:
             return []
         with self._lock:
@@ -116,5 +133,6 @@ class BundleSource:
         return found
 
     def close(self) -> None:
+        """Source.close: close every source something was routed to."""
         for source in self._sources:
             source.close()

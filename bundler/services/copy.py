@@ -38,14 +38,18 @@ class Progress:
     """Receives progress events; the CLI renders them, tests may count them."""
 
     def planned(self, plan: TransferPlan) -> None:
+        """Called once with the plan, before any blob moves; the default does nothing."""
         pass
 
     def advance(self, nbytes: int) -> None:
+        """Called from blob threads as ``nbytes`` more bytes arrive; the default does nothing."""
         pass
 
 
 @dataclass
 class CopyResult:
+    """What one copy did: manifests, blobs copied, skipped, mounted or omitted, and bytes."""
+
     source: str
     target: str
     digest: Digest
@@ -65,6 +69,7 @@ class CopyResult:
     plan: TransferPlan | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, object]:
+        """The ``--output json`` form of the result (the plan itself is not included)."""
         return {
             "source": self.source,
             "target": self.target,

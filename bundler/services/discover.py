@@ -46,6 +46,8 @@ MAX_WALK_NODES = 1_000_000  # YAML aliases can make a small file a huge tree
 
 @dataclass(frozen=True)
 class ImageFinding:
+    """One image reference found in a chart: where (``source``, value path) and in which form."""
+
     reference: str  # normalised: docker.io/library/nginx:1.25
     written: str  # as the chart writes it
     source: Source
@@ -54,6 +56,7 @@ class ImageFinding:
     detail: str
 
     def to_json(self) -> dict[str, Any]:
+        """The ``images --output json`` object of a finding (camelCase keys)."""
         return {
             "reference": self.reference,
             "written": self.written,
@@ -133,10 +136,13 @@ class _Shaped:
 def _image_from_map(
     key: object, node: dict[str, Any], app_version: str | None, where: str
 ) -> _Shaped | None:
-    """An image map, or ``None`` if ``node`` is not one. Shapes: ``{registry?, repository,
-    tag?, digest?}`` (Bitnami), ``{name, tag}`` under an image-like key, and a map holding an
-    ``image`` string beside a ``tag``. An empty tag means the chart's appVersion (the common
-    ``.Values.image.tag | default .Chart.AppVersion`` idiom); a digest wins over a tag."""
+    """An image map, or ``None`` if ``node`` is not one.
+
+    Shapes: ``{registry?, repository, tag?, digest?}`` (Bitnami), ``{name, tag}`` under an
+    image-like key, and a map holding an ``image`` string beside a ``tag``. An empty tag means
+    the chart's appVersion (the common ``.Values.image.tag | default .Chart.AppVersion`` idiom);
+    a digest wins over a tag.
+    """
     image_key = _is_image_key(key)
     repository = node.get("repository")
     name_key = "repository"
@@ -234,8 +240,10 @@ def _under(path: str, prefix: str) -> bool:
 def _values_findings(
     chart: Chart, prefix: str, label: str, overrides: dict[str, Any], depth: int
 ) -> list[ImageFinding]:
-    """Image-shaped values of ``chart`` (its values.yaml under ``overrides`` from the charts
-    above it), reported at their path in the top chart's values."""
+    """Image-shaped values of ``chart``, reported at their path in the top chart's values.
+
+    The chart's values.yaml is taken under ``overrides`` from the charts above it.
+    """
     effective = _merge(chart.values, overrides)
     findings: list[ImageFinding] = []
     budget = [MAX_WALK_NODES]
@@ -273,9 +281,11 @@ def _values_findings(
 
 
 def images_from_values(chart: Chart) -> list[ImageFinding]:
-    """Image-shaped values in values.yaml of the chart and its subcharts. A subchart's values
-    are reported under its alias (or name) as the top chart's users set them, with the parent's
-    values applied over the subchart's defaults."""
+    """Image-shaped values in values.yaml of the chart and its subcharts.
+
+    A subchart's values are reported under its alias (or name) as the top chart's users set
+    them, with the parent's values applied over the subchart's defaults.
+    """
     return _values_findings(chart, "", f"chart {chart.metadata.name}", {}, 0)
 
 
@@ -360,8 +370,10 @@ def _annotation_findings(chart: Chart, label: str) -> list[ImageFinding]:
 
 
 def images_from_annotations(chart: Chart) -> list[ImageFinding]:
-    """Images listed in ``helm.sh/images`` / ``artifacthub.io/images`` of the chart and its
-    subcharts (a YAML list of ``{name, image, platforms?}``)."""
+    """Images listed in ``helm.sh/images`` / ``artifacthub.io/images`` of chart and subcharts.
+
+    Each annotation is a YAML list of ``{name, image, platforms?}``.
+    """
     findings = _annotation_findings(chart, "Chart.yaml")
 
     def visit(parent: Chart, depth: int) -> None:
@@ -394,9 +406,11 @@ def _containers(node: Any, budget: list[int]) -> Iterator[tuple[str, dict[str, A
 
 
 def images_in_manifests(text: str) -> list[ImageFinding]:
-    """Every container image in a multi-document YAML stream of Kubernetes objects: any
-    ``containers``/``initContainers``/``ephemeralContainers`` list anywhere in any object, so
-    Pods, workloads, CronJobs and custom resources alike."""
+    """Every container image in a multi-document YAML stream of Kubernetes objects.
+
+    That is any ``containers``/``initContainers``/``ephemeralContainers`` list anywhere in any
+    object, so Pods, workloads, CronJobs and custom resources alike.
+    """
     try:
         documents = list(yaml.load_all(text, Loader=BoundedSafeLoader))
     except yaml.MarkedYAMLError as exc:
@@ -483,7 +497,9 @@ def images_from_templates(
 
 def find_helm(explicit: str | None = None) -> str | None:
     """``explicit``, else ``$BUNDLER_HELM``, else ``helm`` on PATH; ``None`` if there is none.
-    A binary named explicitly (argument or environment) that is missing is a usage error."""
+
+    A binary named explicitly (argument or environment) that is missing is a usage error.
+    """
     for named, how in ((explicit, "--helm"), (os.environ.get(HELM_ENV), f"${HELM_ENV}")):
         if named:
             found = shutil.which(named)
@@ -501,8 +517,10 @@ def discover(
     value_paths: Sequence[str] = (),
     values_files: Sequence[Path] = (),
 ) -> list[ImageFinding]:
-    """All findings, source by source (config, annotation, values, template), in a stable
-    order; only findings identical in every field are merged. ``helm=None`` skips rendering."""
+    """All findings, source by source (config, annotation, values, template), in a stable order.
+
+    Only findings identical in every field are merged. ``helm=None`` skips rendering.
+    """
     findings = images_from_value_paths(chart, value_paths)
     findings += images_from_annotations(chart)
     findings += images_from_values(chart)

@@ -31,10 +31,12 @@ class Graph:
         )
 
     def digests(self) -> set[Digest]:
+        """The digest of every manifest and blob in the graph."""
         return set(self.manifests) | set(self.blobs)
 
 
 def walk(source: Source, root: Descriptor) -> Graph:
+    """Every manifest and blob under ``root``; each manifest is fetched once and digest-checked."""
     manifests: dict[Digest, Manifest] = {}
     blobs: dict[Digest, Descriptor] = {}
     stack = [root]
@@ -68,6 +70,10 @@ def platforms(source: Source, manifest: Manifest) -> tuple[str, ...]:
 
 
 def image_platform(source: Source, config: Descriptor) -> str:
+    """``os/arch[/variant]`` from an image config, or ``unknown`` if not an image config.
+
+    ManifestError for a config over ``MAX_CONFIG_BLOB_BYTES``; the config is digest-checked.
+    """
     if config.media_type not in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
         return "unknown"
     if config.size > MAX_CONFIG_BLOB_BYTES:

@@ -29,6 +29,8 @@ from bundler.services.graph import platforms, walk
 
 @dataclass
 class InspectedImage:
+    """One image of an inspected bundle: reference, digest, platforms, size, value paths."""
+
     reference: str
     digest: Digest
     media_type: str
@@ -39,6 +41,8 @@ class InspectedImage:
 
 @dataclass
 class Signature:
+    """A signature found for the artifact: a cosign ``.sig`` tag or a referrer (not verified)."""
+
     kind: str  # "cosign-tag" or "referrer"
     digest: Digest
     tag: str | None = None
@@ -47,6 +51,8 @@ class Signature:
 
 @dataclass
 class InspectResult:
+    """What ``inspect`` found; ``total_bytes`` counts per image, ``unique_bytes`` each blob once."""
+
     source: str
     digest: Digest
     media_type: str
@@ -62,6 +68,7 @@ class InspectResult:
     lock: BundleLock | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The ``inspect --output json`` document; the lock is left out (``--lock`` prints it)."""
         return {
             "source": self.source,
             "digest": str(self.digest),
@@ -108,6 +115,10 @@ def _signatures(source: Source, digest: Digest) -> list[Signature]:
 
 
 def inspect(source: Source) -> InspectResult:
+    """Describe the artifact ``source`` names; every manifest is digest-checked, nothing verified.
+
+    A bundle is described by its chart and the images of its lock; any other artifact as one image.
+    """
     root = source.resolve()
     index = source.fetch_manifest(root)
     whole = walk(source, root)  # every manifest and blob once: the unique bytes
@@ -191,4 +202,5 @@ def _read_lock(source: Source, descriptor: Descriptor) -> BundleLock:
 
 
 def lock_json(lock: BundleLock) -> str:
+    """The lock document indented for people (``inspect --lock``), not the canonical bytes."""
     return json.dumps(lock.to_json(), indent=2)

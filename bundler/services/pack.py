@@ -83,6 +83,8 @@ ANNOTATION_CHART = "dev.bundler.chart"
 
 @dataclass
 class PackedImage:
+    """One image as packing found it: digest, platforms, total size, where it was pulled from."""
+
     reference: str
     digest: Digest
     media_type: str
@@ -95,6 +97,8 @@ class PackedImage:
 
 @dataclass
 class PackResult:
+    """What ``pack`` made: the bundle's name, version and digest, chart, images, and the copy."""
+
     name: str
     version: str
     digest: Digest
@@ -106,6 +110,7 @@ class PackResult:
     copy: copy_service.CopyResult | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The ``pack --output json`` document; ``copy`` is None when nothing was written."""
         return {
             "name": self.name,
             "version": self.version,
@@ -136,6 +141,11 @@ class PackResult:
 
 @dataclass
 class LoadedChart:
+    """Step 1's result: the chart, its Helm OCI manifest, and where the manifest's blobs come from.
+
+    ``blobs`` holds the config and archive made in memory; an OCI chart has ``source`` instead.
+    """
+
     chart: Chart
     manifest: Manifest
     source_kind: str
@@ -144,6 +154,10 @@ class LoadedChart:
 
 
 def load_chart_for_bundle(spec: BundleSpec, transports: Transports) -> LoadedChart:
+    """Step 1: the chart from a path (directory or ``.tgz``) or an OCI reference, as a manifest.
+
+    UsageError unless exactly one is named; ChartError for an OCI artifact that is not a chart.
+    """
     if (spec.chart_path is None) == (spec.chart_ref is None):
         raise UsageError("name exactly one chart: a path (directory or .tgz) or an OCI reference")
     if spec.chart_path is not None:
@@ -187,6 +201,8 @@ def load_chart_for_bundle(spec: BundleSpec, transports: Transports) -> LoadedCha
 
 @dataclass
 class DeclaredImage:
+    """An image the bundle will hold, with the value paths and discoverers that name it."""
+
     reference: Reference
     value_paths: set[tuple[str, str]] = field(default_factory=set)
     found_by: set[str] = field(default_factory=set)
@@ -195,6 +211,10 @@ class DeclaredImage:
 def declared_images(
     spec: BundleSpec, chart: Chart, findings: list[ImageFinding]
 ) -> dict[str, DeclaredImage]:
+    """Step 2: the images declared by config, annotations, values and the bundle config.
+
+    Template findings are not declarations; ConfigError for a value path that does not exist.
+    """
     declared: dict[str, DeclaredImage] = {}
     values = coalesced_values(chart)
 
@@ -228,6 +248,10 @@ def declared_images(
 def check_completeness(
     findings: list[ImageFinding], declared: dict[str, DeclaredImage], allow_missing: list[str]
 ) -> None:
+    """Step 3: every image the rendered templates run must be declared or allowed missing.
+
+    IncompleteError for the first one that is neither.
+    """
     allowed = {str(Reference.parse(r)) for r in allow_missing}
     for finding in findings:
         if finding.source != "template":
@@ -295,6 +319,11 @@ class ImageResolver:
         return open_
 
     def resolve(self, ref: Reference) -> tuple[Source, Descriptor, str]:
+        """Step 4: the first source holding ``ref``, its descriptor, and where it was found.
+
+        DigestMismatchError if ``ref`` is pinned and the source holds another digest; NotFoundError
+        naming every place looked in.
+        """
         tried: list[str] = []
         for where, opener in self._candidates(ref):
             try:
@@ -367,6 +396,8 @@ def filter_platforms(index: Manifest, wanted: list[Platform], ref: str) -> Manif
 
 @dataclass
 class PackOptions:
+    """How to pack: helm binary, whether to render templates, ``created`` stamp, parallelism."""
+
     helm: str | None = None
     render: bool = True
     created: str | None = None
@@ -380,6 +411,11 @@ def pack(
     options: PackOptions | None = None,
     progress: copy_service.Progress | None = None,
 ) -> PackResult:
+    """Pack the chart and every image it runs into one bundle at ``target_location``.
+
+    Chart, discovery, completeness, image resolution, lock and index, then an ordinary copy to the
+    target. Nothing is named in the target before all content is there.
+    """
     from bundler.services.transports import parse_location
 
     options = options or PackOptions()

@@ -1,5 +1,7 @@
-"""``bundler promote``: the last gate. Only a bundle verified just now reaches the internal
-registry, relocated, pinned by digest, and published as an ordinary Helm OCI chart.
+"""``bundler promote``: the last gate.
+
+Only a bundle verified just now reaches the internal registry, relocated, pinned by digest, and
+published as an ordinary Helm OCI chart.
 
 1. Verify: the whole bundle against the policy (all six steps); promotion takes nothing else
    than the :class:`VerifiedBundle` that produces.
@@ -62,6 +64,12 @@ MAX_CHART_BYTES = 20 * 1024 * 1024
 
 @dataclass
 class PromotionPlan:
+    """Everything promotion will write, decided before anything moves.
+
+    Where each image goes, the chart's repository and tag, the chart manifest and blobs (re-packaged
+    with rewritten values, or the vendor's own in mirror mode), and the containerd mirror hosts.
+    """
+
     bundle: VerifiedBundle
     registry: str
     prefix: str
@@ -76,6 +84,7 @@ class PromotionPlan:
     hosts: dict[str, str] = field(default_factory=dict)  # upstream host -> mirror base
 
     def record(self) -> dict[str, Any]:
+        """The promotion record: bundle, signers, chart reference and digest, relocations."""
         return {
             "schemaVersion": 1,
             "kind": "BundlePromotion",
@@ -100,11 +109,14 @@ class PromotionPlan:
 
 @dataclass
 class PromotionResult:
+    """What ``promote`` did, or with ``dry_run`` would do; ``record_digest`` once signed."""
+
     plan: PromotionPlan
     dry_run: bool
     record_digest: Digest | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The ``promote --output json`` document: the record plus dry-run and idempotence flags."""
         out = self.plan.record()
         out["dryRun"] = self.dry_run
         out["alreadyPromoted"] = self.plan.already_promoted
@@ -139,6 +151,11 @@ def plan_promotion(
     style: str,
     mirror: bool,
 ) -> PromotionPlan:
+    """Plan the promotion of ``bundle``, read again from ``source``, into ``registry/prefix``.
+
+    RollbackError if the source no longer names the verified digest; UsageError or ConfigError for a
+    layout ``style`` or value path that does not work.
+    """
     index = _verified_index(source, bundle)
     view = BundleView.of(index)
     vendor_chart, archive = _chart_bytes(source, view)
@@ -240,8 +257,10 @@ def promoted_versions(
 def check_rollback(
     plan: PromotionPlan, promoted: dict[str, Digest | None], allow_downgrade: bool
 ) -> None:
-    """Refuse an older version than the newest promoted; the same version must be the same
-    chart (then the promotion is idempotent)."""
+    """Refuse an older version than the newest promoted.
+
+    The same version must be the same chart (then the promotion is idempotent).
+    """
     version = semver.Version.parse(plan.bundle.lock.chart.version)
     versions = []
     for tag in promoted:
@@ -270,8 +289,10 @@ def check_rollback(
 def _check_images_match(
     plan: PromotionPlan, transports: Transports, layout: Location | None
 ) -> None:
-    """The same chart is promoted already; its images must be the ones this bundle pins (in
-    mirror mode the chart names no digest, so a changed image would otherwise go unnoticed)."""
+    """The same chart is promoted already; its images must be the ones this bundle pins.
+
+    In mirror mode the chart names no digest, so a changed image would otherwise go unnoticed.
+    """
     entries: dict[str, Digest] = {}
     if layout is not None:
         entries = {
@@ -298,6 +319,10 @@ def _check_images_match(
 
 
 def sign_record(plan: PromotionPlan, key: PrivateKey) -> tuple[Manifest, dict[Digest, bytes]]:
+    """The promotion record as an OCI artifact referring to the chart, signed with ``key``.
+
+    Returns the manifest and its blobs (the record layer and the empty config).
+    """
     record = canonical_json(plan.record())
     signature = base64.b64encode(key.sign(record)).decode()
     layer = Blob.of(
@@ -332,8 +357,10 @@ def promote(
     parallel: int = 4,
     serve_as: Reference | None = None,
 ) -> PromotionResult:
-    """Promote into a registry (``REGISTRY/PREFIX``), or into an OCI layout that will be served
-    as ``serve_as`` (the references the chart must name are those of the serving registry)."""
+    """Promote into a registry (``REGISTRY/PREFIX``), or into an OCI layout served as ``serve_as``.
+
+    For a layout, the references the chart must name are those of the serving registry.
+    """
     if target.kind in ("oci", "memory"):
         if serve_as is None:
             raise UsageError(
@@ -406,8 +433,11 @@ MAX_RECORD_BYTES = 1024 * 1024
 
 
 def verify_promotion(source: Source, key: Any) -> dict[str, Any]:
-    """Check a promoted chart's record: attached to this chart, signed by ``key`` (a public
-    key), naming this chart's digest. Returns the record."""
+    """Check a promoted chart's record and return it.
+
+    The record must be attached to this chart, signed by ``key`` (a public key), and name this
+    chart's digest.
+    """
     from bundler.errors import VerificationError
 
     root = source.resolve()

@@ -35,6 +35,8 @@ from bundler.services.transports import Location, Transports
 
 @dataclass
 class SignResult:
+    """What ``sign`` did: the signed digest, key and identity, manifests signed, tags written."""
+
     digest: Digest
     target: str
     key_id: str
@@ -43,6 +45,7 @@ class SignResult:
     tags: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
+        """The ``sign --output json`` document (camelCase keys, digests as strings)."""
         return {
             "digest": str(self.digest),
             "target": self.target,
@@ -78,8 +81,11 @@ def sign(
     annotations: dict[str, str] | None = None,
     expected: Digest | None = None,
 ) -> SignResult:
-    """Sign what ``location`` names. With ``expected``, sign only if it still resolves to that
-    digest: an approval signs exactly the bundle that was verified, even if a tag moved since."""
+    """Sign what ``location`` names.
+
+    With ``expected``, sign only if it still resolves to that digest: an approval signs exactly
+    the bundle that was verified, even if a tag moved since.
+    """
     source = transports.open_source(location)
     try:
         index = source.fetch_manifest(source.resolve())
@@ -129,8 +135,10 @@ def sign(
 def _drop_superseded(
     target: LayoutTarget | MemoryTarget, old: list[Manifest], new: OverlaySource
 ) -> None:
-    """In a layout, the signature manifests just replaced are garbage: remove them and their
-    configs (payload layers are reused by the new manifests and stay)."""
+    """In a layout, the signature manifests just replaced are garbage: remove them.
+
+    Their configs go too; payload layers are reused by the new manifests and stay.
+    """
     kept = new.written_blobs()
     for manifest in old:
         for digest in (manifest.digest, manifest.config.digest if manifest.config else None):

@@ -47,6 +47,10 @@ def read_entry(source: Source, layer: Descriptor) -> SignatureEntry:
 
 
 def signature_facts(source: Source, subject: Digest) -> list[SignatureFact]:
+    """Every signature layer stored for ``subject`` (cosign tag and referrers), payloads read.
+
+    Layers whose payload is missing are skipped; nothing is verified here.
+    """
     facts: list[SignatureFact] = []
     for where, manifest in signature_manifests(source, subject):
         for number, layer in enumerate(signature_entries(manifest), start=1):

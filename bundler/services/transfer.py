@@ -28,11 +28,14 @@ from bundler.services.verify import check_signatures, extra_content, open_for_ve
 
 @dataclass
 class ExportResult:
+    """What ``export`` wrote: the copy, the ``--base`` of a delta, and the bytes left out."""
+
     copy: copy_service.CopyResult
     base: str | None = None
     omitted_bytes: int = 0
 
     def to_json(self) -> dict[str, Any]:
+        """The ``export --output json`` document: the copy's, plus ``base`` and ``omittedBytes``."""
         out = self.copy.to_json()
         out["base"] = self.base
         out["omittedBytes"] = self.omitted_bytes
@@ -49,6 +52,11 @@ def export(
     parallel: int = 4,
     progress: copy_service.Progress | None = None,
 ) -> ExportResult:
+    """Write the bundle ``source_location`` names, with its signatures, to an archive.
+
+    With ``base``, blobs the base also holds are left out, except the lock's; manifests and
+    signatures always travel. UsageError for a target that is not an archive (or a memory store).
+    """
     if target_location.kind not in ("archive", "memory"):  # memory: a library's own store
         raise UsageError(f"export writes an archive: --to archive:FILE.tar, not {target_location}")
     source = transports.open_source(source_location)
@@ -82,11 +90,14 @@ def export(
 
 @dataclass
 class ImportResult:
+    """What ``import`` did: the verified bundle, the copy, and blobs a delta left to the target."""
+
     verified: VerifiedBundle
     copy: copy_service.CopyResult
     from_target: list[str] = field(default_factory=list)  # blobs a delta left to the target
 
     def to_json(self) -> dict[str, Any]:
+        """The ``import --output json`` document: the copy's, plus the bundle and its signers."""
         out = self.copy.to_json()
         out["verified"] = {
             "name": self.verified.name,
@@ -106,6 +117,11 @@ def import_bundle(
     parallel: int = 4,
     progress: copy_service.Progress | None = None,
 ) -> ImportResult:
+    """Verify a bundle under ``policy`` while copying it into ``target_location``.
+
+    Steps 1 to 4 and 6 pass before any large blob moves; step 5 is the digest check while streaming.
+    VerificationError with the failing step; nothing is tagged unless all pass.
+    """
     source = open_for_verification(transports, source_location)
     try:
         # Steps 1-4 before any large blob moves.

@@ -38,6 +38,8 @@ Kind = Literal["registry", "oci", "archive", "docker-archive", "memory"]
 
 @dataclass(frozen=True)
 class Location:
+    """A parsed location: its kind, the text as given, and the path, ref, reference or store."""
+
     kind: Kind
     text: str
     path: Path | None = None
@@ -63,6 +65,12 @@ def memory_location(store: str, ref: str | None = None) -> Location:
 
 
 def parse_location(text: str, *, for_target: bool = False) -> Location:
+    """Parse ``oci:DIR[:REF]``, ``archive:FILE[:REF]``, ``docker-archive:FILE[:REF]``, or a ref.
+
+    Anything without one of those prefixes (``docker://`` is dropped) is a registry reference;
+    ``for_target`` leaves its tag unset instead of ``latest``. ReferenceFormatError for a malformed
+    one.
+    """
     if not text:
         raise ReferenceFormatError("empty location")
     for prefix, kind in (
@@ -108,6 +116,7 @@ class Transports:
         )
 
     def client(self, host: str) -> RegistryClient:
+        """The registry client for ``host``, made on first use and shared for the run."""
         if host not in self._clients:
             from bundler.adapters.registry.client import RegistryClient
 
@@ -115,6 +124,7 @@ class Transports:
         return self._clients[host]
 
     def open_source(self, location: Location) -> Source:
+        """The Source ``location`` names: registry, layout, archive, docker tar, memory store."""
         if location.kind == "registry":
             assert location.reference is not None
             from bundler.adapters.registry.store import RegistrySource
@@ -132,8 +142,11 @@ class Transports:
         return LayoutSource(ArchiveReader(location.path), location.ref)
 
     def open_target(self, location: Location, *, max_volume_size: int | None = None) -> Target:
-        """``max_volume_size`` (bytes) splits an ``archive:`` target into volumes of that size;
-        any other kind of target refuses it."""
+        """The Target ``location`` names; a registry target must name a tag, not a digest.
+
+        ``max_volume_size`` (bytes) splits an ``archive:`` target into volumes of that size; any
+        other kind of target refuses it. ``docker-archive:`` is a source only (UsageError).
+        """
         if max_volume_size is not None and location.kind != "archive":
             raise UsageError(f"{location}: a maximum volume size applies only to archive: targets")
         if location.kind == "registry":
@@ -181,6 +194,7 @@ class Transports:
         return LayoutSource(LayoutDirectory(location.path), None).entries
 
     def close(self) -> None:
+        """Save the blob location cache and close every registry client opened."""
         self.locations.save()
         for client in self._clients.values():
             client.close()

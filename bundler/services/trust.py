@@ -63,6 +63,8 @@ class SignatureFact:
 
 @dataclass(frozen=True)
 class Signer:
+    """A trusted key whose good signature counted: its policy name, role, key id, identity."""
+
     key_name: str
     role: str
     key_id: str
@@ -131,6 +133,10 @@ def check_signed(
     signatures: Sequence[SignatureFact],
     policy: TrustPolicy,
 ) -> SignedBundle:
+    """Steps 1 to 4: the index is a bundle, and its signatures and lock satisfy ``policy``.
+
+    VerificationError carries the number of the first step that failed.
+    """
     # Step 1: the index is a bundle.
     try:
         view = BundleView.of(index)
@@ -230,6 +236,10 @@ def check_signed(
 
 
 def check_content(signed: SignedBundle, facts: ContentFacts) -> VerifiedBundle:
+    """Steps 5 and 6: all content under the index is present and intact, and nothing extra.
+
+    VerificationError carries the number of the first step that failed.
+    """
     index = signed.index
     # Step 5: every manifest and blob under the index, present and intact.
     for digest, problem in sorted(facts.problems.items()):

@@ -48,6 +48,8 @@ from bundler.services.trust import (
 
 @dataclass
 class VerifyReport:
+    """The outcome of ``verify``: each step's status and detail, and the bundle if all passed."""
+
     source: str
     digest: Digest | None = None
     steps: dict[int, tuple[str, str]] = field(default_factory=dict)  # number -> (status, detail)
@@ -55,6 +57,7 @@ class VerifyReport:
     error: VerificationError | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The ``verify --output json`` document: source, digest, steps, bundle or error."""
         bundle = self.bundle
         return {
             "source": self.source,
@@ -88,8 +91,11 @@ class VerifyReport:
 
 
 def open_for_verification(transports: Transports, location: Location) -> Source:
-    """Open what is to be verified; content too hostile to open safely (an unsafe archive, a
-    malformed index) is a verification failure at step 1, not a lesser error."""
+    """Open what is to be verified.
+
+    Content too hostile to open safely (an unsafe archive, a malformed index) is a verification
+    failure at step 1, not a lesser error.
+    """
     try:
         return transports.open_source(location)
     except VerificationError:
