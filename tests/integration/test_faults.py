@@ -477,19 +477,6 @@ def quoted(digest: str) -> str:
     return "sha256%3A" + _hex(digest)
 
 
-def timed(fn: Callable[[], Result]) -> tuple[Callable[[], Result], list[float]]:
-    spent: list[float] = []
-
-    def run() -> Result:
-        start = time.monotonic()
-        try:
-            return fn()
-        finally:
-            spent.append(time.monotonic() - start)
-
-    return run, spent
-
-
 # ================================================================ 1. uploads (bundler copy)
 PUT_UPLOAD = r"^/v2/[^?]+/blobs/uploads/[^?]+\?"
 POST_UPLOAD = r"^/v2/[^?]+/blobs/uploads/$"
@@ -616,7 +603,9 @@ def test_copy_into_a_faulty_registry(
     proxy.add(*rules)
     repo = unique("up")
     watch = TagWatch(proxy, upstream, repo)
-    run, spent = timed(lambda: fcli.copy(app.source, proxy.ref(f"{repo}:{TAG}"), *flags))
+
+    def run() -> Result:
+        return fcli.copy(app.source, proxy.ref(f"{repo}:{TAG}"), *flags)
 
     def complete(res: Result) -> None:
         assert res.json["digest"] == app.digest
@@ -634,10 +623,8 @@ def test_copy_into_a_faulty_registry(
         named,
     ).play()
     assert proxy.total_injected >= 1, "no fault was injected"
-    if case == "429-retry-after-on-upload-post":
-        assert spent[0] >= 1.0, "Retry-After was not honoured"
-    if case == "tag-put-stall-2s":
-        assert spent[0] >= 2.0
+    # How long the client waits (Retry-After, back-off) is proven without a clock in
+    # tests/unit/test_client_retries.py, where the client's sleep is injected and recorded.
 
 
 # ============================================================== 2. downloads (bundler copy)
@@ -725,9 +712,10 @@ def test_copy_out_of_a_faulty_registry(
     rules, expect, codes, named = _download_rules(case, app)
     proxy.add(*rules)
     layout = tmp_path / "out"
-    run, spent = timed(
-        lambda: fcli.copy(proxy.ref(f"{app_in_registry}:{TAG}"), f"oci:{layout}:app")
-    )
+
+    def run() -> Result:
+        return fcli.copy(proxy.ref(f"{app_in_registry}:{TAG}"), f"oci:{layout}:app")
+
     Scenario(
         f"copy/download: {case}",
         proxy,
@@ -739,8 +727,6 @@ def test_copy_out_of_a_faulty_registry(
         named,
     ).play()
     assert proxy.total_injected >= 1, "no fault was injected"
-    if case == "blob-get-stall-3s":
-        assert spent[0] >= 3.0
 
 
 # ===================================================================== 3. export / import
