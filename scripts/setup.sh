@@ -113,7 +113,7 @@ install_helm() {
 # deps. Distributions that neither lock names are removed (a run set-up keeps test.txt's pins).
 # When .venv already matches the lock and pyproject.toml, nothing is installed.
 venv_differences() {  # one line per difference ("extra NAME" for unlocked ones); none: in sync
-    "$1" - "$REPO_ROOT" "$MODE" <<'PY'
+    "$1" -I - "$REPO_ROOT" "$MODE" <<'PY'  # -I: not the egg-info in the cwd
 import hashlib, json, re, sys
 from importlib import metadata
 from pathlib import Path
