@@ -272,7 +272,8 @@ def encrypt_private_key(key: PrivateKey, passphrase: bytes) -> bytes:
     return _pem_encode(COSIGN_PRIVATE_KEY_LABEL, json.dumps(doc, separators=(",", ":")).encode())
 
 
-def decrypt_private_key(pem: bytes, passphrase: bytes, origin: str) -> PrivateKey:
+# Complexity kept: the format's fields checked in order before any key material is used.
+def decrypt_private_key(pem: bytes, passphrase: bytes, origin: str) -> PrivateKey:  # noqa: C901
     """Open a cosign/sigstore encrypted private key. Unencrypted keys are refused."""
     label, body = _pem_block(pem, origin)
     if label in _PLAIN_PRIVATE_KEY_LABELS:

@@ -111,6 +111,18 @@ def _descriptors(doc: dict[str, Any], key: str, required: bool) -> tuple[Descrip
     return tuple(Descriptor.from_json(item) for item in value)
 
 
+def _annotations_and_artifact_type(
+    doc: dict[str, Any], digest: Digest
+) -> tuple[dict[str, str], str | None]:
+    annotations = doc.get("annotations") or {}
+    if not isinstance(annotations, dict):
+        raise ManifestError(f"manifest {digest} has invalid 'annotations'")
+    artifact_type = doc.get("artifactType")
+    if artifact_type is not None and not isinstance(artifact_type, str):
+        raise ManifestError(f"manifest {digest} has an invalid 'artifactType'")
+    return annotations, artifact_type
+
+
 def parse_manifest(
     raw: bytes, *, media_type: str | None = None, expected: Digest | None = None
 ) -> Manifest:
@@ -132,12 +144,7 @@ def parse_manifest(
             f"manifest {digest} has schemaVersion {doc.get('schemaVersion')!r}; only 2 is supported"
         )
     kind = _infer_media_type(doc, media_type)
-    annotations = doc.get("annotations") or {}
-    if not isinstance(annotations, dict):
-        raise ManifestError(f"manifest {digest} has invalid 'annotations'")
-    artifact_type = doc.get("artifactType")
-    if artifact_type is not None and not isinstance(artifact_type, str):
-        raise ManifestError(f"manifest {digest} has an invalid 'artifactType'")
+    annotations, artifact_type = _annotations_and_artifact_type(doc, digest)
     subject = Descriptor.from_json(doc["subject"]) if doc.get("subject") is not None else None
     try:
         if kind in mt.INDEXES:

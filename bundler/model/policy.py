@@ -117,7 +117,8 @@ class TrustPolicy:
         return out
 
 
-def check_policy(policy: TrustPolicy) -> None:
+# Complexity kept: one refusal per way a policy can be empty, ambiguous or unsatisfiable, in order.
+def check_policy(policy: TrustPolicy) -> None:  # noqa: C901
     """Refuse empty, ambiguous and unsatisfiable policies instead of reading them loosely."""
     where = policy.origin
     if not policy.keys:

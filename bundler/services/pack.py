@@ -404,7 +404,7 @@ class PackOptions:
     parallel: int = 4
 
 
-def pack(
+def pack(  # noqa: C901 - the numbered steps of packing in order; each step is already a function
     spec: BundleSpec,
     target_location: str,
     transports: Transports,

@@ -343,7 +343,8 @@ def sign_record(plan: PromotionPlan, key: PrivateKey) -> tuple[Manifest, dict[Di
     return manifest, {layer.descriptor.digest: record, EMPTY_DESCRIPTOR.digest: EMPTY_JSON}
 
 
-def promote(
+# Complexity kept: the numbered steps of promotion in order; each step is already a function.
+def promote(  # noqa: C901
     source_location: Location,
     target: Location,
     transports: Transports,

@@ -153,7 +153,8 @@ class Authenticator:
         elif challenge.scheme == "basic" and self.credential is None:
             raise AuthError(f"{self.host} requires a login (no credentials found)")
 
-    def _fetch_token(self, scopes: tuple[str, ...], session: requests.Session) -> _Token:
+    # Complexity kept: the token protocol in order: realm checks, request, answer checks.
+    def _fetch_token(self, scopes: tuple[str, ...], session: requests.Session) -> _Token:  # noqa: C901
         assert self.challenge is not None
         realm = self.challenge.params.get("realm")
         if not realm:

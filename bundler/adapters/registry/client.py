@@ -192,7 +192,8 @@ class RegistryClient:
 
     # -- the one request path ----------------------------------------------------------
 
-    def request(
+    # Complexity kept: one retry loop; each status that ends, retries or re-authenticates a branch.
+    def request(  # noqa: C901
         self,
         method: str,
         path_or_url: str,

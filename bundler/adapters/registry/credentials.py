@@ -102,6 +102,9 @@ class CredentialStore:
             found = _helper_get(helper, host)
             if found is not None:
                 return found
+        return self._from_auths(doc, host)
+
+    def _from_auths(self, doc: dict[str, Any], host: str) -> Credential | None:
         auths = doc.get("auths") or {}
         if not isinstance(auths, dict):
             return None
