@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
 
 import typer
 
@@ -86,18 +88,53 @@ def exit_code_for(error: BaseException) -> int:
     return 1
 
 
+class Interrupted(BaseException):
+    """Ctrl-C (SIGINT) or SIGTERM, raised in the main thread by :func:`run`'s handler.
+
+    A ``BaseException`` other than ``KeyboardInterrupt``, so it unwinds through the services'
+    clean-up (every ``finally`` and ``except BaseException`` runs: transfers in flight end,
+    partial files are removed, no name is written) and past Typer, which would otherwise turn a
+    ``KeyboardInterrupt`` into a silent exit.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal's number, as shells report a command ended by that signal."""
+        return 128 + self.signum
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    # Say at once that the signal was seen: the clean-up may wait for transfers in flight. A
+    # second signal of the same kind ends the process at once, without clean-up.
+    signal.signal(signum, signal.SIG_DFL)
+    what = "interrupted" if signum == signal.SIGINT else "terminated"
+    sys.stderr.write(f"{what}: stopping; nothing half-written is kept (again to quit at once)\n")
+    sys.stderr.flush()
+    raise Interrupted(signum)
+
+
 def run() -> None:
     """Run the CLI.
 
     Typer handles usage errors (exit 2) and --help; bundler's own errors arrive here and leave
-    as one line on stderr with their family's exit code.
+    as one line on stderr with their family's exit code. SIGINT and SIGTERM stop the command
+    cleanly: exit 130 or 143.
     """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup and background jobs
+            signal.signal(signum, _on_signal)
     try:
         app()
     except BundlerError as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         typer.echo(f"error: {message}", err=True)
         sys.exit(exit_code_for(error))
+    except Interrupted as stop:
+        sys.exit(stop.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)

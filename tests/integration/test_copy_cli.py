@@ -3,12 +3,15 @@ half-written destinations (unsafe archives, missing sources, interrupted copies)
 
 from __future__ import annotations
 
+import array
+import fcntl
 import io
 import json
 import os
 import signal
 import subprocess
 import tarfile
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -292,20 +295,35 @@ class _Feeder:
     def __init__(self, fifo: Path, data: bytes) -> None:
         self.fed = threading.Event()
         self.release = threading.Event()
+        self.fd: int | None = None
         self.thread = threading.Thread(target=self._run, args=(fifo, data), daemon=True)
         self.thread.start()
 
     def _run(self, fifo: Path, data: bytes) -> None:
         try:
             fd = os.open(fifo, os.O_WRONLY)
+            self.fd = fd
             try:
                 os.write(fd, data[: len(data) // 2])
                 self.fed.set()
                 self.release.wait(60)
             finally:
+                self.fd = None
                 os.close(fd)
         except OSError:
             self.fed.set()
+
+    def drained(self) -> bool:
+        """Whether the reader has taken every byte fed so far (none left in the pipe)."""
+        fd = self.fd
+        if fd is None:
+            return True
+        unread = array.array("i", [0])
+        try:
+            fcntl.ioctl(fd, termios.FIONREAD, unread)
+        except OSError:
+            return True  # closed meanwhile
+        return unread[0] == 0
 
     def stop(self) -> None:
         self.release.set()
@@ -313,30 +331,59 @@ class _Feeder:
 
 
 def _wait_for(predicate: Callable[[], bool], timeout: float = 30) -> None:
+    """Poll ``predicate`` (bounded: fails after ``timeout`` s, a limit, not a measurement)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.02)
 
 
-def _interrupt(proc: subprocess.Popen[str], feeders: list[_Feeder], hold: float) -> str:
-    """SIGINT the copy while its reads are stalled; unblock the reads after ``hold`` s."""
+class _Stderr:
+    """Collects a process's stderr in a thread, so a test can wait for a line while it runs."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, args=(proc.stderr,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream: io.TextIOBase) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    def has(self, prefix: str) -> bool:
+        return any(line.startswith(prefix) for line in self.lines)
+
+    def text(self) -> str:
+        self.thread.join(30)
+        return "".join(self.lines)
+
+
+def _interrupt(proc: subprocess.Popen[str], feeders: list[_Feeder]) -> str:
+    """SIGINT the copy while its reads are stalled, unblock the reads once it has said so.
+
+    Ordering comes from what the process shows, never from sleeps: the signal goes once every
+    fed byte has been read (the pipes are empty, the reads blocked), and the reads resume only
+    after bundler has printed that it saw the interrupt (its handler has run, so the queue is
+    being dropped while the stalled transfers are still blocked).
+    """
+    stderr = _Stderr(proc)
     try:
         for feeder in feeders:
             assert feeder.fed.wait(30), "bundler never started reading a stalled layer"
-        time.sleep(0.3)  # let it consume what was fed
+        _wait_for(lambda: all(feeder.drained() for feeder in feeders))
         proc.send_signal(signal.SIGINT)
-        time.sleep(hold)
+        _wait_for(lambda: stderr.has("interrupted:") or proc.poll() is not None)
         for feeder in feeders:
             feeder.stop()
-        _, stderr = proc.communicate(timeout=30)
-        return stderr
+        proc.wait(30)
+        return stderr.text()
     finally:
         for feeder in feeders:
             feeder.stop()
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait()
 
 
 def test_interrupted_copy_to_archive_leaves_no_archive_and_no_partial_file(
@@ -350,10 +397,42 @@ def test_interrupted_copy_to_archive_leaves_no_archive_and_no_partial_file(
         "copy", "--from", f"oci:{layout}:img", "--to", f"archive:{out_dir / 'img.tar'}:img", "-q"
     )
     _wait_for(lambda: any(p.name.endswith(".partial") for p in out_dir.iterdir()))
-    stderr = _interrupt(proc, feeders, hold=0.0)
+    stderr = _interrupt(proc, feeders)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
+    assert stderr.startswith("interrupted: stopping"), stderr
     assert list(out_dir.iterdir()) == []
+
+
+def test_sigterm_stops_a_copy_cleanly_with_exit_143(cli: Cli, tmp_path: Path) -> None:
+    """SIGTERM (what a service manager or a timeout sends) is handled like Ctrl-C."""
+    fifo = tmp_path / "image.tar"
+    os.mkfifo(fifo)
+    out = tmp_path / "out"
+    proc = cli.popen("copy", "--from", f"docker-archive:{fifo}", "--to", f"oci:{out}:x", "-q")
+    writer: list[int] = []
+
+    def reader_has_it_open() -> bool:
+        try:  # a FIFO opens for writing without blocking only once a reader holds it
+            writer.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            return proc.poll() is not None
+        return True
+
+    try:
+        _wait_for(reader_has_it_open)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        for fd in writer:
+            os.close(fd)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, stderr
+    assert stderr.startswith("terminated: stopping"), stderr
+    assert not out.exists() or not (out / "index.json").exists()
 
 
 def test_interrupt_stops_a_parallel_copy_without_moving_queued_blobs(
@@ -368,8 +447,9 @@ def test_interrupt_stops_a_parallel_copy_without_moving_queued_blobs(
     proc = cli.popen(
         "copy", "--from", f"oci:{layout}:img", "--to", f"oci:{target}:img", "--parallel", "2", "-q"
     )
-    stderr = _interrupt(proc, feeders, hold=1.0)
+    stderr = _interrupt(proc, feeders)
     assert proc.returncode == 130, stderr
+    assert "interrupted: stopping" in stderr
     assert [m["annotations"][REF_NAME] for m in layout_index(target)["manifests"]] == ["keep"]
     moved = [d for d in queued if (target / "blobs" / "sha256" / d.split(":")[1]).exists()]
     assert moved == [], f"{len(moved)} queued blobs were still copied after the interrupt"
