@@ -359,6 +359,11 @@ class _Stderr:
         return "".join(self.lines)
 
 
+def _sigint_as_default() -> None:
+    """In the child: undo an ignored SIGINT (a shell's background job, nohup) so Ctrl-C counts."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(proc: subprocess.Popen[str], feeders: list[_Feeder]) -> str:
     """SIGINT the copy while its reads are stalled, unblock the reads once it has said so.
 
@@ -394,7 +399,13 @@ def test_interrupted_copy_to_archive_leaves_no_archive_and_no_partial_file(
     out_dir.mkdir()
     feeders = [_Feeder(*fifo) for fifo in fifos]
     proc = cli.popen(
-        "copy", "--from", f"oci:{layout}:img", "--to", f"archive:{out_dir / 'img.tar'}:img", "-q"
+        "copy",
+        "--from",
+        f"oci:{layout}:img",
+        "--to",
+        f"archive:{out_dir / 'img.tar'}:img",
+        "-q",
+        preexec_fn=_sigint_as_default,
     )
     _wait_for(lambda: any(p.name.endswith(".partial") for p in out_dir.iterdir()))
     stderr = _interrupt(proc, feeders)
@@ -445,7 +456,15 @@ def test_interrupt_stops_a_parallel_copy_without_moving_queued_blobs(
     cli.copy_ok(f"oci:{example_layout}:{API_REF}", f"oci:{target}:keep")
     feeders = [_Feeder(*fifo) for fifo in fifos]
     proc = cli.popen(
-        "copy", "--from", f"oci:{layout}:img", "--to", f"oci:{target}:img", "--parallel", "2", "-q"
+        "copy",
+        "--from",
+        f"oci:{layout}:img",
+        "--to",
+        f"oci:{target}:img",
+        "--parallel",
+        "2",
+        "-q",
+        preexec_fn=_sigint_as_default,
     )
     stderr = _interrupt(proc, feeders)
     assert proc.returncode == 130, stderr
