@@ -22,6 +22,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
@@ -34,6 +35,18 @@ from harness.registry import (  # noqa: E402
     start_registry,
 )
 from harness.tokenserver import TokenServer  # noqa: E402
+
+# Hypothesis: the test command is deterministic on every machine (the same examples in the same
+# order, no example database, no deadline: a deadline is a time assertion). The long fuzzing
+# run (BUNDLER_FUZZ_EXAMPLES=N, tests/unit/test_fuzz_parsers.py) explores with fresh randomness.
+settings.register_profile("deterministic", derandomize=True, database=None, deadline=None)
+settings.register_profile("explore", derandomize=False, database=None, deadline=None)
+settings.load_profile(
+    os.environ.get(
+        "BUNDLER_HYPOTHESIS_PROFILE",
+        "explore" if os.environ.get("BUNDLER_FUZZ_EXAMPLES") else "deterministic",
+    )
+)
 
 SYNTH_PATH = REPO_ROOT / "examples" / "images" / "synth.py"
 INTEGRATION_DIR = TESTS_DIR / "integration"
@@ -222,6 +235,15 @@ def example_layout_copy(example_layout: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "example-layout"
     shutil.copytree(example_layout, dst)
     return dst
+
+
+COSIGN_VECTORS = TESTS_DIR / "data" / "cosign-vectors"
+
+
+@pytest.fixture(scope="session")
+def cosign_vectors() -> Path:
+    """The project's copy of the cosign and containers/image vectors (README in the folder)."""
+    return COSIGN_VECTORS
 
 
 @pytest.fixture(scope="session")

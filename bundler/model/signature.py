@@ -122,7 +122,7 @@ class _GoMap:
 
 # ------------------------------------------------------------------------------ payload
 def simple_signing_payload(
-    digest: Digest, identity: str, optional: dict[str, str] | None = None
+    digest: Digest, identity: str, optional: dict[str, Any] | None = None
 ) -> bytes:
     """The payload cosign signs for ``digest``, claimed for the repository ``identity``.
 

@@ -504,7 +504,11 @@ class FaultProxy:
             upstream = _Upstream(want, self.timeout, self._upstreams, self._lock)
         try:
             upstream.send_head(request)
-            cut = (fault.after_bytes or 0) if kind == "reset" and phase == "request_body" else None
+            cut = (
+                (fault.after_bytes or 0)
+                if fault is not None and kind == "reset" and phase == "request_body"
+                else None
+            )
             sent = 0
             for data in self._body(rfile, request):
                 if cut is not None and sent + len(data) >= cut:

@@ -204,7 +204,7 @@ def test_login_copy_logout(
         input=f"{reg.password}\n",
     )
     assert res.returncode == 0, res.describe()
-    assert reg.password not in res.stdout + res.stderr
+    assert reg.password is not None and reg.password not in res.stdout + res.stderr
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     doc = json.loads(config.read_text())
     assert reg.host in doc["auths"]

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from harness.registry import RegistryServer
@@ -109,7 +110,7 @@ def test_umoci_layout_without_top_level_media_type_is_copied(
 
 
 def test_chunked_upload_through_the_real_registry(
-    tmp_path: Path, synth, skopeo: str, plain_registry: RegistryServer
+    tmp_path: Path, synth: ModuleType, skopeo: str, plain_registry: RegistryServer
 ) -> None:
     layout = tmp_path / "layout"
     desc = synth.write_image(

@@ -6,7 +6,11 @@ import base64
 import hashlib
 import json
 import os
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import Any, cast
 
 import pytest
 import requests
@@ -16,6 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from harness.registry import RegistryServer
 from harness.tokenserver import TokenServer, parse_scope
+
+Runner = Callable[..., subprocess.CompletedProcess[str]]
+RegistryFactory = Callable[..., RegistryServer]
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +98,7 @@ def test_tls_certificate_valid_for_localhost(tls_registry: RegistryServer) -> No
 # ---------------------------------------------------------- skopeo round-trip
 @pytest.mark.parametrize("kind", KINDS)
 def test_skopeo_copy_roundtrip(
-    request: pytest.FixtureRequest, kind: str, skopeo: str, run, example_layout: Path
+    request: pytest.FixtureRequest, kind: str, skopeo: str, run: Runner, example_layout: Path
 ) -> None:
     reg = _registry(request, kind)
     for ref, repo, extra in (
@@ -126,7 +133,7 @@ def test_skopeo_copy_roundtrip(
 
 
 def test_skopeo_with_docker_config(
-    tls_registry: RegistryServer, skopeo: str, run, example_layout: Path, tmp_path: Path
+    tls_registry: RegistryServer, skopeo: str, run: Runner, example_layout: Path, tmp_path: Path
 ) -> None:
     authfile = tls_registry.docker_config(tmp_path / "docker")
     cfg = json.loads(authfile.read_text())
@@ -179,8 +186,8 @@ def test_token_server_grants(token_server: TokenServer) -> None:
     assert body["token"] == body["access_token"]
     assert body["expires_in"] == 300 and body["issued_at"]
 
-    def claims(token: str) -> dict:
-        return json.loads(_b64url_decode(token.split(".")[1]))
+    def claims(token: str) -> dict[str, Any]:
+        return cast(dict[str, Any], json.loads(_b64url_decode(token.split(".")[1])))
 
     assert claims(body["token"])["access"] == [
         {"type": "repository", "name": "demo/a", "actions": ["pull"]},
@@ -245,7 +252,7 @@ def test_skopeo_push_requests_push_scope(
     token_registry: RegistryServer,
     token_server: TokenServer,
     skopeo: str,
-    run,
+    run: Runner,
     example_layout: Path,
 ) -> None:
     run(
@@ -289,12 +296,13 @@ def test_parse_scope() -> None:
         "name": "localhost:5000/a",
         "actions": ["pull"],
     }
-    assert parse_scope("registry:catalog:*")["actions"] == ["*"]
+    catalog = parse_scope("registry:catalog:*")
+    assert catalog is not None and catalog["actions"] == ["*"]
     assert parse_scope("garbage") is None
 
 
 # -------------------------------------------------------------- lifecycle
-def test_registry_factory_fresh_and_stoppable(registry_factory) -> None:
+def test_registry_factory_fresh_and_stoppable(registry_factory: RegistryFactory) -> None:
     reg = registry_factory("plain")
     r = requests.get(f"{reg.url}/v2/_catalog", timeout=10)
     assert r.status_code == 200 and r.json() == {"repositories": []}
@@ -306,7 +314,7 @@ def test_registry_factory_fresh_and_stoppable(registry_factory) -> None:
 
 
 # ------------------------------------------------------------------ synth
-def test_synth_is_deterministic(synth, example_layout: Path, tmp_path: Path) -> None:
+def test_synth_is_deterministic(synth: ModuleType, example_layout: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     synth.example_set(again)
     files = sorted(p.relative_to(example_layout) for p in example_layout.rglob("*") if p.is_file())
@@ -324,13 +332,13 @@ def test_synth_is_deterministic(synth, example_layout: Path, tmp_path: Path) -> 
     assert synth.layout_size(example_layout) < 1024 * 1024
 
 
-def test_synth_shares_base_layer(synth, tmp_path: Path) -> None:
+def test_synth_shares_base_layer(synth: ModuleType, tmp_path: Path) -> None:
     base = synth.LayerSpec("shared-base", 4096)
     a = synth.write_image(tmp_path, "x/a:1", [base, synth.LayerSpec("a", 100)])
     b = synth.write_image(tmp_path, "x/b:1", [base, synth.LayerSpec("b", 100)], ("linux", "arm64"))
     blobs = tmp_path / "blobs" / "sha256"
 
-    def layers(desc: dict) -> list[str]:
+    def layers(desc: dict[str, Any]) -> list[str]:
         manifest = json.loads((blobs / desc["digest"].split(":")[1]).read_text())
         return [layer["digest"] for layer in manifest["layers"]]
 
@@ -341,5 +349,5 @@ def test_synth_shares_base_layer(synth, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------- tools
-def test_helm_is_v4(helm: str, run) -> None:
+def test_helm_is_v4(helm: str, run: Runner) -> None:
     assert run([helm, "version", "--short"]).stdout.startswith("v4.")

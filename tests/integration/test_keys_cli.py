@@ -168,8 +168,8 @@ def test_inspect_an_unencrypted_private_key_exits_13(tmp_path: Path) -> None:
     assert "encrypted at rest" in proc.stderr
 
 
-def test_inspect_reads_cosigns_own_keys(tmp_path: Path, shared_data: Path) -> None:
-    vectors = shared_data / "cosign-vectors"
+def test_inspect_reads_cosigns_own_keys(tmp_path: Path, cosign_vectors: Path) -> None:
+    vectors = cosign_vectors
     public = bundler("keys", "inspect", vectors / "containers-image" / "cosign.pub")
     assert public.returncode == 0, public.stderr
     assert "algorithm: ecdsa-p256" in public.stdout

@@ -274,8 +274,12 @@ def approve(cli: Cli, location: str, keys: Keys, policy: Path) -> None:
     assert "approved by approver (approval)" in res.stdout
 
 
-def promote(cli: Cli, source: str, to: str, policy: Path, keys: Keys | None, *flags: Any) -> Result:
-    signer = ["--key", keys.private("promoter"), "--passphrase-env", PASS_VAR] if keys else []
+def promote(
+    cli: Cli, source: str, to: str, policy: Path, keys: Keys | None, *flags: str | Path
+) -> Result:
+    signer: list[str | Path] = (
+        ["--key", keys.private("promoter"), "--passphrase-env", PASS_VAR] if keys else []
+    )
     return cli("promote", source, "--to", to, "--policy", policy, *signer, *flags)
 
 

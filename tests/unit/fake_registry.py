@@ -125,7 +125,7 @@ class FakeRegistry(BaseAdapter):
 
     # -- transport --------------------------------------------------------------------
 
-    def send(  # type: ignore[override]
+    def send(
         self,
         request: requests.PreparedRequest,
         stream: bool = False,

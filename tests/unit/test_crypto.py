@@ -24,7 +24,6 @@ from bundler.adapters.crypto import (
 from bundler.errors import KeyFileError, TransportError, UsageError
 
 PAYLOAD = b'{"critical":{},"optional":null}'
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cosign-vectors"
 
 
 def _envelope(pem: bytes) -> dict[str, object]:
@@ -99,10 +98,10 @@ def test_public_key_pem_round_trip_and_key_id_stable(algorithm: str) -> None:
     assert load_public_key(b"\n" + key.public.pem + b"\n\n", "test.pub").key_id == loaded.key_id
 
 
-def test_key_id_is_sha256_of_the_der_spki(shared_data: Path) -> None:
+def test_key_id_is_sha256_of_the_der_spki(cosign_vectors: Path) -> None:
     import hashlib
 
-    pem = (shared_data / "cosign-vectors" / "containers-image" / "cosign.pub").read_bytes()
+    pem = (cosign_vectors / "containers-image" / "cosign.pub").read_bytes()
     der = base64.b64decode(b"".join(pem.strip().splitlines()[1:-1]))
     key = load_public_key(pem, "cosign.pub")
     assert key.algorithm == "ecdsa-p256"
@@ -201,8 +200,8 @@ def test_encrypted_key_has_cosigns_label_fields_and_order() -> None:
     assert len(base64.b64decode(cipher["nonce"])) == 24
 
 
-def test_encrypted_key_json_matches_cosigns_byte_layout(shared_data: Path) -> None:
-    vector = (shared_data / "cosign-vectors" / "cosign" / "pemcosignkey.pem").read_bytes()
+def test_encrypted_key_json_matches_cosigns_byte_layout(cosign_vectors: Path) -> None:
+    vector = (cosign_vectors / "cosign" / "pemcosignkey.pem").read_bytes()
     theirs, ours = _envelope(vector), _envelope(encrypt_private_key(generate_key(), b"pw"))
 
     def shape(doc: object) -> object:
@@ -329,8 +328,8 @@ def test_public_key_is_not_a_private_key() -> None:
         decrypt_private_key(generate_key().public.pem, b"pw", "k.pub")
 
 
-def test_vector_key_decrypts_with_hello(shared_data: Path) -> None:
-    pem = (shared_data / "cosign-vectors" / "cosign" / "pemcosignkey.pem").read_bytes()
+def test_vector_key_decrypts_with_hello(cosign_vectors: Path) -> None:
+    pem = (cosign_vectors / "cosign" / "pemcosignkey.pem").read_bytes()
     assert decrypt_private_key(pem, b"hello", "pemcosignkey.pem").algorithm == "ecdsa-p256"
 
 

@@ -747,7 +747,7 @@ def test_parse_challenge(header: str) -> None:
 
 
 class _NoNetwork(requests.Session):
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
         raise requests.ConnectionError("no network in the fuzzer")
 
 

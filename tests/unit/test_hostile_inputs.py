@@ -205,7 +205,7 @@ class _CountingGzip(gzip.GzipFile):
 @pytest.fixture
 def inflated(monkeypatch: pytest.MonkeyPatch) -> type[_CountingGzip]:
     _CountingGzip.inflated = 0
-    monkeypatch.setattr(chart_mod.gzip, "GzipFile", _CountingGzip)
+    monkeypatch.setattr(gzip, "GzipFile", _CountingGzip)  # what the chart reader opens
     return _CountingGzip
 
 

@@ -79,7 +79,7 @@ def test_the_lock_pins_every_dependency_within_its_range_with_hashes() -> None:
     ):
         for spec in declared:
             req = Requirement(spec)
-            name = canonicalize_name(req.name)
+            name = str(canonicalize_name(req.name))
             assert name in lock, f"{req.name} is not pinned in requirements/{lock_name}"
             assert req.specifier.contains(Version(lock[name][0]), prereleases=True), (
                 f"requirements/{lock_name} pins {name}=={lock[name][0]}, outside {spec}"

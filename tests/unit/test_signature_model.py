@@ -73,8 +73,8 @@ def test_payload_refuses_an_identity_verifiers_cannot_parse() -> None:
         simple_signing_payload(DIGEST, "Not A Reference")
 
 
-def test_payload_recreates_cosigns_own_output(shared_data: Path) -> None:
-    vectors = shared_data / "cosign-vectors" / "containers-image" / "dir-img-cosign-valid"
+def test_payload_recreates_cosigns_own_output(cosign_vectors: Path) -> None:
+    vectors = cosign_vectors / "containers-image" / "dir-img-cosign-valid"
     blob = (vectors / "signature-1").read_bytes()
     cosign_payload = base64.b64decode(json.loads(blob[len(b"\x00sigstore-json\n") :])["payload"])
     claim = parse_payload(cosign_payload)
