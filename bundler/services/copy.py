@@ -6,7 +6,8 @@
 2. Blobs: each one is skipped if the target has it, mounted if the target can link it from the
    source, else streamed through a :class:`VerifiedStream` (parallel where the target allows).
 3. Manifests: written children first, by digest.
-4. Names: referrer indexes, then tags, last, so no name ever points at incomplete content.
+4. Names: referrer indexes, then cosign's tags, then the artifact's own name, last, so no name
+   ever points at incomplete content or at content whose signatures are not all there yet.
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ def copy(
                 target.add_referrer(subject, referrer)
                 result.referrers.append(str(referrer.digest))
         by_digest = {m.digest: m for m in plan.manifests}
-        for assignment in plan.tags:
+        for assignment in name_order(plan.tags, root_tag):
             target.tag(assignment.tag, by_digest[assignment.descriptor.digest])
             result.tags.append(assignment.tag)
         target.commit()
@@ -199,6 +200,20 @@ def copy(
         raise
     result.seconds = time.monotonic() - started
     return result
+
+
+def name_order(tags: list[TagAssignment], root_tag: str | None) -> list[TagAssignment]:
+    """The order names are written in: signatures and attestations first, the artifact last.
+
+    A registry makes each tag visible at once, so a copy killed between two tags must never
+    leave the artifact's own name pointing at content whose ``sha256-<hex>.sig/.att/.sbom``
+    tags are not all there yet: cosign's tags come first, then the image names of a bundle,
+    and the name the user asked for last of all.
+    """
+    cosign = [a for a in tags if a.tag != root_tag and a.tag.endswith(COSIGN_SUFFIXES)]
+    others = [a for a in tags if a.tag != root_tag and not a.tag.endswith(COSIGN_SUFFIXES)]
+    root = [a for a in tags if a.tag == root_tag]
+    return cosign + others + root
 
 
 def _blob_order(plan: TransferPlan) -> list[Descriptor]:
@@ -308,7 +323,12 @@ class _ReadAhead:
 
     def chunks(self) -> Iterator[bytes]:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    raise TransportError(f"{self.descriptor.digest}: read-ahead stopped") from None
+                continue
             if item is self._END:
                 return
             if isinstance(item, BaseException):
@@ -339,7 +359,14 @@ def _sequential_with_read_ahead(
         for i, descriptor in enumerate(order):
             for j in range(i, i + depth):
                 start(j)
-            one(descriptor, started.pop(i))
+            ahead = started.pop(i)
+            try:
+                one(descriptor, ahead)
+            finally:
+                # A blob the target already has (kept from a resumed partial) is never read
+                # from the queue: its producer must stop, or it holds a reader thread forever
+                # and every later blob waits for it. The same on a failure or Ctrl-C.
+                ahead.cancel()
     finally:
         for ahead in started.values():
             ahead.cancel()
