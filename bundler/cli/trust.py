@@ -129,8 +129,13 @@ def sign_command(
     if output is OutputFormat.json:
         emit_json(result.to_json())
         return
+    if not result.signed:
+        typer.echo(f"{result.digest}  already signed by {result.key_id} as {result.identity}")
+        typer.echo(f"nothing written to {result.target}", err=True)
+        return
     typer.echo(f"{result.digest}  signed by {result.key_id} as {result.identity}")
-    typer.echo(f"{len(result.signed)} manifests signed in {result.target}", err=True)
+    already = f" ({len(result.already_signed)} already were)" if result.already_signed else ""
+    typer.echo(f"{len(result.signed)} manifests signed in {result.target}{already}", err=True)
 
 
 def _sign(
@@ -329,7 +334,8 @@ def approve_command(
     if output is OutputFormat.json:
         emit_json({"verification": report.to_json(), "approval": result.to_json()})
         return
-    typer.echo(f"{result.digest}  approved by {mine[0].name} ({role})")
+    again = "" if result.signed else "already "
+    typer.echo(f"{result.digest}  {again}approved by {mine[0].name} ({role})")
 
 
 def register(app: typer.Typer) -> None:

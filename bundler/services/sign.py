@@ -10,13 +10,16 @@ because skopeo and podman check each image they copy out of an index, not the in
 from __future__ import annotations
 
 import base64
+import contextlib
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
-from bundler.adapters.base import Source
+from bundler.adapters.base import Source, Target
 from bundler.adapters.crypto import PrivateKey
-from bundler.adapters.layout import LayoutTarget
+from bundler.adapters.layout import LayoutReader, LayoutSource, LayoutTarget, blob_relpath
 from bundler.adapters.memory import MemoryTarget
-from bundler.errors import VerificationError
+from bundler.errors import BundlerError, VerificationError
+from bundler.model import mediatypes as mt
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
 from bundler.model.signature import (
@@ -43,6 +46,7 @@ class SignResult:
     identity: str
     signed: list[Digest] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
+    already_signed: list[Digest] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         """The ``sign --output json`` document (camelCase keys, digests as strings)."""
@@ -53,6 +57,7 @@ class SignResult:
             "identity": self.identity,
             "signed": [str(d) for d in self.signed],
             "tags": self.tags,
+            "alreadySigned": [str(d) for d in self.already_signed],
         }
 
 
@@ -84,66 +89,210 @@ def sign(
     """Sign what ``location`` names.
 
     With ``expected``, sign only if it still resolves to that digest: an approval signs exactly
-    the bundle that was verified, even if a tag moved since.
+    the bundle that was verified, even if a tag moved since. A subject that already carries a
+    good signature by ``key`` over the same payload is not signed again (re-signing changes
+    nothing; ``already_signed`` lists them). In a layout or an archive, the existing signatures
+    are read and the new manifests written under the destination's exclusive lock, so two
+    signers at once never lose one another's signature.
     """
-    source = transports.open_source(location)
+    transports.open_source(location).close()  # a missing source fails here, creating nothing
+    target = transports.open_target(_as_target(location))
+    with _write_lock(target):
+        source = transports.open_source(location)  # read under the lock: no lost update
+        try:
+            return _sign_locked(
+                location,
+                source,
+                target,
+                key,
+                transports,
+                recursive,
+                identity,
+                annotations,
+                expected,
+            )
+        finally:
+            source.close()
+
+
+def _write_lock(target: object) -> AbstractContextManager[object]:
+    """The destination's exclusive writer lock where it has one (layouts, archives)."""
+    lock = getattr(target, "write_lock", None)
+    if lock is None:
+        return contextlib.nullcontext()
+    assert isinstance(lock, AbstractContextManager)
+    return lock
+
+
+def _sign_locked(
+    location: Location,
+    source: Source,
+    target: Target,
+    key: PrivateKey,
+    transports: Transports,
+    recursive: bool,
+    identity: str | None,
+    annotations: dict[str, str] | None,
+    expected: Digest | None,
+) -> SignResult:
+    index = source.fetch_manifest(source.resolve())
+    if expected is not None and index.digest != expected:
+        raise VerificationError(
+            2,
+            f"{location} now resolves to {index.digest}, not the verified {expected}; "
+            "nothing was signed",
+        )
+    claim = identity or default_identity(location, source, index)
+    overlay = OverlaySource(source)
+    result = SignResult(index.digest, target.name, key.public.key_id, claim)
+    as_referrer = _registry_has_referrers_api(location, transports, index)
+    superseded: list[tuple[Manifest, list[SignatureEntry]]] = []
+    for subject in _subjects(source, index, recursive):
+        payload = simple_signing_payload(subject.digest, claim)
+        existing, entries = _existing_signatures(source, subject.digest)
+        if _signed_by(entries, payload, key):
+            result.already_signed.append(subject.digest)  # kept as it is
+            continue
+        if existing is not None:
+            superseded.append((existing, entries))
+        entry = SignatureEntry(
+            payload, base64.b64encode(key.sign(payload)).decode(), dict(annotations or {})
+        )
+        manifest, config = signature_manifest([*entries, entry])
+        blobs = {manifest.config.digest: config} if manifest.config else {}
+        blobs.update({e.descriptor().digest: e.payload for e in [*entries, entry]})
+        tag = cosign_signature_tag(subject.digest)
+        overlay.add(manifest, blobs, tag)
+        if as_referrer:
+            # The same signatures, also as an OCI 1.1 referrer where the registry has the
+            # API (cosign's OCI 1.1 mode); verifiers read both and count each key once.
+            referrer, _ = signature_manifest([*entries, entry], subject.descriptor())
+            overlay.add_referrer(subject.digest, referrer, blobs)
+        result.signed.append(subject.digest)
+        result.tags.append(tag)
+    if not result.signed:
+        return result  # every subject already carries this key's signature: nothing to write
+    reader = _layout_reader(target)
+    before = set(reader.blob_names()) if reader is not None else set()
     try:
-        index = source.fetch_manifest(source.resolve())
-        if expected is not None and index.digest != expected:
-            raise VerificationError(
-                2,
-                f"{location} now resolves to {index.digest}, not the verified {expected}; "
-                "nothing was signed",
-            )
-        claim = identity or default_identity(location, source, index)
-        overlay = OverlaySource(source)
-        result = SignResult(index.digest, "", key.public.key_id, claim)
-        as_referrer = _registry_has_referrers_api(location, transports, index)
-        superseded: list[Manifest] = []
-        for subject in _subjects(source, index, recursive):
-            payload = simple_signing_payload(subject.digest, claim)
-            entry = SignatureEntry(
-                payload, base64.b64encode(key.sign(payload)).decode(), dict(annotations or {})
-            )
-            entries: list[SignatureEntry] = []
-            for _, existing in signature_manifests(source, subject.digest)[:1]:
-                entries = [read_entry(source, layer) for layer in signature_entries(existing)]
-                superseded.append(existing)
-            manifest, config = signature_manifest([*entries, entry])
-            blobs = {manifest.config.digest: config} if manifest.config else {}
-            blobs.update({e.descriptor().digest: e.payload for e in [*entries, entry]})
-            tag = cosign_signature_tag(subject.digest)
-            overlay.add(manifest, blobs, tag)
-            if as_referrer:
-                # The same signatures, also as an OCI 1.1 referrer where the registry has the
-                # API (cosign's OCI 1.1 mode); verifiers read both and count each key once.
-                referrer, _ = signature_manifest([*entries, entry], subject.descriptor())
-                overlay.add_referrer(subject.digest, referrer, blobs)
-            result.signed.append(subject.digest)
-            result.tags.append(tag)
-        target_location = _as_target(location)
-        target = transports.open_target(target_location)
         copied = copy_service.copy(overlay, target)
-        result.target = copied.target
-        if isinstance(target, (LayoutTarget, MemoryTarget)):
-            _drop_superseded(target, superseded, overlay)
-    finally:
-        source.close()
+    except BaseException:
+        if reader is not None:
+            _remove_unreferenced(target, reader, overlay.written_blobs(), before)
+        raise
+    result.target = copied.target
+    if reader is not None:
+        _drop_superseded(target, reader, superseded)
     return result
 
 
+def _existing_signatures(
+    source: Source, subject: Digest
+) -> tuple[Manifest | None, list[SignatureEntry]]:
+    """The signature manifest under ``subject``'s cosign tag (else a referrer), with its entries."""
+    for _, existing in signature_manifests(source, subject)[:1]:
+        return existing, [read_entry(source, layer) for layer in signature_entries(existing)]
+    return None, []
+
+
+def _signed_by(entries: list[SignatureEntry], payload: bytes, key: PrivateKey) -> bool:
+    """Whether one of ``entries`` is a good signature by ``key`` over exactly ``payload``."""
+    for entry in entries:
+        if entry.payload != payload:
+            continue
+        try:
+            signature = base64.b64decode(entry.signature_b64, validate=True)
+        except ValueError:
+            continue
+        if key.public.verify(payload, signature):
+            return True
+    return False
+
+
+def _layout_reader(target: Target) -> LayoutReader | None:
+    """The files of a layout target (a directory or a memory store); None for other targets."""
+    if isinstance(target, LayoutTarget):
+        return target.directory
+    if isinstance(target, MemoryTarget):
+        return target.store
+    return None
+
+
+def _reachable(reader: LayoutReader) -> set[Digest] | None:
+    """Every blob some name or referrer entry of the layout reaches; None if unsure.
+
+    Unsure (a missing or unreadable manifest) means nothing may be deleted.
+    """
+    try:
+        source = LayoutSource(reader, None)
+        reached: set[Digest] = set()
+        for entry in source.entries:
+            reached.add(entry.digest)
+            if entry.media_type not in mt.MANIFESTS:
+                continue
+            graph = walk(source, entry)
+            reached |= graph.digests()
+            reached.update(m.subject.digest for m in graph.manifests.values() if m.subject)
+    except BundlerError:
+        return None
+    return reached
+
+
+def _remove_unreferenced(
+    target: Target, reader: LayoutReader, candidates: set[Digest], before: set[str]
+) -> None:
+    """After a failed or interrupted sign: remove the blobs it wrote that nothing names.
+
+    Only blobs that were not in the layout before this sign began are candidates, so nothing
+    another writer put there is touched; a layout left so has nothing step 6 would count.
+    """
+    new = {d for d in candidates if blob_relpath(d) not in before}
+    new = {d for d in new if blob_relpath(d) in set(reader.blob_names())}
+    if not new:
+        return
+    reached = _reachable(reader)
+    if reached is None:
+        return
+    for digest in new - reached:
+        _remove_blob(target, digest)
+
+
 def _drop_superseded(
-    target: LayoutTarget | MemoryTarget, old: list[Manifest], new: OverlaySource
+    target: Target, reader: LayoutReader, old: list[tuple[Manifest, list[SignatureEntry]]]
 ) -> None:
     """In a layout, the signature manifests just replaced are garbage: remove them.
 
-    Their configs go too; payload layers are reused by the new manifests and stay.
+    A blob is removed only if no name or referrer of the layout reaches it any more. A config
+    goes only with a manifest bundler itself would have written for those signatures, so a
+    tampered signature manifest cannot have bundler delete what its ``config`` points at.
+    Payload layers are reused by the new manifests and stay.
     """
-    kept = new.written_blobs()
-    for manifest in old:
-        for digest in (manifest.digest, manifest.config.digest if manifest.config else None):
-            if digest is not None and digest not in kept:
-                target.remove_blob(digest)
+    if not old:
+        return
+    reached = _reachable(reader)
+    if reached is None:
+        return
+    for manifest, entries in old:
+        candidates = [manifest.digest]
+        if manifest.config is not None and _bundler_wrote(manifest, entries):
+            candidates.append(manifest.config.digest)
+        for digest in candidates:
+            if digest not in reached:
+                _remove_blob(target, digest)
+
+
+def _bundler_wrote(manifest: Manifest, entries: list[SignatureEntry]) -> bool:
+    """Whether ``manifest`` is byte for byte the signature manifest bundler makes of ``entries``."""
+    try:
+        again, _ = signature_manifest(entries)
+    except BundlerError:
+        return False
+    return again.digest == manifest.digest
+
+
+def _remove_blob(target: Target, digest: Digest) -> None:
+    if isinstance(target, (LayoutTarget, MemoryTarget)):
+        target.remove_blob(digest)
 
 
 def _registry_has_referrers_api(
