@@ -21,12 +21,15 @@ Mirror mode leaves the chart byte-identical and writes containerd ``hosts.toml``
 from __future__ import annotations
 
 import base64
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import semver
 
-from bundler.adapters.base import Source
+from bundler.adapters.base import Source, Target
 from bundler.adapters.chart import dump_values, load_chart_archive, package_files
 from bundler.adapters.crypto import PrivateKey
 from bundler.adapters.stream import VerifiedStream, read_exact
@@ -286,6 +289,46 @@ def check_rollback(
         )
 
 
+def _image_tags(
+    plan: PromotionPlan, transports: Transports, layout: Location | None
+) -> list[tuple[Relocation, Digest | None]]:
+    """Each image's target name with the digest it points at now (None where it is not there)."""
+    entries: dict[str, Digest] = {}
+    if layout is not None:
+        entries = {
+            e.annotations.get(mt.ANNOTATION_REF_NAME, ""): e.digest
+            for e in transports.layout_entries(layout)
+        }
+    found: list[tuple[Relocation, Digest | None]] = []
+    for relocation in plan.relocations:
+        tagged = relocation.tagged
+        if layout is not None:
+            found.append((relocation, entries.get(str(tagged))))
+            continue
+        head = transports.client(plan.registry).head_manifest(
+            tagged.repository, tagged.tag or str(relocation.digest)
+        )
+        found.append((relocation, head.digest if head else None))
+    return found
+
+
+def check_mirror_tags(plan: PromotionPlan, transports: Transports, layout: Location | None) -> None:
+    """In mirror mode, refuse to move an image tag that already names other content.
+
+    A mirrored chart runs its images by tag, so re-pointing ``web:1.0.0`` under a later bundle
+    would change what an already promoted release runs. RollbackError before anything moves.
+    """
+    if not plan.mirror:
+        return
+    for relocation, found in _image_tags(plan, transports, layout):
+        if relocation.tag is not None and found is not None and found != relocation.digest:
+            raise RollbackError(
+                f"{relocation.tagged} is already promoted as {found}; this bundle pins "
+                f"{relocation.digest} under the same tag, and a mirror tag is never moved "
+                "(releases promoted before run it by tag): give the image a new tag"
+            )
+
+
 def _check_images_match(
     plan: PromotionPlan, transports: Transports, layout: Location | None
 ) -> None:
@@ -293,21 +336,8 @@ def _check_images_match(
 
     In mirror mode the chart names no digest, so a changed image would otherwise go unnoticed.
     """
-    entries: dict[str, Digest] = {}
-    if layout is not None:
-        entries = {
-            e.annotations.get(mt.ANNOTATION_REF_NAME, ""): e.digest
-            for e in transports.layout_entries(layout)
-        }
-    for relocation in plan.relocations:
+    for relocation, found in _image_tags(plan, transports, layout):
         tagged = relocation.tagged
-        if layout is not None:
-            found: Digest | None = entries.get(str(tagged))
-        else:
-            head = transports.client(plan.registry).head_manifest(
-                tagged.repository, tagged.tag or str(relocation.digest)
-            )
-            found = head.digest if head else None
         if found is None:
             plan.already_promoted = False  # half there: promote again, blobs present are skipped
             return
@@ -395,14 +425,62 @@ def promote(  # noqa: C901
             raise report.error
         assert report.bundle is not None
         bundle = report.bundle
-        # Step 2: plan, and refuse rollbacks before anything is written.
+        # Step 2: plan, and refuse rollbacks before anything is written. Into a layout, the
+        # whole promotion holds the layout's write lock: two promotions into one prefix go one
+        # after the other, so the rollback check always sees what the other wrote.
         plan = plan_promotion(source, bundle, registry, prefix, style=style, mirror=mirror)
-        check_rollback(plan, promoted_versions(plan, transports, layout), allow_downgrade)
-        if plan.already_promoted:
-            _check_images_match(plan, transports, layout)
-        if dry_run or plan.already_promoted:
-            return PromotionResult(plan, dry_run)  # idempotent: nothing new to write
-        # Step 3: images, by digest, each tagged once its content is in place.
+        with _promotion_lock(layout, transports, dry_run) as lock:
+            check_rollback(plan, promoted_versions(plan, transports, layout), allow_downgrade)
+            if plan.already_promoted:
+                _check_images_match(plan, transports, layout)
+            else:
+                check_mirror_tags(plan, transports, layout)
+            if dry_run or plan.already_promoted:
+                return PromotionResult(plan, dry_run)  # idempotent: nothing new to write
+            assert key is not None
+            writer = _Writer(transports, layout, lock, parallel, location_of)
+            writer.images(source, bundle, plan)
+            record = writer.chart(source, plan, key, allow_downgrade)
+            return PromotionResult(plan, False, record.digest)
+    finally:
+        source.close()
+
+
+@contextlib.contextmanager
+def _promotion_lock(
+    layout: Location | None, transports: Transports, dry_run: bool
+) -> Iterator[AbstractContextManager[object] | None]:
+    """The ``oci:`` layout's write lock, held for a whole promotion into it (None elsewhere)."""
+    if layout is None or layout.kind != "oci" or dry_run:
+        yield None
+        return
+    lock = getattr(transports.open_target(layout), "write_lock", None)
+    if not isinstance(lock, AbstractContextManager):
+        yield None
+        return
+    with lock:
+        yield lock
+
+
+@dataclass
+class _Writer:
+    """Steps 3 to 5: images, the chart with its record, the chart's version tag last."""
+
+    transports: Transports
+    layout: Location | None
+    lock: AbstractContextManager[object] | None
+    parallel: int
+    location_of: Callable[[Reference], Location]
+
+    def _target(self, ref: Reference) -> Target:
+        target = self.transports.open_target(self.location_of(ref))
+        if self.lock is not None and getattr(target, "write_lock", None) is not None:
+            # The lock this promotion holds already: the targets' own holds only count on it.
+            setattr(target, "write_lock", self.lock)  # noqa: B010 - the adapter's attribute
+        return target
+
+    def images(self, source: Source, bundle: VerifiedBundle, plan: PromotionPlan) -> None:
+        """Step 3: images, by digest, each tagged once its content is in place."""
         index = _verified_index(source, bundle)
         pinned = {d.annotations.get("dev.bundler.image.ref"): d for d in index.manifests}
         for relocation in plan.relocations:
@@ -410,24 +488,115 @@ def promote(  # noqa: C901
             rooted = OverlaySource(
                 source, root=descriptor, ref_name=relocation.tag, inherit_names=False
             )
-            image_target = transports.open_target(location_of(relocation.tagged))
-            copy_service.copy(rooted, image_target, parallel=parallel, with_referrers=False)
-        # Steps 4 and 5: the chart, then its signed promotion record as a referrer.
-        assert key is not None
-        record, record_blobs = sign_record(plan, key)
-        chart_ref = Reference(registry, plan.chart_repository, plan.chart_tag, None)
+            copy_service.copy(
+                rooted,
+                self._target(relocation.tagged),
+                parallel=self.parallel,
+                with_referrers=False,
+            )
+
+    def chart(
+        self, source: Source, plan: PromotionPlan, key: PrivateKey, allow_downgrade: bool
+    ) -> Manifest:
+        """Steps 4 and 5: the chart and its signed record (once), then the version tag.
+
+        A re-run after a kill finds the record it attached already and attaches no second one.
+        """
+        record = existing_record(plan, key, self.transports, self.layout)
+        chart_ref = Reference(plan.registry, plan.chart_repository, plan.chart_tag, None)
         # The chart carries its promotion record, not the vendor's signatures or tags.
+        on_registry = self.layout is None
         chart_source = OverlaySource(
-            source, root=plan.chart.descriptor(), ref_name=plan.chart_tag, inherit_names=False
+            source,
+            root=plan.chart.descriptor(),
+            ref_name=None if on_registry else plan.chart_tag,
+            inherit_names=False,
         )
         chart_source.add(plan.chart, plan.chart_blobs, None)
-        chart_source.add_referrer(plan.chart.digest, record, record_blobs)
-        copy_service.copy(
-            chart_source, transports.open_target(location_of(chart_ref)), parallel=parallel
-        )
-        return PromotionResult(plan, False, record.digest)
+        if record is None:
+            record, record_blobs = sign_record(plan, key)
+            chart_source.add_referrer(plan.chart.digest, record, record_blobs)
+        if not on_registry:
+            copy_service.copy(chart_source, self._target(chart_ref), parallel=self.parallel)
+            return record
+        # A registry has no lock: the chart goes in by digest, the versions are read again
+        # right before its version tag is written and once more after (compare-and-set).
+        by_digest = Reference(plan.registry, plan.chart_repository, None, plan.chart.digest)
+        copy_service.copy(chart_source, self._target(by_digest), parallel=self.parallel)
+        check_rollback(plan, promoted_versions(plan, self.transports, None), allow_downgrade)
+        tagger = self._target(chart_ref)
+        tagger.tag(plan.chart_tag, plan.chart)
+        tagger.commit()
+        newer = newer_promoted(plan, promoted_versions(plan, self.transports, None))
+        if newer and not allow_downgrade:
+            raise RollbackError(
+                f"{plan.registry}/{plan.chart_repository}: {newer[0]} was promoted at the same "
+                f"moment as {plan.bundle.lock.chart.version}, whose tag {plan.chart_tag} is now "
+                "there too and older; remove that tag, or promote again with --allow-downgrade "
+                "to keep it on purpose"
+            )
+        return record
+
+
+def newer_promoted(plan: PromotionPlan, promoted: dict[str, Digest | None]) -> list[str]:
+    """The promoted versions newer than the plan's, newest first."""
+    version = semver.Version.parse(plan.bundle.lock.chart.version)
+    newer: list[semver.Version] = []
+    for tag in promoted:
+        try:
+            other = semver.Version.parse(tag.replace("_", "+"))
+        except ValueError:
+            continue  # signature and referrer tags live here too
+        if other.compare(version) > 0:
+            newer.append(other)
+    return [str(v) for v in sorted(newer, reverse=True)]
+
+
+def existing_record(
+    plan: PromotionPlan, key: PrivateKey, transports: Transports, layout: Location | None
+) -> Manifest | None:
+    """A record of exactly this promotion by ``key`` already attached to the chart, if any."""
+    if layout is not None and layout.store is not None:
+        where = memory_location(layout.store)
+    elif layout is not None:
+        where = Location("oci", f"oci:{layout.path}", path=layout.path)
+    else:
+        ref = Reference(plan.registry, plan.chart_repository, None, plan.chart.digest)
+        where = Location("registry", str(ref), reference=ref)
+    wanted = canonical_json(plan.record())
+    try:
+        found = transports.open_source(where)
+    except NotFoundError:
+        return None  # nothing promoted there yet
+    try:
+        for descriptor in found.referrers(plan.chart.digest):
+            if descriptor.artifact_type not in (PROMOTION_MEDIA_TYPE, None):
+                continue
+            manifest = found.fetch_manifest(descriptor)
+            attached = manifest.subject is not None and manifest.subject.digest == plan.chart.digest
+            if attached and _records_this(found, manifest, wanted, key):
+                return manifest
+    except NotFoundError:
+        return None
     finally:
-        source.close()
+        found.close()
+    return None
+
+
+def _records_this(source: Source, manifest: Manifest, wanted: bytes, key: PrivateKey) -> bool:
+    for layer in manifest.layers:
+        if layer.media_type != PROMOTION_MEDIA_TYPE or layer.size != len(wanted):
+            continue
+        record = read_exact(VerifiedStream(source.open_blob(layer), layer, source.name), layer.size)
+        try:
+            signature = base64.b64decode(
+                layer.annotations.get(PROMOTION_SIGNATURE, ""), validate=True
+            )
+        except ValueError:
+            continue
+        if record == wanted and key.public.verify(record, signature):
+            return True
+    return False
 
 
 MAX_RECORD_BYTES = 1024 * 1024
