@@ -7,6 +7,8 @@ The internal side is a memory store (or a layout directory where a lock is neede
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 from memory_bundles import (
@@ -20,11 +22,13 @@ from memory_bundles import (
 )
 
 from bundler.adapters.crypto import generate_key
+from bundler.adapters.layout import LayoutTarget
 from bundler.adapters.memory import MemoryStore
-from bundler.errors import RollbackError
+from bundler.errors import RollbackError, TransportError
 from bundler.model import mediatypes as mt
 from bundler.model.digest import Digest
 from bundler.model.reference import Reference
+from bundler.services import copy as copy_service
 from bundler.services.promote import PROMOTION_MEDIA_TYPE, PromotionResult, promote
 from bundler.services.transports import Location, memory_location
 
@@ -115,3 +119,45 @@ def test_promote_killed_before_version_tag_attaches_one_record_on_rerun() -> Non
     assert internal.names()[chart_tag] == chart
     assert records_of(internal, chart) == [first.record_digest]
     assert again.record_digest == first.record_digest
+
+
+def _layouts_have_a_write_lock() -> bool:
+    return hasattr(LayoutTarget(Path("/nonexistent/bundler-probe"), None), "write_lock")
+
+
+@pytest.mark.skipif(
+    not _layouts_have_a_write_lock(), reason="needs the layout write lock (adapters/layout.py)"
+)
+def test_concurrent_older_promotion_cannot_slip_past_a_newer_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stores: dict[str, MemoryStore] = {}
+    old = signed_bundle(stores, "old", version="0.1.0")
+    new = signed_bundle(stores, "new", version="0.2.0")
+    layout = tmp_path / "internal"
+    into = Location("oci", f"oci:{layout}", path=layout)
+    monkeypatch.setattr("bundler.adapters.fsafe.LOCK_WAIT_SECONDS", 0.2)
+    real_copy = copy_service.copy
+    outcomes: dict[str, str] = {}
+
+    def copy_racing(*args: Any, **kwargs: Any) -> Any:
+        if "0.2.0" not in outcomes:
+            # 0.2.0 runs to its end after 0.1.0 passed its rollback check and before 0.1.0
+            # wrote anything: the moment both succeeded.
+            outcomes["0.2.0"] = "running"
+            try:
+                promoted(stores, new, into)
+                outcomes["0.2.0"] = "promoted"
+            except (RollbackError, TransportError) as exc:
+                outcomes["0.2.0"] = f"refused: {exc}"
+        return real_copy(*args, **kwargs)
+
+    monkeypatch.setattr(copy_service, "copy", copy_racing)
+    try:
+        promoted(stores, old, into)
+        outcomes["0.1.0"] = "promoted"
+    except (RollbackError, TransportError) as exc:
+        outcomes["0.1.0"] = f"refused: {exc}"
+    monkeypatch.undo()
+
+    assert not (outcomes["0.1.0"] == "promoted" and outcomes["0.2.0"] == "promoted"), outcomes

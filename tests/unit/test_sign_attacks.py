@@ -16,18 +16,23 @@ import pytest
 from memory_bundles import (
     APPROVER,
     VENDOR,
+    MemoryBundle,
     policy,
     signed_bundle,
     transports,
 )
 
 from bundler.adapters.crypto import generate_key
+from bundler.adapters.layout import LayoutTarget
 from bundler.adapters.memory import MemoryStore, MemoryTarget
+from bundler.errors import TransportError
 from bundler.model import mediatypes as mt
 from bundler.model.digest import Digest
 from bundler.model.manifest import parse_manifest
 from bundler.model.signature import cosign_signature_tag, signature_entries
 from bundler.services import copy as copy_service
+from bundler.services import sign as sign_service
+from bundler.services import signatures
 from bundler.services.sign import sign
 from bundler.services.transports import Transports, parse_location
 from bundler.services.verify import verify
@@ -122,3 +127,63 @@ def test_interrupted_sign_leaves_nothing_step_6_counts(monkeypatch: pytest.Monke
     assert bundle.store.blobs() == before
     report = verify(bundle.store.source(bundle.tag), policy())
     assert report.error is None, report.error
+
+
+def _layouts_have_a_write_lock() -> bool:
+    return hasattr(LayoutTarget(Path("/nonexistent/bundler-probe"), None), "write_lock")
+
+
+def _layout_copy(bundle: MemoryBundle, path: Path) -> str:
+    copy_service.copy(bundle.store.source(bundle.tag), LayoutTarget(path, bundle.tag))
+    return f"oci:{path}:{bundle.tag}"
+
+
+@pytest.mark.skipif(
+    not _layouts_have_a_write_lock(), reason="needs the layout write lock (adapters/layout.py)"
+)
+def test_second_signer_at_the_same_moment_never_loses_the_first_signature(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stores: dict[str, MemoryStore] = {}
+    bundle = signed_bundle(stores)
+    where = _layout_copy(bundle, tmp_path / "layout")
+    monkeypatch.setattr("bundler.adapters.fsafe.LOCK_WAIT_SECONDS", 0.2)
+    real = signatures.read_entry
+    told_signed: list[str] = []
+    nested: list[BaseException] = []
+    raced: list[object] = []
+
+    def read_then_race(source: Any, layer: Any) -> Any:
+        found = real(source, layer)
+        if not raced:
+            raced.append(layer)
+            # The second signer starts after the first has read the existing signatures and
+            # before it writes: the moment a lost update happens.
+            try:
+                sign(
+                    parse_location(where),
+                    APPROVER,
+                    Transports(use_blob_cache=False),
+                    recursive=False,
+                )
+                told_signed.append("approver")
+            except TransportError as exc:
+                nested.append(exc)
+        return found
+
+    monkeypatch.setattr(sign_service, "read_entry", read_then_race)
+    sign(parse_location(where), THIRD, Transports(use_blob_cache=False), recursive=False)
+    told_signed.append("third")
+    monkeypatch.undo()
+
+    index = json.loads((tmp_path / "layout" / "index.json").read_text())
+    tag = cosign_signature_tag(bundle.index.digest)
+    digest = next(
+        m["digest"]
+        for m in index["manifests"]
+        if m["annotations"].get(mt.ANNOTATION_REF_NAME) == tag
+    )
+    raw = (tmp_path / "layout" / "blobs" / "sha256" / digest.split(":")[1]).read_bytes()
+    layers = json.loads(raw)["layers"]
+    expected = 1 + len(told_signed)  # the vendor's, plus every signer told "signed"
+    assert len(layers) == expected, (told_signed, nested)
