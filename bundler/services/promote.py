@@ -521,8 +521,8 @@ class _Writer:
             return record
         # A registry has no lock: the chart goes in by digest, the versions are read again
         # right before its version tag is written and once more after (compare-and-set).
-        by_digest = Reference(plan.registry, plan.chart_repository, None, plan.chart.digest)
-        copy_service.copy(chart_source, self._target(by_digest), parallel=self.parallel)
+        untagged = Reference(plan.registry, plan.chart_repository, None, None)
+        copy_service.copy(chart_source, self._target(untagged), parallel=self.parallel)
         check_rollback(plan, promoted_versions(plan, self.transports, None), allow_downgrade)
         tagger = self._target(chart_ref)
         tagger.tag(plan.chart_tag, plan.chart)
