@@ -28,6 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from bundler.adapters.fsafe import (
+    DestinationLock,
+    create_new,
+    open_regular,
+    remove_stale,
+)
 from bundler.adapters.layout import (
     INDEX_FILE,
     LAYOUT_VERSION_DOC,
@@ -170,13 +176,14 @@ class ArchiveReader:
         self.path = path
         self.name = f"archive:{path}"
         self._members: dict[str, _Member] = {}
+        self._end = 0  # where the last member's data (and padding) ends
         self._fd = -1
         self.volumes: VolumeSet | None = None
         if path.name.endswith(PARTS_LIST_SUFFIX):
             self.volumes = VolumeSet(path)
         else:
             try:
-                self._fd = os.open(path, os.O_RDONLY)
+                self._fd = open_regular(path, "archive", follow=True)  # no FIFO, no device
             except FileNotFoundError:
                 if not parts_list_path(path).exists():
                     raise NotFoundError(f"archive {path} does not exist") from None
@@ -203,6 +210,9 @@ class ArchiveReader:
 
     def _index(self, members: Iterator[tuple[str, tarfile.TarInfo]]) -> None:
         for name, info in members:
+            self._end = max(
+                self._end, info.offset_data + info.size + (-info.size % tarfile.BLOCKSIZE)
+            )
             if info.isdir():
                 if name not in _ALLOWED_DIRS:
                     raise UnsafeArchiveError(
@@ -227,6 +237,26 @@ class ArchiveReader:
     def blob_names(self) -> list[str]:
         """Every blob file the archive holds (``blobs/<alg>/<hex>``)."""
         return sorted(n for n in self._members if n.startswith("blobs/"))
+
+    def stray_files(self) -> list[str]:
+        """LayoutReader.stray_files: data after the end-of-archive marker, if any is not zeros.
+
+        Members other than a layout's are refused when the archive is opened; what follows the
+        marker is no member at all, so tar tools skip it and only this reports it. Zero padding
+        of any length (record padding, a larger blocking factor) is not data.
+        """
+        size = self.volumes.size if self.volumes is not None else os.fstat(self._fd).st_size
+        offset = self._end
+        while offset < size:
+            chunk = self._pread(min(CHUNK_SIZE, size - offset), offset)
+            if not chunk:
+                break
+            if chunk.strip(b"\0"):
+                return [
+                    f"data after the end-of-archive marker ({size - self._end} bytes follow it)"
+                ]
+            offset += len(chunk)
+        return []
 
     def read_file(self, relpath: str, limit: int) -> bytes:
         """Member ``relpath``'s bytes; NotFoundError if absent, ManifestError over ``limit``."""
@@ -309,12 +339,29 @@ class _TarWriter:
             self._write(tarfile.NUL * (tarfile.RECORDSIZE - remainder))
 
 
+def _own_temp_pattern(archive_name: str) -> re.Pattern[str]:
+    """The hidden temporary files a writer of ``archive_name`` makes beside it.
+
+    ``.NAME.partial`` (a single-file archive growing), ``.NAME.partN.XXXX.partial`` (a volume
+    before commit) and ``.NAME.parts.json.XXXX.partial`` (the parts list being written).
+    """
+    return re.compile(
+        re.escape(f".{archive_name}")
+        + r"(?:\.part[0-9]+\.[A-Za-z0-9_]+|\.parts\.json\.[A-Za-z0-9_]+)?\.partial"
+    )
+
+
 class ArchiveTarget:
     """Writes a layout tar; the file appears under its name only at ``commit``.
 
     With ``max_volume_size`` the same tar is split into volumes of that many bytes
     (``FILE.tar.000``, ...) plus ``FILE.tar.parts.json``, written last at commit; ``parts`` is
     then the committed parts list.
+
+    ``write_lock`` (a :class:`~bundler.adapters.fsafe.DestinationLock` on ``.FILE.tar.lock``
+    beside it) is held from ``begin`` to ``commit`` or ``abort``, so two writers of one archive
+    never share its partial file; a caller that reads the archive before writing it back (sign,
+    approve) holds it around both with ``with target.write_lock:``.
     """
 
     parallel_blobs = False
@@ -341,6 +388,8 @@ class ArchiveTarget:
         self._plan: TransferPlan | None = None
         self._fh: Any = None
         self._broken: str | None = None  # why writing cannot go on, once it cannot
+        self.write_lock = DestinationLock(path.parent / f".{path.name}.lock", f"archive {path}")
+        self._locked = False
 
     def root_tag(self, source_ref: str | None) -> str | None:
         """Target.root_tag: the ref given after ``archive:FILE:``, else the source's ref name."""
@@ -396,11 +445,22 @@ class ArchiveTarget:
     def begin(self, plan: TransferPlan) -> None:
         """Target.begin: write the layout header, index and every manifest before any blob.
 
-        A ``.partial`` file left by an interrupted run of the same copy is resumed: its verified
-        whole blobs are kept. TransportError if the file cannot be created.
+        Takes ``write_lock`` first (held until ``commit`` or ``abort``). A ``.partial`` file left
+        by an interrupted run of the same copy is resumed if it is a regular file of this user
+        (never through a link): its verified whole blobs are kept. TransportError if the file
+        cannot be created, UnsafeArchiveError if something else is planted under its name.
         """
         self._plan = plan
         header = self._header(plan)
+        self.write_lock.acquire()
+        self._locked = True
+        try:
+            self._open(header, plan)
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _open(self, header: bytes, plan: TransferPlan) -> None:
         try:
             if self.max_volume_size is not None:
                 self._fh = VolumeWriter(self.path, self.max_volume_size)
@@ -408,28 +468,49 @@ class ArchiveTarget:
                 self._tar._write(header)
                 return
             partial = self.partial_path
+            fd, existed = self._open_partial(partial)
             self._tmp = str(partial)
-            offset = self._resume(partial, header, plan) if partial.exists() else None
+            self._fh = os.fdopen(fd, "r+b")
+            offset = self._resume(fd, header, plan) if existed else None
+            self._tar = _TarWriter(self._fh)
             if offset is None:
-                self._fh = open(partial, "wb")  # noqa: SIM115 - closed at commit or abort
-                self._tar = _TarWriter(self._fh)
+                self._fh.truncate(0)
                 self._tar._write(header)
             else:
-                self._fh = open(partial, "r+b")  # noqa: SIM115 - closed at commit or abort
                 self._fh.truncate(offset)
                 self._fh.seek(offset)
-                self._tar = _TarWriter(self._fh)
                 self._tar.offset = offset
         except OSError as exc:
             raise TransportError(f"cannot create {self.path}: {exc.strerror}") from None
 
-    def _resume(self, partial: Path, header: bytes, plan: TransferPlan) -> int | None:
+    def _open_partial(self, partial: Path) -> tuple[int, bool]:
+        """The partial file, created anew (O_EXCL|O_NOFOLLOW) or, if one is there, reopened.
+
+        Only a regular file of this user is reopened, without following a link; anything else
+        under that hidden name was not left by bundler and is refused.
+        """
+        try:
+            return create_new(partial, 0o600), False
+        except FileExistsError:
+            pass
+        fd = open_regular(partial, "partial archive", write=True)
+        owner = os.fstat(fd).st_uid
+        if owner != os.getuid():
+            os.close(fd)
+            raise UnsafeArchiveError(
+                f"partial archive {partial} belongs to uid {owner}, not this user; remove it "
+                "and run again"
+            )
+        return fd, True
+
+    def _resume(self, fd: int, header: bytes, plan: TransferPlan) -> int | None:
         """Keep what an interrupted run of the same copy wrote.
 
         That is the same header, then whole blobs that still hash to their names. Returns where
         to go on, or None to start over.
         """
-        with open(partial, "rb") as fh:
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            fh.seek(0)
             if fh.read(len(header)) != header:
                 return None
             end = len(header)
@@ -546,14 +627,27 @@ class ArchiveTarget:
         try:
             self._tar.close()
             self._fh.flush()
+            os.fchmod(self._fh.fileno(), 0o644)  # through the descriptor, never a path
             os.fsync(self._fh.fileno())
             self._fh.close()
-            os.chmod(self._tmp, 0o644)
             os.replace(self._tmp, self.path)
         except OSError as exc:
             self.abort()
             raise TransportError(f"cannot finish {self.path}: {exc.strerror}") from None
         self._tmp = None
+        self._finished()
+
+    def _unlock(self) -> None:
+        """Release the hold ``begin`` took, once, however many clean-ups call this."""
+        if self._locked:
+            self._locked = False
+            self.write_lock.release()
+
+    def _finished(self) -> None:
+        """After a commit: drop hidden temporary files a killed writer of this archive left."""
+        pattern = _own_temp_pattern(self.path.name)
+        remove_stale(self.path.parent, lambda name: pattern.fullmatch(name) is not None)
+        self._unlock()
 
     def _commit_volumes(self, writer: VolumeWriter) -> None:
         assert self._tar is not None
@@ -561,11 +655,18 @@ class ArchiveTarget:
             self._tar.close()
         except OSError as exc:
             writer.abort()
+            self._unlock()
             raise TransportError(f"cannot finish {self.path}: {exc.strerror}") from None
         except BaseException:
             writer.abort()
+            self._unlock()
             raise
-        self.parts = writer.commit()  # aborts by itself on failure
+        try:
+            self.parts = writer.commit()  # aborts by itself on failure
+        except BaseException:
+            self._unlock()
+            raise
+        self._finished()
 
     def abort(self, error: BaseException | None = None) -> None:
         """Drop what was written, except after a transport failure.
@@ -573,14 +674,17 @@ class ArchiveTarget:
         Then the partial archive stays (hidden, never under the archive's name) and a re-run of
         the same copy resumes.
         """
-        if isinstance(self._fh, VolumeWriter):
-            self._fh.abort()
-            return
-        if self._fh is not None:
-            with contextlib.suppress(Exception):
-                self._fh.close()
-        if self._tmp is not None:
-            if not isinstance(error, TransportError):
-                with contextlib.suppress(OSError):
-                    os.unlink(self._tmp)
-            self._tmp = None
+        try:
+            if isinstance(self._fh, VolumeWriter):
+                self._fh.abort()
+                return
+            if self._fh is not None:
+                with contextlib.suppress(Exception):
+                    self._fh.close()
+            if self._tmp is not None:
+                if not isinstance(error, TransportError):
+                    with contextlib.suppress(OSError):
+                        os.unlink(self._tmp)
+                self._tmp = None
+        finally:
+            self._unlock()

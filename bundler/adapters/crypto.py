@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import json
 import os
@@ -37,7 +38,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
-from bundler.errors import KeyFileError, TransportError, UsageError
+from bundler.adapters.fsafe import read_regular
+from bundler.errors import KeyFileError, TransportError, UnsafeArchiveError, UsageError
 
 ALGORITHMS = ("ecdsa-p256", "ed25519")  # what `keys generate` makes; ECDSA P-256 is cosign's
 LOADABLE_ALGORITHMS = ("ecdsa-p256", "ecdsa-p384", "ed25519", "rsa")
@@ -332,6 +334,21 @@ def decrypt_private_key(pem: bytes, passphrase: bytes, origin: str) -> PrivateKe
 
 
 # ----------------------------------------------------------------------------- key files
+def read_key_file(path: Path, limit: int = MAX_KEY_FILE_BYTES) -> bytes:
+    """Up to ``limit + 1`` bytes of the key file ``path``, which must be a regular file.
+
+    A FIFO, a device (``/dev/zero``) or a directory is refused without blocking or reading on
+    (OSError, as an unreadable file is); a link the user named is followed. The extra byte lets
+    the key parsers say "too large" without reading an endless file.
+    """
+    try:
+        return read_regular(path, limit, "key file", follow=True)
+    except UnsafeArchiveError as exc:
+        raise OSError(
+            errno.EINVAL, str(exc).removeprefix(f"key file {path} is "), str(path)
+        ) from None
+
+
 def _write_new(path: Path, data: bytes, mode: int) -> None:
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0), mode)
     try:

@@ -9,16 +9,23 @@ points at content that is not all there.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
+import re
 import shutil
-import tempfile
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from bundler.adapters.files import atomic_write
+from bundler.adapters.fsafe import (
+    DestinationLock,
+    create_temp,
+    open_regular,
+    real_directory,
+    remove_stale,
+)
 from bundler.adapters.stream import CHUNK_SIZE, VerifiedStream, read_exact
 from bundler.errors import ManifestError, NotFoundError, TransportError, UsageError
 from bundler.model import mediatypes as mt
@@ -37,6 +44,12 @@ OCI_LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
 LAYOUT_VERSION_DOC = b'{"imageLayoutVersion":"1.0.0"}'
 MAX_INDEX_BYTES = 16 * 1024 * 1024
+LOCK_FILE = ".bundler.lock"
+BLOB_DIRS = ("sha256", "sha512")
+# Hidden temporary files a layout writer makes: ``.oci-layout.X.partial`` and
+# ``.index.json.X.partial`` at the root (atomic_write), ``.<hex16>-X`` beside blobs.
+_ROOT_TEMP = re.compile(r"\.(?:oci-layout|index\.json)\.[A-Za-z0-9_]+\.partial")
+_BLOB_TEMP = re.compile(r"\.[0-9a-f]{16}-[A-Za-z0-9_]+")
 
 
 class LayoutReader(Protocol):
@@ -58,6 +71,14 @@ class LayoutReader(Protocol):
 
     def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
         """Raw, unverified chunks of the blob; NotFoundError if it is absent."""
+        ...
+
+    def stray_files(self) -> list[str]:
+        """What the layout holds beside ``oci-layout``, ``index.json`` and its blob files.
+
+        Hidden files, links, folders under ``blobs/``, other files at the root, data after a
+        tar's end: content no manifest can name, reported by verify's step 6.
+        """
         ...
 
 
@@ -266,7 +287,8 @@ class LayoutDirectory:
         """LayoutReader.read_file, from disk; TransportError for any other read failure."""
         target = self.path / relpath
         try:
-            with open(target, "rb") as fh:
+            fd = open_regular(target, relpath)  # never a link, a FIFO or a device
+            with os.fdopen(fd, "rb") as fh:
                 data = fh.read(limit + 1)
         except FileNotFoundError:
             raise NotFoundError(f"missing {relpath}") from None
@@ -277,37 +299,94 @@ class LayoutDirectory:
         return data
 
     def blob_names(self) -> list[str]:
-        """Every blob file the layout holds (``blobs/<alg>/<hex>``), temporary files aside."""
-        root = self.path / "blobs"
-        if not root.is_dir():
-            return []
+        """Every blob file the layout holds (``blobs/<alg>/<hex>``), temporary files aside.
+
+        Only regular files in real directories count; links and hidden files are
+        :meth:`stray_files`.
+        """
         return sorted(
-            f"blobs/{alg.name}/{blob.name}"
-            for alg in root.iterdir()
-            if alg.is_dir()
-            for blob in alg.iterdir()
-            if blob.is_file() and not blob.name.startswith(".")
+            f"blobs/{alg}/{entry.name}"
+            for alg, entry in self._blob_dir_entries()
+            if not entry.name.startswith(".") and entry.is_file(follow_symlinks=False)
         )
+
+    def _blob_dir_entries(self) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        root = self.path / "blobs"
+        if not _is_real_dir(root):
+            return
+        for alg in sorted(os.scandir(root), key=lambda e: e.name):
+            if alg.is_dir(follow_symlinks=False):
+                for entry in os.scandir(alg.path):
+                    yield alg.name, entry
+
+    def stray_files(self) -> list[str]:
+        """LayoutReader.stray_files: hidden files, links, folders and other files, by path."""
+        stray: list[str] = []
+        if _is_real_dir(self.path):
+            for entry in os.scandir(self.path):
+                if entry.name in (OCI_LAYOUT_FILE, INDEX_FILE):
+                    if not entry.is_file(follow_symlinks=False):
+                        stray.append(f"{_entry_kind(entry)} {entry.name}")
+                elif entry.name == "blobs" and entry.is_dir(follow_symlinks=False):
+                    stray += self._stray_in_blobs()
+                elif not (entry.name == LOCK_FILE and _empty_file(entry)):
+                    stray.append(f"{_entry_kind(entry)} {entry.name}")
+        return sorted(stray)
+
+    def _stray_in_blobs(self) -> list[str]:
+        stray = [
+            f"{_entry_kind(e)} blobs/{e.name}"
+            for e in os.scandir(self.path / "blobs")
+            if not (e.name in BLOB_DIRS and e.is_dir(follow_symlinks=False))
+        ]
+        for alg, entry in self._blob_dir_entries():
+            if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                stray.append(f"{_entry_kind(entry)} blobs/{alg}/{entry.name}")
+        return stray
 
     def blob_path(self, digest: Digest) -> Path:
         """The path of the blob of ``digest`` inside the layout directory."""
         return self.path / blob_relpath(digest)
 
     def has_blob(self, descriptor: Descriptor) -> bool:
-        """LayoutReader.has_blob: compares the file's size only."""
+        """LayoutReader.has_blob: a regular file (not a link) of the size; bytes not hashed."""
         try:
-            return self.blob_path(descriptor.digest).stat().st_size == descriptor.size
-        except FileNotFoundError:
+            info = os.lstat(self.blob_path(descriptor.digest))
+        except (FileNotFoundError, NotADirectoryError):
             return False
+        return stat.S_ISREG(info.st_mode) and info.st_size == descriptor.size
 
     def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
         """LayoutReader.open_blob: the file in ``CHUNK_SIZE`` chunks, closed when exhausted."""
         path = self.blob_path(descriptor.digest)
         try:
-            fh = open(path, "rb")  # noqa: SIM115 - closed by the generator
+            fd = open_regular(path, f"blob of {self.name}")  # no link, FIFO or device
         except FileNotFoundError:
             raise NotFoundError(f"{self.name} lacks blob {descriptor.digest}") from None
-        return _file_chunks(fh)
+        except OSError as exc:
+            raise TransportError(f"cannot read {path}: {exc.strerror}") from None
+        return _file_chunks(os.fdopen(fd, "rb"))
+
+
+def _is_real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _empty_file(entry: os.DirEntry[str]) -> bool:
+    return entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_size == 0
+
+
+def _entry_kind(entry: os.DirEntry[str]) -> str:
+    if entry.is_symlink():
+        return "link"
+    if entry.is_dir(follow_symlinks=False):
+        return "folder"
+    if entry.is_file(follow_symlinks=False):
+        return "file"
+    return "special file"
 
 
 def _file_chunks(fh: Any) -> Iterator[bytes]:
@@ -316,8 +395,37 @@ def _file_chunks(fh: Any) -> Iterator[bytes]:
             yield chunk
 
 
+def _adoptable(path: Path) -> bool:
+    """True for a directory holding nothing but what a killed or concurrent writer starts with.
+
+    That is bundler's lock file, its hidden temporary ``oci-layout``/``index.json`` files, and a
+    ``blobs/<alg>/`` skeleton of plain files: a layout whose creation did not finish.
+    """
+    for entry in os.scandir(path):
+        if entry.name == LOCK_FILE or _ROOT_TEMP.fullmatch(entry.name):
+            if not entry.is_file(follow_symlinks=False):
+                return False
+        elif entry.name == "blobs" and entry.is_dir(follow_symlinks=False):
+            for alg in os.scandir(entry.path):
+                if alg.name not in BLOB_DIRS or not alg.is_dir(follow_symlinks=False):
+                    return False
+                if not all(b.is_file(follow_symlinks=False) for b in os.scandir(alg.path)):
+                    return False
+        else:
+            return False
+    return True
+
+
 class LayoutTarget:
-    """Writes into an OCI layout directory; ``commit`` publishes the ref names."""
+    """Writes into an OCI layout directory; ``commit`` publishes the ref names.
+
+    ``write_lock`` (a :class:`~bundler.adapters.fsafe.DestinationLock` on ``DIR/.bundler.lock``)
+    is held from ``begin`` to ``commit`` or ``abort``: writers of one layout go one at a time, a
+    second waiting for the first. A caller that reads the layout before writing it back (sign,
+    approve) holds it around both with ``with target.write_lock:``. Acquiring it creates the
+    directory if need be. The layout's own files and folders (``oci-layout``, ``index.json``,
+    ``blobs``, ``blobs/<alg>``) are never written through a link.
+    """
 
     parallel_blobs = True
     requires_name = True
@@ -329,28 +437,76 @@ class LayoutTarget:
         self.name = f"oci:{path}:{ref}" if ref else f"oci:{path}"
         self._new_entries: list[Descriptor] = []
         self._created_dir = False
+        self._locked = False
+        self.write_lock = DestinationLock(path / LOCK_FILE, f"layout {path}", self._make_dir)
         if path.exists() and not path.is_dir():
             raise UsageError(f"{path} exists and is not a directory")
-        if path.exists() and any(path.iterdir()) and not (path / OCI_LAYOUT_FILE).exists():
+        self._check_is_layout()
+
+    def _check_is_layout(self) -> None:
+        path = self.path
+        if (
+            path.is_dir()
+            and not os.path.lexists(path / OCI_LAYOUT_FILE)
+            and any(path.iterdir())
+            and not _adoptable(path)
+        ):
             raise UsageError(f"{path} is a non-empty directory that is not an OCI layout")
+
+    def _make_dir(self) -> None:
+        try:
+            self.path.mkdir(parents=True)
+            self._created_dir = True
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise TransportError(f"cannot create {self.path}: {exc.strerror}") from None
 
     def root_tag(self, source_ref: str | None) -> str | None:
         """Target.root_tag: the ref given after ``oci:DIR:``, else the source's ref name."""
         return self.ref or source_ref
 
     def begin(self, plan: TransferPlan) -> None:
-        """Target.begin: create the directory if needed and write or check ``oci-layout``."""
+        """Target.begin: take ``write_lock``, create the directory, write or check ``oci-layout``.
+
+        A directory a killed or concurrent writer was creating (only bundler's hidden files and
+        an empty skeleton in it) is adopted. UnsafeArchiveError for a linked ``oci-layout``,
+        ``blobs`` or ``blobs/<alg>``.
+        """
+        self.write_lock.acquire()
+        self._locked = True
         try:
-            if not self.path.exists():
-                self.path.mkdir(parents=True)
-                self._created_dir = True
+            self._check_is_layout()  # again, now that no other writer is half-way through
+            for sub in ("blobs", *(f"blobs/{alg}" for alg in BLOB_DIRS)):
+                real_directory(self.path / sub, f"layout folder {sub} of")
             header = self.path / OCI_LAYOUT_FILE
-            if header.exists():
-                check_layout_header(header.read_bytes(), self.name)
+            if os.path.lexists(header):
+                check_layout_header(self.directory.read_file(OCI_LAYOUT_FILE, 4096), self.name)
             else:
                 atomic_write(header, LAYOUT_VERSION_DOC)
         except OSError as exc:
+            self._unlock()
             raise TransportError(f"cannot prepare {self.path}: {exc.strerror}") from None
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _unlock(self) -> None:
+        """Release the hold ``begin`` took, once."""
+        if self._locked:
+            self._locked = False
+            self.write_lock.release()
+
+    def _blob_dir(self, digest: Digest) -> Path:
+        """``blobs/<alg>``, created if need be; UnsafeArchiveError if it or ``blobs`` is a link."""
+        blobs = self.path / "blobs"
+        folder = blobs / digest.algorithm
+        for sub in (blobs, folder):
+            if not real_directory(sub, "layout folder"):
+                with contextlib.suppress(FileExistsError):
+                    sub.mkdir()
+                real_directory(sub, "layout folder")  # created by us, or by a racing link
+        return folder
 
     def has_blob(self, descriptor: Descriptor) -> bool:
         """Target.has_blob: the blob file exists at its size."""
@@ -369,8 +525,7 @@ class LayoutTarget:
         digest = stream.descriptor.digest
         final = self.directory.blob_path(digest)
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{digest.hex[:16]}-", dir=final.parent)
+            fd, tmp = create_temp(self._blob_dir(digest), f".{digest.hex[:16]}-")
         except OSError as exc:
             raise TransportError(f"cannot write into {final.parent}: {exc.strerror}") from None
         try:
@@ -378,8 +533,8 @@ class LayoutTarget:
                 for chunk in stream:
                     out.write(chunk)
                 out.flush()
+                os.fchmod(out.fileno(), 0o644)  # through the descriptor, never a path
                 os.fsync(out.fileno())
-            os.chmod(tmp, 0o644)
             os.replace(tmp, final)
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -398,9 +553,16 @@ class LayoutTarget:
         self.put_blob(VerifiedStream([manifest.raw], descriptor, "memory"))
 
     def remove_blob(self, digest: Digest) -> None:
-        """Delete a blob this target's copy made garbage (a superseded signature manifest)."""
+        """Delete a blob this target's copy made garbage (a superseded signature manifest).
+
+        Never through a linked ``blobs`` folder; a link or folder under the blob's name stays.
+        """
+        path = self.directory.blob_path(digest)
+        if not (real_directory(path.parent.parent) and real_directory(path.parent)):
+            return
         with contextlib.suppress(FileNotFoundError):
-            self.directory.blob_path(digest).unlink()
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                path.unlink()
 
     def tag(self, tag: str, manifest: Manifest) -> None:
         """Target.tag: staged as an ``index.json`` entry with the ref name; written at commit."""
@@ -413,28 +575,46 @@ class LayoutTarget:
         self._new_entries.append(referrer_entry(referrer))
 
     def commit(self) -> None:
-        """Target.commit: merge the staged entries into ``index.json`` under a file lock.
+        """Target.commit: merge the staged entries into ``index.json``, then release the lock.
 
-        An existing corrupt index is refused (ManifestError), not overwritten.
+        ``write_lock`` is held (since ``begin``), so no other writer's entries are lost. An
+        existing corrupt index is refused (ManifestError), not overwritten; a linked or special
+        ``index.json`` is an UnsafeArchiveError. Hidden temporary files a killed writer left in
+        the layout are removed after the commit.
         """
         index_path = self.path / INDEX_FILE
-        lock_path = self.path / ".bundler.lock"
         try:
-            with open(lock_path, "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                entries: list[dict[str, Any]] = []
-                if index_path.exists():
-                    raw = self.directory.read_file(INDEX_FILE, MAX_INDEX_BYTES)
-                    parse_index(raw, self.name)  # refuse to build on a corrupt index
-                    doc = json.loads(raw)
-                    entries = list(doc["manifests"])
-                atomic_write(index_path, index_document(merge_entries(entries, self._new_entries)))
+            if not self._locked:  # a commit without begin (nothing written) still serialises
+                self.write_lock.acquire()
+                self._locked = True
+            entries: list[dict[str, Any]] = []
+            if os.path.lexists(index_path):
+                raw = self.directory.read_file(INDEX_FILE, MAX_INDEX_BYTES)
+                parse_index(raw, self.name)  # refuse to build on a corrupt index
+                doc = json.loads(raw)
+                entries = list(doc["manifests"])
+            atomic_write(index_path, index_document(merge_entries(entries, self._new_entries)))
+            self._remove_own_leftovers()
         except OSError as exc:
             raise TransportError(f"cannot write {index_path}: {exc.strerror}") from None
+        finally:
+            self._unlock()
+
+    def _remove_own_leftovers(self) -> None:
+        """Hidden temporary files of killed writers (regular files only; the lock is held)."""
+        remove_stale(self.path, lambda name: _ROOT_TEMP.fullmatch(name) is not None)
+        for alg in BLOB_DIRS:
+            remove_stale(
+                self.path / "blobs" / alg, lambda name: _BLOB_TEMP.fullmatch(name) is not None
+            )
 
     def abort(self, error: BaseException | None = None) -> None:
         """Target.abort: keep written blobs for a re-run; drop a directory this copy created."""
         # Blobs already written are correct and content-addressed; leaving them lets a re-run
-        # skip them. A directory this copy created and never committed goes away entirely.
-        if self._created_dir and not (self.path / INDEX_FILE).exists():
-            shutil.rmtree(self.path, ignore_errors=True)
+        # skip them. A directory this copy created and never committed goes away entirely,
+        # under the lock (a writer waiting on it then sees its lock file gone and starts over).
+        try:
+            if self._created_dir and not os.path.lexists(self.path / INDEX_FILE):
+                shutil.rmtree(self.path, ignore_errors=True)
+        finally:
+            self._unlock()

@@ -86,6 +86,10 @@ class MemoryStore:
             raise NotFoundError(f"{self.name} lacks blob {descriptor.digest}")
         return _chunks(data)
 
+    def stray_files(self) -> list[str]:
+        """LayoutReader.stray_files: none; a store holds only index.json and blobs by digest."""
+        return []
+
     # -- the Source and Target faces
     def source(self, ref: str | None = None) -> LayoutSource:
         """The store as a source; ``ref`` selects an entry as ``oci:DIR:REF`` does."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bundler.adapters.bundleconfig import load_checked_yaml
-from bundler.adapters.crypto import load_public_key
+from bundler.adapters.crypto import load_public_key, read_key_file
 from bundler.errors import ConfigError, KeyFileError
 from bundler.model.policy import (
     BundleRule,
@@ -34,7 +34,7 @@ def load_trust_policy(path: Path) -> TrustPolicy:
             key_path = path.parent / entry["path"]
             origin = str(key_path)
             try:
-                pem = key_path.read_bytes()[: MAX_KEY_BYTES + 1]
+                pem = read_key_file(key_path, MAX_KEY_BYTES)  # regular file, bounded
             except OSError as exc:
                 raise ConfigError(
                     f"trust policy {path}: key {entry['name']!r}: cannot read {key_path}: "

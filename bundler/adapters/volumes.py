@@ -29,13 +29,13 @@ import os
 import re
 import resource
 import stat
-import tempfile
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bundler.adapters.files import atomic_write
+from bundler.adapters.fsafe import create_temp, open_regular, read_regular
 from bundler.errors import (
     DigestMismatchError,
     ManifestError,
@@ -91,10 +91,6 @@ def part_names(archive_name: str, count: int) -> list[str]:
     """The names of ``count`` parts: ``NAME.000``..., wider when 1000 parts do not suffice."""
     width = max(3, len(str(count - 1)))
     return [f"{archive_name}.{i:0{width}d}" for i in range(count)]
-
-
-def _part_pattern(archive_name: str) -> re.Pattern[str]:
-    return re.compile(re.escape(archive_name) + r"\.[0-9]{3,}")
 
 
 def _plain_name(name: str) -> bool:
@@ -211,13 +207,12 @@ class PartsList:
 
 def load_parts_list(path: Path) -> PartsList:
     """Read and check a parts list file (bounded: it is read only up to its size limit)."""
+    if os.path.isdir(path):
+        raise ManifestError(f"parts list {path} is a directory")
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_PARTS_LIST_BYTES + 1)
+        raw = read_regular(path, MAX_PARTS_LIST_BYTES, "parts list", follow=True)  # no FIFO
     except FileNotFoundError:
         raise NotFoundError(f"parts list {path} does not exist") from None
-    except IsADirectoryError:
-        raise ManifestError(f"parts list {path} is a directory") from None
     except OSError as exc:
         raise TransportError(f"cannot read {path}: {exc.strerror}") from None
     parts = PartsList.parse(raw, str(path))
@@ -310,9 +305,8 @@ class VolumeWriter:
             raise UsageError(
                 f"{self.path} would need more than {MAX_PARTS} volumes; use a larger size"
             )
-        fd, self._tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}.part{len(self._done)}.", suffix=".partial", dir=self._dir
-        )
+        fd, tmp = create_temp(self._dir, f".{self.path.name}.part{len(self._done)}.", ".partial")
+        self._tmp = str(tmp)
         self._fh = os.fdopen(fd, "wb")
         self._hash = hashlib.sha256()
         self._size = 0
@@ -320,20 +314,22 @@ class VolumeWriter:
     def _finish_part(self) -> None:
         assert self._fh is not None and self._tmp is not None
         self._fh.flush()
+        os.fchmod(self._fh.fileno(), 0o644)  # through the descriptor, never a path
         os.fsync(self._fh.fileno())
         self._fh.close()
-        os.chmod(self._tmp, 0o644)
         self._done.append((self._tmp, self._size, self._hash.hexdigest()))
         self._fh = None
         self._tmp = None
 
     def commit(self) -> PartsList:
-        """Move the parts into place, write the parts list last, drop stale parts.
+        """Write the parts list, then move the parts into place, then drop stale parts.
 
-        An earlier split archive of the same name loses its parts list first (so no reader
-        pairs it with new parts), then the new parts replace the old ones, then the new parts
-        list is written atomically; parts of a longer earlier export and a single-file archive
-        of the same name are removed last, since a reader would prefer that file.
+        The new parts list replaces an earlier one atomically before any part takes its final
+        name, so final-named volumes are never there without a parts list (a kill during the
+        renames leaves the new list and some old parts: a reader refuses that as damaged, and a
+        re-run completes it). Parts of a longer earlier export (those its parts list named, and
+        nothing else) and a single-file archive of the same name (a reader would prefer it)
+        are removed last.
         """
         if self._closed:
             raise UsageError(f"{self.path}: the volumes were already committed or aborted")
@@ -354,14 +350,14 @@ class VolumeWriter:
                 ),
             )
             list_path = parts_list_path(self.path)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(list_path)
+            earlier = self._earlier_parts(list_path)
+            atomic_write(list_path, parts.encode())
+            _fsync_dir(self._dir)
             for tmp, name in zip([t for t, _, _ in self._done], names, strict=True):
                 os.replace(tmp, self._dir / name)
                 self._renamed += 1
             _fsync_dir(self._dir)
-            atomic_write(list_path, parts.encode())
-            self._remove_stale(set(names))
+            self._remove_stale(earlier - set(names))
             _fsync_dir(self._dir)
         except OSError as exc:
             self.abort()
@@ -372,16 +368,24 @@ class VolumeWriter:
         self._closed = True
         return parts
 
-    def _remove_stale(self, keep: set[str]) -> None:
-        pattern = _part_pattern(self.path.name)
-        for entry in os.scandir(self._dir):
-            if (
-                entry.name not in keep
-                and pattern.fullmatch(entry.name)
-                and entry.is_file(follow_symlinks=False)
-            ):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
+    def _earlier_parts(self, list_path: Path) -> set[str]:
+        """The part names the parts list being replaced named (none if it is absent or bad)."""
+        try:
+            earlier = load_parts_list(list_path)
+        except (NotFoundError, ManifestError, UnsafeArchiveError, TransportError):
+            return set()
+        return {p.name for p in earlier.parts}
+
+    def _remove_stale(self, stale: set[str]) -> None:
+        """Remove the parts an earlier export listed and this one does not (regular files only).
+
+        Other files that merely look like parts (``demo.tar.2024``) are not this writer's.
+        """
+        for name in stale:
+            path = self._dir / name
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISREG(os.lstat(path).st_mode):
+                    os.unlink(path)
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISREG(os.lstat(self.path).st_mode):
                 os.unlink(self.path)
@@ -446,7 +450,7 @@ class VolumeSet:
         for entry in self.parts.parts:
             path = directory / entry.name
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fd = open_regular(path, f"part of {self.list_path}")  # no link, FIFO, device
             except FileNotFoundError:
                 raise NotFoundError(f"part {entry.name} of {self.list_path} is missing") from None
             except OSError as exc:

@@ -106,9 +106,11 @@ def inspect_command(
 
     Decrypting proves the passphrase opens the key; a wrong one exits 13.
     """
+    from bundler.adapters.crypto import read_key_file
+
     origin = str(key_file)
     try:
-        data = key_file.read_bytes()
+        data = read_key_file(key_file)  # a regular file, read with a bound
     except FileNotFoundError:
         raise NotFoundError(f"key file {key_file} does not exist") from None
     except OSError as exc:

@@ -53,10 +53,10 @@ def private_key(path: Path, passphrase_file: Path | None, passphrase_env: str | 
 
     KeyFileError if the file cannot be read or the passphrase does not open it.
     """
-    from bundler.adapters.crypto import decrypt_private_key, read_passphrase
+    from bundler.adapters.crypto import decrypt_private_key, read_key_file, read_passphrase
 
     try:
-        pem = path.read_bytes()
+        pem = read_key_file(path)  # a regular file, read with a bound
     except OSError as exc:
         raise KeyFileError(f"cannot read key {path}: {exc.strerror}") from None
     passphrase = read_passphrase(
@@ -74,7 +74,7 @@ def load_policy(policy: Path | None, key: Path | None) -> TrustPolicy:
 
     UsageError unless exactly one of them is given.
     """
-    from bundler.adapters.crypto import load_public_key
+    from bundler.adapters.crypto import load_public_key, read_key_file
     from bundler.adapters.trustpolicy import load_trust_policy
     from bundler.model.policy import single_key_policy
 
@@ -84,7 +84,7 @@ def load_policy(policy: Path | None, key: Path | None) -> TrustPolicy:
         return load_trust_policy(policy)
     assert key is not None
     try:
-        pem = key.read_bytes()
+        pem = read_key_file(key)  # a regular file, read with a bound
     except OSError as exc:
         raise KeyFileError(f"cannot read key {key}: {exc.strerror}") from None
     return single_key_policy(load_public_key(pem, str(key)), key.name)
@@ -254,14 +254,14 @@ def _verify_promotion(
     insecure: bool,
     config_dir: Path | None,
 ) -> None:
-    from bundler.adapters.crypto import load_public_key
+    from bundler.adapters.crypto import load_public_key, read_key_file
     from bundler.services.promote import verify_promotion
     from bundler.services.transports import Transports, parse_location
 
     if key is None:
         raise UsageError("--promotion needs --key PROMOTION.pub")
     try:
-        public = load_public_key(key.read_bytes(), str(key))
+        public = load_public_key(read_key_file(key), str(key))
     except OSError as exc:
         raise KeyFileError(f"cannot read key {key}: {exc.strerror}") from None
     transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir))

@@ -257,4 +257,5 @@ def extra_content(  # noqa: C901
             continue
         if Digest(algorithm, hexpart) not in covered:
             extra.append(f"blob {algorithm}:{hexpart}")
+    extra.extend(source.reader.stray_files())  # hidden files, links, data after a tar's end
     return extra
