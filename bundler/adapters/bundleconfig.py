@@ -11,7 +11,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from bundler.adapters.yamlbounds import BoundedSafeLoader
+from bundler.adapters.yamlbounds import UniqueKeySafeLoader
 from bundler.errors import ConfigError
 from bundler.model.spec import BundleSpec, ExtraImage, ImageSourceSpec
 
@@ -32,7 +32,7 @@ def _where(error: jsonschema.ValidationError) -> str:
 
 
 def load_checked_yaml(path: Path, what: str, schema: str) -> Any:
-    """A bounded YAML file (safe_load only), valid against ``schema``.
+    """A bounded YAML file (safe_load only, no key twice in a mapping), valid against ``schema``.
 
     Otherwise a ConfigError naming the file and the first field that is wrong.
     """
@@ -45,11 +45,13 @@ def load_checked_yaml(path: Path, what: str, schema: str) -> Any:
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{what} {path} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        doc = yaml.load(raw, Loader=BoundedSafeLoader)  # noqa: S506 - a SafeLoader subclass
+        doc = yaml.load(raw, Loader=UniqueKeySafeLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{what} {path} is not valid YAML{where}") from None
+        problem = getattr(exc, "problem", None)
+        detail = f": {problem}" if problem else ""
+        raise ConfigError(f"{what} {path} is not valid YAML{where}{detail}") from None
     validator = jsonschema.Draft202012Validator(load_schema(schema))
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
     if errors:

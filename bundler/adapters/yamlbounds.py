@@ -8,6 +8,12 @@ graph before a single value is constructed: at most :data:`MAX_DEPTH` levels of 
 aliases may add at most :data:`MAX_ALIAS_NODES` nodes beyond the ones written out (go-yaml,
 which Helm uses, likewise refuses excessive aliasing). Violations are ``yaml.YAMLError``s, so
 callers report them as they report any other malformed YAML.
+
+:class:`UniqueKeySafeLoader` also refuses a mapping that names one key twice (PyYAML keeps the
+last value silently): bundler's own files, the trust policy and the bundle config, use it, so
+that a second ``require:`` cannot quietly replace the first. Rendered templates are not read
+with it: Helm (4.1, through sigs.k8s.io/yaml's non-strict unmarshal) accepts duplicate keys in
+chart files and keeps the last value, as PyYAML does.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 
 import yaml
 from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
 
 MAX_DEPTH = 100
 MAX_ALIAS_NODES = 500_000
@@ -92,3 +99,40 @@ class BoundedSafeLoader(yaml.SafeLoader):
         if node is not None:
             check_expansion(node)
         return node
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class UniqueKeySafeLoader(BoundedSafeLoader):
+    """:class:`BoundedSafeLoader` that refuses a mapping naming the same key twice.
+
+    Keys are compared as constructed values (``1`` and ``0x1`` are one key), among the keys
+    written in the mapping itself; a merge key (``<<``) may still supply keys the mapping
+    overrides, as YAML intends.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """Construct a mapping; ConstructorError naming the key and line of a duplicate."""
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                except TypeError:
+                    raise ConstructorError(
+                        None, None, "a mapping key that is not a scalar", key_node.start_mark
+                    ) from None
+                if duplicate:
+                    raise ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {key!r} (a later value would silently replace the first)",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping

@@ -20,6 +20,7 @@ from bundler.cli.common import (
     registry_options,
 )
 from bundler.errors import UsageError
+from bundler.model.text import printable
 
 # The services (and the HTTP stack under them) are imported inside the commands: every start
 # of the program pays for what is imported here.
@@ -152,7 +153,7 @@ def copy_command(
         emit_json(result.to_json())
         return
     name = f"{result.target}" + (f" ({result.tag})" if result.tag else "")
-    typer.echo(f"{result.digest}  {name}")
+    typer.echo(printable(f"{result.digest}  {name}"))
     if quiet:
         return
     typer.echo(
@@ -191,7 +192,7 @@ def tags_command(
         emit_json({"repository": reference.name, "tags": tags})
         return
     for tag in tags:
-        typer.echo(tag)
+        typer.echo(printable(tag))  # tags come from the registry
 
 
 def register(app: typer.Typer) -> None:

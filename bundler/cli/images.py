@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bundler.cli.common import OutputFormat, OutputOpt, emit_json
+from bundler.model.text import printable
 
 if TYPE_CHECKING:
     from bundler.services.discover import ImageFinding
@@ -85,11 +86,13 @@ def images_command(
         )
         return
     for line in _table(findings):
-        typer.echo(line.rstrip())
+        typer.echo(printable(line.rstrip()))  # references from the chart
     unique = len({f.reference for f in findings})
     typer.echo(
-        f"{unique} images in {loaded.metadata.name} {loaded.metadata.version} "
-        f"({len(findings)} findings)",
+        printable(
+            f"{unique} images in {loaded.metadata.name} {loaded.metadata.version} "
+            f"({len(findings)} findings)"
+        ),
         err=True,
     )
 

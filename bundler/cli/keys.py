@@ -10,6 +10,7 @@ import typer
 
 from bundler.cli.common import OutputFormat, OutputOpt, emit_json
 from bundler.errors import NotFoundError, TransportError
+from bundler.model.text import printable
 
 
 class KeyType(StrEnum):
@@ -58,7 +59,7 @@ def _emit(result: dict[str, Any], output: OutputFormat) -> None:
         "keyId": "key id",
     }
     for name, value in result.items():
-        typer.echo(f"{labels[name]}: {value}")
+        typer.echo(printable(f"{labels[name]}: {value}"))  # from a key file
 
 
 @keys_app.command("generate")

@@ -35,6 +35,7 @@ from bundler.errors import (
     UsageError,
     VerificationError,
 )
+from bundler.model.text import printable
 
 # Exit codes are part of the interface: scripts branch on them. Most specific first.
 EXIT_CODES: list[tuple[type[BaseException], int, str]] = [
@@ -131,7 +132,7 @@ def run() -> None:
         app()
     except BundlerError as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        typer.echo(f"error: {message}", err=True)
+        typer.echo(f"error: {printable(message)}", err=True)  # names in it came from outside
         sys.exit(exit_code_for(error))
     except Interrupted as stop:
         sys.exit(stop.exit_code)
@@ -139,7 +140,7 @@ def run() -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as error:  # a bug: say so in one line, without locals
-        typer.echo(f"internal error: {type(error).__name__}: {error}", err=True)
+        typer.echo(f"internal error: {type(error).__name__}: {printable(error)}", err=True)
         sys.exit(1)
 
 

@@ -22,6 +22,7 @@ from bundler.cli.common import (
 )
 from bundler.errors import UsageError
 from bundler.model.spec import BundleSpec, ExtraImage, ImageSourceSpec
+from bundler.model.text import printable
 
 
 def _source_spec(text: str) -> ImageSourceSpec:
@@ -164,18 +165,24 @@ def pack_command(
     if output is OutputFormat.json:
         emit_json(result.to_json())
         return
-    typer.echo(f"{result.digest}  {result.target}" + (f" ({result.tag})" if result.tag else ""))
     typer.echo(
-        f"bundle {result.name} {result.version}: chart {result.chart.name} "
-        f"{result.chart.version}, {len(result.images)} images"
-        + ("" if result.rendered else " (templates not rendered: completeness unchecked)"),
+        printable(f"{result.digest}  {result.target}" + (f" ({result.tag})" if result.tag else ""))
+    )
+    typer.echo(
+        printable(
+            f"bundle {result.name} {result.version}: chart {result.chart.name} "
+            f"{result.chart.version}, {len(result.images)} images"
+            + ("" if result.rendered else " (templates not rendered: completeness unchecked)")
+        ),
         err=True,
     )
     for img in result.images:
         paths = ", ".join(v.path for v in img.value_paths) or "-"
         typer.echo(
-            f"  {img.reference}  {img.digest.short()}  {','.join(img.platforms)}  "
-            f"{human_bytes(img.size)}  values: {paths}  from {img.pulled_from}",
+            printable(
+                f"  {img.reference}  {img.digest.short()}  {','.join(img.platforms)}  "
+                f"{human_bytes(img.size)}  values: {paths}  from {img.pulled_from}"
+            ),
             err=True,
         )
 
@@ -219,19 +226,26 @@ def inspect_command(
         emit_json(result.to_json())
         return
     kind = "bundle" if result.is_bundle else result.media_type
+    # Everything below comes from the inspected artifact, which is not verified: escape it.
     typer.echo(
-        f"{result.digest}  {kind}"
-        + (f" {result.name} {result.version}" if result.is_bundle else "")
+        printable(
+            f"{result.digest}  {kind}"
+            + (f" {result.name} {result.version}" if result.is_bundle else "")
+        )
     )
     if result.chart:
         typer.echo(
-            f"chart   {result.chart['name']} {result.chart['version']}  "
-            f"{human_bytes(result.chart['size'])}"
+            printable(
+                f"chart   {result.chart['name']} {result.chart['version']}  "
+                f"{human_bytes(result.chart['size'])}"
+            )
         )
     for img in result.images:
         typer.echo(
-            f"image   {img.reference}  {img.digest.short()}  "
-            f"{','.join(img.platforms) or '-'}  {human_bytes(img.size)}"
+            printable(
+                f"image   {img.reference}  {img.digest.short()}  "
+                f"{','.join(img.platforms) or '-'}  {human_bytes(img.size)}"
+            )
         )
     typer.echo(
         f"bytes   {human_bytes(result.total_bytes)} total, "
@@ -240,7 +254,9 @@ def inspect_command(
     if result.signatures:
         for sig in result.signatures:
             typer.echo(
-                f"signed  {sig.kind} {sig.tag or sig.artifact_type or ''} {sig.digest.short()}"
+                printable(
+                    f"signed  {sig.kind} {sig.tag or sig.artifact_type or ''} {sig.digest.short()}"
+                )
             )
     else:
         typer.echo("signed  no signatures found")

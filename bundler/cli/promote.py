@@ -22,6 +22,7 @@ from bundler.cli.common import (
 )
 from bundler.cli.trust import PassEnvOpt, PassFileOpt, load_policy, private_key
 from bundler.errors import TransportError, UsageError
+from bundler.model.text import printable
 
 
 def promote_command(
@@ -137,11 +138,13 @@ def promote_command(
         else ("already promoted" if plan.already_promoted else "promoted")
     )
     typer.echo(
-        f"{plan.chart.digest}  {plan.registry}/{plan.chart_repository}:{plan.chart_tag}"
-        f"  ({verb} {plan.bundle.name} {plan.bundle.version})"
+        printable(
+            f"{plan.chart.digest}  {plan.registry}/{plan.chart_repository}:{plan.chart_tag}"
+            f"  ({verb} {plan.bundle.name} {plan.bundle.version})"
+        )
     )
     for relocation in plan.relocations:
-        typer.echo(f"  {relocation.source} -> {relocation.pinned}", err=True)
+        typer.echo(printable(f"  {relocation.source} -> {relocation.pinned}"), err=True)
 
 
 def _write_outputs(

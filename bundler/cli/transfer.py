@@ -19,6 +19,7 @@ from bundler.cli.common import (
     human_bytes,
     registry_options,
 )
+from bundler.model.text import printable
 
 
 def export_command(
@@ -75,7 +76,7 @@ def export_command(
         emit_json(result.to_json())
         return
     copied = result.copy
-    typer.echo(f"{copied.digest}  {copied.target}")
+    typer.echo(printable(f"{copied.digest}  {copied.target}"))
     typer.echo(
         f"{copied.manifests} manifests, {copied.blobs - copied.blobs_omitted} blobs "
         f"({human_bytes(copied.bytes_copied)}) written"
@@ -136,11 +137,15 @@ def import_command(
     copied = result.copy
     verified = result.verified
     signers = ", ".join(f"{s.key_name} ({s.role})" for s in verified.signers)
-    typer.echo(f"{copied.digest}  {copied.target}" + (f" ({copied.tag})" if copied.tag else ""))
     typer.echo(
-        f"verified {verified.name} {verified.version} (signed by {signers}); "
-        f"{copied.blobs_copied} blobs copied, {copied.blobs_skipped} already there, "
-        f"{copied.blobs_mounted} mounted, {human_bytes(copied.bytes_copied)}",
+        printable(f"{copied.digest}  {copied.target}" + (f" ({copied.tag})" if copied.tag else ""))
+    )
+    typer.echo(
+        printable(
+            f"verified {verified.name} {verified.version} (signed by {signers}); "
+            f"{copied.blobs_copied} blobs copied, {copied.blobs_skipped} already there, "
+            f"{copied.blobs_mounted} mounted, {human_bytes(copied.bytes_copied)}"
+        ),
         err=True,
     )
 

@@ -21,6 +21,7 @@ from bundler.cli.common import (
 )
 from bundler.errors import KeyFileError, UsageError
 from bundler.model.policy import TrustPolicy
+from bundler.model.text import printable
 
 if TYPE_CHECKING:
     from bundler.adapters.registry.options import RegistryOptions
@@ -130,12 +131,16 @@ def sign_command(
         emit_json(result.to_json())
         return
     if not result.signed:
-        typer.echo(f"{result.digest}  already signed by {result.key_id} as {result.identity}")
-        typer.echo(f"nothing written to {result.target}", err=True)
+        typer.echo(
+            printable(f"{result.digest}  already signed by {result.key_id} as {result.identity}")
+        )
+        typer.echo(printable(f"nothing written to {result.target}"), err=True)
         return
-    typer.echo(f"{result.digest}  signed by {result.key_id} as {result.identity}")
+    typer.echo(printable(f"{result.digest}  signed by {result.key_id} as {result.identity}"))
     already = f" ({len(result.already_signed)} already were)" if result.already_signed else ""
-    typer.echo(f"{len(result.signed)} manifests signed in {result.target}{already}", err=True)
+    typer.echo(
+        printable(f"{len(result.signed)} manifests signed in {result.target}{already}"), err=True
+    )
 
 
 def _sign(
@@ -193,8 +198,10 @@ def _verify_and_render(
         bundle = report.bundle
         signers = ", ".join(f"{s.key_name} ({s.role})" for s in bundle.signers)
         typer.echo(
-            f"{bundle.digest}  verified: {bundle.name} {bundle.version}, "
-            f"{len(bundle.lock.images)} images, signed by {signers}"
+            printable(
+                f"{bundle.digest}  verified: {bundle.name} {bundle.version}, "
+                f"{len(bundle.lock.images)} images, signed by {signers}"
+            )
         )
     if report.error is not None:
         raise report.error
@@ -278,8 +285,10 @@ def _verify_promotion(
         return
     bundle = record["bundle"]
     typer.echo(
-        f"{record['chart']['digest']}  promotion verified: {bundle['name']} "
-        f"{bundle['version']} from bundle {bundle['digest']}"
+        printable(
+            f"{record['chart']['digest']}  promotion verified: {bundle['name']} "
+            f"{bundle['version']} from bundle {bundle['digest']}"
+        )
     )
 
 
@@ -335,7 +344,7 @@ def approve_command(
         emit_json({"verification": report.to_json(), "approval": result.to_json()})
         return
     again = "" if result.signed else "already "
-    typer.echo(f"{result.digest}  {again}approved by {mine[0].name} ({role})")
+    typer.echo(printable(f"{result.digest}  {again}approved by {mine[0].name} ({role})"))
 
 
 def register(app: typer.Typer) -> None:

@@ -75,12 +75,32 @@ class VersionRange:
         return cls(text, tuple(comparators))
 
     def admits(self, version: str) -> bool:
-        """True when ``version`` is SemVer and satisfies every comparator."""
+        """True when ``version`` is SemVer and satisfies every comparator.
+
+        Two rules beyond plain SemVer precedence. ``==V`` and ``!=V`` compare build metadata
+        too (``==1.0.0`` admits neither ``1.0.0+evil`` nor ``1.0.0+b1``); ordering comparators
+        ignore it, as SemVer does. A prerelease is admitted only when some comparator names the
+        same major.minor.patch with a prerelease (node-semver's rule): ``>=1.0.0 <2.0.0`` does
+        not admit ``2.0.0-rc.1``, ``>=2.0.0-rc.1`` admits ``2.0.0-rc.2``.
+        """
         try:
             parsed = semver.Version.parse(version)
         except ValueError:
             return False
-        return all(parsed.match(f"{op}{bound}") for op, bound in self.comparators)
+        bounds = [(op, semver.Version.parse(bound)) for op, bound in self.comparators]
+        if parsed.prerelease and not any(
+            b.prerelease and b.finalize_version() == parsed.finalize_version() for _, b in bounds
+        ):
+            return False
+        return all(_holds(parsed, op, bound) for op, bound in bounds)
+
+
+def _holds(version: semver.Version, op: str, bound: semver.Version) -> bool:
+    order = version.compare(bound)  # SemVer precedence: build metadata does not count
+    if op in ("==", "!="):
+        same = order == 0 and version.build == bound.build
+        return same if op == "==" else not same
+    return {">": order > 0, ">=": order >= 0, "<": order < 0, "<=": order <= 0}[op]
 
 
 @dataclass(frozen=True)
@@ -138,6 +158,13 @@ def check_policy(policy: TrustPolicy) -> None:  # noqa: C901
                 f"({key.key.key_id}); one key counts once"
             )
         by_id[key.key.key_id] = key
+    rule_names = [r.name for r in policy.rules]
+    twice = sorted({n for n in rule_names if rule_names.count(n) > 1})
+    if twice:
+        raise ConfigError(
+            f"{where}: bundle rules named twice: {', '.join(twice)}; only the first would apply, "
+            "so merge them into one rule"
+        )
     roles = policy.roles()
     for rule in policy.rules:
         if not rule.require:

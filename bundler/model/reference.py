@@ -28,6 +28,22 @@ _TAG = r"[\w][\w.-]{0,127}"
 _PATH_RE = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*\Z", re.ASCII)
 _DOMAIN_RE = re.compile(rf"{_DOMAIN}\Z", re.ASCII)
 _TAG_RE = re.compile(rf"{_TAG}\Z", re.ASCII)
+_DIGEST_LIKE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}\Z")
+
+
+def _shown(text: str) -> str:
+    """``text`` fit for an error message: credentials typed into it are starred.
+
+    ``https://user:pass@host/repo`` and ``user:pass@host/repo`` are not references, but what is
+    before the ``@`` is a secret; a real ``name@algorithm:digest`` is shown as it is.
+    """
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    userinfo, at, after = rest.partition("@")
+    if at and "/" not in userinfo and (sep or not _DIGEST_LIKE.match(after)):
+        return f"{scheme}{sep}***@{after}"
+    return text
 
 
 def is_valid_tag(tag: str) -> bool:
@@ -69,7 +85,7 @@ class Reference:
 
         Without a tag or digest, the tag is ``latest`` unless ``default_tag`` is False.
         """
-        original = text
+        original = _shown(text)
         if not text or text != text.strip():
             raise ReferenceFormatError(f"invalid reference {original!r}: empty or padded")
         digest: Digest | None = None

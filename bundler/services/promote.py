@@ -280,6 +280,15 @@ def check_rollback(
             f"{plan.registry}/{plan.chart_repository}:{plan.chart_tag} is already promoted "
             f"with other content ({existing or 'unknown'}); a version is promoted once"
         )
+    # Build metadata does not make another version: 1.0.0+b1 after 1.0.0+b2 (or after 1.0.0)
+    # is the same version with other content, refused as a rollback is.
+    same = [v for v in versions if v.compare(version) == 0]
+    if same and not allow_downgrade:
+        raise RollbackError(
+            f"{plan.bundle.lock.chart.name} {version} differs from {same[0]}, already promoted "
+            f"to {plan.registry}/{plan.chart_repository}, only in build metadata: that is the "
+            "same version with other content; pass --allow-downgrade to replace it on purpose"
+        )
     newer = [v for v in versions if v.compare(version) > 0]
     if newer and not allow_downgrade:
         raise RollbackError(

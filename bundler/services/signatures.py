@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from bundler.adapters.base import Source
 from bundler.adapters.stream import VerifiedStream, read_exact
-from bundler.errors import ManifestError, NotFoundError
+from bundler.errors import IntegrityError, ManifestError, NotFoundError
 from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
 from bundler.model.signature import (
     COSIGN_SIGNATURE_ARTIFACT_TYPE,
+    MAX_SIGNATURES,
     SIGNATURE_ANNOTATION,
     SignatureEntry,
     cosign_signature_tag,
@@ -30,10 +33,96 @@ def signature_manifests(source: Source, subject: Digest) -> list[tuple[str, Mani
     for referrer in source.referrers(subject):
         if referrer.artifact_type not in (COSIGN_SIGNATURE_ARTIFACT_TYPE, None):
             continue
-        manifest = source.fetch_manifest(referrer)
-        if signature_entries(manifest) and all(m.digest != manifest.digest for _, m in found):
+        manifest = _signature_referrer(source, referrer)
+        if manifest is not None and all(m.digest != manifest.digest for _, m in found):
             found.append((f"referrer {referrer.digest.short()}", manifest))
     return found
+
+
+def _signature_referrer(source: Source, referrer: Descriptor) -> Manifest | None:
+    """A referrer that is a signature manifest, else None (an index or other artifact is not)."""
+    try:
+        manifest = source.fetch_manifest(referrer)
+        return manifest if not manifest.is_index and signature_entries(manifest) else None
+    except (ManifestError, IntegrityError):
+        return None  # not a signature: a layout reports it as content nothing covers
+
+
+@dataclass(frozen=True)
+class SignatureSet:
+    """One signature manifest found for a subject: where, the manifest, and its layers' facts.
+
+    ``manifest`` is None when it could not be read as a signature manifest; ``facts`` then holds
+    one fact saying why. Otherwise ``layers`` are the manifest's layers and ``facts`` one fact
+    per layer, in order (a layer that could not be read carries its ``problem``).
+    """
+
+    where: str
+    manifest: Manifest | None
+    layers: tuple[Descriptor, ...]
+    facts: tuple[SignatureFact, ...]
+
+
+def _problem(where: str, problem: str) -> SignatureFact:
+    return SignatureFact("", b"", "", where, problem)
+
+
+def _layer_fact(source: Source, layer: Descriptor, origin: str) -> SignatureFact:
+    try:
+        entry = read_entry(source, layer)
+    except NotFoundError:
+        return _problem(origin, "its payload is missing")
+    except (ManifestError, IntegrityError) as exc:
+        return _problem(origin, str(exc))
+    return SignatureFact(layer.media_type, entry.payload, entry.signature_b64, origin)
+
+
+def _tagged_set(source: Source, subject: Digest) -> SignatureSet | None:
+    tag = cosign_signature_tag(subject)
+    descriptor = source.find_tag(tag)
+    if descriptor is None:
+        return None
+    try:
+        manifest = source.fetch_manifest(descriptor)
+    except NotFoundError:
+        return SignatureSet(tag, None, (), (_problem(tag, "its manifest is missing"),))
+    except (ManifestError, IntegrityError) as exc:
+        return SignatureSet(tag, None, (), (_problem(tag, str(exc)),))
+    return _set_of(source, tag, manifest)
+
+
+def signature_sets(source: Source, subject: Digest) -> list[SignatureSet]:
+    """Every signature manifest stored for ``subject``, each layer's payload read (bounded).
+
+    Nothing here raises for hostile content: an index under the ``.sig`` tag, an unreadable
+    manifest, an oversized or missing layer become facts with a ``problem``, so the verifier
+    reports them and decides on the valid signatures beside them.
+    """
+    tagged = _tagged_set(source, subject)
+    sets = [tagged] if tagged is not None else []
+    for referrer in source.referrers(subject):
+        if referrer.artifact_type not in (COSIGN_SIGNATURE_ARTIFACT_TYPE, None):
+            continue
+        found = _signature_referrer(source, referrer)
+        if found is not None and all(
+            s.manifest is None or s.manifest.digest != found.digest for s in sets
+        ):
+            sets.append(_set_of(source, f"referrer {referrer.digest.short()}", found))
+    return sets
+
+
+def _set_of(source: Source, where: str, manifest: Manifest) -> SignatureSet:
+    if manifest.is_index:
+        problem = f"{manifest.digest} is an index, not a signature manifest"
+        return SignatureSet(where, None, (), (_problem(where, problem),))
+    if len(manifest.layers) > MAX_SIGNATURES:
+        problem = f"{len(manifest.layers)} layers, more than {MAX_SIGNATURES} signatures"
+        return SignatureSet(where, None, (), (_problem(where, problem),))
+    facts = tuple(
+        _layer_fact(source, layer, f"{where} layer {number}")
+        for number, layer in enumerate(manifest.layers, start=1)
+    )
+    return SignatureSet(where, manifest, manifest.layers, facts)
 
 
 def read_entry(source: Source, layer: Descriptor) -> SignatureEntry:
@@ -49,18 +138,7 @@ def read_entry(source: Source, layer: Descriptor) -> SignatureEntry:
 def signature_facts(source: Source, subject: Digest) -> list[SignatureFact]:
     """Every signature layer stored for ``subject`` (cosign tag and referrers), payloads read.
 
-    Layers whose payload is missing are skipped; nothing is verified here.
+    Layers that cannot be read (missing, oversized, altered) and manifests that are not
+    signature manifests come back as facts with a ``problem``; nothing is verified here.
     """
-    facts: list[SignatureFact] = []
-    for where, manifest in signature_manifests(source, subject):
-        for number, layer in enumerate(signature_entries(manifest), start=1):
-            try:
-                entry = read_entry(source, layer)
-            except NotFoundError:
-                continue  # a payload that is not there cannot count; the others still may
-            facts.append(
-                SignatureFact(
-                    layer.media_type, entry.payload, entry.signature_b64, f"{where} layer {number}"
-                )
-            )
-    return facts
+    return [fact for found in signature_sets(source, subject) for fact in found.facts]

@@ -15,14 +15,20 @@ docs/verification.md and in the test names.
      requires has signed with at least its threshold of distinct keys (and the identity, if the
      rule names one).
   5. Content: every manifest and every blob under the index is present with the size and digest
-     it is pinned by.
-  6. Nothing extra: a layout or archive holds nothing the signature does not cover.
+     it is pinned by, and the chart archive's own Chart.yaml names the chart the lock names.
+  6. Nothing extra: a layout or archive holds nothing the signature does not cover (every
+     signature layer beside the bundle verifies under a trusted key), and no name given to the
+     bundle contradicts the signed lock (another version, or one of its images' names).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+import semver
 
 from bundler.errors import ManifestError, VerificationError
 from bundler.model import mediatypes as mt
@@ -35,11 +41,18 @@ from bundler.model.bundle import (
     ROLE_LOCK,
     BundleLock,
     BundleView,
+    helm_tag,
 )
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
 from bundler.model.policy import TrustedKey, TrustPolicy
-from bundler.model.signature import check_simple_signature
+from bundler.model.signature import (
+    MAX_SIGNATURE_B64_CHARS,
+    PAYLOAD_TYPE,
+    SIMPLE_SIGNING_MEDIA_TYPE,
+    check_simple_signature,
+    parse_payload,
+)
 
 STEPS = {
     1: "the index is a bundle",
@@ -59,6 +72,7 @@ class SignatureFact:
     payload: bytes
     signature_b64: str
     origin: str  # where it was found, for messages: "sha256-….sig layer 2"
+    problem: str | None = None  # why the layer could not be read (oversized, malformed, ...)
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,15 @@ class Signer:
 
 
 @dataclass(frozen=True)
+class ChartFacts:
+    """What the chart archive itself says: the name and version in its Chart.yaml."""
+
+    archive: Digest  # the digest-checked chart archive these facts were read from
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
 class ContentFacts:
     """What the orchestrator found streaming every manifest and blob under the index."""
 
@@ -79,6 +102,9 @@ class ContentFacts:
     blobs_ok: frozenset[Digest]  # streamed, size and digest checked
     problems: Mapping[Digest, str]  # missing or altered content: what went wrong
     extra: Sequence[str] = ()  # names and blobs in a layout or archive the bundle does not use
+    chart: ChartFacts | None = None  # Chart.yaml of the chart archive; required by step 5
+    bundle_names: Sequence[str] = ()  # every name the source gives the bundle's digest
+    foreign: Sequence[str] = ()  # signatures by keys the policy does not list: not covered
 
 
 class _Token:
@@ -148,31 +174,8 @@ def check_signed(  # noqa: C901
     signers: dict[str, Signer] = {}
     rejected: list[str] = []
     for fact in signatures:
-        accepted_by = None
-        reasons: set[str] = set()
-        for trusted in policy.keys:
-            reason = check_simple_signature(
-                fact.media_type,
-                fact.payload,
-                fact.signature_b64,
-                trusted.key,
-                index.digest,
-                None,
-            )
-            if reason is None:
-                accepted_by = trusted
-                break
-            reasons.add(reason)
+        accepted_by, why = _accepting_key(fact, policy, index.digest)
         if accepted_by is None:
-            why = (
-                "payload for another digest"
-                if "digest" in reasons
-                else (
-                    "not a simple-signing signature"
-                    if reasons == {"mediatype"}
-                    else "no trusted key made it"
-                )
-            )
             rejected.append(f"{fact.origin}: {why}")
             continue
         signers.setdefault(accepted_by.key.key_id, _signer(accepted_by, fact))
@@ -236,6 +239,139 @@ def check_signed(  # noqa: C901
     return SignedBundle(index, lock, tuple(counted), rule.name, _TOKEN)
 
 
+def _accepting_key(
+    fact: SignatureFact, policy: TrustPolicy, subject: Digest
+) -> tuple[TrustedKey | None, str]:
+    """The trusted key that made ``fact`` for ``subject``, else None and why not."""
+    if fact.problem is not None:
+        return None, fact.problem
+    reasons: set[str] = set()
+    for trusted in policy.keys:
+        reason = check_simple_signature(
+            fact.media_type, fact.payload, fact.signature_b64, trusted.key, subject, None
+        )
+        if reason is None:
+            return trusted, ""
+        reasons.add(reason)
+    if "digest" in reasons:
+        return None, "payload for another digest"
+    if reasons == {"mediatype"}:
+        return None, "not a simple-signing signature"
+    return None, "no trusted key made it"
+
+
+def signature_trusted(subject: Digest, fact: SignatureFact, policy: TrustPolicy) -> bool:
+    """True when a key of ``policy`` made the signature ``fact`` for ``subject``."""
+    return _accepting_key(fact, policy, subject)[0] is not None
+
+
+def _foreign_signature(fact: SignatureFact, subject: Digest) -> bool:
+    """A well-formed cosign signature of ``subject`` by some key, only not one we know."""
+    if fact.problem is not None or fact.media_type != SIMPLE_SIGNING_MEDIA_TYPE:
+        return False
+    if not fact.signature_b64 or len(fact.signature_b64) > MAX_SIGNATURE_B64_CHARS:
+        return False
+    try:
+        if not base64.b64decode(fact.signature_b64, validate=True):
+            return False
+        claim = parse_payload(fact.payload)
+    except (binascii.Error, ValueError, ManifestError):
+        return False
+    return claim.type == PAYLOAD_TYPE and claim.digest == subject
+
+
+def untrusted_signatures(
+    subject: Digest, signatures: Sequence[SignatureFact], policy: TrustPolicy
+) -> tuple[list[str], list[str]]:
+    """The signature layers stored for ``subject`` that no key of ``policy`` made for it.
+
+    Returns ``(junk, foreign)``. Junk is what cannot be a signature of ``subject`` at all (a
+    "simplesigning" layer whose payload is not a cosign claim for it, an unreadable or
+    oversized layer, a bad signature encoding): content nothing covers, refused at step 6.
+    Foreign is a well-formed claim for ``subject`` by a key the policy does not list (another
+    signer, an upstream signature): not part of the verified bundle, reported, and never
+    copied by import.
+    """
+    junk: list[str] = []
+    foreign: list[str] = []
+    for fact in signatures:
+        trusted, why = _accepting_key(fact, policy, subject)
+        if trusted is not None:
+            continue
+        if _foreign_signature(fact, subject):
+            foreign.append(f"signature {fact.origin}")
+        else:
+            junk.append(f"signature {fact.origin} ({why})")
+    return junk, foreign
+
+
+def _version_tag(name: str) -> str | None:
+    """The tag part of a name (``demo:1.0.0``, ``host:5000/x/demo:1.0.0``, ``1.0.0``)."""
+    slash, colon = name.rfind("/"), name.rfind(":")
+    if colon > slash:
+        return name[colon + 1 :]
+    return name if slash < 0 else None
+
+
+def _names_a_version(tag: str) -> bool:
+    try:
+        semver.Version.parse(tag.replace("_", "+").removeprefix("v"))
+    except ValueError:
+        return False
+    return True
+
+
+def name_problem(lock: BundleLock, name: str) -> str | None:
+    """Why ``name`` cannot name the bundle ``lock`` describes, or None when it may.
+
+    Names are not signed, so a name may not claim what the lock contradicts: one of the bundle's
+    images' references, or a version-shaped tag other than the lock's version (in Helm's
+    ``_`` form or as written; build metadata counts).
+    """
+    if name in {i.reference for i in lock.images}:
+        return f"the bundle is named {name}, the reference of one of its own images"
+    tag = _version_tag(name)
+    versions = (helm_tag(lock.version), lock.version)
+    if tag is not None and _names_a_version(tag) and tag not in versions:
+        return (
+            f"the bundle is named {name}, but its signed lock says {lock.name} {lock.version} "
+            f"(expected the tag {helm_tag(lock.version)})"
+        )
+    return None
+
+
+def signed_name(lock: BundleLock) -> str:
+    """The name a bundle carries where nothing else names it: ``NAME:TAG`` as pack writes it."""
+    return f"{lock.name}:{helm_tag(lock.version)}"
+
+
+def check_names(signed: SignedBundle, names: Sequence[str], extra: Sequence[str] = ()) -> None:
+    """Step 6 on its own: nothing uncovered (``extra``), no name that contradicts the lock."""
+    for name in names:
+        problem = name_problem(signed.lock, name)
+        if problem is not None:
+            raise _fail(6, f"{problem}; names are not signed, the lock is")
+    if extra:
+        raise _fail(
+            6,
+            f"content the signature does not cover: {', '.join(extra[:5])}"
+            + (f" and {len(extra) - 5} more" if len(extra) > 5 else ""),
+        )
+
+
+def check_chart(signed: SignedBundle, chart: ChartFacts | None) -> None:
+    """Step 5, the chart: its archive's Chart.yaml names the chart the lock names."""
+    locked = signed.lock.chart
+    if chart is None or chart.archive != locked.archive:
+        raise _fail(5, f"the Chart.yaml of chart archive {locked.archive} was not read")
+    if (chart.name, chart.version) != (locked.name, locked.version):
+        raise _fail(
+            5,
+            f"the chart archive is {chart.name} {chart.version}, but the lock says "
+            f"{locked.name} {locked.version}",
+        )
+
+
 def check_content(signed: SignedBundle, facts: ContentFacts) -> VerifiedBundle:
     """Steps 5 and 6: all content under the index is present and intact, and nothing extra.
 
@@ -249,13 +385,9 @@ def check_content(signed: SignedBundle, facts: ContentFacts) -> VerifiedBundle:
         for blob in manifest.blobs():
             if blob.digest not in facts.blobs_ok:
                 raise _fail(5, f"blob {blob.digest} of {manifest.digest} was not verified")
-    # Step 6: nothing beside what the signature covers.
-    if facts.extra:
-        raise _fail(
-            6,
-            f"content the signature does not cover: {', '.join(facts.extra[:5])}"
-            + (f" and {len(facts.extra) - 5} more" if len(facts.extra) > 5 else ""),
-        )
+    check_chart(signed, facts.chart)
+    # Step 6: nothing beside what the signature covers, and no name the lock contradicts.
+    check_names(signed, facts.bundle_names, facts.extra)
     lock = signed.lock
     return VerifiedBundle(
         index.digest, lock.name, lock.version, lock, signed.signers, signed.rule, _TOKEN

@@ -9,14 +9,17 @@ listed (step 6). The decisions are all in ``bundler.services.trust``.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from bundler.adapters.base import Source
+from bundler.adapters.chart import MAX_ARCHIVE_BYTES, load_chart_archive
 from bundler.adapters.layout import LayoutSource, blob_relpath
 from bundler.adapters.stream import VerifiedStream, read_exact
 from bundler.errors import (
+    ChartError,
     IntegrityError,
     ManifestError,
     NotFoundError,
@@ -38,11 +41,13 @@ from bundler.services.signatures import (
 from bundler.services.transports import Location, Transports
 from bundler.services.trust import (
     STEPS,
+    ChartFacts,
     ContentFacts,
     SignedBundle,
     VerifiedBundle,
     check_content,
     check_signed,
+    untrusted_signatures,
 )
 
 
@@ -123,10 +128,15 @@ def _verify(
     signed = check_signatures(source, policy, report)
     for step in (1, 2, 3, 4):
         report.steps[step] = ("passed", "")
-    facts = _content(source, signed.index, parallel)
+    facts = _content(source, signed, policy, parallel)
     verified = check_content(signed, facts)
     report.steps[5] = ("passed", "")
-    report.steps[6] = ("passed", "")
+    ignored = (
+        f"not part of the bundle (by keys the policy does not list): {', '.join(facts.foreign)}"
+        if facts.foreign
+        else ""
+    )
+    report.steps[6] = ("passed", ignored)
     return verified
 
 
@@ -160,7 +170,10 @@ def check_signatures(
 
 
 # Complexity kept: step 5 over every manifest and blob: one branch per way content can be bad.
-def _content(source: Source, index: Manifest, parallel: int) -> ContentFacts:  # noqa: C901
+def _content(  # noqa: C901
+    source: Source, signed: SignedBundle, policy: TrustPolicy, parallel: int
+) -> ContentFacts:
+    index = signed.index
     manifests: dict[Digest, Manifest] = {index.digest: index}
     problems: dict[Digest, str] = {}
     blobs: dict[Digest, Descriptor] = {}
@@ -207,7 +220,83 @@ def _content(source: Source, index: Manifest, parallel: int) -> ContentFacts:  #
         for future in [pool.submit(check, d) for d in ordered]:
             future.result()
     extra = extra_content(source, index, manifests, set(blobs))
-    return ContentFacts(manifests, frozenset(ok), problems, tuple(extra))
+    junk, foreign = untrusted_signature_content(source, manifests, policy)
+    chart = read_chart_facts(source, signed) if not problems else None
+    names = bundle_names(source, index)
+    return ContentFacts(
+        manifests, frozenset(ok), problems, (*extra, *junk), chart, names, tuple(foreign)
+    )
+
+
+def untrusted_signature_content(
+    source: Source, manifests: dict[Digest, Manifest], policy: TrustPolicy
+) -> tuple[list[str], list[str]]:
+    """Step 6 for signatures: the layers a layout keeps beside ``manifests`` no trusted key made.
+
+    Returns ``(junk, foreign)`` as the kernel sorts them (``untrusted_signatures``): junk
+    "simplesigning" layers and unreadable ones are content nothing covers; well-formed
+    signatures by keys the policy does not list are not part of the verified bundle (import
+    leaves them behind). Only a layout (directory, archive, memory store) is judged: a
+    registry holds what others put there, and import copies from it only what verifies.
+    """
+    junk: list[str] = []
+    foreign: list[str] = []
+    if isinstance(source, LayoutSource):
+        for digest in manifests:
+            bad, other = untrusted_signatures(digest, signature_facts(source, digest), policy)
+            junk += bad
+            foreign += other
+    return junk, foreign
+
+
+def bundle_names(source: Source, index: Manifest) -> tuple[str, ...]:
+    """Every name ``source`` gives the bundle: the one asked for, and a layout's names of it."""
+    names: list[str] = []
+    asked = source.ref_name()
+    if asked is not None and not asked.startswith(("sha256:", "sha512:")):
+        names.append(asked)
+    if isinstance(source, LayoutSource):
+        for entry in source.entries:
+            ref = entry.annotations.get(mt.ANNOTATION_REF_NAME)
+            if entry.digest == index.digest and ref is not None and ref not in names:
+                names.append(ref)
+    return tuple(names)
+
+
+class BlobOpener(Protocol):
+    """Anything blobs can be read from (a source, or a target holding what a delta left out)."""
+
+    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        """Raw chunks of the blob; the caller verifies them."""
+        ...
+
+
+def read_chart_facts(
+    source: Source, signed: SignedBundle, blobs: BlobOpener | None = None
+) -> ChartFacts:
+    """The name and version in the Chart.yaml of the chart archive the lock pins (step 5).
+
+    The archive is read bounded and digest-checked (from ``blobs`` when given: a delta leaves
+    the chart to the target); a missing, altered or malformed chart archive fails step 5.
+    """
+    locked = signed.lock.chart
+    try:
+        chart_manifest = source.fetch_manifest(BundleView.of(signed.index).chart)
+        layer = next((d for d in chart_manifest.layers if d.digest == locked.archive), None)
+        if layer is None:
+            raise VerificationError(
+                5, f"chart manifest {chart_manifest.digest} holds no archive {locked.archive}"
+            )
+        if layer.size > MAX_ARCHIVE_BYTES:
+            raise VerificationError(5, f"chart archive {layer.digest} is {layer.size} bytes")
+        chunks = (blobs or source).open_blob(layer)
+        data = read_exact(VerifiedStream(chunks, layer, source.name), layer.size)
+        chart = load_chart_archive(data, f"chart archive {layer.digest}")
+    except (NotFoundError, IntegrityError, ChartError) as exc:
+        if isinstance(exc, VerificationError):
+            raise
+        raise VerificationError(5, f"cannot read the chart archive: {exc}") from None
+    return ChartFacts(layer.digest, chart.metadata.name, chart.metadata.version)
 
 
 # Complexity kept: step 6: one branch per kind of name or blob a layout may hold beside the bundle.

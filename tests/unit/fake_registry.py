@@ -57,7 +57,26 @@ class Seen:
         return self.headers.get("authorization")
 
 
-Scripted = int | tuple[int, dict[str, str], bytes] | BaseException
+class Endless(io.RawIOBase):
+    """A body of ``size`` bytes that is never held in memory; counts what was read of it."""
+
+    def __init__(self, size: int, fill: bytes = b" ") -> None:
+        super().__init__()
+        self.size = size
+        self.fill = fill
+        self.served = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self.size - self.served)
+        buffer[:n] = (self.fill * (n // len(self.fill) + 1))[:n]
+        self.served += n
+        return n
+
+
+Scripted = int | tuple[int, dict[str, str], bytes | Endless] | BaseException
 
 
 def digest_of(data: bytes) -> str:
@@ -87,8 +106,10 @@ class FakeRegistry(BaseAdapter):
         self.manifests: dict[tuple[str, str], tuple[bytes, str]] = {}
         self.blobs: dict[tuple[str, str], bytes] = {}
         self.uploads: dict[str, str] = {}
+        self.received: dict[str, bytes] = {}  # bytes PATCHed into each open upload session
         self.tokens: dict[str, set[str]] = {}
         self.log: list[Seen] = []
+        self.open_hosts: set[str] = set()  # netlocs answering without asking for credentials
         self.token_log: list[Seen] = []
         self._script: list[tuple[str, re.Pattern[str], Scripted]] = []
 
@@ -188,12 +209,18 @@ class FakeRegistry(BaseAdapter):
 
     @staticmethod
     def _response(
-        request: requests.PreparedRequest, status: int, headers: dict[str, str], body: bytes
+        request: requests.PreparedRequest,
+        status: int,
+        headers: dict[str, str],
+        body: bytes | Endless,
     ) -> requests.Response:
         resp = requests.Response()
         resp.status_code = status
         resp.headers = CaseInsensitiveDict(headers)
-        resp.raw = io.BytesIO(b"" if request.method == "HEAD" else body)
+        if request.method == "HEAD":
+            resp.raw = io.BytesIO(b"")
+        else:
+            resp.raw = body if isinstance(body, Endless) else io.BytesIO(body)
         resp.url = request.url or ""
         resp.request = request
         resp.reason = http.HTTPStatus(status).phrase
@@ -262,7 +289,8 @@ class FakeRegistry(BaseAdapter):
         match = _ROUTE.match(seen.path)
         repo = match.group("repo") if match else None
         needed = self._needed(seen, repo)
-        if not self._authorized(seen, needed):
+        is_open = urlsplit(seen.url).netloc in self.open_hosts
+        if not is_open and not self._authorized(seen, needed):
             err = {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}
             headers = {"Content-Type": "application/json", **self._challenge(needed)}
             return 401, headers, json.dumps(err).encode()
@@ -324,12 +352,18 @@ class FakeRegistry(BaseAdapter):
             session = uuid.uuid4().hex
             self.uploads[session] = repo
             return 202, {"Location": f"/v2/{repo}/blobs/uploads/{session}", "Range": "0-0"}, b""
+        if seen.method == "PATCH" and upload in self.uploads:
+            received = self.received.get(upload, b"") + seen.body
+            self.received[upload] = received
+            location = f"/v2/{repo}/blobs/uploads/{upload}"
+            return 202, {"Location": location, "Range": f"0-{len(received) - 1}"}, b""
         if seen.method == "PUT" and upload in self.uploads:
             digest = seen.query.get("digest", [""])[0]
-            if digest_of(seen.body) != digest:
+            data = self.received.pop(upload, b"") + seen.body
+            if digest_of(data) != digest:
                 return self._error(400, "DIGEST_INVALID", "provided digest did not match")
             del self.uploads[upload]
-            self.blobs[(repo, digest)] = seen.body
+            self.blobs[(repo, digest)] = data
             return (
                 201,
                 {"Location": f"/v2/{repo}/blobs/{digest}", "Docker-Content-Digest": digest},

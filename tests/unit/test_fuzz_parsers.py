@@ -765,7 +765,7 @@ class _NoNetwork(requests.Session):
 )
 def test_token_realm(realm: str, plain_http: bool) -> None:
     auth = Authenticator("registry.test", None, (0.1, 0.1))
-    auth.allow_plain_realm = plain_http
+    del plain_http  # --plain-http no longer changes which realms are accepted
     auth.challenge = Challenge("bearer", {"realm": realm, "service": "s"})
     # The session never connects: a realm the client accepts ends in a TransportError.
     exercise("token_realm", lambda: auth._fetch_token(("repository:a:pull",), _NoNetwork()))

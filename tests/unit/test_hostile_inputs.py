@@ -513,12 +513,8 @@ def test_bearer_realm_over_loopback_http_or_https_is_used(realm: str) -> None:
     assert token.url.startswith(realm)
 
 
-def test_plain_http_option_allows_a_remote_plain_http_realm() -> None:
-    fake, client = _realm_client("http://auth.example.com/token", plain_http=True)
-    raw, _, _ = client.get_manifest("app", "v1")  # type: ignore[attr-defined]
-    assert raw == MANIFEST
-    (token,) = [s for s in fake.log if s.path == "/token"]
-    assert token.url.startswith("http://auth.example.com/token")
+# --plain-http no longer lifts the guard above: see test_registry_attacks.py
+# (test_plain_http_option_does_not_send_credentials_to_a_remote_plain_http_realm).
 
 
 @pytest.mark.parametrize(

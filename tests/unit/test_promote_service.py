@@ -247,7 +247,10 @@ def test_rollback_only_older_or_unparsable_tags(plan: PromotionPlan) -> None:
 
 
 def test_rollback_build_metadata_does_not_order_versions(plan: PromotionPlan) -> None:
-    # "1.2.0_build.7" is Helm's tag for 1.2.0+build.7: SemVer gives it the same precedence.
-    check_rollback(plan, {"1.2.0_build.7": None}, allow_downgrade=False)
+    # "1.2.0_build.7" is Helm's tag for 1.2.0+build.7: SemVer gives it the same precedence,
+    # so it is the same version as 1.2.0, already promoted with other content.
+    with pytest.raises(RollbackError, match="only in build metadata"):
+        check_rollback(plan, {"1.2.0_build.7": None}, allow_downgrade=False)
+    check_rollback(plan, {"1.2.0_build.7": None}, allow_downgrade=True)
     with pytest.raises(RollbackError):
         check_rollback(plan, {"1.2.1_build.1": None}, allow_downgrade=False)

@@ -50,6 +50,7 @@ from bundler.model.policy import (
 from bundler.model.signature import simple_signing_payload
 from bundler.services import trust
 from bundler.services.trust import (
+    ChartFacts,
     ContentFacts,
     SignatureFact,
     SignedBundle,
@@ -94,7 +95,9 @@ class Bundle:
 
     def facts(self, **changes: object) -> ContentFacts:
         """Content as the orchestrator finds it when nothing is wrong, with ``changes``."""
-        base = ContentFacts(dict(self.manifests), frozenset(self.blobs), {}, ())
+        chart = BundleLock.from_bytes(self.lock_raw).chart  # what its Chart.yaml says, intact
+        facts = ChartFacts(chart.archive, chart.name, chart.version)
+        base = ContentFacts(dict(self.manifests), frozenset(self.blobs), {}, (), facts)
         return replace(base, **changes)  # type: ignore[arg-type]
 
 

@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 import requests
 
 from bundler.adapters.registry.credentials import Credential
+from bundler.adapters.registry.limits import MAX_TOKEN_RESPONSE_BYTES, read_capped
 from bundler.errors import AuthError, TransportError
 
 _PARAM_RE = re.compile(r'([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
@@ -108,7 +109,6 @@ class Authenticator:
     ) -> None:
         self.host = host
         self.verify = verify
-        self.allow_plain_realm = False
         self.credential = credential
         self.timeout = timeout
         self.challenge: Challenge | None = None
@@ -165,15 +165,13 @@ class Authenticator:
             raise AuthError(f"{self.host}: token realm {realm!r} is not an http(s) URL") from None
         if parsed.scheme not in ("https", "http") or not parsed.hostname:
             raise AuthError(f"{self.host}: token realm {realm!r} is not an http(s) URL")
-        if (
-            parsed.scheme == "http"
-            and not self.allow_plain_realm
-            and not _loopback(parsed.hostname)
-        ):
+        if parsed.scheme == "http" and not _loopback(parsed.hostname):
             # Credentials, and the token that stands for them, would cross the network in clear.
+            # --plain-http does not lift this: it says how to reach the registry, not where
+            # secrets may travel.
             raise AuthError(
                 f"{self.host} sends its token realm over plain HTTP to {parsed.hostname}; "
-                "refusing (use --plain-http to allow it)"
+                "refusing (the token service must use HTTPS off loopback)"
             )
         params: list[tuple[str, str]] = []
         if "service" in self.challenge.params:
@@ -189,23 +187,35 @@ class Authenticator:
                     "service": self.challenge.params.get("service", ""),
                     "scope": " ".join(scopes),
                 }
-                resp = session.post(realm, data=form, timeout=self.timeout, verify=self.verify)
+                resp = session.post(
+                    realm, data=form, timeout=self.timeout, verify=self.verify, stream=True
+                )
             else:
                 auth = (cred.username, cred.password) if cred is not None else None
                 resp = session.get(
-                    realm, params=params, auth=auth, timeout=self.timeout, verify=self.verify
+                    realm,
+                    params=params,
+                    auth=auth,
+                    timeout=self.timeout,
+                    verify=self.verify,
+                    stream=True,
                 )
         except requests.RequestException as exc:
             raise TransportError(f"token service {realm} unreachable: {exc}") from None
-        if resp.status_code in (401, 403):
-            who = f"user {cred.username!r}" if cred else "anonymous access"
-            raise AuthError(f"token service for {self.host} refused {who}")
-        if resp.status_code != 200:
-            raise AuthError(f"token service for {self.host} answered HTTP {resp.status_code}")
+        with resp:
+            if resp.status_code in (401, 403):
+                who = f"user {cred.username!r}" if cred else "anonymous access"
+                raise AuthError(f"token service for {self.host} refused {who}")
+            if resp.status_code != 200:
+                raise AuthError(f"token service for {self.host} answered HTTP {resp.status_code}")
+            try:
+                read_capped(resp, MAX_TOKEN_RESPONSE_BYTES, f"token response for {self.host}")
+            except requests.RequestException as exc:
+                raise TransportError(f"token service {realm} failed: {exc}") from None
         try:
             doc = resp.json()
             value = doc.get("token") or doc.get("access_token")
-        except ValueError:
+        except (ValueError, AttributeError):
             value = None
             doc = {}
         if not isinstance(value, str) or not value:

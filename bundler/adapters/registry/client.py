@@ -17,13 +17,20 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from bundler.adapters.registry.auth import Authenticator, parse_challenge
 from bundler.adapters.registry.credentials import CredentialStore
+from bundler.adapters.registry.limits import (
+    MAX_ERROR_BODY_BYTES,
+    MAX_REFERRERS_BYTES,
+    MAX_TAG_LIST_BYTES,
+    read_capped,
+    same_origin,
+)
 from bundler.adapters.registry.options import RegistryOptions
 from bundler.adapters.stream import CHUNK_SIZE, VerifiedStream
 from bundler.errors import (
@@ -43,6 +50,7 @@ from bundler.model.manifest import MAX_MANIFEST_BYTES, parse_manifest
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 30.0
 MAX_TAG_PAGES = 1000
+MAX_REDIRECTS = 10
 USER_AGENT = "bundler/0.1"
 
 
@@ -64,6 +72,10 @@ def _one_line(text: str, limit: int = 200) -> str:
 
 
 def _oci_error(resp: requests.Response) -> tuple[str | None, str]:
+    try:
+        read_capped(resp, MAX_ERROR_BODY_BYTES, "error body", truncate=True)
+    except requests.RequestException:
+        return None, _one_line(resp.reason or "")
     try:
         doc = resp.json()
         first = doc["errors"][0]
@@ -97,8 +109,9 @@ class RegistryClient:
         elif self.options.ca_bundle is not None:
             self.verify = str(self.options.ca_bundle)
         self.session.verify = self.verify
+        self.session.max_redirects = MAX_REDIRECTS
+        self.session.hooks["response"].append(self._guard_redirect)
         self.auth = Authenticator(host, credential, self.options.timeout, self.verify)
-        self.auth.allow_plain_realm = self.options.plain_http
         self._base: str | None = None
         self._no_referrers_api = False
         self._base_lock = threading.Lock()
@@ -129,7 +142,7 @@ class RegistryClient:
             try:
                 resp = self._send_with_retries(
                     lambda base=base: self.session.get(  # type: ignore[misc]
-                        f"{base}/v2/", timeout=self.options.timeout, verify=self.verify
+                        f"{base}/v2/", timeout=self.options.timeout, verify=self.verify, stream=True
                     ),
                     what=f"GET {base}/v2/",
                 )
@@ -152,10 +165,12 @@ class RegistryClient:
             if resp.status_code == 401:
                 self.auth.learn(parse_challenge(resp.headers.get("WWW-Authenticate")))
             elif resp.status_code not in (200, 404):
+                resp.close()
                 raise RegistryError(
                     f"{self.host} answered HTTP {resp.status_code} on /v2/", resp.status_code
                 )
-            resp.close()
+            with resp:
+                read_capped(resp, MAX_ERROR_BODY_BYTES, "/v2/ answer", truncate=True)
             return base
         raise TransportError(f"cannot reach registry {self.host}: {_short(last)}")
 
@@ -190,6 +205,65 @@ class RegistryClient:
             return min(float(value), MAX_RETRY_AFTER_S)
         return None
 
+    def _guard_redirect(self, resp: requests.Response, *args: Any, **kwargs: Any) -> None:
+        """Response hook: refuse a redirect from HTTPS to plain HTTP; bound a redirect's body.
+
+        requests itself drops ``Authorization`` when a redirect changes scheme, host or port; the
+        body of a redirect would be read whole before it is followed.
+        """
+        if not resp.is_redirect:
+            return
+        target = urljoin(resp.url, resp.headers.get("Location", ""))
+        if urlsplit(resp.url).scheme.lower() == "https" and urlsplit(target).scheme != "https":
+            resp.close()
+            raise TransportError(
+                f"{self.host} redirected {_path(resp.url)} from HTTPS to {_where(target)}; "
+                "refusing to send anything there in clear"
+            )
+        read_capped(resp, MAX_ERROR_BODY_BYTES, "redirect body", truncate=True)
+
+    def _target(self, path_or_url: str) -> str:
+        """The absolute URL of a path or of a URL the registry named (Location, Link).
+
+        A URL on the registry's own origin is used as it is; one that turns HTTPS into plain
+        HTTP is refused (credentials and blobs would cross the network in clear).
+        """
+        if "://" not in path_or_url and not path_or_url.startswith("//"):
+            return self.base_url + path_or_url
+        url = urljoin(self.base_url + "/", path_or_url)
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise RegistryError(f"{self.host} named a URL that is not http(s): {_where(url)}")
+        if urlsplit(self.base_url).scheme == "https" and scheme != "https":
+            raise TransportError(
+                f"{self.host} named a plain-HTTP URL ({_where(url)}) for a request made over "
+                "HTTPS; refusing to send credentials or content there in clear"
+            )
+        return url
+
+    def _authorization(self, url: str, scopes: tuple[str, ...]) -> str | None:
+        """The Authorization header for ``url``: only on the registry's own scheme, host, port.
+
+        Like oras-go (auth state and credentials looked up per request host) and unlike a
+        client that attaches its one credential to whatever URL the registry names: an upload
+        Location on another host gets no credentials at all. Credentials never go over plain
+        HTTP to a host that is not loopback, whatever ``--plain-http`` says.
+        """
+        if not same_origin(url, self.base_url):
+            return None
+        authorization = self.auth.header_for(scopes, self.session)
+        if (
+            authorization
+            and self.auth.credential is not None
+            and urlsplit(url).scheme == "http"
+            and not is_loopback(self.host)
+        ):
+            raise AuthError(
+                f"refusing to send the credentials for {self.host} over plain HTTP; "
+                "use HTTPS for a registry that needs a login (or log out of it)"
+            )
+        return authorization
+
     # -- the one request path ----------------------------------------------------------
 
     # Complexity kept: one retry loop; each status that ends, retries or re-authenticates a branch.
@@ -205,13 +279,20 @@ class RegistryClient:
         replayable: bool = True,
         stream: bool = False,
     ) -> requests.Response:
-        """Send one request with auth, retrying transient failures when the body allows it."""
-        url = path_or_url if "://" in path_or_url else self.base_url + path_or_url
-        what = f"{method} {url}"
+        """Send one request with auth, retrying transient failures when the body allows it.
+
+        ``path_or_url`` is a path on the registry or a URL it named (see :meth:`_target`);
+        credentials go only to the registry's own origin (see :meth:`_authorization`). The body
+        is always streamed from the wire: without ``stream`` at most 64 KiB of it is kept (what
+        an error or a small answer needs); with ``stream`` the caller reads it with its own cap.
+        """
+        url = self._target(path_or_url)
+        what = f"{method} {_where(url)}"
+        foreign = not same_origin(url, self.base_url)
         auth_retried = False
         while True:
             hdrs = dict(headers or {})
-            authorization = self.auth.header_for(scopes, self.session)
+            authorization = self._authorization(url, scopes)
             if authorization:
                 hdrs["Authorization"] = authorization
 
@@ -223,7 +304,7 @@ class RegistryClient:
                     params=params,
                     data=body,
                     timeout=self.options.timeout,
-                    stream=stream,
+                    stream=True,
                     allow_redirects=True,
                     verify=self.verify,
                 )
@@ -239,6 +320,13 @@ class RegistryClient:
                 if cause is not None:
                     raise cause from None
                 raise TransportError(f"{what} failed: {_short(exc)}") from None
+            if foreign and resp.status_code in (401, 403):
+                resp.close()
+                raise AuthError(
+                    f"{self.host} sent {method} to another host ({_where(url)}), which asks "
+                    f"for a login; bundler sends the credentials for {self.host} only to "
+                    f"{self.host} itself"
+                )
             if resp.status_code == 401 and not auth_retried:
                 challenge = parse_challenge(resp.headers.get("WWW-Authenticate"))
                 resp.close()
@@ -256,6 +344,8 @@ class RegistryClient:
                     else ("anonymously")
                 )
                 raise AuthError(f"{self.host} refused {method} {_path(url)} {who}: {message}")
+            if not stream:
+                read_capped(resp, MAX_ERROR_BODY_BYTES, what, truncate=True)
             return resp
 
     # -- manifests ---------------------------------------------------------------------
@@ -480,7 +570,8 @@ class RegistryClient:
             )
             with resp:
                 self._expect(resp, (202,), f"chunk {offset}-{end} of {stream.descriptor.digest}")
-                location = urljoin(self.base_url + "/", resp.headers.get("Location") or location)
+                # Relative to the URL of this request (RFC 9110), which may be another host.
+                location = urljoin(location, resp.headers.get("Location") or location)
             offset += len(piece)
 
     # -- tags and referrers ------------------------------------------------------------
@@ -488,26 +579,41 @@ class RegistryClient:
     def list_tags(self, repo: str) -> list[str]:
         """Every tag of ``repo``, following ``Link`` pages; NotFoundError for an unknown repository.
 
-        RegistryError past ``MAX_TAG_PAGES`` pages or for a malformed page.
+        RegistryError past ``MAX_TAG_PAGES`` pages, for a page over 4 MiB, for a malformed page,
+        or for a next page on another scheme, host or port: like oras-go (``parseLink`` refuses
+        a next link that is not the same origin as the request, against server-side request
+        forgery), and unlike containers/image (which keeps only the link's path and query).
         """
         tags: list[str] = []
         url: str | None = f"/v2/{repo}/tags/list"
         for _ in range(MAX_TAG_PAGES):
             if url is None:
                 return tags
-            resp = self.request("GET", url, (f"repository:{repo}:pull",))
+            resp = self.request("GET", url, (f"repository:{repo}:pull",), stream=True)
             with resp:
                 if resp.status_code == 404:
                     raise NotFoundError(f"repository {repo} not found on {self.host}")
                 self._expect(resp, (200,), f"tag list of {repo}")
+                read_capped(resp, MAX_TAG_LIST_BYTES, f"tag list page of {repo} from {self.host}")
                 try:
                     page = resp.json().get("tags") or []
-                except ValueError:
+                except (ValueError, AttributeError):
                     raise RegistryError(f"{self.host} sent a malformed tag list") from None
+                if not isinstance(page, list):
+                    raise RegistryError(f"{self.host} sent a malformed tag list")
                 tags.extend(str(t) for t in page)
                 link = resp.links.get("next", {}).get("url")
-            url = urljoin(self.base_url + "/", link) if link else None
+            url = self._next_page(repo, link) if link else None
         raise RegistryError(f"{self.host}: tag list of {repo} exceeds {MAX_TAG_PAGES} pages")
+
+    def _next_page(self, repo: str, link: str) -> str:
+        url = urljoin(self.base_url + "/", link)
+        if not same_origin(url, self.base_url):
+            raise RegistryError(
+                f"{self.host} pointed the next page of the tag list of {repo} at another "
+                f"origin ({_where(url)}); refusing to follow it"
+            )
+        return url
 
     def referrers(self, repo: str, digest: Digest) -> list[Descriptor] | None:
         """The referrers API answer, or None if the registry has no such API.
@@ -522,6 +628,7 @@ class RegistryClient:
             f"/v2/{repo}/referrers/{digest}",
             (f"repository:{repo}:pull",),
             headers={"Accept": mt.OCI_INDEX},
+            stream=True,
         )
         with resp:
             content_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
@@ -534,7 +641,9 @@ class RegistryClient:
             if resp.status_code == 404 and content_type != mt.OCI_INDEX:
                 return None  # e.g. an unknown repository: says nothing about the API
             self._expect(resp, (200,), f"referrers of {repo}@{digest}")
-            raw = resp.content
+            raw = read_capped(
+                resp, MAX_REFERRERS_BYTES, f"referrers answer for {repo}@{digest} from {self.host}"
+            )
         manifest = parse_manifest(raw, media_type=mt.OCI_INDEX)
         return list(manifest.manifests)
 
@@ -580,6 +689,17 @@ def _short(exc: BaseException | None) -> str:
 
 def _path(url: str) -> str:
     return "/" + url.split("://", 1)[-1].split("/", 1)[-1]
+
+
+def _where(url: str) -> str:
+    # scheme://host[:port]/path of a URL a registry named: no query (upload state, signatures)
+    # and no userinfo, bounded, on one line.
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    with contextlib.suppress(ValueError):
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+    return _one_line(f"{parts.scheme}://{host}{parts.path}", 200)
 
 
 def _integrity_cause(exc: BaseException, body: Any) -> IntegrityError | None:

@@ -140,7 +140,7 @@ class CredentialStore:
             payload = json.dumps(
                 {"ServerURL": host, "Username": credential.username, "Secret": credential.password}
             )
-            _run_helper(helper, "store", payload)
+            _run_helper(helper, "store", payload, secrets=(credential.password,))
             return
         auths = doc.setdefault("auths", {})
         if not isinstance(auths, dict):
@@ -189,7 +189,22 @@ class CredentialStore:
             raise AuthError(f"cannot write {self.path}: {exc.strerror}") from None
 
 
-def _run_helper(helper: str, action: str, stdin: str) -> str:
+def _redact(message: str, stdin: str, secrets: tuple[str, ...]) -> str:
+    """A helper's first line of output with nothing of what we sent it (nor any secret) in it.
+
+    Helpers echo their input when they fail ("invalid input: {...Secret...}"): the line is
+    withheld when it holds the JSON we sent with a secret (``store``) or names a ``Secret``;
+    any secret left is starred. A ``get`` or ``erase`` sends only the host name.
+    """
+    if (secrets and stdin in message) or '"Secret"' in message or "Secret:" in message:
+        return "(its message repeated what it was sent and is withheld)"
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "***")
+    return message
+
+
+def _run_helper(helper: str, action: str, stdin: str, secrets: tuple[str, ...] = ()) -> str:
     if not helper.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise UsageError(f"credential helper name {helper!r} is not a plain program name")
     program = f"docker-credential-{helper}"
@@ -207,8 +222,9 @@ def _run_helper(helper: str, action: str, stdin: str) -> str:
     except subprocess.TimeoutExpired:
         raise AuthError(f"credential helper {program} did not answer in time") from None
     if proc.returncode != 0:
-        message = (proc.stdout or proc.stderr).strip().splitlines()
-        raise AuthError(f"{program} {action} failed: {message[0] if message else 'no output'}")
+        lines = (proc.stdout or proc.stderr).strip().splitlines()
+        first = _redact(lines[0], stdin, secrets)[:200] if lines else "no output"
+        raise AuthError(f"{program} {action} failed: {first}")
     return proc.stdout
 
 
