@@ -53,6 +53,10 @@ class IncompleteError(BundlerError):
     """The chart's rendered templates reference images the bundle does not contain."""
 
 
+class RelocationError(BundlerError):
+    """Promotion cannot make the chart run only internal, digest-pinned images it holds."""
+
+
 class KeyFileError(BundlerError):
     """A key file is malformed or unsupported, or the passphrase does not decrypt it."""
 

@@ -80,6 +80,11 @@ def load_bundle_config(path: Path) -> BundleSpec:
         platforms=list(doc.get("platforms", [])),
         upstream=bool(doc.get("upstream", True)),
         allow_missing=list(doc.get("allowMissing", [])),
+        set_values=list(doc.get("set", [])),
+        set_strings=list(doc.get("setString", [])),
+        kube_version=doc.get("kubeVersion"),
+        api_versions=list(doc.get("apiVersions", [])),
+        include_disabled=bool(doc.get("includeDisabled", False)),
     )
     for source in doc.get("sources", []):
         if "oci" in source:

@@ -23,6 +23,41 @@ class OutputFormat(StrEnum):
 
 
 OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o", help="Result format on stdout.")]
+ValuesOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--values", "-f", help="Values file for rendering, relative to here (repeatable)."
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="A value for rendering, as Helm's --set PATH=VALUE (repeatable)."),
+]
+SetStringOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set-string", help="As Helm's --set-string PATH=VALUE (repeatable)."),
+]
+SetFileOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set-file", help="As Helm's --set-file PATH=FILE (repeatable)."),
+]
+KubeVersionOpt = Annotated[
+    str | None,
+    typer.Option("--kube-version", help="Kubernetes version to render for (as Helm's)."),
+]
+ApiVersionsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--api-versions", help="API version the chart may test for, as Helm's (repeatable)."
+    ),
+]
+IncludeDisabledOpt = Annotated[
+    bool,
+    typer.Option(
+        "--include-disabled",
+        help="Also take images that values name for components the render leaves off.",
+    ),
+]
 PlainHttpOpt = Annotated[
     bool,
     typer.Option(

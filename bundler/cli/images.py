@@ -1,4 +1,4 @@
-"""``bundler images``: which images a chart runs, and where each one was found."""
+"""``bundler images``: which images a chart runs, where, and which values control each one."""
 
 from __future__ import annotations
 
@@ -7,31 +7,49 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bundler.cli.common import OutputFormat, OutputOpt, emit_json
+from bundler.cli.common import (
+    ApiVersionsOpt,
+    IncludeDisabledOpt,
+    KubeVersionOpt,
+    OutputFormat,
+    OutputOpt,
+    SetFileOpt,
+    SetOpt,
+    SetStringOpt,
+    ValuesOpt,
+    emit_json,
+)
 from bundler.model.text import printable
 
 if TYPE_CHECKING:
-    from bundler.services.discover import ImageFinding
+    from bundler.services.discover import DiscoveredImage
 
 
-def _table(findings: list[ImageFinding]) -> list[str]:
-    header = ("REFERENCE", "SOURCE", "VALUE PATH", "DETAIL")
-    rows = [(f.reference, f.source, f.value_path or "-", f.detail) for f in findings]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
-    return [
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
-        + "  "
-        + row[3]
-        for row in [header, *rows]
-    ]
+def _line(image: DiscoveredImage) -> str:
+    """``REFERENCE  # where it runs; values that control it`` (the reference alone is pasteable)."""
+    where = sorted({u.where for u in image.uses})
+    notes = []
+    if where:
+        more = f" and {len(where) - 2} more" if len(where) > 2 else ""
+        notes.append("runs in " + ", ".join(where[:2]) + more)
+    else:
+        notes.append("named by " + ", ".join(sorted(image.found_by)))
+    if image.value_paths:
+        notes.append("values " + ", ".join(sorted(image.value_paths)))
+    elif image.uses and all(u.composition is None for u in image.uses):
+        notes.append("no value controls it (literal in a template)")
+    return f"{image.reference}  # " + "; ".join(notes)
 
 
 def images_command(
     chart: Annotated[Path, typer.Argument(help="Chart directory or chart .tgz.")],
-    values: Annotated[
-        list[Path] | None,
-        typer.Option("--values", "-f", help="Values file applied when rendering (repeatable)."),
-    ] = None,
+    values: ValuesOpt = None,
+    set_values: SetOpt = None,
+    set_strings: SetStringOpt = None,
+    set_files: SetFileOpt = None,
+    kube_version: KubeVersionOpt = None,
+    api_versions: ApiVersionsOpt = None,
+    include_disabled: IncludeDisabledOpt = False,
     value_paths: Annotated[
         list[str] | None,
         typer.Option(
@@ -49,52 +67,65 @@ def images_command(
         ),
     ] = None,
     no_render: Annotated[
-        bool, typer.Option("--no-render", help="Do not render templates with helm.")
+        bool,
+        typer.Option("--no-render", help="Do not render: list what values and annotations name."),
     ] = False,
     output: OutputOpt = OutputFormat.text,
 ) -> None:
-    """List the images a chart references.
+    """List the images a chart runs, one per line, ready to paste.
 
-    They come from its helm.sh/images annotation, image-shaped values (with their value paths),
-    explicitly named value paths and, when helm is available, every container of the rendered
-    templates.
+    Helm renders the chart with the values given; each image the render runs is listed once, with
+    where it runs and the values that control it (found by rendering the chart again with those
+    values changed). Images named by the helm.sh/images annotation are added. Images that values
+    name for components the render leaves off are listed with --include-disabled.
     """
     from bundler.adapters.chart import load_chart
-    from bundler.services.discover import discover, find_helm
+    from bundler.adapters.helm import Helm, find_helm
+    from bundler.model.spec import BundleSpec
+    from bundler.services.discover import discover
+    from bundler.services.pack import render_settings
 
     loaded = load_chart(chart)
     helm_path = None if no_render else find_helm(helm)
     if helm_path is None and not no_render:
         typer.echo(
-            "warning: helm not found; rendered templates were not searched "
-            "(use --helm PATH, or --no-render to silence this)",
+            "warning: helm not found; the chart was not rendered, so this is what values and "
+            "annotations name, not what runs (use --helm PATH, or --no-render to silence this)",
             err=True,
         )
-    findings = discover(
-        loaded,
-        helm=helm_path,
-        value_paths=value_paths or (),
-        values_files=values or (),
+    spec = BundleSpec(
+        values_files=list(values or []),
+        set_values=list(set_values or []),
+        set_strings=list(set_strings or []),
+        set_files=list(set_files or []),
+        kube_version=kube_version,
+        api_versions=list(api_versions or []),
     )
+    settings = render_settings(spec, Helm(helm_path) if helm_path else None)
+    discovery = discover(loaded, helm=helm_path, value_paths=value_paths or (), settings=settings)
+    selected = discovery.selected(include_disabled)
     if output is OutputFormat.json:
         emit_json(
             {
                 "chart": {"name": loaded.metadata.name, "version": loaded.metadata.version},
                 "rendered": helm_path is not None,
-                "images": [f.to_json() for f in findings],
+                "images": [i.to_json() for i in selected.values()],
+                "disabled": [i.to_json() for i in discovery.disabled.values()],
+                "warnings": discovery.warnings,
             }
         )
         return
-    for line in _table(findings):
-        typer.echo(printable(line.rstrip()))  # references from the chart
-    unique = len({f.reference for f in findings})
-    typer.echo(
-        printable(
-            f"{unique} images in {loaded.metadata.name} {loaded.metadata.version} "
-            f"({len(findings)} findings)"
-        ),
-        err=True,
-    )
+    for warning in discovery.warnings:
+        typer.echo(f"warning: {printable(warning)}", err=True)
+    for image in selected.values():
+        typer.echo(printable(_line(image)))  # references from the chart
+    summary = f"{len(selected)} images in {loaded.metadata.name} {loaded.metadata.version}"
+    if discovery.disabled and not include_disabled:
+        summary += (
+            f"; {len(discovery.disabled)} more named in values for components that are off "
+            "(--include-disabled lists them)"
+        )
+    typer.echo(printable(summary), err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -28,6 +28,7 @@ from bundler.errors import (
     KeyFileError,
     ManifestError,
     NotFoundError,
+    RelocationError,
     RollbackError,
     SizeMismatchError,
     TransportError,
@@ -54,6 +55,7 @@ EXIT_CODES: list[tuple[type[BaseException], int, str]] = [
     (IncompleteError, 11, "incomplete bundle"),
     (KeyFileError, 13, "key"),
     (RollbackError, 14, "rollback"),
+    (RelocationError, 15, "relocation"),
 ]
 
 app = typer.Typer(

@@ -9,13 +9,20 @@ from typing import Annotated
 import typer
 
 from bundler.cli.common import (
+    ApiVersionsOpt,
     CaFileOpt,
     ConfigDirOpt,
+    IncludeDisabledOpt,
     InsecureOpt,
+    KubeVersionOpt,
     OutputFormat,
     OutputOpt,
     ParallelOpt,
     PlainHttpOpt,
+    SetFileOpt,
+    SetOpt,
+    SetStringOpt,
+    ValuesOpt,
     emit_json,
     human_bytes,
     registry_options,
@@ -81,9 +88,13 @@ def pack_command(
         list[str] | None,
         typer.Option("--value-path", help="A chart value path holding an image."),
     ] = None,
-    values: Annotated[
-        list[Path] | None, typer.Option("--values", "-f", help="Values file for rendering.")
-    ] = None,
+    values: ValuesOpt = None,
+    set_values: SetOpt = None,
+    set_strings: SetStringOpt = None,
+    set_files: SetFileOpt = None,
+    kube_version: KubeVersionOpt = None,
+    api_versions: ApiVersionsOpt = None,
+    include_disabled: IncludeDisabledOpt = False,
     platform: Annotated[
         list[str] | None, typer.Option("--platform", help="Keep only this os/arch[/variant].")
     ] = None,
@@ -150,6 +161,12 @@ def pack_command(
     )
     spec.upstream = spec.upstream and not no_upstream
     spec.allow_missing += allow_missing or []
+    spec.set_values += set_values or []
+    spec.set_strings += set_strings or []
+    spec.set_files += set_files or []
+    spec.kube_version = kube_version or spec.kube_version
+    spec.api_versions += api_versions or []
+    spec.include_disabled = spec.include_disabled or include_disabled
     transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir, parallel))
     try:
         result = pack(
@@ -159,6 +176,7 @@ def pack_command(
             PackOptions(
                 helm=helm, render=not no_render, created=_created(created), parallel=parallel
             ),
+            warn=None if output is OutputFormat.json else _warn,
         )
     finally:
         transports.close()
@@ -185,6 +203,10 @@ def pack_command(
             ),
             err=True,
         )
+
+
+def _warn(message: str) -> None:
+    typer.echo(f"warning: {printable(message)}", err=True)
 
 
 def inspect_command(

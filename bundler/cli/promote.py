@@ -17,6 +17,9 @@ from bundler.cli.common import (
     OutputOpt,
     ParallelOpt,
     PlainHttpOpt,
+    SetOpt,
+    SetStringOpt,
+    ValuesOpt,
     emit_json,
     registry_options,
 )
@@ -88,6 +91,12 @@ def promote_command(
     containerd_ca: Annotated[
         str | None, typer.Option("--containerd-ca", help="CA file path for hosts.toml.")
     ] = None,
+    values: ValuesOpt = None,
+    set_values: SetOpt = None,
+    set_strings: SetStringOpt = None,
+    helm: Annotated[
+        str | None, typer.Option("--helm", help="Helm binary for the proof render.")
+    ] = None,
     output: OutputOpt = OutputFormat.text,
     parallel: ParallelOpt = 4,
     plain_http: PlainHttpOpt = False,
@@ -109,6 +118,14 @@ def promote_command(
     signer = private_key(key, passphrase_file, passphrase_env) if key is not None else None
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
+    deploy_values: dict[str, object] = {}
+    if values or set_values or set_strings:
+        from bundler.adapters.helm import Helm, find_helm
+
+        binary = find_helm(helm)
+        if binary is None:
+            raise UsageError("values for the proof render need helm: install it or pass --helm")
+        deploy_values = Helm(binary).user_values(values or [], set_values or [], set_strings or [])
     transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir, parallel))
     try:
         result = promote(
@@ -123,6 +140,8 @@ def promote_command(
             dry_run=dry_run,
             parallel=parallel,
             serve_as=Reference.parse(serve_as, default_tag=False) if serve_as else None,
+            helm=helm,
+            deploy_values=deploy_values,
         )
     finally:
         transports.close()

@@ -28,6 +28,7 @@ from bundler.model import mediatypes as mt
 from bundler.model.descriptor import Descriptor, Platform
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest, load_json_strict, parse_manifest
+from bundler.model.rendering import RenderSettings
 
 BUNDLE_ARTIFACT_TYPE = "application/vnd.bundler.bundle.v1+json"
 LOCK_MEDIA_TYPE = "application/vnd.bundler.lock.v1+json"
@@ -57,14 +58,52 @@ def canonical_json(doc: Any) -> bytes:
 
 @dataclass(frozen=True)
 class ValuePath:
-    """Where in the chart's values an image reference lives, and in which shape."""
+    """Where in the chart's values an image reference (or a part of it) lives, and which part.
+
+    ``form`` is the part the value sets, as differential rendering found it: ``registry``,
+    ``repository``, ``tag``, ``digest``, ``reference`` (all of it) or ``part``; or, for paths
+    named by hand or guessed without rendering, ``string`` ("repo:tag") or ``map``
+    (registry/repository/tag/digest keys).
+    """
 
     path: str
-    form: str  # "string" ("repo:tag") or "map" (registry/repository/tag/digest keys)
+    form: str
 
     def to_json(self) -> dict[str, str]:
         """The lock document's ``{"path", "form"}`` object."""
         return {"path": self.path, "form": self.form}
+
+
+@dataclass(frozen=True)
+class LockedUse:
+    """One place the rendered chart runs an image, and how values compose the reference there.
+
+    ``composition`` is the reference as rendered with each value-controlled part replaced by
+    ``{path}`` (``{@path}`` where the chart adds ``@`` and the value when the value is set);
+    None where no value controls it (a literal in a template).
+    """
+
+    place: str
+    where: str
+    written: str
+    composition: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The lock document's use object."""
+        return {
+            "place": self.place,
+            "where": self.where,
+            "written": self.written,
+            "composition": self.composition,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> LockedUse:
+        """The inverse of ``to_json``."""
+        composition = doc["composition"]
+        if composition is not None and not isinstance(composition, str):
+            raise TypeError("composition")
+        return cls(str(doc["place"]), str(doc["where"]), str(doc["written"]), composition)
 
 
 @dataclass(frozen=True)
@@ -78,10 +117,11 @@ class LockedImage:
     platforms: tuple[str, ...]
     value_paths: tuple[ValuePath, ...] = ()
     found_by: tuple[str, ...] = ()  # config, annotation, values, template
+    uses: tuple[LockedUse, ...] = ()  # where the rendered chart runs it (empty if not rendered)
 
     def to_json(self) -> dict[str, Any]:
         """The lock document's image object (camelCase keys, digest as a string)."""
-        return {
+        doc: dict[str, Any] = {
             "reference": self.reference,
             "digest": str(self.digest),
             "mediaType": self.media_type,
@@ -90,6 +130,9 @@ class LockedImage:
             "valuePaths": [v.to_json() for v in self.value_paths],
             "foundBy": list(self.found_by),
         }
+        if self.uses:
+            doc["uses"] = [u.to_json() for u in self.uses]
+        return doc
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> LockedImage:
@@ -102,6 +145,7 @@ class LockedImage:
             platforms=tuple(doc["platforms"]),
             value_paths=tuple(ValuePath(v["path"], v["form"]) for v in doc["valuePaths"]),
             found_by=tuple(doc["foundBy"]),
+            uses=tuple(LockedUse.from_json(u) for u in doc.get("uses", ())),
         )
 
 
@@ -151,6 +195,7 @@ class BundleLock:
     rendered: bool  # whether the chart's templates were rendered to check completeness
     created: str | None = None
     allowed_missing: tuple[str, ...] = ()
+    rendering: RenderSettings | None = None  # the values etc. the chart was rendered with
 
     def to_json(self) -> dict[str, Any]:
         """The lock document; images sorted by reference, so equal locks give equal documents."""
@@ -160,11 +205,17 @@ class BundleLock:
             "bundle": {"name": self.name, "version": self.version, "created": self.created},
             "chart": self.chart.to_json(),
             "images": [i.to_json() for i in sorted(self.images, key=lambda i: i.reference)],
-            "completeness": {
-                "rendered": self.rendered,
-                "allowedMissing": sorted(self.allowed_missing),
-            },
+            "completeness": self._completeness(),
         }
+
+    def _completeness(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "rendered": self.rendered,
+            "allowedMissing": sorted(self.allowed_missing),
+        }
+        if self.rendering is not None:
+            doc["rendering"] = self.rendering.to_json()
+        return doc
 
     def to_bytes(self) -> bytes:
         """The lock document as canonical JSON: the exact bytes the lock layer carries."""
@@ -187,6 +238,11 @@ class BundleLock:
                 images=tuple(LockedImage.from_json(i) for i in doc["images"]),
                 rendered=doc["completeness"]["rendered"],
                 allowed_missing=tuple(doc["completeness"]["allowedMissing"]),
+                rendering=(
+                    RenderSettings.from_json(doc["completeness"]["rendering"])
+                    if "rendering" in doc["completeness"]
+                    else None
+                ),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ManifestError(f"bundle lock is malformed: missing or bad {exc}") from None

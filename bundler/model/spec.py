@@ -45,3 +45,9 @@ class BundleSpec:
     sources: list[ImageSourceSpec] = field(default_factory=list)
     upstream: bool = True
     allow_missing: list[str] = field(default_factory=list)
+    set_values: list[str] = field(default_factory=list)  # --set, as Helm parses them
+    set_strings: list[str] = field(default_factory=list)  # --set-string
+    set_files: list[str] = field(default_factory=list)  # --set-file
+    kube_version: str | None = None  # --kube-version for rendering
+    api_versions: list[str] = field(default_factory=list)  # --api-versions for rendering
+    include_disabled: bool = False  # also bundle images of components the render leaves off

@@ -1,46 +1,42 @@
-"""Which images does a chart run? Four sources, each finding saying where it came from.
+"""Which images does a chart run? Helm's render says; four other sources add and explain.
 
-1. ``config``: value paths the bundle config names explicitly (``images_from_value_paths``).
-2. ``annotation``: the ``helm.sh/images`` / ``artifacthub.io/images`` Chart.yaml annotations.
-3. ``values``: image-shaped values in values.yaml of the chart and its subcharts, at the value
-   path a user (or a relocation) sets them under.
-4. ``template``: every container of every object ``helm template`` renders.
+1. ``template``: every image the chart renders with the user's values (``services/rendered.py``),
+   with the values that compose each one, found by differential rendering
+   (``services/valuemap.py``). This is what runs, so this is what a bundle holds.
+2. ``annotation``: the ``helm.sh/images`` / ``artifacthub.io/images`` Chart.yaml annotations
+   (an entry's ``condition`` honoured).
+3. ``config``: images and value paths the bundle config names explicitly.
+4. ``values``: image-shaped values in values.yaml of the chart and its subcharts. Where the
+   chart is rendered they never add an image by themselves: one the render does not run belongs
+   to a component that is off (bundled only with ``--include-disabled``). Without rendering
+   (``--no-render``) they are the best guess there is.
 
-Findings are kept per source rather than merged, so a reader can see that the values and the
-rendered templates agree, and a relocation knows which value paths carry which image.
+A malformed entry (a templated repository, an annotation that is not YAML, a reference that is not
+valid) is a warning naming where it came from, never an abort.
 """
 
 from __future__ import annotations
 
-import os
+import copy
 import re
-import shutil
-import subprocess
-import tempfile
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import yaml
-
 from bundler.adapters.chart import Chart, parse_yaml
-from bundler.adapters.yamlbounds import BoundedSafeLoader
-from bundler.errors import ChartError, ConfigError, ReferenceFormatError, UsageError
+from bundler.adapters.helm import Helm
+from bundler.errors import ChartError, ConfigError, ReferenceFormatError
 from bundler.model.reference import Reference
+from bundler.model.rendering import RenderSettings
+from bundler.services.rendered import Place, Scan, scan
+from bundler.services.valuemap import Control, Part, compose, relocation_settings
+from bundler.services.valuemap import controls as value_controls
 
 Source = Literal["config", "annotation", "values", "template"]
 ValueForm = Literal["string", "map"]
 
 IMAGE_ANNOTATIONS = ("helm.sh/images", "artifacthub.io/images")
-CONTAINER_LISTS = {
-    "containers": "container",
-    "initContainers": "initContainer",
-    "ephemeralContainers": "ephemeralContainer",
-}
-HELM_ENV = "BUNDLER_HELM"
-HELM_TIMEOUT = 120.0
-MAX_RENDERED_BYTES = 64 * 1024 * 1024
 MAX_WALK_NODES = 1_000_000  # YAML aliases can make a small file a huge tree
 
 
@@ -238,7 +234,12 @@ def _under(path: str, prefix: str) -> bool:
 
 
 def _values_findings(
-    chart: Chart, prefix: str, label: str, overrides: dict[str, Any], depth: int
+    chart: Chart,
+    prefix: str,
+    label: str,
+    overrides: dict[str, Any],
+    depth: int,
+    warnings: list[str],
 ) -> list[ImageFinding]:
     """Image-shaped values of ``chart``, reported at their path in the top chart's values.
 
@@ -256,7 +257,12 @@ def _values_findings(
         if any(_under(path, s.name) for s in chart.subcharts):
             continue  # reported by the subchart itself, with its own appVersion
         full = f"{prefix}{path}"
-        shaped = _shape(key, node, chart.metadata.app_version, f"values.yaml value {full!r}")
+        try:
+            shaped = _shape(key, node, chart.metadata.app_version, f"values.yaml value {full!r}")
+        except ChartError as exc:
+            warnings.append(f"{exc} (skipped)")
+            skip.append(path)
+            continue
         if shaped is None:
             continue
         if isinstance(node, dict):
@@ -275,18 +281,20 @@ def _values_findings(
         if isinstance(global_overrides, dict):
             merged["global"] = _merge(global_overrides, merged.get("global"))
         findings += _values_findings(
-            sub.chart, f"{prefix}{sub.name}.", f"subchart {sub.name}", merged, depth + 1
+            sub.chart, f"{prefix}{sub.name}.", f"subchart {sub.name}", merged, depth + 1, warnings
         )
     return findings
 
 
-def images_from_values(chart: Chart) -> list[ImageFinding]:
+def images_from_values(chart: Chart, warnings: list[str] | None = None) -> list[ImageFinding]:
     """Image-shaped values in values.yaml of the chart and its subcharts.
 
     A subchart's values are reported under its alias (or name) as the top chart's users set
-    them, with the parent's values applied over the subchart's defaults.
+    them, with the parent's values applied over the subchart's defaults. A map that is not a
+    valid image is a warning appended to ``warnings``.
     """
-    return _values_findings(chart, "", f"chart {chart.metadata.name}", {}, 0)
+    sink: list[str] = warnings if warnings is not None else []
+    return _values_findings(chart, "", f"chart {chart.metadata.name}", {}, 0, sink)
 
 
 def images_from_value_paths(chart: Chart, paths: Sequence[str]) -> list[ImageFinding]:
@@ -345,169 +353,239 @@ def _owner(chart: Chart, path: str) -> Chart:
 # ---------------------------------------------------------------------------- annotations
 
 
-def _annotation_findings(chart: Chart, label: str) -> list[ImageFinding]:
+def _truthy(values: dict[str, Any], condition: str) -> bool:
+    """Helm's dependency-condition rule: the first of the comma-separated paths that exists."""
+    for path in condition.split(","):
+        path = path.strip()
+        if path and _has_path(values, path):
+            return bool(resolve_value(values, path))
+    return True
+
+
+def _annotation_findings(
+    chart: Chart, label: str, values: dict[str, Any], warnings: list[str]
+) -> list[ImageFinding]:
     findings: list[ImageFinding] = []
     for annotation in IMAGE_ANNOTATIONS:
         text = chart.metadata.annotations.get(annotation)
         if text is None:
             continue
         where = f"{label} annotation {annotation}"
-        doc = parse_yaml(text, where)
+        try:
+            doc = parse_yaml(text, where)
+        except ChartError as exc:
+            warnings.append(f"{exc} (annotation skipped)")
+            continue
         if doc is None:
             continue
         if not isinstance(doc, list):
-            raise ChartError(f"{where}: not a YAML list of {{name, image}} entries")
+            warnings.append(f"{where}: not a YAML list of {{name, image}} entries (skipped)")
+            continue
         for entry in doc:
             image = entry.get("image") if isinstance(entry, dict) else None
             if not isinstance(image, str):
-                raise ChartError(f"{where}: an entry has no image")
+                warnings.append(f"{where}: an entry has no image (skipped)")
+                continue
+            condition = entry.get("condition") if isinstance(entry, dict) else None
+            if isinstance(condition, str) and not _truthy(values, condition):
+                continue
             try:
                 ref = _parse(image)
             except ReferenceFormatError as exc:
-                raise ChartError(f"{where}: {exc}") from None
+                warnings.append(f"{where}: {image!r} is not an image reference: {exc} (skipped)")
+                continue
             findings.append(ImageFinding(str(ref), image, "annotation", None, None, where))
     return findings
 
 
-def images_from_annotations(chart: Chart) -> list[ImageFinding]:
+def images_from_annotations(
+    chart: Chart, values: dict[str, Any] | None = None, warnings: list[str] | None = None
+) -> list[ImageFinding]:
     """Images listed in ``helm.sh/images`` / ``artifacthub.io/images`` of chart and subcharts.
 
-    Each annotation is a YAML list of ``{name, image, platforms?}``.
+    Each annotation is a YAML list of ``{name, image, platforms?, condition?}``; an entry whose
+    ``condition`` (a value path, as for dependencies) is false in ``values`` is left out. Entries
+    that are not image references are warnings (appended to ``warnings``), not errors.
     """
-    findings = _annotation_findings(chart, "Chart.yaml")
+    effective = values if values is not None else coalesced_values(chart)
+    sink: list[str] = warnings if warnings is not None else []
+    findings = _annotation_findings(chart, "Chart.yaml", effective, sink)
 
-    def visit(parent: Chart, depth: int) -> None:
+    def visit(parent: Chart, prefix: str, scope: dict[str, Any]) -> None:
         for sub in parent.subcharts:
-            findings.extend(_annotation_findings(sub.chart, f"Chart.yaml of subchart {sub.name}"))
-            visit(sub.chart, depth + 1)
-
-    visit(chart, 0)
-    return findings
-
-
-# ---------------------------------------------------------------------------- templates
-
-
-def _containers(node: Any, budget: list[int]) -> Iterator[tuple[str, dict[str, Any]]]:
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise ChartError(f"rendered manifests have more than {MAX_WALK_NODES} nodes")
-    if isinstance(node, dict):
-        for key, value in node.items():
-            kind = CONTAINER_LISTS.get(key) if isinstance(key, str) else None
-            if kind is not None and isinstance(value, list):
-                for container in value:
-                    if isinstance(container, dict) and "image" in container:
-                        yield kind, container
-            yield from _containers(value, budget)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _containers(value, budget)
-
-
-def images_in_manifests(text: str) -> list[ImageFinding]:
-    """Every container image in a multi-document YAML stream of Kubernetes objects.
-
-    That is any ``containers``/``initContainers``/``ephemeralContainers`` list anywhere in any
-    object, so Pods, workloads, CronJobs and custom resources alike.
-    """
-    try:
-        documents = list(yaml.load_all(text, Loader=BoundedSafeLoader))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ChartError(f"rendered templates are not YAML{line}: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise ChartError(f"rendered templates are not YAML: {exc}") from None
-    findings: list[ImageFinding] = []
-    budget = [MAX_WALK_NODES]
-    for doc in documents:
-        if not isinstance(doc, dict):
-            continue
-        kind = doc.get("kind") or "object"
-        metadata = doc.get("metadata")
-        name = metadata.get("name") if isinstance(metadata, dict) else None
-        obj = f"{kind}/{name}" if name else str(kind)
-        for container_kind, container in _containers(doc, budget):
-            image = container["image"]
-            detail = f"{obj} {container_kind} {container.get('name', '?')}"
-            if not isinstance(image, str):
-                raise ChartError(f"rendered {detail}: image is not a string")
-            try:
-                ref = _parse(image)
-            except ReferenceFormatError as exc:
-                raise ChartError(f"rendered {detail}: {exc}") from None
-            findings.append(ImageFinding(str(ref), image, "template", None, None, detail))
-    return findings
-
-
-def render(
-    chart: Chart,
-    helm: str,
-    values_files: Sequence[Path] = (),
-    release: str = "bundle",
-    namespace: str = "default",
-) -> str:
-    """``helm template`` of the chart's archive bytes (exactly what a bundle ships)."""
-    with tempfile.TemporaryDirectory(prefix="bundler-chart-") as tmp:
-        archive = Path(tmp) / f"{chart.metadata.name}-{chart.metadata.version}.tgz"
-        archive.write_bytes(chart.archive)
-        argv = [helm, "template", release, str(archive), "--namespace", namespace]
-        for values_file in values_files:
-            if not values_file.is_file():
-                raise UsageError(f"values file {values_file} does not exist")
-            argv += ["--values", str(values_file)]
-        try:
-            proc = subprocess.run(
-                argv,
-                capture_output=True,
-                timeout=HELM_TIMEOUT,
-                check=False,
-                cwd=tmp,
-                stdin=subprocess.DEVNULL,
+            sub_values = scope.get(sub.name)
+            sub_scope = dict(sub_values) if isinstance(sub_values, dict) else {}
+            if "global" in effective:
+                sub_scope["global"] = effective["global"]
+            findings.extend(
+                _annotation_findings(
+                    sub.chart, f"Chart.yaml of subchart {prefix}{sub.name}", sub_scope, sink
+                )
             )
-        except FileNotFoundError:
-            raise UsageError(f"helm binary {helm} not found") from None
-        except subprocess.TimeoutExpired:
-            raise ChartError(
-                f"helm template {chart.origin} did not finish in {HELM_TIMEOUT:.0f}s"
-            ) from None
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.decode(errors="replace").splitlines() if ln.strip()]
-        first = next((ln for ln in lines if ln.startswith("Error")), lines[0] if lines else "")
-        raise ChartError(f"helm template of {chart.origin} failed: {first or 'no message'}")
-    if len(proc.stdout) > MAX_RENDERED_BYTES:
-        raise ChartError(f"helm template of {chart.origin}: output over {MAX_RENDERED_BYTES} bytes")
-    return proc.stdout.decode(errors="replace")
+            visit(sub.chart, f"{prefix}{sub.name}.", sub_scope)
+
+    visit(chart, "", effective)
+    return findings
 
 
-def images_from_templates(
-    chart: Chart,
-    helm: str,
-    values_files: Sequence[Path] = (),
-    release: str = "bundle",
-    namespace: str = "default",
-) -> list[ImageFinding]:
-    """Images of every container the rendered chart runs (``helm template``)."""
-    return images_in_manifests(render(chart, helm, values_files, release, namespace))
+# ---------------------------------------------------------------------------- rendering
 
 
-# ---------------------------------------------------------------------------- all together
+@dataclass(frozen=True)
+class ImageUse:
+    """One place the rendered chart names an image, and how values compose it there.
 
-
-def find_helm(explicit: str | None = None) -> str | None:
-    """``explicit``, else ``$BUNDLER_HELM``, else ``helm`` on PATH; ``None`` if there is none.
-
-    A binary named explicitly (argument or environment) that is missing is a usage error.
+    ``composition`` is None where no value controls any part of the reference (a literal in a
+    template); then promotion rewrites the literal in the chart's templates, or refuses.
     """
-    for named, how in ((explicit, "--helm"), (os.environ.get(HELM_ENV), f"${HELM_ENV}")):
-        if named:
-            found = shutil.which(named)
-            if found is None:
-                raise UsageError(f"helm binary {named!r} ({how}) not found or not executable")
-            return os.path.abspath(found)  # helm runs in a scratch directory
-    found = shutil.which("helm")
-    return os.path.abspath(found) if found else None
+
+    place: str  # "Deployment/web spec.template.spec.containers[0].image"
+    where: str  # "Deployment/web container app (hook test)"
+    written: str
+    composition: str | None
+    parts: tuple[Part, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The lock's and ``images --output json``'s object for one use."""
+        return {
+            "place": self.place,
+            "where": self.where,
+            "written": self.written,
+            "composition": self.composition,
+        }
+
+
+@dataclass
+class DiscoveredImage:
+    """One image reference with every source that names it and every place that runs it."""
+
+    reference: str
+    found_by: set[str] = field(default_factory=set)
+    uses: list[ImageUse] = field(default_factory=list)
+    value_paths: dict[str, str] = field(default_factory=dict)  # path -> role (or map/string)
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def rendered(self) -> bool:
+        """Whether the rendered chart runs it."""
+        return "template" in self.found_by
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``images --output json`` object of one image."""
+        return {
+            "reference": self.reference,
+            "rendered": self.rendered,
+            "foundBy": sorted(self.found_by),
+            "valuePaths": [{"path": p, "form": f} for p, f in sorted(self.value_paths.items())],
+            "uses": [u.to_json() for u in self.uses],
+            "details": self.details,
+        }
+
+
+@dataclass
+class Discovery:
+    """What a chart runs (rendered), what else it names (annotations, config, values), warnings.
+
+    ``images`` is what a bundle holds by default: every rendered image, every annotation entry
+    whose condition holds, every image the bundle config names. ``disabled`` is what values name
+    that the render does not run (components that are off): bundled only when asked.
+    """
+
+    images: dict[str, DiscoveredImage]
+    disabled: dict[str, DiscoveredImage]
+    warnings: list[str]
+    settings: RenderSettings | None  # None when the chart was not rendered
+    findings: list[ImageFinding]
+
+    def selected(self, include_disabled: bool) -> dict[str, DiscoveredImage]:
+        """The images to bundle: ``images``, plus ``disabled`` ones if asked."""
+        out = dict(self.images)
+        if include_disabled:
+            out.update(self.disabled)
+        return dict(sorted(out.items()))
+
+
+def probe_values(chart: Chart, user: dict[str, Any]) -> dict[str, Any]:
+    """The values a render of ``chart`` with ``user`` values sees, subcharts' globals at the top."""
+    effective = _merge(coalesced_values(chart), user)
+    top_global = effective.get("global")
+    merged: dict[str, Any] = dict(top_global) if isinstance(top_global, dict) else {}
+
+    def pull(parent: Chart, scope: dict[str, Any]) -> None:
+        nonlocal merged
+        for sub in parent.subcharts:
+            node = scope.get(sub.name)
+            if not isinstance(node, dict):
+                continue
+            sub_global = node.pop("global", None)
+            if isinstance(sub_global, dict):
+                merged = _merge(sub_global, merged)
+            pull(sub.chart, node)
+
+    effective = dict(copy.deepcopy(effective))
+    pull(chart, effective)
+    if merged:
+        effective["global"] = merged
+    return effective
+
+
+def app_versions(chart: Chart) -> dict[tuple[str, ...], str]:
+    """The appVersion of the chart and each subchart, keyed by the value path of its values."""
+    out: dict[tuple[str, ...], str] = {(): chart.metadata.app_version or ""}
+
+    def visit(parent: Chart, path: tuple[str, ...]) -> None:
+        for sub in parent.subcharts:
+            out[(*path, sub.name)] = sub.chart.metadata.app_version or ""
+            visit(sub.chart, (*path, sub.name))
+
+    visit(chart, ())
+    return out
+
+
+def _add(
+    images: dict[str, DiscoveredImage], reference: str, source: str, detail: str
+) -> DiscoveredImage:
+    entry = images.setdefault(reference, DiscoveredImage(reference))
+    entry.found_by.add(source)
+    if detail and detail not in entry.details:
+        entry.details.append(detail)
+    return entry
+
+
+def rendered_images(
+    chart: Chart, helm: Helm, settings: RenderSettings, *, map_values: bool = True
+) -> tuple[Scan, dict[str, DiscoveredImage]]:
+    """Render the chart, and for each image every place it runs and the values composing it."""
+    what = f"{chart.origin}"
+    base = scan(helm.template(chart.archive, what, settings))
+    controls: dict[Place, list[Control]] = {}
+    if map_values and base.images:
+        values = probe_values(chart, settings.values)
+        relax = relocation_settings(values)
+
+        def render(doc: dict[str, Any]) -> Scan:
+            return scan(helm.template(chart.archive, what, settings, [relax, doc]))
+
+        controls = value_controls(base, values, render, app_versions(chart))
+    weight: Counter[str] = Counter()
+    for place_controls in controls.values():
+        weight.update({c.path for c in place_controls})
+    images: dict[str, DiscoveredImage] = {}
+    for image in base.images:
+        entry = _add(images, image.reference, "template", "")
+        composition = compose(image, controls.get(image.place, []), weight)
+        entry.uses.append(
+            ImageUse(
+                str(image.place),
+                image.where,
+                image.written,
+                composition.text if composition.parts else None,
+                composition.parts,
+            )
+        )
+        for part in composition.parts:
+            entry.value_paths.setdefault(part.path, part.role)
+    return base, images
 
 
 def discover(
@@ -515,15 +593,43 @@ def discover(
     *,
     helm: str | None,
     value_paths: Sequence[str] = (),
-    values_files: Sequence[Path] = (),
-) -> list[ImageFinding]:
-    """All findings, source by source (config, annotation, values, template), in a stable order.
+    settings: RenderSettings | None = None,
+    extra_images: Sequence[tuple[str, Sequence[str]]] = (),
+    map_values: bool = True,
+) -> Discovery:
+    """Every image of the chart, source by source; ``helm=None`` skips rendering.
 
-    Only findings identical in every field are merged. ``helm=None`` skips rendering.
+    ``extra_images`` are (reference, value paths) pairs named by the bundle config.
     """
+    settings = settings or RenderSettings({})
+    warnings: list[str] = []
+    values = probe_values(chart, settings.values)
     findings = images_from_value_paths(chart, value_paths)
-    findings += images_from_annotations(chart)
-    findings += images_from_values(chart)
+    findings += images_from_annotations(chart, values, warnings)
+    value_findings = images_from_values(chart, warnings)
+    findings += value_findings
+    images: dict[str, DiscoveredImage] = {}
+    disabled: dict[str, DiscoveredImage] = {}
+    rendered = helm is not None
     if helm is not None:
-        findings += images_from_templates(chart, helm, values_files)
-    return list(dict.fromkeys(findings))
+        base, images = rendered_images(chart, Helm(helm), settings, map_values=map_values)
+        warnings += base.warnings
+    for finding in findings:
+        target = images
+        if finding.source == "values" and rendered and finding.reference not in images:
+            target = disabled
+        entry = _add(target, finding.reference, finding.source, finding.detail)
+        if finding.value_path is not None and (finding.source != "values" or not rendered):
+            entry.value_paths.setdefault(finding.value_path, finding.value_form or "string")
+    for reference, paths in extra_images:
+        entry = _add(images, str(_parse(reference)), "config", "named in the bundle config")
+        for path in paths:
+            node = resolve_value(values, path)  # ConfigError when absent
+            entry.value_paths.setdefault(path, "map" if isinstance(node, dict) else "string")
+    return Discovery(
+        dict(sorted(images.items())),
+        dict(sorted(disabled.items())),
+        warnings,
+        settings if rendered else None,
+        list(dict.fromkeys(findings)),
+    )

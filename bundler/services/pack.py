@@ -2,11 +2,12 @@
 
 1. Chart: load it (directory, .tgz, or a Helm OCI reference) and make its Helm OCI manifest.
    A directory is packaged reproducibly; an archive or an OCI chart keeps its bytes.
-2. Discover: images from the bundle config, the chart's annotations, image-shaped values
-   (chart and subcharts) and explicit value paths are *declared*; the rendered templates
-   (``helm template``) say which images the chart will actually *run*.
-3. Completeness: every rendered image must be declared (so it is bundled and has a value path
-   promotion can rewrite), unless the user allows it to be missing by name.
+2. Discover: the chart rendered by Helm with the user's values says which images it *runs*,
+   and differential rendering which values compose each one (``services/discover.py``); the
+   bundle config and the chart's annotations add images; image-shaped values add only images
+   of components that are off, when asked (``include_disabled``).
+3. Select: every rendered image is bundled, so the bundle is complete by construction, unless
+   the user allows an image to be missing by name. Images no source has are reported together.
 4. Resolve: each declared image is looked up in the configured sources, then its own registry;
    tags are resolved to digests once; multi-arch indexes stay whole unless platforms are given.
 5. Lock and index: the lock document and the bundle index are built from the above alone, so
@@ -25,6 +26,7 @@ import semver
 
 from bundler.adapters.base import Source
 from bundler.adapters.chart import Chart, load_chart, load_chart_archive
+from bundler.adapters.helm import Helm, find_helm
 from bundler.adapters.layout import LayoutDirectory, LayoutSource
 from bundler.adapters.registry.store import RegistrySource
 from bundler.adapters.stream import VerifiedStream, read_exact
@@ -53,6 +55,7 @@ from bundler.model.bundle import (
     BundleLock,
     LockedChart,
     LockedImage,
+    LockedUse,
     ValuePath,
     bundle_index,
     canonical_json,
@@ -64,16 +67,11 @@ from bundler.model.descriptor import Descriptor, Platform
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest, load_json_strict, parse_manifest
 from bundler.model.reference import Reference
+from bundler.model.rendering import RenderSettings
 from bundler.model.spec import BundleSpec, ImageSourceSpec
 from bundler.services import copy as copy_service
 from bundler.services.bundle_source import BundleSource
-from bundler.services.discover import (
-    ImageFinding,
-    coalesced_values,
-    discover,
-    find_helm,
-    resolve_value,
-)
+from bundler.services.discover import DiscoveredImage, Discovery, discover
 from bundler.services.graph import platforms, walk
 from bundler.services.transports import Transports
 
@@ -93,6 +91,7 @@ class PackedImage:
     pulled_from: str
     value_paths: tuple[ValuePath, ...]
     found_by: tuple[str, ...]
+    uses: tuple[LockedUse, ...] = ()
 
 
 @dataclass
@@ -108,6 +107,7 @@ class PackResult:
     images: list[PackedImage] = field(default_factory=list)
     rendered: bool = False
     copy: copy_service.CopyResult | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The ``pack --output json`` document; ``copy`` is None when nothing was written."""
@@ -128,10 +128,12 @@ class PackResult:
                     "pulledFrom": i.pulled_from,
                     "valuePaths": [v.to_json() for v in i.value_paths],
                     "foundBy": list(i.found_by),
+                    "uses": [u.to_json() for u in i.uses],
                 }
                 for i in self.images
             ],
             "completeness": {"rendered": self.rendered},
+            "warnings": self.warnings,
             "copy": self.copy.to_json() if self.copy else None,
         }
 
@@ -199,73 +201,30 @@ def load_chart_for_bundle(spec: BundleSpec, transports: Transports) -> LoadedCha
 # -- steps 2 and 3: discovery and completeness ------------------------------------------------
 
 
-@dataclass
-class DeclaredImage:
-    """An image the bundle will hold, with the value paths and discoverers that name it."""
-
-    reference: Reference
-    value_paths: set[tuple[str, str]] = field(default_factory=set)
-    found_by: set[str] = field(default_factory=set)
-
-
-def declared_images(
-    spec: BundleSpec, chart: Chart, findings: list[ImageFinding]
-) -> dict[str, DeclaredImage]:
-    """Step 2: the images declared by config, annotations, values and the bundle config.
-
-    Template findings are not declarations; ConfigError for a value path that does not exist.
-    """
-    declared: dict[str, DeclaredImage] = {}
-    values = coalesced_values(chart)
-
-    def add(ref: Reference, source: str, path: str | None, form: str | None) -> None:
-        key = str(ref)
-        entry = declared.setdefault(key, DeclaredImage(ref))
-        entry.found_by.add(source)
-        if path is not None:
-            entry.value_paths.add((path, form or "string"))
-
-    for finding in findings:
-        if finding.source == "template":
-            continue
-        add(
-            Reference.parse(finding.reference),
-            finding.source,
-            finding.value_path,
-            finding.value_form,
+def render_settings(spec: BundleSpec, helm: Helm | None) -> RenderSettings:
+    """The values (files and ``--set*`` merged by Helm), kube and API versions to render with."""
+    values: dict[str, Any] = {}
+    if spec.values_files or spec.set_values or spec.set_strings or spec.set_files:
+        if helm is None:
+            raise UsageError(
+                "values files and --set need helm to be read as Helm reads them: install Helm "
+                "or pass --helm PATH"
+            )
+        values = helm.user_values(
+            spec.values_files, spec.set_values, spec.set_strings, spec.set_files
         )
-    for extra in spec.images:
-        ref = Reference.parse(extra.ref)
-        for path in extra.value_paths:
-            value = resolve_value(values, path)  # ConfigError when absent
-            form = "map" if isinstance(value, dict) else "string"
-            add(ref, "config", path, form)
-        if not extra.value_paths:
-            add(ref, "config", None, None)
-    return declared
+    return RenderSettings(values, spec.kube_version, tuple(spec.api_versions))
 
 
-def check_completeness(
-    findings: list[ImageFinding], declared: dict[str, DeclaredImage], allow_missing: list[str]
-) -> None:
-    """Step 3: every image the rendered templates run must be declared or allowed missing.
+def select_images(spec: BundleSpec, discovery: Discovery) -> dict[str, DiscoveredImage]:
+    """Step 3: what the bundle holds, complete by construction.
 
-    IncompleteError for the first one that is neither.
+    Every rendered image, annotation and config images, and values images of components that are
+    off only with ``include_disabled``; minus the images allowed missing by name.
     """
-    allowed = {str(Reference.parse(r)) for r in allow_missing}
-    for finding in findings:
-        if finding.source != "template":
-            continue
-        ref = str(Reference.parse(finding.reference))
-        if ref in declared:
-            declared[ref].found_by.add("template")
-            continue
-        if ref in allowed:
-            continue
-        raise IncompleteError(
-            f"{ref} is run by {finding.detail} but the bundle does not declare it: add it to "
-            "the bundle config's images (with its valuePaths) or allow it with --allow-missing"
-        )
+    allowed = {str(Reference.parse(r)) for r in spec.allow_missing}
+    selected = discovery.selected(spec.include_disabled)
+    return {key: image for key, image in selected.items() if key not in allowed}
 
 
 # -- step 4: resolving images ----------------------------------------------------------------
@@ -410,6 +369,7 @@ def pack(  # noqa: C901 - the numbered steps of packing in order; each step is a
     transports: Transports,
     options: PackOptions | None = None,
     progress: copy_service.Progress | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> PackResult:
     """Pack the chart and every image it runs into one bundle at ``target_location``.
 
@@ -430,19 +390,25 @@ def pack(  # noqa: C901 - the numbered steps of packing in order; each step is a
         semver.Version.parse(version)
     except ValueError:
         raise ConfigError(f"bundle version {version!r} is not semantic versioning") from None
-    # Steps 2 and 3: what the chart declares and what it runs.
+    # Steps 2 and 3: what the chart runs (rendered), and what else it names.
     helm = find_helm(options.helm) if options.render else None
     if options.render and helm is None:
         raise UsageError(
             "no helm binary to render the chart for the completeness check: install Helm, "
             "pass --helm PATH, or pack without the check using --no-render"
         )
-    findings = discover(
-        chart, helm=helm, value_paths=spec.value_paths, values_files=spec.values_files
+    settings = render_settings(spec, Helm(helm) if helm else None)
+    discovery = discover(
+        chart,
+        helm=helm,
+        value_paths=spec.value_paths,
+        settings=settings,
+        extra_images=[(i.ref, i.value_paths) for i in spec.images],
     )
-    declared = declared_images(spec, chart, findings)
-    if options.render:
-        check_completeness(findings, declared, spec.allow_missing)
+    for warning in discovery.warnings:
+        if warn is not None:
+            warn(warning)
+    declared = select_images(spec, discovery)
     if not declared:
         raise IncompleteError(f"chart {chart.metadata.name} declares no images to bundle")
     # Step 4: resolve and pin every image.
@@ -456,9 +422,19 @@ def pack(  # noqa: C901 - the numbered steps of packing in order; each step is a
         for blob in loaded.manifest.blobs():
             bundle.route(blob.digest, loaded.source)
     images: list[PackedImage] = []
+    found: dict[str, tuple[Source, Descriptor, str]] = {}
+    missing: list[str] = []
+    for key in sorted(declared):
+        try:
+            found[key] = resolver.resolve(Reference.parse(declared[key].reference))
+        except NotFoundError as exc:
+            missing.append(str(exc))
+    if missing:
+        more = f" (and {len(missing) - 1} more: {'; '.join(missing[1:])})" if missing[1:] else ""
+        raise NotFoundError(f"{len(missing)} images not found: {missing[0]}{more}")
     for key in sorted(declared):
         item = declared[key]
-        source, descriptor, where = resolver.resolve(item.reference)
+        source, descriptor, where = found[key]
         bundle.route(descriptor.digest, source)
         manifest = bundle.fetch_manifest(descriptor)
         if wanted and manifest.is_index:
@@ -479,8 +455,11 @@ def pack(  # noqa: C901 - the numbered steps of packing in order; each step is a
                 platforms=found_platforms,
                 size=size,
                 pulled_from=where,
-                value_paths=tuple(ValuePath(p, f) for p, f in sorted(item.value_paths)),
+                value_paths=tuple(ValuePath(p, f) for p, f in sorted(item.value_paths.items())),
                 found_by=tuple(sorted(item.found_by)),
+                uses=tuple(
+                    LockedUse(u.place, u.where, u.written, u.composition) for u in item.uses
+                ),
             )
         )
     # Step 5: the lock and the index.
@@ -501,10 +480,18 @@ def pack(  # noqa: C901 - the numbered steps of packing in order; each step is a
         allowed_missing=tuple(spec.allow_missing),
         images=tuple(
             LockedImage(
-                i.reference, i.digest, i.media_type, i.size, i.platforms, i.value_paths, i.found_by
+                i.reference,
+                i.digest,
+                i.media_type,
+                i.size,
+                i.platforms,
+                i.value_paths,
+                i.found_by,
+                i.uses,
             )
             for i in images
         ),
+        rendering=discovery.settings,
     )
     lock_blob = Blob.of(LOCK_MEDIA_TYPE, lock.to_bytes(), {ANNOTATION_TITLE: "bundle-lock.json"})
     lock_manifest_ = lock_manifest(lock_blob)
@@ -542,4 +529,5 @@ def pack(  # noqa: C901 - the numbered steps of packing in order; each step is a
         images=images,
         rendered=options.render,
         copy=copied,
+        warnings=discovery.warnings,
     )

@@ -30,10 +30,17 @@ from typing import Any
 import semver
 
 from bundler.adapters.base import Source, Target
-from bundler.adapters.chart import dump_values, load_chart_archive, package_files
+from bundler.adapters.chart import Chart, dump_values, load_chart_archive, package_files
+from bundler.adapters.helm import Helm, find_helm
 from bundler.adapters.crypto import PrivateKey
 from bundler.adapters.stream import VerifiedStream, read_exact
-from bundler.errors import ManifestError, NotFoundError, RollbackError, UsageError
+from bundler.errors import (
+    ManifestError,
+    NotFoundError,
+    RelocationError,
+    RollbackError,
+    UsageError,
+)
 from bundler.model import mediatypes as mt
 from bundler.model.bundle import (
     ANNOTATION_DESCRIPTION,
@@ -51,9 +58,13 @@ from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest, parse_manifest
 from bundler.model.policy import TrustPolicy
 from bundler.model.reference import Reference
+from bundler.model.rendering import RenderSettings
 from bundler.model.relocation import Relocation, get_path, new_value, relocate, set_path
 from bundler.services import copy as copy_service
+from bundler.services.chartrewrite import merge_values, prove, rewrite_chart
+from bundler.services.discover import probe_values
 from bundler.services.overlay import OverlaySource
+from bundler.services.valuemap import relocation_settings
 from bundler.services.transports import Location, Transports, memory_location
 from bundler.services.trust import VerifiedBundle
 from bundler.services.verify import open_for_verification, verify
@@ -85,6 +96,7 @@ class PromotionPlan:
     mirror: bool
     already_promoted: bool = False
     hosts: dict[str, str] = field(default_factory=dict)  # upstream host -> mirror base
+    how: dict[str, list[str]] = field(default_factory=dict)  # image -> how it was relocated
 
     def record(self) -> dict[str, Any]:
         """The promotion record: bundle, signers, chart reference and digest, relocations."""
@@ -105,7 +117,10 @@ class PromotionPlan:
                 "digest": str(self.chart.digest),
             },
             "mode": "mirror" if self.mirror else "relocate",
-            "relocations": [{"source": r.source, "target": r.pinned} for r in self.relocations],
+            "relocations": [
+                {"source": r.source, "target": r.pinned, "how": self.how.get(r.source, [])}
+                for r in self.relocations
+            ],
             "valuesChanged": self.values_changed,
         }
 
@@ -153,6 +168,8 @@ def plan_promotion(
     *,
     style: str,
     mirror: bool,
+    helm: Helm | None = None,
+    deploy_values: dict[str, Any] | None = None,
 ) -> PromotionPlan:
     """Plan the promotion of ``bundle``, read again from ``source``, into ``registry/prefix``.
 
@@ -189,21 +206,40 @@ def plan_promotion(
             True,
             hosts=hosts,
         )
-    values = dict(chart.values)
-    from bundler.services.discover import coalesced_values
-
-    effective = coalesced_values(chart)
-    changed: list[str] = []
-    for image in bundle.lock.images:
-        for value_path in image.value_paths:
-            current = get_path(effective, value_path.path)
-            values = set_path(
-                values, value_path.path, new_value(current, value_path, by_source[image.reference])
-            )
-            changed.append(value_path.path)
-    files = dict(chart.files)
+    rendering = bundle.lock.rendering
+    settings_values = rendering.values if rendering is not None else {}
+    how: dict[str, list[str]] = {}
+    if any(image.uses for image in bundle.lock.images):
+        # Rendered at pack: solve each recorded composition, literals where no value controls.
+        relax = relocation_settings(probe_values(chart, settings_values))
+        rewrite = rewrite_chart(
+            chart.values,
+            chart.files,
+            bundle.lock,
+            by_source,
+            merge_values(settings_values, relax),
+        )
+        if rewrite.problems:
+            raise RelocationError(_cannot_relocate(rewrite.problems))
+        files, values = rewrite.files, rewrite.values
+        changed = sorted(set(rewrite.values_changed) | set(_paths(relax)))
+        how = rewrite.how
+    else:
+        # A lock without uses (packed without rendering): the value paths it names.
+        files, values, changed = _rewrite_value_paths(chart, bundle, by_source)
     files["values.yaml"] = dump_values(values)
     archive_new = package_files(chart.metadata.name, files)
+    if helm is not None:
+        _prove(
+            helm,
+            archive_new,
+            chart.metadata.name,
+            bundle,
+            relocations,
+            registry,
+            prefix,
+            deploy_values,
+        )
     config = Blob.of(mt.HELM_CONFIG, chart.metadata.config_json())
     layer = Blob.of(mt.HELM_CHART, archive_new)
     annotations = {
@@ -226,7 +262,74 @@ def plan_promotion(
         relocations,
         sorted(set(changed)),
         False,
+        how=how,
     )
+
+
+def _paths(doc: dict[str, Any], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for key, value in doc.items():
+        path = f"{prefix}{key}"
+        out += _paths(value, f"{path}.") if isinstance(value, dict) else [path]
+    return out
+
+
+def _cannot_relocate(problems: list[str]) -> str:
+    more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if problems[1:] else ""
+    return (
+        f"cannot relocate {len(problems)} image place(s) of the chart: {problems[0]}{more}; "
+        "promote with --mirror-mode to leave the chart as it is"
+    )
+
+
+def _rewrite_value_paths(
+    chart: Chart, bundle: VerifiedBundle, by_source: dict[str, Relocation]
+) -> tuple[dict[str, bytes], dict[str, Any], list[str]]:
+    """The rewrite of a lock packed without rendering: its value paths, in their recorded form."""
+    from bundler.services.discover import coalesced_values
+
+    values = dict(chart.values)
+    effective = coalesced_values(chart)
+    changed: list[str] = []
+    for image in bundle.lock.images:
+        for value_path in image.value_paths:
+            current = get_path(effective, value_path.path)
+            values = set_path(
+                values, value_path.path, new_value(current, value_path, by_source[image.reference])
+            )
+            changed.append(value_path.path)
+    return dict(chart.files), values, changed
+
+
+def _prove(
+    helm: Helm,
+    archive: bytes,
+    name: str,
+    bundle: VerifiedBundle,
+    relocations: list[Relocation],
+    registry: str,
+    prefix: str,
+    deploy_values: dict[str, Any] | None,
+) -> None:
+    """Render the promoted chart as it will be deployed; every image must be internal."""
+    rendering = bundle.lock.rendering
+    settings = RenderSettings(
+        {},
+        rendering.kube_version if rendering else None,
+        rendering.api_versions if rendering else (),
+        rendering.release if rendering else "bundle",
+        rendering.namespace if rendering else "default",
+    )
+    extra = [deploy_values] if deploy_values else []
+    text = helm.template(archive, f"promoted chart {name}", settings, extra)
+    problems = prove(text, relocations, registry, prefix, bundle.lock.allowed_missing)
+    if problems:
+        more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if problems[1:] else ""
+        raise RelocationError(
+            f"the promoted chart would run {len(problems)} image(s) from outside "
+            f"{registry}/{prefix}: {problems[0]}{more}; promote with --mirror-mode, or give the "
+            "values that relocate them"
+        )
 
 
 def promoted_versions(
@@ -396,10 +499,14 @@ def promote(  # noqa: C901
     dry_run: bool = False,
     parallel: int = 4,
     serve_as: Reference | None = None,
+    helm: str | None = None,
+    deploy_values: dict[str, Any] | None = None,
 ) -> PromotionResult:
     """Promote into a registry (``REGISTRY/PREFIX``), or into an OCI layout served as ``serve_as``.
 
-    For a layout, the references the chart must name are those of the serving registry.
+    For a layout, the references the chart must name are those of the serving registry. The
+    promoted chart is rendered (``helm``: a binary, else ``$BUNDLER_HELM`` or ``helm`` on PATH)
+    with ``deploy_values`` to prove it runs only what the promotion puts there.
     """
     if target.kind in ("oci", "memory"):
         if serve_as is None:
@@ -418,6 +525,12 @@ def promote(  # noqa: C901
         raise UsageError("a promotion is signed: give --key PROMOTION.key (or --dry-run)")
     registry, prefix = name.registry, name.repository
     layout = target if target.kind in ("oci", "memory") else None
+    helm_binary = None if mirror else find_helm(helm)
+    if not mirror and helm_binary is None:
+        raise UsageError(
+            "promote proves the promoted chart by rendering it: install Helm or pass --helm "
+            "PATH (--mirror-mode leaves the chart as it is and needs no rendering)"
+        )
 
     def location_of(ref: Reference) -> Location:
         if layout is not None and layout.store is not None:
@@ -437,7 +550,16 @@ def promote(  # noqa: C901
         # Step 2: plan, and refuse rollbacks before anything is written. Into a layout, the
         # whole promotion holds the layout's write lock: two promotions into one prefix go one
         # after the other, so the rollback check always sees what the other wrote.
-        plan = plan_promotion(source, bundle, registry, prefix, style=style, mirror=mirror)
+        plan = plan_promotion(
+            source,
+            bundle,
+            registry,
+            prefix,
+            style=style,
+            mirror=mirror,
+            helm=Helm(helm_binary) if helm_binary else None,
+            deploy_values=deploy_values,
+        )
         with _promotion_lock(layout, transports, dry_run) as lock:
             check_rollback(plan, promoted_versions(plan, transports, layout), allow_downgrade)
             if plan.already_promoted:

@@ -15,7 +15,7 @@ import pytest
 from copy_support import Cli
 
 from bundler.adapters.chart import package_chart_dir
-from bundler.services.discover import find_helm
+from bundler.adapters.helm import find_helm
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO = REPO_ROOT / "examples" / "chart" / "demo"

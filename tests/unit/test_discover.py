@@ -10,16 +10,16 @@ import pytest
 
 from bundler.adapters.chart import Chart, load_chart_dir
 from bundler.errors import ChartError, ConfigError, UsageError
+from bundler.adapters.helm import find_helm
 from bundler.services.discover import (
     ImageFinding,
     discover,
-    find_helm,
     images_from_annotations,
     images_from_value_paths,
     images_from_values,
-    images_in_manifests,
     resolve_value,
 )
+from bundler.services.rendered import scan
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -152,10 +152,16 @@ def test_values_that_are_not_images_are_skipped(tmp_path: Path, values: str) -> 
     assert images_from_values(load(tmp_path, values)) == []
 
 
-def test_bad_repository_map_is_a_chart_error_naming_the_path(tmp_path: Path) -> None:
-    chart = load(tmp_path, "web:\n  image:\n    repository: Not/Valid\n    tag: '1'\n")
-    with pytest.raises(ChartError, match=r"'web.image'"):
-        images_from_values(chart)
+def test_bad_repository_map_is_a_warning_naming_the_path(tmp_path: Path) -> None:
+    chart = load(
+        tmp_path,
+        "web:\n  image:\n    repository: Not/Valid\n    tag: '1'\n"
+        "api:\n  image: example.local/api:1\n",
+    )
+    warnings: list[str] = []
+    assert [f.reference for f in images_from_values(chart, warnings)] == ["example.local/api:1"]
+    [warning] = warnings
+    assert "'web.image'" in warning and "skipped" in warning
 
 
 # -- subcharts --------------------------------------------------------------------------------
@@ -221,10 +227,32 @@ def test_artifacthub_annotation_in_subchart(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("text", ["'{a: b}'", "'[{name: x}]'", "'[{image: Bad:Ref:1}]'", "'[a'"])
-def test_malformed_annotation_is_a_chart_error(tmp_path: Path, text: str) -> None:
-    chart = load(tmp_path, "", extra_chart_yaml=f"annotations:\n  helm.sh/images: {text}\n")
-    with pytest.raises(ChartError, match=r"helm.sh/images"):
-        images_from_annotations(chart)
+def test_malformed_annotation_is_a_warning_not_an_abort(tmp_path: Path, text: str) -> None:
+    chart = load(
+        tmp_path,
+        "",
+        extra_chart_yaml=f"annotations:\n  helm.sh/images: {text}\n"
+        "  artifacthub.io/images: '[{name: ok, image: example.local/ok:1}]'\n",
+    )
+    warnings: list[str] = []
+    found = images_from_annotations(chart, warnings=warnings)
+    assert [f.reference for f in found] == ["example.local/ok:1"]
+    assert warnings and all("helm.sh/images" in w for w in warnings)
+
+
+def test_annotation_condition_is_honoured(tmp_path: Path) -> None:
+    chart = load(
+        tmp_path,
+        "metrics:\n  enabled: false\nweb:\n  enabled: true\n",
+        extra_chart_yaml="annotations:\n  helm.sh/images: |\n"
+        "    - {name: m, image: example.local/m:1, condition: metrics.enabled}\n"
+        "    - {name: w, image: example.local/w:1, condition: 'absent.path,web.enabled'}\n"
+        "    - {name: x, image: example.local/x:1, condition: no.such.path}\n",
+    )
+    found = [f.reference for f in images_from_annotations(chart)]
+    assert found == ["example.local/w:1", "example.local/x:1"]
+    on = [f.reference for f in images_from_annotations(chart, {"metrics": {"enabled": True}})]
+    assert "example.local/m:1" in on
 
 
 # -- explicit value paths ----------------------------------------------------------------------
@@ -341,9 +369,9 @@ data:
 """.replace("@DIGEST", "@" + DIGEST)
 
 
-def test_images_in_manifests_finds_every_container_list() -> None:
-    findings = images_in_manifests(MANIFESTS)
-    assert [(f.reference, f.detail) for f in findings] == [
+def test_scan_finds_every_container_list() -> None:
+    found = scan(MANIFESTS)
+    assert [(i.reference, i.where) for i in found.images] == [
         ("example.local/migrate:1", "Deployment/app-web initContainer migrate"),
         ("example.local/web:1", "Deployment/app-web container web"),
         ("docker.io/envoyproxy/envoy:v1.30", "Deployment/app-web container proxy"),
@@ -352,40 +380,83 @@ def test_images_in_manifests_finds_every_container_list() -> None:
         (f"example.local/debug@{DIGEST}", "Pod/debug ephemeralContainer dbg"),
         ("example.local/runner:2", "Runner/custom container runner"),
     ]
-    assert all(f.source == "template" and f.value_path is None for f in findings)
-    assert findings[4].written == "busybox"
+    assert found.images[4].written == "busybox"
+    assert found.warnings == []
 
 
-def test_rendered_container_with_invalid_image_is_a_chart_error() -> None:
-    text = "kind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: ''}]\n"
-    with pytest.raises(ChartError, match=r"Pod/p container c"):
-        images_in_manifests(text)
+def test_scan_finds_images_outside_containers_but_not_words_or_urls() -> None:
+    text = """
+kind: Deployment
+metadata: {name: ctl, annotations: {helm.sh/hook: post-install}}
+spec:
+  template:
+    spec:
+      containers:
+        - name: c
+          image: quay.io/x/ctl:v1
+          args:
+            - --solver-image=quay.io/x/solver:v1
+            - --docs=https://quay.io/x/solver:v1
+            - --name=example.local
+---
+kind: Prometheus
+metadata: {name: p}
+spec:
+  image: quay.io/prometheus/prometheus:v3.0.0
+  version: v3.0.0
+---
+kind: ConfigMap
+metadata: {name: cfg}
+data:
+  config.yaml: |
+    sidecar: registry.example:5000/tools/sidecar:2.1 # pinned
+    words: not an image, just text
+"""
+    found = scan(text)
+    assert [(i.reference, i.kind, i.hook) for i in found.images] == [
+        ("quay.io/x/ctl:v1", "container", "post-install"),
+        ("quay.io/x/solver:v1", "embedded", "post-install"),
+        ("quay.io/prometheus/prometheus:v3.0.0", "field", None),
+        ("registry.example:5000/tools/sidecar:2.1", "embedded", None),
+    ]
+    solver = found.images[1]
+    assert solver.text[solver.start : solver.end] == "quay.io/x/solver:v1"
+    assert str(solver.place) == "Deployment/ctl spec.template.spec.containers[0].args[0]"
+
+
+def test_rendered_container_with_invalid_image_is_a_warning() -> None:
+    text = (
+        "kind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n"
+        "    - {name: c, image: 'MyOrg/Tool:1.0'}\n    - {name: d, image: example.local/d:1}\n"
+    )
+    found = scan(text)
+    assert [i.reference for i in found.images] == ["example.local/d:1"]
+    [warning] = found.warnings
+    assert "Pod/p container c" in warning and "MyOrg/Tool:1.0" in warning
 
 
 def test_rendered_output_that_is_not_yaml_is_a_chart_error() -> None:
     with pytest.raises(ChartError, match=r"not YAML"):
-        images_in_manifests("kind: [\n")
+        scan("kind: [\n")
 
 
 # -- discover and find_helm --------------------------------------------------------------------
 
 
-def test_discover_without_helm_keeps_sources_apart_and_merges_only_identical(
-    tmp_path: Path,
-) -> None:
+def test_discover_without_helm_keeps_sources_apart(tmp_path: Path) -> None:
     chart = load(
         tmp_path,
-        "image: example.local/web:1\n",
+        "image: example.local/web:1\nextra:\n  image: example.local/extra:1\n",
         extra_chart_yaml="annotations:\n  helm.sh/images: |\n"
         "    - {name: w, image: example.local/web:1}\n"
         "    - {name: w, image: example.local/web:1}\n",
     )
-    findings = discover(chart, helm=None, value_paths=["image"])
-    assert [(f.source, f.value_path) for f in findings] == [
-        ("config", "image"),
-        ("annotation", None),
-        ("values", "image"),
-    ]
+    found = discover(chart, helm=None, value_paths=["image"])
+    assert found.settings is None and found.disabled == {}
+    web = found.images["example.local/web:1"]
+    assert web.found_by == {"config", "annotation", "values"}
+    assert web.value_paths == {"image": "string"}
+    assert found.images["example.local/extra:1"].value_paths == {"extra.image": "string"}
 
 
 def test_find_helm_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

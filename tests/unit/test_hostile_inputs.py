@@ -55,7 +55,7 @@ from bundler.model.digest import Digest
 from bundler.model.manifest import MAX_DESCRIPTORS, parse_manifest
 from bundler.model.reference import Reference
 from bundler.model.signature import parse_payload
-from bundler.services.discover import images_in_manifests
+from bundler.services.rendered import scan
 
 # Every refusal here allocates a few MiB at most (the hostile text itself, a parser's state);
 # what the attacker hoped to make us build is hundreds of MiB to many GiB.
@@ -175,7 +175,7 @@ def test_absurdly_nested_yaml_is_refused_not_a_recursion_error(
     with pytest.raises(ConfigError):
         load_trust_policy(path)
     with pytest.raises(ChartError, match="nested deeper"):
-        images_in_manifests("kind: Pod\n" + nested(depth))
+        scan("kind: Pod\n" + nested(depth))
 
 
 def test_ordinary_anchors_and_nesting_still_load() -> None:

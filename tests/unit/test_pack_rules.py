@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 
 from bundler.adapters.bundleconfig import load_bundle_config
-from bundler.errors import ConfigError, IncompleteError, UsageError
+from bundler.errors import ConfigError, UsageError
 from bundler.model import mediatypes as mt
 from bundler.model.bundle import canonical_json
 from bundler.model.descriptor import Platform
 from bundler.model.digest import Digest
 from bundler.model.manifest import parse_manifest
-from bundler.model.reference import Reference
-from bundler.services.discover import ImageFinding
-from bundler.services.pack import DeclaredImage, check_completeness, filter_platforms
+from bundler.model.rendering import RenderSettings
+from bundler.model.spec import BundleSpec
+from bundler.services.discover import DiscoveredImage, Discovery
+from bundler.services.pack import filter_platforms, select_images
 
 
 def _config(tmp_path: Path, text: str) -> Path:
@@ -101,39 +102,32 @@ def test_a_missing_config_is_a_config_error(tmp_path: Path) -> None:
         load_bundle_config(tmp_path / "absent.yaml")
 
 
-def _finding(ref: str, source: str, path: str | None = None) -> ImageFinding:
-    return ImageFinding(
-        reference=str(Reference.parse(ref)),
-        written=ref,
-        source=source,  # type: ignore[arg-type]
-        value_path=path,
-        value_form="string" if path else None,
-        detail="Deployment/x container x" if source == "template" else "values.yaml",
-    )
+def _discovery(**images: set[str]) -> Discovery:
+    """A discovery whose images were found by the given sources (keyword: reference slug)."""
+    found = {}
+    for slug, sources in images.items():
+        ref = f"example.local/{slug}:1"
+        found[ref] = DiscoveredImage(ref, set(sources))
+    disabled = {"example.local/off:1": DiscoveredImage("example.local/off:1", {"values"})}
+    return Discovery(found, disabled, [], RenderSettings({}), [])
 
 
-def test_rendered_image_not_declared_is_refused_naming_it_and_where() -> None:
-    declared = {"example.local/a:1": DeclaredImage(Reference.parse("example.local/a:1"))}
-    findings = [
-        _finding("example.local/a:1", "template"),
-        _finding("example.local/sneaky:1", "template"),
+def test_every_rendered_image_is_selected_so_the_bundle_is_complete() -> None:
+    selected = select_images(BundleSpec(), _discovery(a={"template"}, b={"template", "values"}))
+    assert sorted(selected) == ["example.local/a:1", "example.local/b:1"]
+
+
+def test_allow_missing_leaves_a_named_rendered_image_out() -> None:
+    spec = BundleSpec(allow_missing=["example.local/a:1"])
+    assert sorted(select_images(spec, _discovery(a={"template"}, b={"annotation"}))) == [
+        "example.local/b:1"
     ]
-    with pytest.raises(IncompleteError) as caught:
-        check_completeness(findings, declared, [])
-    assert "example.local/sneaky:1" in str(caught.value)
-    assert "Deployment/x" in str(caught.value)
 
 
-def test_allow_missing_lets_a_named_rendered_image_through() -> None:
-    declared = {"example.local/a:1": DeclaredImage(Reference.parse("example.local/a:1"))}
-    findings = [_finding("example.local/sneaky:1", "template")]
-    check_completeness(findings, declared, ["example.local/sneaky:1"])
-
-
-def test_rendered_declared_images_record_the_template_as_a_finder() -> None:
-    declared = {"docker.io/library/nginx:1.25": DeclaredImage(Reference.parse("nginx:1.25"))}
-    check_completeness([_finding("nginx:1.25", "template")], declared, [])
-    assert "template" in declared["docker.io/library/nginx:1.25"].found_by
+def test_images_of_components_that_are_off_only_when_asked() -> None:
+    discovery = _discovery(a={"template"})
+    assert "example.local/off:1" not in select_images(BundleSpec(), discovery)
+    assert "example.local/off:1" in select_images(BundleSpec(include_disabled=True), discovery)
 
 
 def _index() -> bytes:

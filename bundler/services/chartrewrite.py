@@ -1,0 +1,305 @@
+"""Promotion's chart rewrite: set the values that compose each image, rewrite literals, prove it.
+
+The lock records, for every place the rendered chart runs an image, how values compose the
+reference there (``{global.image.registry}/{controller.image.image}:{controller.image.tag}``).
+Promotion solves each composition for the relocated, digest-pinned reference: the values in the
+name part take the internal registry and repository (the literal text between them kept), the
+tag stays as the chart renders it, and the digest goes into the digest value, or after the value
+that ends the reference (``tag@sha256:...``). A reference no value controls is rewritten in the
+chart's template files when the literal occurs there and only there.
+
+Nothing of this is taken on trust: :func:`prove` renders the promoted chart as Argo CD will
+(its own values, the same kube and API versions) and every image it runs must be under the
+internal prefix, pinned by digest, and one the promotion copies.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bundler.errors import ReferenceFormatError
+from bundler.model.bundle import BundleLock, LockedUse
+from bundler.model.reference import Reference
+from bundler.model.relocation import Relocation
+from bundler.services.rendered import scan
+from bundler.services.valuemap import parse_composition
+
+_REF_CHARS = re.compile(r"[A-Za-z0-9._/:@-]")
+
+
+class Unsolvable(Exception):
+    """A composition that no setting of its values turns into the relocated reference."""
+
+
+def _target_text(written: str, relocation: Relocation) -> str:
+    """The relocated reference in the form the chart renders: ``host/repo[:tag]@digest``."""
+    ref = Reference.parse(written)
+    tag = f":{ref.tag}" if _has_tag(written) and ref.tag else ""
+    return f"{relocation.registry}/{relocation.repository}{tag}@{relocation.digest}"
+
+
+def _has_tag(written: str) -> bool:
+    name = written.partition("@")[0]
+    return name.rfind(":") > name.rfind("/")
+
+
+def _name_end(written: str) -> int:
+    at = written.find("@")
+    name = written if at == -1 else written[:at]
+    colon = name.rfind(":")
+    return colon if colon > name.rfind("/") else len(name)
+
+
+def solve(composition: str, written: str, relocation: Relocation) -> dict[str, str]:
+    """The values to set so that ``composition`` renders the relocated ``written`` reference.
+
+    Unsolvable when the name part has no value in it, when the literal text of the chart cannot
+    frame the new name, or when no value can take the digest.
+    """
+    pieces = list(parse_composition(composition))
+    # Where each value sits in the reference as written (values the chart adds when set, such
+    # as a digest, are empty there).
+    pattern = ""
+    for kind, text, insert in pieces:
+        if kind == "literal":
+            pattern += re.escape(text)
+        else:
+            pattern += "" if insert else "(.*?)"
+    match = re.fullmatch(pattern, written, re.DOTALL)
+    if match is None:
+        raise Unsolvable(f"the composition {composition!r} does not give {written!r}")
+    spans: list[tuple[str, int, int, str]] = []  # path, start, end, insert
+    group, pos = 0, 0
+    for kind, text, insert in pieces:
+        if kind == "literal":
+            pos += len(text)
+        elif insert:
+            spans.append((text, pos, pos, insert))
+        else:
+            group += 1
+            start, end = match.span(group)
+            spans.append((text, start, end, ""))
+            pos = end
+    name_end = _name_end(written)
+    target = Reference.parse(_target_text(written, relocation))
+    new_name = f"{target.registry}/{target.repository}"
+    # The name part: values in it take the new name, the literal text between them is kept.
+    in_name = [s for s in spans if s[1] < name_end and not s[3]]
+    if not in_name:
+        raise Unsolvable(f"no value controls the repository of {written}")
+    name_pattern, cursor = "", 0
+    for index, (_, start, end, _) in enumerate(in_name):
+        name_pattern += re.escape(written[cursor:start])
+        name_pattern += "(.*)" if index == len(in_name) - 1 else "(.*?)"
+        cursor = min(end, name_end)
+    name_pattern += re.escape(written[cursor:name_end])
+    name_match = re.fullmatch(name_pattern, new_name, re.DOTALL)
+    if name_match is None:
+        raise Unsolvable(
+            f"the chart composes {written} with fixed text {written[:name_end]!r} that "
+            f"{new_name} does not keep"
+        )
+    values: dict[str, str] = {}
+    for index, (path, start, end, _) in enumerate(in_name):
+        # A value reaching past the name (a whole "repo:tag") keeps its tag part as written.
+        values[path] = name_match.group(index + 1) + written[max(start, name_end) : end]
+    # The digest: its own value, else appended to the value that ends the reference.
+    digest = str(relocation.digest)
+    digest_value = next(
+        (s for s in spans if s[3] == "@" or (s[1] > 0 and written[s[1] - 1 : s[1]] == "@")), None
+    )
+    if digest_value is not None:
+        values[digest_value[0]] = digest
+    elif "@" in written:
+        if not written.endswith(digest):
+            raise Unsolvable(f"{written} carries a digest no value controls")
+    else:
+        last = next((s for s in spans if s[2] == len(written) and not s[3]), None)
+        if last is None:
+            raise Unsolvable(f"no value ends {written}, so nothing can pin it by digest")
+        values[last[0]] = values.get(last[0], written[last[1] : last[2]]) + "@" + digest
+    return {
+        path: value
+        for path, value in values.items()
+        if value != next(written[s:e] for p, s, e, i in spans if p == path)
+    }
+
+
+def set_value(values: dict[str, Any], path: str, value: Any) -> None:
+    """Set a dotted ``path`` in ``values`` in place, making the maps on the way."""
+    node = values
+    parts = path.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def merge_values(defaults: Any, overrides: Any) -> Any:
+    """Helm's coalescing of a values document over a chart's values (maps merge, rest replaces)."""
+    if isinstance(defaults, dict) and isinstance(overrides, dict):
+        out = dict(defaults)
+        for key, value in overrides.items():
+            if value is None:
+                out.pop(key, None)
+            else:
+                out[key] = merge_values(defaults.get(key), value)
+        return out
+    return copy.deepcopy(overrides)
+
+
+def _occurrences(text: str, literal: str) -> list[int]:
+    found, at = [], text.find(literal)
+    while at != -1:
+        before = text[at - 1] if at else ""
+        after = text[at + len(literal) : at + len(literal) + 1]
+        if not _REF_CHARS.fullmatch(before or " ") and not _REF_CHARS.fullmatch(after or " "):
+            found.append(at)
+        at = text.find(literal, at + 1)
+    return found
+
+
+def _is_template(path: str) -> bool:
+    parts = path.split("/")
+    return "templates" in parts and not any(p.endswith(".tgz") for p in parts)
+
+
+def rewrite_literal(files: dict[str, bytes], written: str, new: str) -> list[str] | None:
+    """Replace the literal ``written`` with ``new`` in the chart's template files, in place.
+
+    Only where it occurs in templates and nowhere else in the chart (a value file holding it would
+    mean a value controls it after all); the paths changed, or None where it cannot be done.
+    """
+    changed: list[str] = []
+    for path, data in files.items():
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            continue
+        if not _occurrences(text, written):
+            continue
+        if not _is_template(path):
+            return None
+        changed.append(path)
+    if not changed:
+        return None
+    for path in changed:
+        text = files[path].decode()
+        for at in reversed(_occurrences(text, written)):
+            text = text[:at] + new + text[at + len(written) :]
+        files[path] = text.encode()
+    return sorted(changed)
+
+
+@dataclass
+class ChartRewrite:
+    """What promotion changes in the chart, and what it could not relocate."""
+
+    values: dict[str, Any]
+    files: dict[str, bytes]
+    values_changed: dict[str, str] = field(default_factory=dict)  # path -> new value
+    literals: dict[str, list[str]] = field(default_factory=dict)  # written -> template files
+    how: dict[str, list[str]] = field(default_factory=dict)  # image reference -> relocation
+    problems: list[str] = field(default_factory=list)
+
+
+def rewrite_chart(
+    values: dict[str, Any],
+    files: dict[str, bytes],
+    lock: BundleLock,
+    relocations: dict[str, Relocation],
+    settings_doc: dict[str, Any],
+) -> ChartRewrite:
+    """Solve every recorded use of every image; literals where no value controls one."""
+    result = ChartRewrite(merge_values(values, settings_doc), dict(files))
+    owner: dict[str, str] = {}  # value path -> image that set it
+    for image in lock.images:
+        relocation = relocations[image.reference]
+        for use in image.uses:
+            _rewrite_use(result, use, image.reference, relocation, owner)
+    for path, value in result.values_changed.items():
+        set_value(result.values, path, value)
+    return result
+
+
+def _rewrite_use(
+    result: ChartRewrite,
+    use: LockedUse,
+    reference: str,
+    relocation: Relocation,
+    owner: dict[str, str],
+) -> None:
+    target = _target_text(use.written, relocation)
+    reason = "no value controls it"
+    if use.composition is not None:
+        try:
+            wanted = solve(use.composition, use.written, relocation)
+        except Unsolvable as exc:
+            reason = str(exc)
+        else:
+            for path, value in wanted.items():
+                earlier = result.values_changed.get(path)
+                if earlier is not None and earlier != value:
+                    result.problems.append(
+                        f"{path} composes both {owner[path]} and {reference}, which promotion "
+                        f"maps to different values ({earlier!r}, {value!r})"
+                    )
+                    return
+                result.values_changed[path] = value
+                owner[path] = reference
+            how = f"{use.where}: values " + ", ".join(sorted(wanted)) if wanted else ""
+            if how:
+                result.how.setdefault(reference, []).append(how)
+            return
+    if use.written in result.literals:
+        return
+    changed = rewrite_literal(result.files, use.written, target)
+    if changed is None:
+        result.problems.append(
+            f"{use.written} ({use.where}): {reason}, and it is not a literal of the chart's "
+            "templates only"
+        )
+        return
+    result.literals[use.written] = changed
+    result.how.setdefault(reference, []).append(f"{use.where}: literal in {', '.join(changed)}")
+
+
+def prove(
+    rendered: str,
+    relocations: Iterable[Relocation],
+    registry: str,
+    prefix: str,
+    external: Iterable[str] = (),
+) -> list[str]:
+    """What is wrong with the promoted chart's render: every image it runs must be internal.
+
+    Internal means under ``registry/prefix``, pinned by digest, and one of the ``relocations``
+    (so present once the promotion has copied them). ``external`` references (allowed missing by
+    the vendor's lock) are exempt.
+    """
+    wanted = {(r.registry, r.repository, r.digest) for r in relocations}
+    exempt = set(external)
+    problems: list[str] = []
+    base = f"{registry}/{prefix.strip('/')}".rstrip("/") + "/"
+    for image in scan(rendered).images:
+        if image.reference in exempt:
+            continue
+        try:
+            ref = Reference.parse(image.written)
+        except ReferenceFormatError:
+            problems.append(f"{image.where} runs {image.written!r}, not a valid reference")
+            continue
+        if not f"{ref.registry}/{ref.repository}".startswith(base):
+            problems.append(f"{image.where} still runs {image.written} (not under {base})")
+        elif ref.digest is None:
+            problems.append(f"{image.where} runs {image.written}, not pinned by digest")
+        elif (ref.registry, ref.repository, ref.digest) not in wanted:
+            problems.append(f"{image.where} runs {image.written}, which the bundle does not hold")
+    return sorted(set(problems))
