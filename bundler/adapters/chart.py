@@ -900,14 +900,19 @@ def _build(files: dict[str, _File], origin: str, archive: bytes | None, depth: i
     for entry in names:
         if entry[:1] in ("_", "."):  # Helm skips these too
             continue
-        if f"charts/{entry}" in files:
-            if entry.endswith(".tgz"):
-                loaded.append(
-                    _load_archive(
-                        files[f"charts/{entry}"].data, f"subchart {entry} of {origin}", depth + 1
-                    )
+        if entry.endswith(".prov"):  # Helm keeps provenance files as plain files of the chart
+            continue
+        if f"charts/{entry}" in files and entry.endswith(".tgz"):
+            loaded.append(
+                _load_archive(
+                    files[f"charts/{entry}"].data, f"subchart {entry} of {origin}", depth + 1
                 )
-            continue  # other plain files in charts/ are not charts
+            )
+            continue
+        if f"charts/{entry}" in files or entry.endswith(".tgz"):  # Helm cannot load these
+            raise ChartError(
+                f"{origin}: charts/{entry} is neither a chart directory nor a chart .tgz file"
+            )
         sub_origin = f"subchart charts/{entry} of {origin}"
         loaded.append(_build(_subfiles(files, f"charts/{entry}/"), sub_origin, None, depth + 1))
 

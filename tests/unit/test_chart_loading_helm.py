@@ -429,3 +429,25 @@ def test_link_helm_would_follow_is_refused(tmp_path: Path, helm: str) -> None:
     assert not isinstance(members, str) and "linkdir/secret" in members
     with pytest.raises(ChartError, match="linkdir is a symlink"):
         load_chart_dir(root)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"charts/README.md": "x"},
+        {"charts/x.prov": "x", "charts/_skip": "x", "charts/.hidden": "x"},
+        {"charts/dir.tgz/Chart.yaml": "apiVersion: v2\nname: dir\nversion: 1.0.0\n"},
+        {"charts/sub/Chart.yaml": "apiVersion: v2\nname: sub\nversion: 1.0.0\n"},
+    ],
+    ids=["plain-file", "prov-and-skipped-names", "directory-named-tgz", "chart-directory"],
+)
+def test_charts_folder_members_as_helm_loads_them(
+    tmp_path: Path, helm: str, extra: dict[str, str]
+) -> None:
+    root = write(tmp_path / "app", {**BASE, **extra})
+    members = helm_package_members(helm, root, tmp_path / "out")
+    if isinstance(members, str):
+        with pytest.raises(ChartError, match=r"neither a chart directory nor a chart \.tgz"):
+            load_chart_dir(root)
+        return
+    same_as_helm(helm_view(load_chart_dir(root)), members)
