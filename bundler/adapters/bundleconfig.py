@@ -65,7 +65,7 @@ def load_bundle_config(path: Path) -> BundleSpec:
     ConfigError for a file that is missing, unparsable, or not valid against the schema.
     """
     doc = load_checked_yaml(path, "bundle config", "bundle-config.schema.json")
-    base = path.parent
+    base = path.absolute().parent  # helm runs elsewhere: its -f paths must not be relative
     spec = BundleSpec(
         name=doc["metadata"]["name"],
         version=doc["metadata"].get("version"),

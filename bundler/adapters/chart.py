@@ -1,9 +1,23 @@
 """Helm charts read from a directory or a ``.tgz``, validated as Helm does, packed reproducibly.
 
-A chart directory is read once into memory (``.helmignore`` applied, symlinks refused), packed
-into a ``.tgz`` whose bytes depend only on the files' paths, contents and executable bits, and
-parsed from that same file set, so what discovery looks at is exactly what a bundle ships.
-``helm package`` cannot serve here: its archives carry the current time (helm#8212).
+A chart directory is read once into memory, packed into a ``.tgz`` whose bytes depend only on
+the files' paths, contents and executable bits, and parsed from that same file set, so what
+discovery looks at is exactly what a bundle ships. ``helm package`` cannot serve here: its
+archives carry the current time (helm#8212).
+
+The directory is read as Helm v4's ``loader.LoadDir`` reads it: ``.helmignore`` with Helm's
+exact rules (:class:`HelmIgnore`, Go's ``filepath.Match``, the default ``templates/.?*``), an
+ignored directory skipped whole, entries in byte order, a UTF-8 BOM dropped from every file,
+``.git`` treated like any other directory (ignore it in ``.helmignore``, as ``helm create``
+does). ``Chart.yaml`` scalars are resolved as Helm's Go YAML reader resolves them, so
+``appVersion: 1.10`` is ``"1.1"`` and ``version: v1.2`` is a version (Masterminds semver).
+
+Deliberate differences from Helm, each a refusal where Helm would read on:
+
+* a symlink that is not ignored is refused; Helm follows it, even out of the chart directory,
+  which would let a bundle carry files from anywhere on the packing machine;
+* ``helm package`` re-serialises ``Chart.yaml``, expands ``charts/*.tgz`` into directories
+  and writes every file 0644; here the files ship as they are, executable bits kept.
 
 A chart archive is read in memory and never extracted. Every member is checked before its bytes
 are used: one top-level directory, no absolute paths, no ``..``, only plain files and
@@ -16,25 +30,25 @@ charts out of one file.
 
 from __future__ import annotations
 
-import fnmatch
 import gzip
 import io
 import json
 import posixpath
 import re
 import stat
+import struct
 import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
-import semver
 import yaml
 
 from bundler.adapters.archive import BoundedTarInfo
 from bundler.adapters.yamlbounds import BoundedSafeLoader
 from bundler.errors import ChartError, NotFoundError, UnsafeArchiveError
+from bundler.model.chartversion import is_chart_version
 
 MAX_ARCHIVE_BYTES = 20 * 1024 * 1024  # compressed
 MAX_UNPACKED_BYTES = 200 * 1024 * 1024
@@ -102,15 +116,105 @@ _StrictLoader.add_implicit_resolver(
 _StrictLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
 
 
-def parse_yaml(data: bytes | str, where: str) -> Any:
+# Chart.yaml is read by Helm through sigs.k8s.io/yaml (a go-yaml v2 fork): a plain scalar is
+# resolved by go-yaml's rules, not PyYAML's. ``1e3`` is a number there, ``1:30`` and
+# ``2001-12-14`` stay text, ``0o17`` and ``1_000`` are integers, ``on`` is true.
+_GO_PLAIN_TAG = "tag:bundler,2026:go-plain"
+_GO_MERGE_TAG = "tag:yaml.org,2002:merge"
+_GO_WORDS: dict[str, Any] = {
+    **dict.fromkeys(("y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE"), True),
+    **dict.fromkeys(("on", "On", "ON"), True),
+    **dict.fromkeys(("n", "N", "no", "No", "NO", "false", "False", "FALSE"), False),
+    **dict.fromkeys(("off", "Off", "OFF"), False),
+    **dict.fromkeys(("", "~", "null", "Null", "NULL"), None),
+    **dict.fromkeys((".nan", ".NaN", ".NAN"), float("nan")),
+    **dict.fromkeys((".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF"), float("inf")),
+    **dict.fromkeys(("-.inf", "-.Inf", "-.INF"), float("-inf")),
+}
+_GO_INT = re.compile(
+    r"([-+]?)(?:0[xX]([0-9a-fA-F]+)|0[oO]([0-7]+)|0[bB]([01]+)|(0[0-7]*)|([1-9][0-9]*))\Z",
+    re.ASCII,
+)
+_GO_YAML_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?\Z", re.ASCII)
+_GO_DOT_FLOAT = re.compile(r"\.[0-9]+([eE][-+]?[0-9]+)?\Z", re.ASCII)
+
+
+def _go_parse_int(text: str) -> int | None:
+    """``strconv.ParseInt(text, 0, 64)``, else ``ParseUint`` (no sign): go-yaml's order."""
+    match = _GO_INT.match(text)
+    if match is None:
+        return None
+    sign, hexa, octal, binary, zero_octal, decimal = match.groups()
+    if hexa is not None:
+        value = int(hexa, 16)
+    elif octal is not None:
+        value = int(octal, 8)
+    elif binary is not None:
+        value = int(binary, 2)
+    elif zero_octal is not None:
+        value = int(zero_octal, 8)
+    else:
+        value = int(decimal)
+    value = -value if sign == "-" else value
+    if -(2**63) <= value < 2**63 or (not sign and value < 2**64):
+        return value
+    return None
+
+
+def _go_parse_float(text: str) -> float | None:
+    """``strconv.ParseFloat(text, 64)`` for the forms go-yaml hands it; out of range is None."""
+    value = float(text)
+    return None if value in (float("inf"), float("-inf")) else value
+
+
+def _go_resolve(text: str) -> Any:
+    """go-yaml v2's ``resolve`` of a plain scalar, as decoded into an ``interface{}``."""
+    if text in _GO_WORDS:
+        return _GO_WORDS[text]
+    hint = text[:1]
+    if hint == ".":
+        if _GO_DOT_FLOAT.match(text):
+            return _go_parse_float(text) if _go_parse_float(text) is not None else text
+        return text
+    if hint and hint in "+-0123456789":
+        plain = text.replace("_", "")
+        number = _go_parse_int(plain)
+        if number is not None:
+            return number
+        if _GO_YAML_FLOAT.match(plain):
+            value = _go_parse_float(plain)
+            if value is not None:
+                return value
+    return text  # timestamps too: decoded into interface{} they stay text
+
+
+class _ChartLoader(_StrictLoader):
+    """``_StrictLoader`` resolving plain scalars as go-yaml v2 does (for ``Chart.yaml``)."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is yaml.ScalarNode and implicit[0]:
+            return _GO_MERGE_TAG if value == "<<" else _GO_PLAIN_TAG
+        return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+
+
+def _construct_go_plain(loader: _ChartLoader, node: yaml.ScalarNode) -> Any:
+    return _go_resolve(str(loader.construct_scalar(node)))
+
+
+_ChartLoader.add_constructor(_GO_PLAIN_TAG, _construct_go_plain)
+
+
+def parse_yaml(data: bytes | str, where: str, *, go_scalars: bool = False) -> Any:
     """Parse one YAML document safely.
 
+    ``go_scalars`` resolves plain scalars as Helm's Go YAML reader does (for ``Chart.yaml``).
     Errors become a one-line ``ChartError`` naming ``where`` and the line.
     """
+    loader = _ChartLoader if go_scalars else _StrictLoader
     if len(data) > MAX_YAML_BYTES:
         raise ChartError(f"{where}: larger than {MAX_YAML_BYTES} bytes")
     try:
-        return yaml.load(data, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(data, Loader=loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f" at line {mark.line + 1}" if mark is not None else ""
@@ -147,11 +251,51 @@ def _put(out: dict[str, Any], key: str, value: Any) -> None:
         out[key] = value
 
 
-def _go_str(value: Any) -> str:
-    """A YAML scalar as Helm's YAML-to-struct conversion turns it into a Go string."""
+def _go_float32(value: float) -> str:
+    """``strconv.FormatFloat(value, 'g', -1, 32)``: what sigs.k8s.io/yaml makes of a float."""
+    try:
+        (f32,) = struct.unpack("<f", struct.pack("<f", value))
+    except OverflowError:
+        f32 = float("inf") if value > 0 else float("-inf")
+    if f32 != f32:
+        return "NaN"
+    if f32 in (float("inf"), float("-inf")):
+        return "+Inf" if f32 > 0 else "-Inf"
+    sign = "-" if str(f32).startswith("-") else ""
+    if f32 == 0:
+        return f"{sign}0"
+    for precision in range(1, 10):  # the shortest digits that read back as the same float32
+        text = f"{abs(f32):.{precision - 1}e}"
+        if struct.unpack("<f", struct.pack("<f", float(text)))[0] == abs(f32):
+            break
+    mantissa, _, exponent = text.partition("e")
+    digits = mantissa.replace(".", "").rstrip("0") or "0"
+    exp = int(exponent)
+    if exp < -4 or exp >= 6:  # %e form, at least two exponent digits
+        rest = f".{digits[1:]}" if len(digits) > 1 else ""
+        return f"{sign}{digits[0]}{rest}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
+    point = exp + 1
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return f"{sign}{digits}{'0' * (point - len(digits))}"
+    return f"{sign}{digits[:point]}.{digits[point:]}"
+
+
+def _go_scalar(value: Any) -> str:
+    """A YAML scalar as sigs.k8s.io/yaml turns it into a Go string field, before sanitising."""
+    if value is None:
+        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return _go_sanitize(str(value)) if value is not None else ""
+    if isinstance(value, float):
+        return _go_float32(value)
+    return str(value)
+
+
+def _go_str(value: Any) -> str:
+    """A YAML scalar as Helm's YAML-to-struct conversion turns it into a Go string."""
+    return _go_sanitize(_go_scalar(value))
 
 
 def _str_list(value: Any) -> list[str]:
@@ -254,12 +398,13 @@ class Subchart:
 
 
 def _optional_str(doc: dict[str, Any], key: str, where: str) -> str | None:
+    """A string field of ``Chart.yaml``; numbers and booleans become text as Helm makes them."""
     value = doc.get(key)
     if value is None:
         return None
-    if not isinstance(value, str):
+    if not isinstance(value, (str, bool, int, float)):
         raise ChartError(f"{where}: {key} must be a string (quote {value!r})")
-    return value
+    return _go_scalar(value)
 
 
 # Complexity kept: Chart.yaml checked field by field, in Helm's order; one check per field.
@@ -269,25 +414,23 @@ def parse_metadata(data: bytes, origin: str) -> ChartMetadata:  # noqa: C901
     ChartError names ``origin`` and the first field that is missing or malformed.
     """
     where = f"{CHART_FILE} of {origin}"
-    doc = parse_yaml(data, where)
+    doc = parse_yaml(data, where, go_scalars=True)
     if not isinstance(doc, dict):
         raise ChartError(f"{where}: not a YAML mapping")
     api_version = doc.get("apiVersion")
     if api_version not in ("v1", "v2"):
         raise ChartError(f"{where}: apiVersion {api_version!r} is not v2 (or v1)")
-    name = doc.get("name")
+    name = _optional_str(doc, "name", where)
     if name is None or name == "":
         raise ChartError(f"{where}: name is required")
     if not isinstance(name, str) or not _CHART_NAME.match(name):
         raise ChartError(
             f"{where}: name {name!r} is invalid (lowercase letters, digits, '.', '_', '-'; no '/')"
         )
-    version = doc.get("version")
+    version = _optional_str(doc, "version", where)
     if version is None or version == "":
         raise ChartError(f"{where}: version is required")
-    if not isinstance(version, str):
-        raise ChartError(f"{where}: version {version!r} must be a quoted string")
-    if not semver.Version.is_valid(version):
+    if not is_chart_version(version):  # as Helm's semver.NewVersion: v1.2, 1, 01.2.3 are fine
         raise ChartError(f"{where}: version {version!r} is not semantic versioning")
     app_version = _optional_str(doc, "appVersion", where)
     description = _optional_str(doc, "description", where)
@@ -296,9 +439,11 @@ def parse_metadata(data: bytes, origin: str) -> ChartMetadata:  # noqa: C901
         raise ChartError(f"{where}: type {chart_type!r} is neither application nor library")
     annotations = doc.get("annotations") or {}
     if not isinstance(annotations, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+        isinstance(k, str) and isinstance(v, (str, bool, int, float, type(None)))
+        for k, v in annotations.items()
     ):
         raise ChartError(f"{where}: annotations must map strings to strings")
+    annotations = {k: _go_scalar(v) for k, v in annotations.items()}
     dependencies = doc.get("dependencies") or []
     if not isinstance(dependencies, list) or not all(isinstance(d, dict) for d in dependencies):
         raise ChartError(f"{where}: dependencies must be a list of mappings")
@@ -336,51 +481,197 @@ def parse_values(data: bytes | None, origin: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- .helmignore
 
 
+class _BadPattern(ValueError):
+    """Go's ``filepath.ErrBadPattern``."""
+
+
+def _scan_chunk(pattern: str) -> tuple[bool, str, str]:
+    """Go's ``scanChunk``: leading stars, then the chunk up to the next unbracketed star."""
+    star = False
+    while pattern.startswith("*"):
+        pattern, star = pattern[1:], True
+    in_range, i = False, 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            if i + 1 < len(pattern):
+                i += 1
+        elif char == "[":
+            in_range = True
+        elif char == "]":
+            in_range = False
+        elif char == "*" and not in_range:
+            break
+        i += 1
+    return star, pattern[:i], pattern[i:]
+
+
+def _get_esc(chunk: str) -> tuple[str, str]:
+    """Go's ``getEsc``: one possibly escaped character of a class."""
+    if not chunk or chunk[0] in "-]":
+        raise _BadPattern
+    if chunk[0] == "\\":
+        chunk = chunk[1:]
+        if not chunk:
+            raise _BadPattern
+    char, rest = chunk[0], chunk[1:]
+    if not rest:
+        raise _BadPattern
+    return char, rest
+
+
+# Complexity kept: a line-by-line port of Go's matchChunk, which checks the whole chunk's syntax.
+def _match_chunk(chunk: str, s: str) -> str | None:  # noqa: C901
+    """Go's ``matchChunk``: the rest of ``s`` after ``chunk``, None when it does not match."""
+    failed = False
+    while chunk:
+        if not failed and not s:
+            failed = True
+        head = chunk[0]
+        if head == "[":
+            char = ""
+            if not failed:
+                char, s = s[0], s[1:]
+            chunk = chunk[1:]
+            negated = chunk.startswith("^")
+            if negated:
+                chunk = chunk[1:]
+            matched, ranges = False, 0
+            while True:
+                if chunk.startswith("]") and ranges > 0:
+                    chunk = chunk[1:]
+                    break
+                lo, chunk = _get_esc(chunk)
+                hi = lo
+                if chunk[0] == "-":
+                    hi, chunk = _get_esc(chunk[1:])
+                if lo <= char <= hi and char:
+                    matched = True
+                ranges += 1
+            if matched == negated:
+                failed = True
+        elif head == "?":
+            if not failed:
+                if s[0] == "/":
+                    failed = True
+                s = s[1:]
+            chunk = chunk[1:]
+        else:
+            if head == "\\":
+                chunk = chunk[1:]
+                if not chunk:
+                    raise _BadPattern
+            if not failed:
+                if chunk[0] != s[0]:
+                    failed = True
+                s = s[1:]
+            chunk = chunk[1:]
+    return None if failed else s
+
+
+def go_match(pattern: str, name: str) -> bool:
+    r"""Go's ``path/filepath.Match`` on a Unix system; _BadPattern for a malformed pattern.
+
+    ``*`` and ``?`` never match ``/``; ``[...]`` classes (``^`` negates); ``\\`` escapes.
+    """
+    while pattern:
+        star, chunk, pattern = _scan_chunk(pattern)
+        if star and not chunk:
+            return "/" not in name  # a trailing * matches the rest unless it holds a /
+        rest = _match_chunk(chunk, name)
+        if rest is not None and (not rest or pattern):
+            name = rest
+            continue
+        if star:
+            i, skipped = 0, False
+            while i < len(name) and name[i] != "/":
+                rest = _match_chunk(chunk, name[i + 1 :])
+                if rest is not None:
+                    if not pattern and rest:
+                        i += 1
+                        continue
+                    name, skipped = rest, True
+                    break
+                i += 1
+            if skipped:
+                continue
+        while pattern:  # no match: the rest of the pattern must still be well formed
+            _, chunk, pattern = _scan_chunk(pattern)
+            _match_chunk(chunk, "")
+        return False
+    return not name
+
+
 @dataclass(frozen=True)
 class _Rule:
     pattern: str
     negate: bool
     dir_only: bool
-    anchored: bool  # match the whole relative path, not just the base name
+    scope: str  # "root": the whole path, "/" in it; "path": the whole path; "base": the base name
+
+    def matches(self, path: str) -> bool:
+        subject = posixpath.basename(path) if self.scope == "base" else path
+        try:
+            return go_match(self.pattern, subject)
+        except _BadPattern:  # Helm logs "failed to compile" and counts it as no match
+            return False
 
 
 class HelmIgnore:
-    """The subset of gitignore that Helm's ``.helmignore`` supports.
+    """``.helmignore`` exactly as Helm's ``pkg/ignore`` reads and applies it.
 
-    That is comments, ``*.tmp``-style globs on base names, ``dir/`` (directories only), patterns
-    with a ``/`` matched against the whole path, ``!`` negation (the last matching rule wins).
-    ``**`` is refused, as by Helm.
+    Each line is trimmed; blank lines and ``#`` comments are skipped; ``**`` and malformed
+    patterns are refused. ``!`` negates, a trailing ``/`` means directories only, a leading
+    ``/`` anchors at the root, a pattern with a ``/`` matches the whole relative path and one
+    without matches the base name, all with Go's ``filepath.Match``. Rules are tried in order:
+    the first plain rule that matches ignores the path. A negated rule that does *not* match
+    (or a directory-only negated rule meeting a file) also ignores it, one that matches moves
+    on to the next rule: Helm's own reading of ``!``, kept as is. Helm's default rule
+    ``templates/.?*`` comes after the file's rules.
     """
 
     def __init__(self, text: str = "", where: str = HELMIGNORE_FILE) -> None:
-        # Helm's defaults: hidden files under templates/ are never templates.
-        self.rules: list[_Rule] = [_Rule("templates/.?*", False, False, True)]
-        for number, line in enumerate(text.splitlines(), 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            if "**" in line:
-                raise ChartError(f"{where} line {number}: '**' is not supported by Helm")
-            negate = line.startswith("!")
-            if negate:
-                line = line[1:]
-            dir_only = line.endswith("/")
-            line = line.rstrip("/")
-            anchored = "/" in line
-            line = line.lstrip("/")
-            if line:
-                self.rules.append(_Rule(line, negate, dir_only, anchored))
+        self.rules: list[_Rule] = []
+        for number, line in enumerate(text.removeprefix("\ufeff").split("\n"), 1):
+            self._parse(line.removesuffix("\r"), f"{where} line {number}")
+        self._parse("templates/.?*", "Helm's default rules")
+
+    def _parse(self, rule: str, where: str) -> None:
+        rule = rule.strip()
+        if not rule or rule.startswith("#"):
+            return
+        if "**" in rule:
+            raise ChartError(f"{where}: double-star (**) syntax is not supported")
+        try:
+            go_match(rule, "abc")
+        except _BadPattern:
+            raise ChartError(f"{where}: syntax error in pattern {rule!r}") from None
+        negate = rule.startswith("!")
+        if negate:
+            rule = rule[1:]
+        dir_only = rule.endswith("/")
+        if dir_only:
+            rule = rule[:-1]
+        if rule.startswith("/"):
+            rule, scope = rule[1:], "root"
+        else:
+            scope = "path" if "/" in rule else "base"
+        self.rules.append(_Rule(rule, negate, dir_only, scope))
 
     def ignored(self, path: str, is_dir: bool) -> bool:
-        """True when ``path`` (relative to the chart root) is ignored; the last match wins."""
-        verdict = False
+        """Helm's ``Rules.Ignore`` for ``path`` (relative to the chart root, ``/``-separated)."""
+        if path in ("", ".", "./"):
+            return False
         for rule in self.rules:
+            if rule.negate:
+                if (rule.dir_only and not is_dir) or not rule.matches(path):
+                    return True
+                continue
             if rule.dir_only and not is_dir:
                 continue
-            subject = path if rule.anchored else posixpath.basename(path)
-            if fnmatch.fnmatchcase(subject, rule.pattern):
-                verdict = not rule.negate
-        return verdict
+            if rule.matches(path):
+                return True
+        return False
 
 
 # ---------------------------------------------------------------------------- packing
@@ -423,6 +714,9 @@ def dump_values(values: dict[str, Any]) -> bytes:
     return text.encode()
 
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
 # Complexity kept: one walk of the directory; each refusal (link, special file, size) a branch.
 def _read_dir(root: Path) -> dict[str, _File]:  # noqa: C901
     """The chart directory's files after ``.helmignore``; symlinks and special files refused."""
@@ -445,11 +739,12 @@ def _read_dir(root: Path) -> dict[str, _File]:  # noqa: C901
             path = f"{rel}{entry.name}"
             st = entry.lstat()
             if stat.S_ISDIR(st.st_mode):
-                if entry.name == ".git" or rules.ignored(path, True):
+                if rules.ignored(path, True):  # the whole directory, as Helm skips it
                     continue
                 walk(entry, f"{path}/")
                 continue
-            if rules.ignored(path, False):
+            # Helm follows a link before asking the rules: a link to a directory is a directory.
+            if rules.ignored(path, stat.S_ISLNK(st.st_mode) and entry.is_dir()):
                 continue
             if stat.S_ISLNK(st.st_mode):
                 raise ChartError(f"{origin}: {path} is a symlink; charts must hold plain files")
@@ -460,7 +755,8 @@ def _read_dir(root: Path) -> dict[str, _File]:  # noqa: C901
             total += st.st_size
             if total > MAX_UNPACKED_BYTES:
                 raise ChartError(f"{origin}: more than {MAX_UNPACKED_BYTES} bytes of files")
-            files[path] = _File(entry.read_bytes(), bool(st.st_mode & 0o111))
+            data = entry.read_bytes().removeprefix(_UTF8_BOM)  # Helm drops a file's BOM
+            files[path] = _File(data, bool(st.st_mode & 0o111))
 
     if not root.is_dir():
         raise ChartError(f"{origin}: not a directory")
@@ -604,14 +900,19 @@ def _build(files: dict[str, _File], origin: str, archive: bytes | None, depth: i
     for entry in names:
         if entry[:1] in ("_", "."):  # Helm skips these too
             continue
-        if f"charts/{entry}" in files:
-            if entry.endswith(".tgz"):
-                loaded.append(
-                    _load_archive(
-                        files[f"charts/{entry}"].data, f"subchart {entry} of {origin}", depth + 1
-                    )
+        if entry.endswith(".prov"):  # Helm keeps provenance files as plain files of the chart
+            continue
+        if f"charts/{entry}" in files and entry.endswith(".tgz"):
+            loaded.append(
+                _load_archive(
+                    files[f"charts/{entry}"].data, f"subchart {entry} of {origin}", depth + 1
                 )
-            continue  # other plain files in charts/ are not charts
+            )
+            continue
+        if f"charts/{entry}" in files or entry.endswith(".tgz"):  # Helm cannot load these
+            raise ChartError(
+                f"{origin}: charts/{entry} is neither a chart directory nor a chart .tgz file"
+            )
         sub_origin = f"subchart charts/{entry} of {origin}"
         loaded.append(_build(_subfiles(files, f"charts/{entry}/"), sub_origin, None, depth + 1))
 

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import semver
 import yaml
 
 from bundler.adapters.chart import parse_yaml
 from bundler.errors import ChartError, ReferenceFormatError, UsageError
+from bundler.model.chartversion import is_chart_version
 from bundler.model.digest import Digest
 from bundler.model.reference import DEFAULT_DOMAIN, NAME_TOTAL_LENGTH_MAX, Reference, is_valid_tag
 
@@ -167,8 +167,10 @@ class ChartLocation:
             raise UsageError(
                 f"chart repository {self.oci_name!r} is longer than {NAME_TOTAL_LENGTH_MAX}"
             )
-        if not isinstance(self.version, str) or not semver.Version.is_valid(self.version):
-            raise UsageError(f"chart version {self.version!r} is not a SemVer 2 version")
+        if not isinstance(self.version, str) or not is_chart_version(self.version):
+            raise UsageError(
+                f"chart version {self.version!r} is not a chart version (SemVer, as Helm reads it)"
+            )
         if not is_valid_tag(self.tag):
             raise UsageError(
                 f"chart version {self.version!r} does not make a valid OCI tag ({self.tag!r})"

@@ -152,7 +152,11 @@ def pack_command(
     spec.version = version or spec.version
     spec.images += [ExtraImage(i) for i in image or []]
     spec.value_paths += value_path or []
-    spec.values_files += values or []
+    for file in values or []:
+        if not file.exists():
+            raise UsageError(f"--values {file}: no such file")
+    # Relative to where bundler runs, not to the folder helm renders in.
+    spec.values_files += [file.absolute() for file in values or []]
     spec.platforms += platform or []
     spec.sources = (
         [_source_spec(s) for s in source or []]

@@ -14,8 +14,10 @@ from typing import Protocol
 import semver
 
 from bundler.errors import ConfigError
+from bundler.model.chartversion import parse_chart_version
 
-_COMPARATOR = re.compile(r"^(>=|<=|==|!=|>|<|=)?(\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]*)?)$")
+# A version as Helm reads chart versions (``v1.2``, ``1``, ``1.2.3-rc.1+b``), see chartversion.
+_COMPARATOR = re.compile(r"^(>=|<=|==|!=|>|<|=)?(v?\d+(?:\.\d+){0,2}(?:[-+][0-9A-Za-z.+-]*)?)$")
 
 
 class Verifier(Protocol):
@@ -64,7 +66,7 @@ class VersionRange:
             op = match.group(1) or "=="
             op = "==" if op == "=" else op
             try:
-                semver.Version.parse(match.group(2))
+                parse_chart_version(match.group(2))
             except ValueError:
                 raise ConfigError(
                     f"version range {text!r}: {match.group(2)!r} is not SemVer"
@@ -84,10 +86,10 @@ class VersionRange:
         not admit ``2.0.0-rc.1``, ``>=2.0.0-rc.1`` admits ``2.0.0-rc.2``.
         """
         try:
-            parsed = semver.Version.parse(version)
+            parsed = parse_chart_version(version)
         except ValueError:
             return False
-        bounds = [(op, semver.Version.parse(bound)) for op, bound in self.comparators]
+        bounds = [(op, parse_chart_version(bound)) for op, bound in self.comparators]
         if parsed.prerelease and not any(
             b.prerelease and b.finalize_version() == parsed.finalize_version() for _, b in bounds
         ):

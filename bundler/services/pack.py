@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import semver
-
 from bundler.adapters.base import Source
 from bundler.adapters.chart import Chart, load_chart, load_chart_archive
 from bundler.adapters.helm import Helm, find_helm
@@ -63,6 +61,7 @@ from bundler.model.bundle import (
     helm_tag,
     lock_manifest,
 )
+from bundler.model.chartversion import parse_chart_version
 from bundler.model.descriptor import Descriptor, Platform
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest, load_json_strict, parse_manifest
@@ -387,7 +386,7 @@ def pack(  # noqa: C901 - the numbered steps of packing in order; each step is a
     name = spec.name or chart.metadata.name
     version = spec.version or chart.metadata.version
     try:
-        semver.Version.parse(version)
+        parse_chart_version(version)
     except ValueError:
         raise ConfigError(f"bundle version {version!r} is not semantic versioning") from None
     # Steps 2 and 3: what the chart runs (rendered), and what else it names.

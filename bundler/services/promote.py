@@ -54,6 +54,7 @@ from bundler.model.bundle import (
     chart_manifest,
     helm_tag,
 )
+from bundler.model.chartversion import parse_chart_version
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest, parse_manifest
 from bundler.model.policy import TrustPolicy
@@ -367,11 +368,11 @@ def check_rollback(
 
     The same version must be the same chart (then the promotion is idempotent).
     """
-    version = semver.Version.parse(plan.bundle.lock.chart.version)
+    version = parse_chart_version(plan.bundle.lock.chart.version)
     versions = []
     for tag in promoted:
         try:
-            versions.append(semver.Version.parse(tag.replace("_", "+")))
+            versions.append(parse_chart_version(tag.replace("_", "+")))
         except ValueError:
             continue  # signature and referrer tags live here too
     if plan.chart_tag in promoted:

@@ -28,8 +28,6 @@ import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import semver
-
 from bundler.errors import ManifestError, VerificationError
 from bundler.model import mediatypes as mt
 from bundler.model.bundle import (
@@ -43,6 +41,7 @@ from bundler.model.bundle import (
     BundleView,
     helm_tag,
 )
+from bundler.model.chartversion import is_chart_version
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
 from bundler.model.policy import TrustedKey, TrustPolicy
@@ -314,11 +313,7 @@ def _version_tag(name: str) -> str | None:
 
 
 def _names_a_version(tag: str) -> bool:
-    try:
-        semver.Version.parse(tag.replace("_", "+").removeprefix("v"))
-    except ValueError:
-        return False
-    return True
+    return is_chart_version(tag.replace("_", "+"))
 
 
 def name_problem(lock: BundleLock, name: str) -> str | None:

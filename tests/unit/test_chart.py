@@ -67,17 +67,22 @@ def test_missing_name_is_refused(tmp_path: Path) -> None:
         load_chart_dir(root)
 
 
-@pytest.mark.parametrize("version", ["1.0", "v1.0.0", "01.0.0", "latest"])
+@pytest.mark.parametrize("version", ["1.2.3.4", "V1.0.0", "1.0.0-01", "latest"])
 def test_version_that_is_not_semver_is_refused(tmp_path: Path, version: str) -> None:
     root = write_chart(tmp_path / "app", f"apiVersion: v2\nname: app\nversion: '{version}'\n")
     with pytest.raises(ChartError, match=rf"Chart.yaml of .*version '{version}' is not semantic"):
         load_chart_dir(root)
 
 
-def test_unquoted_numeric_version_is_refused(tmp_path: Path) -> None:
-    root = write_chart(tmp_path / "app", "apiVersion: v2\nname: app\nversion: 1.0\n")
-    with pytest.raises(ChartError, match=r"version 1.0 must be a quoted string"):
-        load_chart_dir(root)
+@pytest.mark.parametrize("version", ["v1.0.0", "1.0", "01.0.0", "1"])
+def test_version_helm_accepts_loads_verbatim(tmp_path: Path, version: str) -> None:
+    root = write_chart(tmp_path / "app", f"apiVersion: v2\nname: app\nversion: '{version}'\n")
+    assert load_chart_dir(root).metadata.version == version
+
+
+def test_unquoted_numeric_version_is_the_text_helm_makes_of_it(tmp_path: Path) -> None:
+    root = write_chart(tmp_path / "app", "apiVersion: v2\nname: app\nversion: 1.10\n")
+    assert load_chart_dir(root).metadata.version == "1.1"
 
 
 @pytest.mark.parametrize("name", ["../evil", "a/b", "App", "-app", ".."])
@@ -137,16 +142,16 @@ def test_python_tags_in_yaml_are_not_constructed(tmp_path: Path) -> None:
 # -- .helmignore ----------------------------------------------------------------------------
 
 
-def test_helmignore_globs_directories_and_negation(tmp_path: Path) -> None:
+def test_helmignore_globs_and_directories(tmp_path: Path) -> None:
     root = write_chart(
         tmp_path / "app",
         extra={
-            ".helmignore": "# comment\n*.tmp\nsecrets/\ndocs/*.md\n!docs/keep.md\n",
+            ".helmignore": "# comment\n*.tmp\nsecrets/\ndocs/*.md\n",
             "a.tmp": "x",
             "templates/b.tmp": "x",
             "secrets/key": "x",
             "docs/readme.md": "x",
-            "docs/keep.md": "x",
+            "docs/sub/deeper.md": "x",
             "docs/other.txt": "x",
             "templates/.hidden.yaml": "x",
             ".git/config": "x",
@@ -158,8 +163,9 @@ def test_helmignore_globs_directories_and_negation(tmp_path: Path) -> None:
         "Chart.yaml",
         "values.yaml",
         "templates/cm.yaml",
-        "docs/keep.md",
+        "docs/sub/deeper.md",  # '*' stops at '/', as in Go's filepath.Match
         "docs/other.txt",
+        ".git/config",  # Helm has no rule of its own for .git
     }
 
 

@@ -254,3 +254,18 @@ def test_rollback_build_metadata_does_not_order_versions(plan: PromotionPlan) ->
     check_rollback(plan, {"1.2.0_build.7": None}, allow_downgrade=True)
     with pytest.raises(RollbackError):
         check_rollback(plan, {"1.2.1_build.1": None}, allow_downgrade=False)
+
+
+def test_rollback_reads_tags_as_helm_reads_versions(plan: PromotionPlan) -> None:
+    # "v1.3" is chart version 1.3.0 to Helm: newer than 1.2.0; "v1.1" and "1" are older.
+    with pytest.raises(RollbackError, match=r"older than 1\.3\.0"):
+        check_rollback(plan, {"v1.3": None}, allow_downgrade=False)
+    check_rollback(plan, {"v1.1": None, "1": None, "1.2.0.1": None}, allow_downgrade=False)
+    assert not plan.already_promoted
+
+
+def test_rollback_of_a_version_with_a_v(stores: dict[str, MemoryStore]) -> None:
+    plan = plan_for(signed_bundle(stores, version="v1.2.0"))
+    check_rollback(plan, {"1.1.0": None, "v1.1.9": None}, allow_downgrade=False)
+    with pytest.raises(RollbackError, match=r"1\.2\.0 is older than 1\.3\.0"):
+        check_rollback(plan, {"1.3.0": None}, allow_downgrade=False)

@@ -728,3 +728,15 @@ def test_empty_or_malformed_policy_file_is_refused(tmp_path: Path, text: str) ->
 def test_missing_policy_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_trust_policy(tmp_path / "absent.yaml")
+
+
+def test_version_range_reads_versions_as_helm_does() -> None:
+    versions = VersionRange.parse(">=v1.2 <2")
+    assert versions.admits("v1.21.1")
+    assert versions.admits("1.2")
+    assert versions.admits("01.3.0")
+    assert not versions.admits("2")
+    assert not versions.admits("v1.1.9")
+    assert not versions.admits("1.2.3.4")  # Helm refuses it as a version
+    with pytest.raises(ConfigError, match="is not SemVer"):
+        VersionRange.parse(">=1.2.3-01")
