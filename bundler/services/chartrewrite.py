@@ -54,25 +54,20 @@ def _name_end(written: str) -> int:
     return colon if colon > name.rfind("/") else len(name)
 
 
-def solve(composition: str, written: str, relocation: Relocation) -> dict[str, str]:
-    """The values to set so that ``composition`` renders the relocated ``written`` reference.
+Span = tuple[str, int, int, str]  # value path, start, end in the written reference, insert
 
-    Unsolvable when the name part has no value in it, when the literal text of the chart cannot
-    frame the new name, or when no value can take the digest.
-    """
+
+def _locate(composition: str, written: str) -> list[Span]:
+    """Where each value of ``composition`` sits in ``written`` (an added value is empty)."""
     pieces = list(parse_composition(composition))
-    # Where each value sits in the reference as written (values the chart adds when set, such
-    # as a digest, are empty there).
-    pattern = ""
-    for kind, text, insert in pieces:
-        if kind == "literal":
-            pattern += re.escape(text)
-        else:
-            pattern += "" if insert else "(.*?)"
+    pattern = "".join(
+        re.escape(text) if kind == "literal" else ("" if insert else "(.*?)")
+        for kind, text, insert in pieces
+    )
     match = re.fullmatch(pattern, written, re.DOTALL)
     if match is None:
         raise Unsolvable(f"the composition {composition!r} does not give {written!r}")
-    spans: list[tuple[str, int, int, str]] = []  # path, start, end, insert
+    spans: list[Span] = []
     group, pos = 0, 0
     for kind, text, insert in pieces:
         if kind == "literal":
@@ -84,36 +79,41 @@ def solve(composition: str, written: str, relocation: Relocation) -> dict[str, s
             start, end = match.span(group)
             spans.append((text, start, end, ""))
             pos = end
+    return spans
+
+
+def _solve_name(spans: list[Span], written: str, new_name: str) -> dict[str, str]:
+    """Values in the name part take ``new_name``; the chart's literal text between them stays."""
     name_end = _name_end(written)
-    target = Reference.parse(_target_text(written, relocation))
-    new_name = f"{target.registry}/{target.repository}"
-    # The name part: values in it take the new name, the literal text between them is kept.
     in_name = [s for s in spans if s[1] < name_end and not s[3]]
     if not in_name:
         raise Unsolvable(f"no value controls the repository of {written}")
-    name_pattern, cursor = "", 0
+    pattern, cursor = "", 0
     for index, (_, start, end, _) in enumerate(in_name):
-        name_pattern += re.escape(written[cursor:start])
-        name_pattern += "(.*)" if index == len(in_name) - 1 else "(.*?)"
+        pattern += re.escape(written[cursor:start])
+        pattern += "(.*)" if index == len(in_name) - 1 else "(.*?)"
         cursor = min(end, name_end)
-    name_pattern += re.escape(written[cursor:name_end])
-    name_match = re.fullmatch(name_pattern, new_name, re.DOTALL)
-    if name_match is None:
+    pattern += re.escape(written[cursor:name_end])
+    match = re.fullmatch(pattern, new_name, re.DOTALL)
+    if match is None:
         raise Unsolvable(
             f"the chart composes {written} with fixed text {written[:name_end]!r} that "
             f"{new_name} does not keep"
         )
-    values: dict[str, str] = {}
-    for index, (path, start, end, _) in enumerate(in_name):
-        # A value reaching past the name (a whole "repo:tag") keeps its tag part as written.
-        values[path] = name_match.group(index + 1) + written[max(start, name_end) : end]
-    # The digest: its own value, else appended to the value that ends the reference.
-    digest = str(relocation.digest)
-    digest_value = next(
+    # A value reaching past the name (a whole "repo:tag") keeps its tag part as written.
+    return {
+        path: match.group(index + 1) + written[max(start, name_end) : end]
+        for index, (path, start, end, _) in enumerate(in_name)
+    }
+
+
+def _solve_digest(spans: list[Span], written: str, digest: str, values: dict[str, str]) -> None:
+    """The digest goes into its own value, else after the value that ends the reference."""
+    own = next(
         (s for s in spans if s[3] == "@" or (s[1] > 0 and written[s[1] - 1 : s[1]] == "@")), None
     )
-    if digest_value is not None:
-        values[digest_value[0]] = digest
+    if own is not None:
+        values[own[0]] = digest
     elif "@" in written:
         if not written.endswith(digest):
             raise Unsolvable(f"{written} carries a digest no value controls")
@@ -122,11 +122,21 @@ def solve(composition: str, written: str, relocation: Relocation) -> dict[str, s
         if last is None:
             raise Unsolvable(f"no value ends {written}, so nothing can pin it by digest")
         values[last[0]] = values.get(last[0], written[last[1] : last[2]]) + "@" + digest
-    return {
-        path: value
-        for path, value in values.items()
-        if value != next(written[s:e] for p, s, e, i in spans if p == path)
-    }
+
+
+def solve(composition: str, written: str, relocation: Relocation) -> dict[str, str]:
+    """The values to set so that ``composition`` renders the relocated ``written`` reference.
+
+    Only values that change are returned. Unsolvable when the name part has no value in it, when
+    the literal text of the chart cannot frame the new name, or when no value can take the
+    digest.
+    """
+    spans = _locate(composition, written)
+    target = Reference.parse(_target_text(written, relocation))
+    values = _solve_name(spans, written, f"{target.registry}/{target.repository}")
+    _solve_digest(spans, written, str(relocation.digest), values)
+    original = {path: written[start:end] for path, start, end, _ in spans}
+    return {path: value for path, value in values.items() if value != original.get(path)}
 
 
 def set_value(values: dict[str, Any], path: str, value: Any) -> None:

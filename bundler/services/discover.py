@@ -233,7 +233,8 @@ def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith((prefix + ".", prefix + "["))
 
 
-def _values_findings(
+# Complexity kept: one walk of the values; each skip (globals, maps seen, subcharts) a branch.
+def _values_findings(  # noqa: C901
     chart: Chart,
     prefix: str,
     label: str,

@@ -427,10 +427,15 @@ def pack(  # noqa: C901 - the numbered steps of packing in order; each step is a
         try:
             found[key] = resolver.resolve(Reference.parse(declared[key].reference))
         except NotFoundError as exc:
-            missing.append(str(exc))
+            uses = sorted({u.where for u in declared[key].uses})
+            where = f" (run by {', '.join(uses)})" if uses else ""
+            missing.append(f"{exc}{where}".replace(f"image {key}", f"{key}", 1))
     if missing:
-        more = f" (and {len(missing) - 1} more: {'; '.join(missing[1:])})" if missing[1:] else ""
-        raise NotFoundError(f"{len(missing)} images not found: {missing[0]}{more}")
+        more = f"; and {len(missing) - 1} more: {'; '.join(missing[1:])}" if missing[1:] else ""
+        raise NotFoundError(
+            f"{len(missing)} image(s) the bundle needs cannot be found: {missing[0]}{more}; "
+            "give a --source or --mirror that has them, or leave one out with --allow-missing REF"
+        )
     for key in sorted(declared):
         item = declared[key]
         source, descriptor, where = found[key]

@@ -31,8 +31,8 @@ import semver
 
 from bundler.adapters.base import Source, Target
 from bundler.adapters.chart import Chart, dump_values, load_chart_archive, package_files
-from bundler.adapters.helm import Helm, find_helm
 from bundler.adapters.crypto import PrivateKey
+from bundler.adapters.helm import Helm, find_helm
 from bundler.adapters.stream import VerifiedStream, read_exact
 from bundler.errors import (
     ManifestError,
@@ -59,15 +59,15 @@ from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest, parse_manifest
 from bundler.model.policy import TrustPolicy
 from bundler.model.reference import Reference
-from bundler.model.rendering import RenderSettings
 from bundler.model.relocation import Relocation, get_path, new_value, relocate, set_path
+from bundler.model.rendering import RenderSettings
 from bundler.services import copy as copy_service
 from bundler.services.chartrewrite import merge_values, prove, rewrite_chart
 from bundler.services.discover import probe_values
 from bundler.services.overlay import OverlaySource
-from bundler.services.valuemap import relocation_settings
 from bundler.services.transports import Location, Transports, memory_location
 from bundler.services.trust import VerifiedBundle
+from bundler.services.valuemap import relocation_settings
 from bundler.services.verify import open_for_verification, verify
 
 PROMOTION_MEDIA_TYPE = "application/vnd.bundler.promotion.v1+json"
@@ -672,16 +672,16 @@ class _Writer:
 
 def newer_promoted(plan: PromotionPlan, promoted: dict[str, Digest | None]) -> list[str]:
     """The promoted versions newer than the plan's, newest first."""
-    version = semver.Version.parse(plan.bundle.lock.chart.version)
-    newer: list[semver.Version] = []
+    version = parse_chart_version(plan.bundle.lock.chart.version)
+    newer: list[tuple[semver.Version, str]] = []
     for tag in promoted:
         try:
-            other = semver.Version.parse(tag.replace("_", "+"))
+            other = parse_chart_version(tag.replace("_", "+"))
         except ValueError:
             continue  # signature and referrer tags live here too
         if other.compare(version) > 0:
-            newer.append(other)
-    return [str(v) for v in sorted(newer, reverse=True)]
+            newer.append((other, tag.replace("_", "+")))
+    return [text for _, text in sorted(newer, reverse=True)]
 
 
 def existing_record(

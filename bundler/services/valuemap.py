@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bundler.errors import ChartError, ReferenceFormatError
@@ -111,6 +111,59 @@ def _scalar(value: Any) -> bool:
     return value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
 
 
+class _Collector:
+    """Candidates in the order found, one per path, bounded."""
+
+    def __init__(self, app_versions: dict[tuple[str, ...], str]) -> None:
+        self.found: dict[tuple[str, ...], Candidate] = {}
+        self.versions = app_versions
+
+    def _owner_version(self, path: tuple[str, ...]) -> str:
+        for cut in range(len(path), -1, -1):
+            if path[:cut] in self.versions:
+                return self.versions[path[:cut]]
+        return ""
+
+    def add(self, path: tuple[str, ...], role: str, value: Any) -> None:
+        if path in self.found or len(self.found) >= MAX_CANDIDATES:
+            return
+        empty = value in (None, "")
+        like = self._owner_version(path) if empty else str(value)
+        self.found[path] = Candidate(path, role, empty, like if role == "tag" else "")
+
+    def image_map(self, here: tuple[str, ...], node: dict[str, Any]) -> None:
+        for sub in MAP_KEYS:
+            if sub in node and _scalar(node[sub]):
+                role = sub
+                if sub == "image":
+                    role = "reference" if _looks_like_reference(str(node[sub])) else "repository"
+                self.add((*here, sub), role, node[sub])
+        for sub in ABSENT_KEYS:
+            if sub not in node:
+                self.add((*here, sub), sub, None)
+
+    def leaf(self, here: tuple[str, ...], key: str, value: Any) -> None:
+        text = "" if value is None else str(value)
+        if text and _looks_like_reference(text):
+            self.add(here, "reference", value)
+        elif _imageish(key):
+            self.add(here, "registry" if "registry" in key.lower() else "part", value)
+
+    def visit(self, node: dict[str, Any], path: tuple[str, ...], depth: int) -> None:
+        if depth > 40:
+            return
+        for key, value in node.items():
+            if not isinstance(key, str) or "." in key:
+                continue  # a dotted key cannot be named by a dotted path
+            here = (*path, key)
+            if isinstance(value, dict):
+                if _is_image_map(key, value):
+                    self.image_map(here, value)
+                self.visit(value, here, depth + 1)
+            elif _scalar(value):
+                self.leaf(here, key, value)
+
+
 def candidates(
     values: dict[str, Any], app_versions: dict[tuple[str, ...], str] | None = None
 ) -> list[Candidate]:
@@ -119,49 +172,9 @@ def candidates(
     ``app_versions`` maps the value path of each (sub)chart (``()`` for the top chart) to its
     appVersion, which a tag left empty usually defaults to.
     """
-    found: dict[tuple[str, ...], Candidate] = {}
-    versions = app_versions or {}
-
-    def owner_version(path: tuple[str, ...]) -> str:
-        for cut in range(len(path), -1, -1):
-            if path[:cut] in versions:
-                return versions[path[:cut]]
-        return ""
-
-    def add(path: tuple[str, ...], role: str, value: Any) -> None:
-        if path not in found and len(found) < MAX_CANDIDATES:
-            empty = value in (None, "")
-            like = owner_version(path) if empty else str(value)
-            found[path] = Candidate(path, role, empty, like if role == "tag" else "")
-
-    def visit(node: dict[str, Any], path: tuple[str, ...], depth: int) -> None:
-        if depth > 40:
-            return
-        for key, value in node.items():
-            if not isinstance(key, str) or "." in key:
-                continue
-            here = (*path, key)
-            if isinstance(value, dict):
-                if _is_image_map(key, value):
-                    for sub in MAP_KEYS:
-                        if sub in value and _scalar(value[sub]):
-                            role = {"image": "reference"}.get(sub, sub)
-                            if sub == "image" and not _looks_like_reference(str(value[sub])):
-                                role = "repository"
-                            add((*here, sub), role, value[sub])
-                    for sub in ABSENT_KEYS:
-                        if sub not in value:
-                            add((*here, sub), sub, None)
-                visit(value, here, depth + 1)
-            elif _scalar(value):
-                text = "" if value is None else str(value)
-                if text and _looks_like_reference(text):
-                    add(here, "reference", value)
-                elif _imageish(key):
-                    add(here, "registry" if "registry" in key.lower() else "part", value)
-
-    visit(values, (), 0)
-    return list(found.values())
+    collector = _Collector(app_versions or {})
+    collector.visit(values, (), 0)
+    return list(collector.found.values())
 
 
 def overlay(assigned: Sequence[tuple[Candidate, str]]) -> dict[str, Any]:
@@ -225,9 +238,12 @@ def _insert(base: str, changed: str, found: list[tuple[int, int, str]]) -> tuple
     at, _, text = found[0]
     for sep in ("@", ":", "/", "-", ""):
         start = at - len(sep)
-        if start >= 0 and changed[start:at] == sep:
-            if changed[:start] + changed[at + len(text) :] == base:
-                return start, sep
+        if (
+            start >= 0
+            and changed[start:at] == sep
+            and changed[:start] + changed[at + len(text) :] == base
+        ):
+            return start, sep
     return None
 
 
@@ -269,6 +285,46 @@ def _try(render: Render, batch: list[tuple[Candidate, str]]) -> Scan | None:
         return None
 
 
+@dataclass
+class _Reading:
+    """What the probes found so far: controls by place, markers to render alone."""
+
+    base: Scan
+    numbered: list[tuple[Candidate, str]]
+    out: dict[Place, list[Control]]
+    retry: dict[int, tuple[Candidate, str]] = field(default_factory=dict)
+
+    def read(self, probe: _Probe, alone: bool) -> None:
+        assert probe.scan is not None
+        number_of = {text: i for i, (_, text) in enumerate(self.numbered)}
+        mine = {number_of[text]: text for _, text in probe.assigned}
+        for place in self.out:
+            changed = probe.scan.strings.get(place)
+            original = self.base.strings[place]
+            if changed is None or changed == original:
+                continue
+            hits = _found_markers(changed, mine)
+            if hits and not self._record(place, original, changed, hits) and not alone:
+                for _, number, _ in hits:
+                    self.retry.setdefault(number, self.numbered[number])
+
+    def _record(
+        self, place: Place, original: str, changed: str, hits: list[tuple[int, int, str]]
+    ) -> bool:
+        spans = align(original, changed, hits)
+        if spans is not None:
+            for number, (start, end) in spans.items():
+                self.out[place].append(Control(self.numbered[number][0].dotted, start, end))
+            return True
+        inserted = _insert(original, changed, hits)
+        candidate = self.numbered[hits[0][1]][0]
+        if inserted is not None and candidate.empty:
+            start, sep = inserted
+            self.out[place].append(Control(candidate.dotted, start, start, sep))
+            return True
+        return False
+
+
 def controls(
     base: Scan,
     values: dict[str, Any],
@@ -276,45 +332,18 @@ def controls(
     app_versions: dict[tuple[str, ...], str] | None = None,
 ) -> dict[Place, list[Control]]:
     """For every place of ``base`` that names an image: the values controlling its parts."""
-    places = {image.place for image in base.images}
     found = candidates(values, app_versions)
     numbered = [(c, marker(i, c.role, c.like)) for i, c in enumerate(found)]
-    number_of = {text: i for i, (_, text) in enumerate(numbered)}
+    reading = _Reading(base, numbered, {image.place: [] for image in base.images})
     batches = [[(c, m) for c, m in numbered if c.role == role] for role in ROUNDS]
-    out: dict[Place, list[Control]] = {p: [] for p in places}
-    retry: dict[int, tuple[Candidate, str]] = {}
-
-    def read(probe: _Probe, alone: bool) -> None:
-        assert probe.scan is not None
-        mine = {number_of[text]: text for _, text in probe.assigned}
-        for place in places:
-            changed = probe.scan.strings.get(place)
-            original = base.strings[place]
-            if changed is None or changed == original:
-                continue
-            hits = _found_markers(changed, mine)
-            if not hits:
-                continue
-            spans = align(original, changed, hits)
-            if spans is not None:
-                for number, (start, end) in spans.items():
-                    out[place].append(Control(found[number].dotted, start, end))
-                continue
-            inserted = _insert(original, changed, hits)
-            if inserted is not None and found[hits[0][1]].empty:
-                start, sep = inserted
-                out[place].append(Control(found[hits[0][1]].dotted, start, start, sep))
-                continue
-            if not alone:
-                for _, number, _ in hits:
-                    retry.setdefault(number, numbered[number])
-
     for probe in _render_batches(render, batches):
-        read(probe, False)
-    alone = list(retry.values())[:MAX_ALONE]
+        reading.read(probe, False)
+    alone = list(reading.retry.values())[:MAX_ALONE]
     for probe in _render_batches(render, [[item] for item in alone]):
-        read(probe, True)
-    return {p: sorted(set(c), key=lambda x: (x.start, x.end, x.path)) for p, c in out.items()}
+        reading.read(probe, True)
+    return {
+        p: sorted(set(c), key=lambda x: (x.start, x.end, x.path)) for p, c in reading.out.items()
+    }
 
 
 # ---------------------------------------------------------------------------- composition
@@ -362,7 +391,8 @@ def _role(written: str, start: int, end: int, insert: str) -> str:
     if registry and start == 0 and end == registry:
         return "registry"
     if end <= name_end:
-        return "repository" if start >= registry else "part"
+        # A repository value may carry the registry host too (quay.io/argoproj/argocd).
+        return "repository" if start >= registry or (start == 0 and end == name_end) else "part"
     if tag is not None and start > tag and (digest is None or end <= digest):
         return "tag"
     return "part"
@@ -412,7 +442,7 @@ def _escape(literal: str) -> str:
 
 
 def parse_composition(text: str) -> Iterator[tuple[str, str, str]]:
-    """(kind, text, insert) pieces of a composition: ("literal", "...", "") or ("value", path, sep)."""
+    """The pieces of a composition: ``("literal", text, "")`` or ``("value", path, sep)``."""
     pos, literal = 0, ""
     while pos < len(text):
         char = text[pos]

@@ -33,12 +33,27 @@ HELM_CHART = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
 ROLE = "dev.bundler.role"
 IMAGE_REF = "dev.bundler.image.ref"
 
-# The value paths the demo chart keeps each image under, and their shape.
+# The values that compose each image of the demo chart, and the part each one sets, as
+# differential rendering finds them.
 EXPECTED_VALUE_PATHS = {
-    WEB_REF: [{"path": "web.image", "form": "map"}],
-    API_REF: [{"path": "api.image", "form": "string"}],
-    MIGRATE_REF: [{"path": "api.migrate.image", "form": "string"}],
-    WORKER_REF: [{"path": "worker.image", "form": "map"}],
+    WEB_REF: [
+        {"path": "web.image.registry", "form": "registry"},
+        {"path": "web.image.repository", "form": "repository"},
+        {"path": "web.image.tag", "form": "tag"},
+    ],
+    API_REF: [{"path": "api.image", "form": "reference"}],
+    MIGRATE_REF: [{"path": "api.migrate.image", "form": "reference"}],
+    WORKER_REF: [
+        {"path": "worker.image.repository", "form": "repository"},
+        {"path": "worker.image.tag", "form": "tag"},
+    ],
+}
+DEFAULT_RENDERING: dict[str, Any] = {
+    "values": {},
+    "kubeVersion": None,
+    "apiVersions": [],
+    "release": "bundle",
+    "namespace": "default",
 }
 
 

@@ -41,12 +41,8 @@ def cli(tmp_path: Path, helm_bin: str) -> Cli:
     return runner
 
 
-def by(doc: dict[str, Any], source: str) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
-    for image in doc["images"]:
-        if image["source"] == source:
-            out.setdefault(image["reference"], []).append(image)
-    return out
+def images_of(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {image["reference"]: image for image in doc["images"]}
 
 
 def test_example_chart_images_with_sources_and_value_paths(cli: Cli) -> None:
@@ -55,39 +51,31 @@ def test_example_chart_images_with_sources_and_value_paths(cli: Cli) -> None:
     doc = res.json
     assert doc["chart"] == {"name": "demo", "version": "1.0.0"}
     assert doc["rendered"] is True
-    assert {i["reference"] for i in doc["images"]} == {WEB, API, WORKER, MIGRATE}
-
-    assert set(by(doc, "annotation")) == {WEB, API, WORKER, MIGRATE}
-
-    values = {
-        ref: [(i["valuePath"], i["valueForm"]) for i in found]
-        for ref, found in by(doc, "values").items()
-    }
-    assert values == {
-        WEB: [("web.image", "map")],
-        API: [("api.image", "string")],
-        MIGRATE: [("api.migrate.image", "string")],
-        WORKER: [("worker.image", "map")],
-    }
-    [web_value] = by(doc, "values")[WEB]
-    assert web_value["written"] == "example.local/demo/web"  # empty tag: the appVersion
-    [worker_value] = by(doc, "values")[WORKER]
-    assert worker_value["detail"] == "values.yaml of subchart worker"
-
-    rendered = {
-        ref: sorted(i["detail"] for i in found) for ref, found in by(doc, "template").items()
-    }
-    assert rendered == {
-        WEB: ["Deployment/bundle-demo-web container web"],
-        API: ["Deployment/bundle-demo-api container api"],
-        MIGRATE: ["Deployment/bundle-demo-api initContainer migrate"],
-        WORKER: [
-            "CronJob/bundle-demo-report container report",
-            "Deployment/bundle-worker container worker",
+    images = images_of(doc)
+    assert set(images) == {WEB, API, WORKER, MIGRATE}
+    for image in images.values():
+        assert image["rendered"] is True
+        assert set(image["foundBy"]) == {"annotation", "template", "values"}
+    # The values that compose each image, found by rendering the chart with them changed.
+    paths = {ref: [(v["path"], v["form"]) for v in i["valuePaths"]] for ref, i in images.items()}
+    assert paths == {
+        WEB: [
+            ("web.image.registry", "registry"),
+            ("web.image.repository", "repository"),
+            ("web.image.tag", "tag"),
         ],
+        API: [("api.image", "reference")],
+        MIGRATE: [("api.migrate.image", "reference")],
+        WORKER: [("worker.image.repository", "repository"), ("worker.image.tag", "tag")],
     }
-    # What values promise is what the templates run.
-    assert set(by(doc, "template")) == set(by(doc, "values"))
+    [web_use] = images[WEB]["uses"]
+    assert web_use["where"] == "Deployment/bundle-demo-web container web"
+    assert web_use["composition"] == ("{web.image.registry}/{web.image.repository}:{web.image.tag}")
+    assert sorted(u["where"] for u in images[WORKER]["uses"]) == [
+        "CronJob/bundle-demo-report container report",
+        "Deployment/bundle-worker container worker",
+    ]
+    assert doc["disabled"] == [] and doc["warnings"] == []
 
 
 def test_values_file_changes_what_renders(cli: Cli, tmp_path: Path) -> None:
@@ -95,23 +83,37 @@ def test_values_file_changes_what_renders(cli: Cli, tmp_path: Path) -> None:
     override.write_text("web:\n  image:\n    tag: '2.0.0'\n")
     res = cli("images", DEMO, "-o", "json", "--values", override)
     assert res.returncode == 0, res.describe()
-    assert "example.local/demo/web:2.0.0" in by(res.json, "template")
+    images = images_of(res.json)
+    assert images["example.local/demo/web:2.0.0"]["foundBy"] == ["template"]
+    # 1.0.0 no longer runs; the chart's helm.sh/images annotation still names it
+    assert images[WEB]["rendered"] is False
+    assert images[WEB]["foundBy"] == ["annotation", "values"]
 
 
-def test_no_render_skips_templates(cli: Cli) -> None:
+def test_set_changes_what_renders_as_helm_parses_it(cli: Cli) -> None:
+    res = cli("images", DEMO, "-o", "json", "--set", "web.image.tag=2.1.0")
+    assert res.returncode == 0, res.describe()
+    assert "example.local/demo/web:2.1.0" in images_of(res.json)
+
+
+def test_no_render_lists_what_values_and_annotations_name(cli: Cli) -> None:
     res = cli("images", DEMO, "-o", "json", "--no-render")
     assert res.returncode == 0, res.describe()
     assert res.json["rendered"] is False
-    assert by(res.json, "template") == {}
-    assert set(by(res.json, "values")) == {WEB, API, WORKER, MIGRATE}
+    images = images_of(res.json)
+    assert set(images) == {WEB, API, WORKER, MIGRATE}
+    assert not any(i["rendered"] for i in images.values())
+    assert images[WEB]["valuePaths"] == [{"path": "web.image", "form": "map"}]
 
 
-def test_text_table_and_value_path(cli: Cli) -> None:
+def test_text_list_is_one_pasteable_line_per_image(cli: Cli) -> None:
     res = cli("images", DEMO, "--value-path", "api.migrate.image")
     assert res.returncode == 0, res.describe()
     lines = res.stdout.splitlines()
-    assert lines[0].split() == ["REFERENCE", "SOURCE", "VALUE", "PATH", "DETAIL"]
-    assert any(line.split()[:3] == [MIGRATE, "config", "api.migrate.image"] for line in lines)
+    assert [line.split("  # ")[0] for line in lines] == sorted([WEB, API, WORKER, MIGRATE])
+    [migrate] = [line for line in lines if line.startswith(MIGRATE)]
+    assert "runs in Deployment/bundle-demo-api initContainer migrate" in migrate
+    assert "values api.migrate.image" in migrate
     assert "4 images in demo 1.0.0" in res.stderr
 
 

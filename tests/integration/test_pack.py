@@ -40,6 +40,7 @@ from harness.registry import RegistryServer
 from pack_support import (
     BUNDLE_ARTIFACT_TYPE,
     BUNDLE_TAG,
+    DEFAULT_RENDERING,
     DEMO_CHART,
     EXAMPLE_CONFIG,
     EXAMPLE_REFS,
@@ -404,7 +405,11 @@ def test_lock_document_validates_and_records_value_paths_and_sources(
     assert lock["chart"]["name"] == "demo" and lock["chart"]["version"] == "1.0.0"
     assert lock["chart"]["appVersion"] == "1.0.0"
     assert lock["chart"]["source"] == "directory"
-    assert lock["completeness"] == {"rendered": True, "allowedMissing": []}
+    assert lock["completeness"] == {
+        "rendered": True,
+        "allowedMissing": [],
+        "rendering": DEFAULT_RENDERING,
+    }
     assert [i["reference"] for i in lock["images"]] == sorted(EXAMPLE_REFS)
     images = {i["reference"]: i for i in lock["images"]}
     assert {r: i["digest"] for r, i in images.items()} == source_digests(example_layout)
@@ -643,14 +648,8 @@ def test_images_command_agrees_with_the_lock(
     assert found["rendered"] is True
     lock = lock_of(cli, f"archive:{archive}")
     assert {i["reference"] for i in found["images"]} == {i["reference"] for i in lock["images"]}
-    by_ref: dict[str, set[str]] = {}
-    paths: dict[str, set[tuple[str, str]]] = {}
-    for finding in found["images"]:
-        by_ref.setdefault(finding["reference"], set()).add(finding["source"])
-        if finding["valuePath"] is not None:
-            paths.setdefault(finding["reference"], set()).add(
-                (finding["valuePath"], finding["valueForm"])
-            )
+    listed = {i["reference"]: i for i in found["images"]}
     for image in lock["images"]:
-        assert set(image["foundBy"]) == by_ref[image["reference"]]
-        assert {(v["path"], v["form"]) for v in image["valuePaths"]} == paths[image["reference"]]
+        assert image["foundBy"] == listed[image["reference"]]["foundBy"]
+        assert image["valuePaths"] == listed[image["reference"]]["valuePaths"]
+        assert image["uses"] == listed[image["reference"]]["uses"]

@@ -151,7 +151,7 @@ def _escaping_chart_archive(scene: Scene) -> list[str]:
     return ["--chart", str(archive), *layout_source(scene.layout)]
 
 
-def _undeclared_rendered_image(scene: Scene) -> list[str]:
+def _rendered_image_no_source_has(scene: Scene) -> list[str]:
     chart = sneaky_chart(scene)
     return ["--chart", str(chart), *layout_source(scene.layout)]
 
@@ -177,9 +177,9 @@ CASES = [
     Case("config-breaks-schema", _config_breaking_schema, 10, ("metadata", "'versoin'")),
     Case("chart-archive-path-escape", _escaping_chart_archive, 8, ("escaped.txt", "escapes")),
     Case(
-        "undeclared-rendered-image",
-        _undeclared_rendered_image,
-        11,
+        "rendered-image-no-source-has",
+        _rendered_image_no_source_has,
+        3,
         (SNEAKY, "Deployment/sneaky", "--allow-missing"),
     ),
 ]
@@ -262,6 +262,7 @@ def test_allow_missing_lets_a_named_image_through_and_records_it(
     )
     assert doc["completeness"]["rendered"] is True
     lock = lock_of(cli, f"archive:{out}")
-    assert lock["completeness"] == {"rendered": True, "allowedMissing": [SNEAKY]}
+    assert lock["completeness"]["rendered"] is True
+    assert lock["completeness"]["allowedMissing"] == [SNEAKY]
     assert [i["reference"] for i in lock["images"]] == sorted(EXAMPLE_REFS)
     assert set(image_entries(bundle_index_of(out))) == set(EXAMPLE_REFS)

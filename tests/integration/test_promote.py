@@ -710,11 +710,14 @@ def test_dry_run_prints_the_plan_and_writes_nothing(
     for source, target in targets.items():
         name = source.split("/", 1)[1].split(":")[0]  # demo/web
         assert target.startswith(internal.ref(f"{prefix}/{name}:1.0.0@sha256:")), target
-    assert sorted(doc["valuesChanged"]) == [
+    assert sorted(doc["valuesChanged"]) == [  # the values differential rendering found
         "api.image",
         "api.migrate.image",
-        "web.image",
-        "worker.image",
+        "web.image.registry",
+        "web.image.repository",
+        "web.image.tag",
+        "worker.image.repository",
+        "worker.image.tag",
     ]
     assert not out.exists()
     assert repo_tags(judge, internal, prefix) == {}

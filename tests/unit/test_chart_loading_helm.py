@@ -89,8 +89,8 @@ def helm_view(chart: Chart) -> dict[str, bytes | None]:
         if id(sub.chart) in seen:
             continue
         seen.add(id(sub.chart))
-        for path, data in helm_view(sub.chart).items():
-            view[f"charts/{sub.chart.metadata.name}/{path}"] = data
+        for sub_path, sub_data in helm_view(sub.chart).items():
+            view[f"charts/{sub.chart.metadata.name}/{sub_path}"] = sub_data
     return view
 
 

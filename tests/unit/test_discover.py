@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bundler.adapters.chart import Chart, load_chart_dir
-from bundler.errors import ChartError, ConfigError, UsageError
 from bundler.adapters.helm import find_helm
+from bundler.errors import ChartError, ConfigError, UsageError
 from bundler.services.discover import (
     ImageFinding,
     discover,
