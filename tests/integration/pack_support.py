@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tarfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import yaml
 from copy_support import API_REF, WEB_REF, WORKER_REF, Cli
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -183,22 +186,64 @@ def image_entries(index: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def rendered_images(manifests: str) -> set[str]:
-    """Every container image in ``helm template`` output."""
-    import yaml
+def _normalise(text: str) -> str:
+    """Docker's normalisation, written here independently of bundler's Reference."""
+    name, at, digest = text.partition("@")
+    first, slash, rest = name.partition("/")
+    if not slash or not ("." in first or ":" in first or first == "localhost"):
+        name = f"docker.io/{name}"
+        first, _, rest = name.partition("/")
+    if first == "docker.io" and "/" not in rest.partition(":")[0]:
+        name = f"docker.io/library/{rest}"
+    last = name.rsplit("/", 1)[1]
+    if ":" not in last and not at:
+        name += ":latest"
+    return name + (at + digest if at else "")
 
+
+_FLAG_IMAGE = re.compile(r"^--[a-z0-9-]*image[a-z0-9-]*=(\S+)$")
+
+
+def rendered_images(text: str) -> set[str]:
+    """Every image of every container, ``image`` field and ``--*image*=`` argument rendered."""
     found: set[str] = set()
 
-    def walk(node: Any) -> None:
+    def walk(node: Any, key: str | None) -> None:
         if isinstance(node, dict):
-            for key, value in node.items():
-                if key in ("containers", "initContainers") and isinstance(value, list):
-                    found.update(c["image"] for c in value if isinstance(c, dict))
-                walk(value)
+            for k, v in node.items():
+                if k in ("containers", "initContainers", "ephemeralContainers") and isinstance(
+                    v, list
+                ):
+                    for container in v:
+                        if isinstance(container, dict) and isinstance(container.get("image"), str):
+                            found.add(_normalise(container["image"]))
+                walk(v, str(k))
         elif isinstance(node, list):
-            for value in node:
-                walk(value)
+            for v in node:
+                walk(v, key)
+        elif isinstance(node, str):
+            match = _FLAG_IMAGE.match(node)
+            if match:
+                found.add(_normalise(match.group(1)))
+            elif key == "image" and "/" in node:
+                found.add(_normalise(node))
 
-    for doc in yaml.safe_load_all(manifests):
-        walk(doc)
+    for doc in yaml.safe_load_all(text):
+        walk(doc, None)
     return found
+
+
+def stand_ins(synth: ModuleType, layout: Path, images: list[dict[str, Any]]) -> list[str]:
+    """Make one synthetic image per reference; flags pinning digests the chart pins upstream."""
+    flags: list[str] = []
+    for image in images:
+        reference = image["reference"]
+        name = reference.partition("@")[0]
+        if ":" not in name.rsplit("/", 1)[1]:
+            name += ":latest"
+        made = synth.write_image(layout, name, [synth.LayerSpec(seed=reference, size=2048)])
+        if "@" in reference:
+            paths = [v["path"] for v in image["valuePaths"] if v["form"] == "digest"]
+            assert paths, f"{reference}: the chart pins a digest and no value controls it"
+            flags += [f"--set={path}={made['digest']}" for path in paths]
+    return flags

@@ -15,7 +15,6 @@ values bundler reports to the stand-ins' digests, as a vendor pinning its own bu
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ import requests
 import yaml
 from copy_support import BUNDLER, Cli, Result
 from harness.registry import RegistryServer, start_registry
-from pack_support import Helm, pack_cli
+from pack_support import Helm, pack_cli, rendered_images, stand_ins
 from transfer_support import ok
 
 PASS_VAR = "BUNDLER_TEST_PASSPHRASE"
@@ -70,54 +69,6 @@ SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 CASES = [(chart, name) for chart, scenarios in SCENARIOS.items() for name in scenarios]
-
-
-# ------------------------------------------------------------------------------ judges
-def _normalise(text: str) -> str:
-    """Docker's normalisation, written here independently of bundler's Reference."""
-    name, at, digest = text.partition("@")
-    first, slash, rest = name.partition("/")
-    if not slash or not ("." in first or ":" in first or first == "localhost"):
-        name = f"docker.io/{name}"
-        first, _, rest = name.partition("/")
-    if first == "docker.io" and "/" not in rest.partition(":")[0]:
-        name = f"docker.io/library/{rest}"
-    last = name.rsplit("/", 1)[1]
-    if ":" not in last and not at:
-        name += ":latest"
-    return name + (at + digest if at else "")
-
-
-_FLAG_IMAGE = re.compile(r"^--[a-z0-9-]*image[a-z0-9-]*=(\S+)$")
-
-
-def rendered_images(text: str) -> set[str]:
-    """Every image of every container, ``image`` field and ``--*image*=`` argument rendered."""
-    found: set[str] = set()
-
-    def walk(node: Any, key: str | None) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if k in ("containers", "initContainers", "ephemeralContainers") and isinstance(
-                    v, list
-                ):
-                    for container in v:
-                        if isinstance(container, dict) and isinstance(container.get("image"), str):
-                            found.add(_normalise(container["image"]))
-                walk(v, str(k))
-        elif isinstance(node, list):
-            for v in node:
-                walk(v, key)
-        elif isinstance(node, str):
-            match = _FLAG_IMAGE.match(node)
-            if match:
-                found.add(_normalise(match.group(1)))
-            elif key == "image" and "/" in node:
-                found.add(_normalise(node))
-
-    for doc in yaml.safe_load_all(text):
-        walk(doc, None)
-    return found
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -180,22 +131,6 @@ def _run_in(cli: Cli, workdir: Path, *args: str | Path) -> Result:
         stdin=subprocess.DEVNULL,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr, argv)
-
-
-def stand_ins(synth: ModuleType, layout: Path, images: list[dict[str, Any]]) -> list[str]:
-    """Make one synthetic image per reference; flags pinning digests the chart pins upstream."""
-    flags: list[str] = []
-    for image in images:
-        reference = image["reference"]
-        name = reference.partition("@")[0]
-        if ":" not in name.rsplit("/", 1)[1]:
-            name += ":latest"
-        made = synth.write_image(layout, name, [synth.LayerSpec(seed=reference, size=2048)])
-        if "@" in reference:
-            paths = [v["path"] for v in image["valuePaths"] if v["form"] == "digest"]
-            assert paths, f"{reference}: the chart pins a digest and no value controls it"
-            flags += [f"--set={path}={made['digest']}" for path in paths]
-    return flags
 
 
 # ------------------------------------------------------------------------------ the test
