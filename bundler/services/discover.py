@@ -565,7 +565,7 @@ def rendered_images(
         relax = relocation_settings(values)
 
         def render(doc: dict[str, Any]) -> Scan:
-            return scan(helm.template(chart.archive, what, settings, [relax, doc]))
+            return scan(helm.template(chart.archive, what, settings, [relax, doc]), base.sources)
 
         controls = value_controls(base, values, render, app_versions(chart))
     weight: Counter[str] = Counter()

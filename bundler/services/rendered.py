@@ -83,28 +83,64 @@ class RenderedImage:
 
 @dataclass
 class Scan:
-    """Every image of one render, every string by place (for differential renders), warnings."""
+    """Every image of one render, every string by place (for differential renders), warnings.
+
+    ``sources`` are the template files (Helm's ``# Source:`` lines) of the documents that name
+    an image: a differential render needs to read only those.
+    """
 
     images: list[RenderedImage]
     strings: dict[Place, str]
     warnings: list[str]
+    sources: set[str]
 
 
-def load_documents(text: str) -> list[Any]:
+_SEPARATOR = re.compile(r"(?m)^---[ \t]*(?:#.*)?$")
+_SOURCE = re.compile(r"(?m)^# Source: (.+?)[ \t]*$")
+_CRD = re.compile(r"(?m)^kind:[ \t]*[\"']?CustomResourceDefinition[\"']?[ \t]*$")
+
+
+def split_documents(text: str) -> list[tuple[str, str]]:
+    """(source template, text) of each document of a render, split as Helm splits manifests."""
+    out: list[tuple[str, str]] = []
+    for chunk in _SEPARATOR.split(text):
+        if not chunk.strip():
+            continue
+        match = _SOURCE.search(chunk)
+        out.append((match.group(1) if match else "", chunk))
+    return out
+
+
+def load_documents(text: str, where: str = "rendered templates") -> list[Any]:
     """The YAML documents of a render; ChartError naming the line if it is not YAML."""
     try:
         return list(yaml.load_all(text, Loader=BoundedSafeLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ChartError(f"rendered templates are not YAML{line}: {exc.problem}") from None
+        raise ChartError(f"{where} are not YAML{line}: {exc.problem}") from None
     except yaml.YAMLError as exc:
-        raise ChartError(f"rendered templates are not YAML: {exc}") from None
+        raise ChartError(f"{where} are not YAML: {exc}") from None
 
 
-def _object_names(documents: list[Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    seen: dict[str, int] = {}
-    for number, doc in enumerate(documents):
+def _documents(text: str, sources: set[str] | None) -> Iterator[tuple[str, Any]]:
+    """(source, document) of every document worth reading: CRDs run nothing and are skipped."""
+    for source, chunk in split_documents(text):
+        if sources is not None and source not in sources:
+            continue
+        if _CRD.search(chunk):
+            continue
+        where = f"rendered {source}" if source else "rendered templates"
+        for doc in load_documents(chunk, where):
+            yield source, doc
+
+
+def _object_names(
+    documents: Iterator[tuple[str, Any]],
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(source, label, object): duplicates of a label in one source numbered ``#2``, ``#3``."""
+    seen: dict[tuple[str, str], int] = {}
+    for source, doc in documents:
         if not isinstance(doc, dict):
             continue
         kind = doc.get("kind") if isinstance(doc.get("kind"), str) else None
@@ -115,10 +151,10 @@ def _object_names(documents: list[Any]) -> Iterator[tuple[str, dict[str, Any]]]:
         if kind and name:
             label = f"{kind}/{namespace}/{name}" if isinstance(namespace, str) else f"{kind}/{name}"
         else:
-            label = f"document {number + 1}"
-        count = seen.get(label, 0)
-        seen[label] = count + 1
-        yield (label if count == 0 else f"{label}#{count + 1}"), doc
+            label = f"object in {source or 'the render'}"
+        count = seen.get((source, label), 0)
+        seen[(source, label)] = count + 1
+        yield source, (label if count == 0 else f"{label}#{count + 1}"), doc
 
 
 def _hook(doc: dict[str, Any]) -> str | None:
@@ -168,57 +204,60 @@ def _parse(text: str) -> Reference | None:
         return None
 
 
-def scan(text: str) -> Scan:
-    """Every image the rendered manifests name, every string by place, and the warnings."""
-    documents = load_documents(text)
+def _image_field(
+    place: Place, value: str, parent: Any, hook: str | None, warnings: list[str]
+) -> RenderedImage | bool | None:
+    """A container's ``image`` (or an ``image`` field): the image, False if it is not one."""
+    container = _container_field(place.field)
+    if container is None and not (place.field.endswith(".image") or place.field == "image"):
+        return None  # not an image field: look inside the string instead
+    kind = container[0] if container else "field"
+    name = str(parent.get("name", "?")) if container and isinstance(parent, dict) else None
+    ref = _parse(value) if container or re.search(r"[/:@]", value) else None
+    if ref is not None:
+        return RenderedImage(str(ref), value, place, value, 0, len(value), kind, name, hook)
+    if container is None:
+        return None
+    warnings.append(
+        f"rendered {place.object} {kind} {name}: image {value!r} is not a valid image "
+        "reference (skipped)"
+    )
+    return False
+
+
+def _embedded(place: Place, value: str, hook: str | None) -> Iterator[RenderedImage]:
+    for match in _EMBEDDED.finditer(value):
+        written = match.group(1).rstrip(".")
+        ref = _parse(written)
+        if ref is not None:
+            start = match.start(1)
+            end = start + len(written)
+            yield RenderedImage(str(ref), written, place, value, start, end, "embedded", None, hook)
+
+
+def scan(text: str, sources: set[str] | None = None) -> Scan:
+    """Every image the rendered manifests name, every string by place, and the warnings.
+
+    With ``sources``, only documents of those template files are read.
+    """
     images: list[RenderedImage] = []
     strings: dict[Place, str] = {}
     warnings: list[str] = []
+    found_in: set[str] = set()
     budget = [MAX_WALK_NODES]
-    for label, doc in _object_names(documents):
+    for source, label, doc in _object_names(_documents(text, sources)):
         hook = _hook(doc)
+        before = len(images)
         for path, parent, value in _walk(doc, "", budget):
             if not isinstance(value, str):
                 continue
             place = Place(label, path)
             strings[place] = value
-            container = _container_field(path)
-            if container is not None or path.endswith(".image") or path == "image":
-                kind = container[0] if container else "field"
-                name = None
-                if container is not None and isinstance(parent, dict):
-                    name = str(parent.get("name", "?"))
-                ref = _parse(value) if container or re.search(r"[/:@]", value) else None
-                if ref is not None:
-                    images.append(
-                        RenderedImage(
-                            str(ref), value, place, value, 0, len(value), kind, name, hook
-                        )
-                    )
-                    continue
-                if container is not None:
-                    warnings.append(
-                        f"rendered {place.object} {kind} {name}: image {value!r} is not a valid "
-                        "image reference (skipped)"
-                    )
-                    continue
-            for match in _EMBEDDED.finditer(value):
-                written = match.group(1).rstrip(".")
-                ref = _parse(written)
-                if ref is None:
-                    continue
-                start = match.start(1)
-                images.append(
-                    RenderedImage(
-                        str(ref),
-                        written,
-                        place,
-                        value,
-                        start,
-                        start + len(written),
-                        "embedded",
-                        None,
-                        hook,
-                    )
-                )
-    return Scan(images, strings, warnings)
+            field = _image_field(place, value, parent, hook, warnings)
+            if isinstance(field, RenderedImage):
+                images.append(field)
+            elif field is None:
+                images.extend(_embedded(place, value, hook))
+        if len(images) > before:
+            found_in.add(source)
+    return Scan(images, strings, warnings, found_in)

@@ -228,7 +228,7 @@ def rendered_images(text: str) -> set[str]:
             elif key == "image" and "/" in node:
                 found.add(_normalise(node))
 
-    for doc in yaml.safe_load_all(text):
+    for doc in yaml.load_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
         walk(doc, None)
     return found
 
