@@ -54,45 +54,74 @@ def _name_end(written: str) -> int:
     return colon if colon > name.rfind("/") else len(name)
 
 
-Span = tuple[str, int, int, str]  # value path, start, end in the written reference, insert
+@dataclass(frozen=True)
+class Span:
+    """Where one value of a composition sits in the reference as written."""
+
+    path: str
+    start: int
+    end: int
+    before: str = ""  # separator the chart adds in front of the value once it is set
+    after: str = ""  # ... or after it
+
+    @property
+    def added(self) -> bool:
+        """A value that is empty as written and comes with a separator when set."""
+        return bool(self.before or self.after)
 
 
 def _locate(composition: str, written: str) -> list[Span]:
     """Where each value of ``composition`` sits in ``written`` (an added value is empty)."""
     pieces = list(parse_composition(composition))
     pattern = "".join(
-        re.escape(text) if kind == "literal" else ("" if insert else "(.*?)")
-        for kind, text, insert in pieces
+        re.escape(text) if kind == "literal" else ("" if before or after else "(.*?)")
+        for kind, text, before, after in pieces
     )
     match = re.fullmatch(pattern, written, re.DOTALL)
     if match is None:
         raise Unsolvable(f"the composition {composition!r} does not give {written!r}")
     spans: list[Span] = []
     group, pos = 0, 0
-    for kind, text, insert in pieces:
+    for kind, text, before, after in pieces:
         if kind == "literal":
             pos += len(text)
-        elif insert:
-            spans.append((text, pos, pos, insert))
+        elif before or after:
+            spans.append(Span(text, pos, pos, before, after))
         else:
             group += 1
             start, end = match.span(group)
-            spans.append((text, start, end, ""))
+            spans.append(Span(text, start, end))
             pos = end
     return spans
 
 
-def _solve_name(spans: list[Span], written: str, new_name: str) -> dict[str, str]:
-    """Values in the name part take ``new_name``; the chart's literal text between them stays."""
+def _solve_name(
+    spans: list[Span], written: str, new_name: str, fixed: dict[str, str]
+) -> dict[str, str]:
+    """Values in the name part take ``new_name``; the chart's literal text between them stays.
+
+    A value the chart adds with a separator (a registry prefix) counts with the value ``fixed``
+    gives it (set for another image), or as absent.
+    """
     name_end = _name_end(written)
-    in_name = [s for s in spans if s[1] < name_end and not s[3]]
+    in_name = [s for s in spans if s.start < name_end and not s.added]
     if not in_name:
         raise Unsolvable(f"no value controls the repository of {written}")
-    pattern, cursor = "", 0
-    for index, (_, start, end, _) in enumerate(in_name):
-        pattern += re.escape(written[cursor:start])
-        pattern += "(.*)" if index == len(in_name) - 1 else "(.*?)"
-        cursor = min(end, name_end)
+    pattern, cursor, groups = "", 0, []
+    for span in spans:
+        if span.start >= name_end:
+            continue
+        if span.added:
+            if span.before == "@" or span.path not in fixed:
+                continue
+            pattern += re.escape(written[cursor : span.start])
+            pattern += re.escape(span.before + fixed[span.path] + span.after)
+            cursor = span.start
+            continue
+        pattern += re.escape(written[cursor : span.start])
+        pattern += "(.*)" if span is in_name[-1] else "(.*?)"
+        groups.append(span)
+        cursor = min(span.end, name_end)
     pattern += re.escape(written[cursor:name_end])
     match = re.fullmatch(pattern, new_name, re.DOTALL)
     if match is None:
@@ -102,40 +131,51 @@ def _solve_name(spans: list[Span], written: str, new_name: str) -> dict[str, str
         )
     # A value reaching past the name (a whole "repo:tag") keeps its tag part as written.
     return {
-        path: match.group(index + 1) + written[max(start, name_end) : end]
-        for index, (path, start, end, _) in enumerate(in_name)
+        span.path: match.group(index + 1) + written[max(span.start, name_end) : span.end]
+        for index, span in enumerate(groups)
     }
 
 
 def _solve_digest(spans: list[Span], written: str, digest: str, values: dict[str, str]) -> None:
     """The digest goes into its own value, else after the value that ends the reference."""
     own = next(
-        (s for s in spans if s[3] == "@" or (s[1] > 0 and written[s[1] - 1 : s[1]] == "@")), None
+        (
+            s
+            for s in spans
+            if s.before == "@" or (s.start > 0 and written[s.start - 1 : s.start] == "@")
+        ),
+        None,
     )
     if own is not None:
-        values[own[0]] = digest
+        values[own.path] = digest
     elif "@" in written:
         if not written.endswith(digest):
             raise Unsolvable(f"{written} carries a digest no value controls")
     else:
-        last = next((s for s in spans if s[2] == len(written) and not s[3]), None)
+        last = next((s for s in spans if s.end == len(written) and not s.added), None)
         if last is None:
             raise Unsolvable(f"no value ends {written}, so nothing can pin it by digest")
-        values[last[0]] = values.get(last[0], written[last[1] : last[2]]) + "@" + digest
+        values[last.path] = values.get(last.path, written[last.start : last.end]) + "@" + digest
 
 
-def solve(composition: str, written: str, relocation: Relocation) -> dict[str, str]:
+def solve(
+    composition: str,
+    written: str,
+    relocation: Relocation,
+    fixed: dict[str, str] | None = None,
+) -> dict[str, str]:
     """The values to set so that ``composition`` renders the relocated ``written`` reference.
 
-    Only values that change are returned. Unsolvable when the name part has no value in it, when
-    the literal text of the chart cannot frame the new name, or when no value can take the
-    digest.
+    ``fixed`` are values already set for other images (a global registry that this chart
+    prefixes to every repository). Only values that change are returned. Unsolvable when the
+    name part has no value in it, when the literal text of the chart cannot frame the new name,
+    or when no value can take the digest.
     """
     spans = _locate(composition, written)
     target = Reference.parse(_target_text(written, relocation))
-    values = _solve_name(spans, written, f"{target.registry}/{target.repository}")
+    values = _solve_name(spans, written, f"{target.registry}/{target.repository}", fixed or {})
     _solve_digest(spans, written, str(relocation.digest), values)
-    original = {path: written[start:end] for path, start, end, _ in spans}
+    original = {s.path: written[s.start : s.end] for s in spans}
     return {path: value for path, value in values.items() if value != original.get(path)}
 
 
@@ -227,13 +267,20 @@ def rewrite_chart(
     relocations: dict[str, Relocation],
     settings_doc: dict[str, Any],
 ) -> ChartRewrite:
-    """Solve every recorded use of every image; literals where no value controls one."""
-    result = ChartRewrite(merge_values(values, settings_doc), dict(files))
-    owner: dict[str, str] = {}  # value path -> image that set it
-    for image in lock.images:
-        relocation = relocations[image.reference]
-        for use in image.uses:
-            _rewrite_use(result, use, image.reference, relocation, owner)
+    """Solve every recorded use of every image; literals where no value controls one.
+
+    Twice: values one image sets (a global registry) may be prefixed by the chart to another
+    image's repository, so the second pass solves each use with the first pass's values fixed.
+    """
+    decided: dict[str, str] = {}
+    for _ in range(2):
+        result = ChartRewrite(merge_values(values, settings_doc), dict(files))
+        owner: dict[str, str] = {}  # value path -> image that set it
+        for image in lock.images:
+            relocation = relocations[image.reference]
+            for use in image.uses:
+                _rewrite_use(result, use, image.reference, relocation, owner, decided)
+        decided = dict(result.values_changed)
     for path, value in result.values_changed.items():
         set_value(result.values, path, value)
     return result
@@ -245,12 +292,13 @@ def _rewrite_use(
     reference: str,
     relocation: Relocation,
     owner: dict[str, str],
+    fixed: dict[str, str],
 ) -> None:
     target = _target_text(use.written, relocation)
     reason = "no value controls it"
     if use.composition is not None:
         try:
-            wanted = solve(use.composition, use.written, relocation)
+            wanted = solve(use.composition, use.written, relocation, fixed)
         except Unsolvable as exc:
             reason = str(exc)
         else:
@@ -298,7 +346,9 @@ def prove(
     exempt = set(external)
     problems: list[str] = []
     base = f"{registry}/{prefix.strip('/')}".rstrip("/") + "/"
-    for image in scan(rendered).images:
+    found = scan(rendered)
+    problems += found.warnings  # a container image that is not even a valid reference
+    for image in found.images:
         if image.reference in exempt:
             continue
         try:

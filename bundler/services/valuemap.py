@@ -54,14 +54,16 @@ class Candidate:
 class Control:
     """A value controlling the span ``[start, end)`` of a rendered string.
 
-    ``insert`` is the separator the chart adds in front of the value where the value was empty
-    (a digest: ``@``); then ``start == end`` is where it goes.
+    Where the value was empty and the chart adds a separator with it when it is set, ``start ==
+    end`` is where it goes and ``insert`` is the separator: in front of the value (a digest:
+    ``@``), or after it when ``after`` (a registry prefixed with ``/``).
     """
 
     path: str
     start: int
     end: int
     insert: str = ""
+    after: bool = False
 
 
 def marker(number: int, role: str, like: str = "") -> str:
@@ -231,19 +233,28 @@ def align(
     return {number: match.span(i + 1) for i, number in enumerate(order)}
 
 
-def _insert(base: str, changed: str, found: list[tuple[int, int, str]]) -> tuple[int, str] | None:
-    """For one marker that the chart added with a separator (``@digest``): position, separator."""
+def _insert(
+    base: str, changed: str, found: list[tuple[int, int, str]]
+) -> tuple[int, str, bool] | None:
+    """For one marker the chart added with a separator: position, separator, and where it is.
+
+    The separator follows the value (``REGISTRY/`` in front of a repository) or precedes it
+    (``@DIGEST`` after a tag).
+    """
     if len(found) != 1:
         return None
     at, _, text = found[0]
-    for sep in ("@", ":", "/", "-", ""):
+    end = at + len(text)
+    for sep in ("@", ":", "/", "-"):
         start = at - len(sep)
+        if start >= 0 and changed[start:at] == sep and changed[:start] + changed[end:] == base:
+            return start, sep, False
+    for sep in ("/", "-"):
         if (
-            start >= 0
-            and changed[start:at] == sep
-            and changed[:start] + changed[at + len(text) :] == base
+            changed[end : end + len(sep)] == sep
+            and changed[:at] + changed[end + len(sep) :] == base
         ):
-            return start, sep
+            return at, sep, True
     return None
 
 
@@ -319,8 +330,8 @@ class _Reading:
         inserted = _insert(original, changed, hits)
         candidate = self.numbered[hits[0][1]][0]
         if inserted is not None and candidate.empty:
-            start, sep = inserted
-            self.out[place].append(Control(candidate.dotted, start, start, sep))
+            start, sep, after = inserted
+            self.out[place].append(Control(candidate.dotted, start, start, sep, after))
             return True
         return False
 
@@ -362,7 +373,8 @@ class Composition:
     """How the chart composes one rendered image from values.
 
     ``text`` is the written reference with each controlled part replaced by ``{path}`` (or
-    ``{@path}`` where the chart adds ``@`` and the value when it is set), e.g.
+    ``{@path}`` where the chart adds ``@`` and the value when it is set, ``{path/}`` where it
+    adds the value and ``/``), e.g.
     ``{controller.image.registry}/{controller.image.image}:{controller.image.tag}{@controller.image.digest}``.
     """
 
@@ -381,7 +393,9 @@ def _sections(written: str) -> tuple[int, int | None, int | None]:
     return registry, tag, (at if at != -1 else None)
 
 
-def _role(written: str, start: int, end: int, insert: str) -> str:
+def _role(written: str, start: int, end: int, insert: str, after: bool = False) -> str:
+    if after and insert == "/" and start == 0:
+        return "registry"  # prefixed to the reference when set
     registry, tag, digest = _sections(written)
     name_end = tag if tag is not None else (digest if digest is not None else len(written))
     if insert == "@" or (digest is not None and start == digest + 1 and end == len(written)):
@@ -407,9 +421,9 @@ def compose(
     controlling the fewest places wins: it is the most specific.
     """
     inside = [c for c in place_controls if image.start <= c.start and c.end <= image.end]
-    best: dict[tuple[int, int, str], Control] = {}
+    best: dict[tuple[int, int, str, bool], Control] = {}
     for control in inside:
-        key = (control.start, control.end, control.insert)
+        key = (control.start, control.end, control.insert, control.after)
         current = best.get(key)
         rank = (weight.get(control.path, 0), -len(control.path), control.path)
         if current is None or rank < (
@@ -422,7 +436,13 @@ def compose(
     for control in sorted(best.values(), key=lambda c: (c.start, c.end - c.start)):
         if chosen and control.start < chosen[-1].end:
             continue  # overlaps a finer part already chosen
-        if control.insert and chosen and control.start == chosen[-1].end and chosen[-1].insert:
+        if (
+            control.insert
+            and chosen
+            and control.start == chosen[-1].end
+            and chosen[-1].insert
+            and control.after == chosen[-1].after
+        ):
             continue
         chosen.append(control)
     written = image.written
@@ -430,8 +450,9 @@ def compose(
     for control in chosen:
         text += _escape(image.text[pos : control.start])
         start, end = control.start - image.start, control.end - image.start
-        text += "{" + control.insert + control.path + "}"
-        parts.append(Part(control.path, _role(written, start, end, control.insert)))
+        sep_before, sep_after = ("", control.insert) if control.after else (control.insert, "")
+        text += "{" + sep_before + control.path + sep_after + "}"
+        parts.append(Part(control.path, _role(written, start, end, control.insert, control.after)))
         pos = control.end
     text += _escape(image.text[pos : image.end])
     return Composition(text, tuple(parts))
@@ -441,8 +462,12 @@ def _escape(literal: str) -> str:
     return literal.replace("{", "{{").replace("}", "}}")
 
 
-def parse_composition(text: str) -> Iterator[tuple[str, str, str]]:
-    """The pieces of a composition: ``("literal", text, "")`` or ``("value", path, sep)``."""
+def parse_composition(text: str) -> Iterator[tuple[str, str, str, str]]:
+    """The pieces of a composition: ``("literal", text, "", "")`` or ``("value", path, b, a)``.
+
+    ``b``/``a`` is the separator the chart adds before/after a value that is empty as written
+    (``{@path}``: ``@`` before it; ``{path/}``: ``/`` after it).
+    """
     pos, literal = 0, ""
     while pos < len(text):
         char = text[pos]
@@ -455,17 +480,18 @@ def parse_composition(text: str) -> Iterator[tuple[str, str, str]]:
             if end == -1:
                 raise ValueError(f"composition {text!r}: unclosed '{{'")
             body = text[pos + 1 : end]
-            sep = body[0] if body[:1] in ("@", ":", "/", "-") else ""
+            before = body[0] if body[:1] in ("@", ":", "/", "-") else ""
+            after = body[-1] if len(body) > 1 and not before and body[-1] in "/-" else ""
             if literal:
-                yield "literal", literal, ""
+                yield "literal", literal, "", ""
                 literal = ""
-            yield "value", body[len(sep) :], sep
+            yield "value", body[len(before) : len(body) - len(after)], before, after
             pos = end + 1
             continue
         literal += char
         pos += 1
     if literal:
-        yield "literal", literal, ""
+        yield "literal", literal, "", ""
 
 
 # Values a chart must be given before it renders images from another registry. Bitnami charts

@@ -220,3 +220,39 @@ def test_proof_names_every_image_that_is_not_internal_pinned_and_held() -> None:
     assert any("Deployment/external" in p and "not under int:5000/apps/" in p for p in problems)
     assert any("Deployment/tagged" in p and "not pinned by digest" in p for p in problems)
     assert any("Deployment/unknown" in p and "does not hold" in p for p in problems)
+
+
+def test_a_registry_the_chart_prefixes_is_solved_with_the_value_another_image_set() -> None:
+    # prometheus-pushgateway: "{{ with global.imageRegistry }}{{ . }}/{{ end }}{{ repository }}"
+    composition = "{global.imageRegistry/}{pg.image.repository}:{pg.image.tag}"
+    written = "quay.io/prometheus/pushgateway:v1.11.3"
+    relocation = relocate(written, Digest.parse(DIGEST), "int:5000", "apps", "nested")
+    alone = solve(composition, written, relocation)
+    assert alone["pg.image.repository"] == "int:5000/apps/prometheus/pushgateway"
+    shared = solve(composition, written, relocation, {"global.imageRegistry": "int:5000"})
+    assert shared == {
+        "pg.image.repository": "apps/prometheus/pushgateway",
+        "pg.image.tag": f"v1.11.3@{DIGEST}",
+    }
+
+
+def test_a_prefix_the_chart_adds_is_found_as_such() -> None:
+    def prefixing(doc: dict[str, Any]) -> Scan:
+        values = merge({"global": {"imageRegistry": ""}, "pg": {"repository": "quay.io/p/pg"}}, doc)
+        registry = values["global"]["imageRegistry"]
+        image = (f"{registry}/" if registry else "") + values["pg"]["repository"] + ":v1"
+        return scan(deployment("pg", image))
+
+    base = prefixing({})
+    values = {"global": {"imageRegistry": ""}, "pg": {"repository": "quay.io/p/pg"}}
+    found = controls(base, values, prefixing)
+    [image] = base.images
+    composition = compose(image, found[image.place], Counter())
+    assert composition.text == "{global.imageRegistry/}{pg.repository}:v1"
+    assert [p.role for p in composition.parts] == ["registry", "repository"]
+
+
+def test_proof_counts_a_container_image_that_is_not_even_a_reference() -> None:
+    text = deployment("doubled", "int:5000/int:5000/apps/web:v1@" + DIGEST)
+    [problem] = prove(text, [], "int:5000", "apps")
+    assert "Deployment/doubled" in problem and "not a valid image reference" in problem
