@@ -85,6 +85,7 @@ def load_bundle_config(path: Path) -> BundleSpec:
         kube_version=doc.get("kubeVersion"),
         api_versions=list(doc.get("apiVersions", [])),
         include_disabled=bool(doc.get("includeDisabled", False)),
+        skip_tests=bool(doc.get("skipTests", False)),
     )
     for source in doc.get("sources", []):
         if "oci" in source:

@@ -102,6 +102,8 @@ class Helm:
                 argv += ["--kube-version", settings.kube_version]
             for api in settings.api_versions:
                 argv += ["--api-versions", api]
+            if settings.skip_tests:
+                argv.append("--skip-tests")
             return self._run(argv, tmp, what)
 
     def user_values(

@@ -51,6 +51,12 @@ ApiVersionsOpt = Annotated[
         "--api-versions", help="API version the chart may test for, as Helm's (repeatable)."
     ),
 ]
+SkipTestsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--skip-tests", help="Render without templates/tests (as Helm's), so their images stay out."
+    ),
+]
 IncludeDisabledOpt = Annotated[
     bool,
     typer.Option(

@@ -16,6 +16,7 @@ from bundler.cli.common import (
     SetFileOpt,
     SetOpt,
     SetStringOpt,
+    SkipTestsOpt,
     ValuesOpt,
     emit_json,
 )
@@ -50,6 +51,7 @@ def images_command(
     kube_version: KubeVersionOpt = None,
     api_versions: ApiVersionsOpt = None,
     include_disabled: IncludeDisabledOpt = False,
+    skip_tests: SkipTestsOpt = False,
     value_paths: Annotated[
         list[str] | None,
         typer.Option(
@@ -100,6 +102,7 @@ def images_command(
         set_files=list(set_files or []),
         kube_version=kube_version,
         api_versions=list(api_versions or []),
+        skip_tests=skip_tests,
     )
     settings = render_settings(spec, Helm(helm_path) if helm_path else None)
     discovery = discover(loaded, helm=helm_path, value_paths=value_paths or (), settings=settings)

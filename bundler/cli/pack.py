@@ -22,6 +22,7 @@ from bundler.cli.common import (
     SetFileOpt,
     SetOpt,
     SetStringOpt,
+    SkipTestsOpt,
     ValuesOpt,
     emit_json,
     human_bytes,
@@ -95,6 +96,7 @@ def pack_command(
     kube_version: KubeVersionOpt = None,
     api_versions: ApiVersionsOpt = None,
     include_disabled: IncludeDisabledOpt = False,
+    skip_tests: SkipTestsOpt = False,
     platform: Annotated[
         list[str] | None, typer.Option("--platform", help="Keep only this os/arch[/variant].")
     ] = None,
@@ -171,6 +173,7 @@ def pack_command(
     spec.kube_version = kube_version or spec.kube_version
     spec.api_versions += api_versions or []
     spec.include_disabled = spec.include_disabled or include_disabled
+    spec.skip_tests = spec.skip_tests or skip_tests
     transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir, parallel))
     try:
         result = pack(

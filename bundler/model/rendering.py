@@ -23,6 +23,7 @@ class RenderSettings:
     api_versions: tuple[str, ...] = ()
     release: str = "bundle"
     namespace: str = "default"
+    skip_tests: bool = False  # Helm's --skip-tests: templates/tests are neither run nor bundled
 
     def to_json(self) -> dict[str, Any]:
         """The lock's ``rendering`` object."""
@@ -32,6 +33,7 @@ class RenderSettings:
             "apiVersions": list(self.api_versions),
             "release": self.release,
             "namespace": self.namespace,
+            "skipTests": self.skip_tests,
         }
 
     @classmethod
@@ -46,4 +48,5 @@ class RenderSettings:
             api_versions=tuple(doc.get("apiVersions") or ()),
             release=doc.get("release") or "bundle",
             namespace=doc.get("namespace") or "default",
+            skip_tests=bool(doc.get("skipTests", False)),
         )

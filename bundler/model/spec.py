@@ -51,3 +51,4 @@ class BundleSpec:
     kube_version: str | None = None  # --kube-version for rendering
     api_versions: list[str] = field(default_factory=list)  # --api-versions for rendering
     include_disabled: bool = False  # also bundle images of components the render leaves off
+    skip_tests: bool = False  # render without templates/tests (Helm's --skip-tests)

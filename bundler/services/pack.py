@@ -212,7 +212,9 @@ def render_settings(spec: BundleSpec, helm: Helm | None) -> RenderSettings:
         values = helm.user_values(
             spec.values_files, spec.set_values, spec.set_strings, spec.set_files
         )
-    return RenderSettings(values, spec.kube_version, tuple(spec.api_versions))
+    return RenderSettings(
+        values, spec.kube_version, tuple(spec.api_versions), skip_tests=spec.skip_tests
+    )
 
 
 def select_images(spec: BundleSpec, discovery: Discovery) -> dict[str, DiscoveredImage]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -314,13 +315,9 @@ def _prove(
 ) -> None:
     """Render the promoted chart as it will be deployed; every image must be internal."""
     rendering = bundle.lock.rendering
-    settings = RenderSettings(
-        {},
-        rendering.kube_version if rendering else None,
-        rendering.api_versions if rendering else (),
-        rendering.release if rendering else "bundle",
-        rendering.namespace if rendering else "default",
-    )
+    settings = (
+        dataclasses.replace(rendering, values={}) if rendering else RenderSettings({})
+    )  # the values are in the promoted chart now
     extra = [deploy_values] if deploy_values else []
     text = helm.template(archive, f"promoted chart {name}", settings, extra)
     problems = prove(text, relocations, registry, prefix, bundle.lock.allowed_missing)

@@ -57,6 +57,7 @@ DEFAULT_RENDERING: dict[str, Any] = {
     "apiVersions": [],
     "release": "bundle",
     "namespace": "default",
+    "skipTests": False,
 }
 
 

@@ -75,6 +75,7 @@ def make_chart(
     )
     (chart / "values.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     for name, text in templates.items():
+        (chart / "templates" / name).parent.mkdir(parents=True, exist_ok=True)
         (chart / "templates" / name).write_text(text)
     return chart
 
@@ -349,3 +350,26 @@ def test_every_image_no_source_has_is_named_at_once(world: World) -> None:
     assert "example.local/acme/b:1" in line and "Deployment/b container b" in line
     assert "--allow-missing" in line
     assert not (world.tmp / "bundle").exists()
+
+
+def test_skip_tests_leaves_the_images_of_chart_tests_out(world: World) -> None:
+    chart = make_chart(
+        world.tmp,
+        {"image": "example.local/acme/app:1.0"},
+        {
+            "app.yaml": DEPLOYMENT.format(name="app", image="{{ .Values.image }}"),
+            "tests/check.yaml": "apiVersion: v1\nkind: Pod\nmetadata:\n  name: check\n"
+            "  annotations: {helm.sh/hook: test}\nspec:\n  containers:\n"
+            "    - {name: bats, image: example.local/tools/bats:1.11}\n",
+        },
+    )
+    listed = ok(world.cli("images", chart))
+    assert "example.local/tools/bats:1.11  # runs in Pod/check container bats (hook test)" in (
+        listed.stdout
+    )
+    packed = world.pack(chart, "--skip-tests", *world.stand_ins(chart))
+    assert packed.returncode == 0, packed.describe()
+    assert [i["reference"] for i in packed.json["images"]] == ["example.local/acme/app:1.0"]
+    res, prefix = world.promote()
+    assert res.returncode == 0, res.describe()  # the proof renders without tests too
+    internal_only(world, prefix, world.promoted_render(prefix, "--skip-tests"))
