@@ -86,6 +86,7 @@ def load_bundle_config(path: Path) -> BundleSpec:
         api_versions=list(doc.get("apiVersions", [])),
         include_disabled=bool(doc.get("includeDisabled", False)),
         skip_tests=bool(doc.get("skipTests", False)),
+        allow_missing_platforms=bool(doc.get("allowMissingPlatforms", False)),
     )
     for source in doc.get("sources", []):
         if "oci" in source:

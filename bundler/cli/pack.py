@@ -100,6 +100,13 @@ def pack_command(
     platform: Annotated[
         list[str] | None, typer.Option("--platform", help="Keep only this os/arch[/variant].")
     ] = None,
+    allow_missing_platforms: Annotated[
+        bool,
+        typer.Option(
+            "--allow-missing-platforms",
+            help="Keep an image that lacks a --platform asked for (else pack refuses).",
+        ),
+    ] = False,
     source: Annotated[
         list[str] | None,
         typer.Option(
@@ -174,6 +181,7 @@ def pack_command(
     spec.api_versions += api_versions or []
     spec.include_disabled = spec.include_disabled or include_disabled
     spec.skip_tests = spec.skip_tests or skip_tests
+    spec.allow_missing_platforms = spec.allow_missing_platforms or allow_missing_platforms
     transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir, parallel))
     try:
         result = pack(

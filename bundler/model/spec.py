@@ -52,3 +52,4 @@ class BundleSpec:
     api_versions: list[str] = field(default_factory=list)  # --api-versions for rendering
     include_disabled: bool = False  # also bundle images of components the render leaves off
     skip_tests: bool = False  # render without templates/tests (Helm's --skip-tests)
+    allow_missing_platforms: bool = False  # keep images that lack a --platform asked for

@@ -325,6 +325,28 @@ def _docker_archive_opener(path: Path, name: str) -> Callable[[], Source]:
     return open_
 
 
+def check_sources(spec: BundleSpec) -> None:
+    """Every ``--source`` named must exist: one that does not is never silently skipped.
+
+    (Skipping it would fetch the images from their registries instead, behind the packer's back.)
+    """
+    for source in spec.sources:
+        if source.path is not None and not source.path.exists():
+            raise NotFoundError(
+                f"image source {source.kind}:{source.path} does not exist (pack would otherwise "
+                "fetch its images from somewhere else)"
+            )
+
+
+def _lacking_platforms(key: str, found: tuple[str, ...], wanted: list[Platform]) -> list[str]:
+    """``KEY lacks os/arch (has ...)`` when the image has not every platform asked for."""
+    have = [Platform.parse(p) for p in found if p.count("/") in (1, 2)]
+    missing = [str(w) for w in wanted if not any(_matches(h, [w]) for h in have)]
+    if not missing:
+        return []
+    return [f"{key} lacks {', '.join(missing)} (has {', '.join(found) or 'none'})"]
+
+
 def _matches(platform: Platform, wanted: list[Platform]) -> bool:
     return any(
         platform.os == w.os
@@ -381,6 +403,7 @@ def pack(  # noqa: C901 - the numbered steps of packing in order; each step is a
 
     options = options or PackOptions()
     wanted = [Platform.parse(p) for p in spec.platforms]  # a typo fails before any work
+    check_sources(spec)
     target = transports.open_target(parse_location(target_location, for_target=True))
     # Step 1: the chart.
     loaded = load_chart_for_bundle(spec, transports)
@@ -423,6 +446,7 @@ def pack(  # noqa: C901 - the numbered steps of packing in order; each step is a
         for blob in loaded.manifest.blobs():
             bundle.route(blob.digest, loaded.source)
     images: list[PackedImage] = []
+    lacking: list[str] = []
     found: dict[str, tuple[Source, Descriptor, str]] = {}
     missing: list[str] = []
     for key in sorted(declared):
@@ -452,6 +476,7 @@ def pack(  # noqa: C901 - the numbered steps of packing in order; each step is a
                 manifest = filtered
         under = walk(bundle, manifest.descriptor())
         size, found_platforms = under.size, platforms(bundle, manifest)
+        lacking += _lacking_platforms(key, found_platforms, wanted)
         entries.append(BundleEntry(ROLE_IMAGE, manifest, image_ref=key))
         images.append(
             PackedImage(
@@ -467,6 +492,12 @@ def pack(  # noqa: C901 - the numbered steps of packing in order; each step is a
                     LockedUse(u.place, u.where, u.written, u.composition) for u in item.uses
                 ),
             )
+        )
+    if lacking and not spec.allow_missing_platforms:
+        more = f"; {'; '.join(lacking[1:])}" if lacking[1:] else ""
+        raise NotFoundError(
+            f"{len(lacking)} image(s) lack a platform asked for: {lacking[0]}{more}; pack them "
+            "anyway with --allow-missing-platforms"
         )
     # Step 5: the lock and the index.
     locked_chart = LockedChart(

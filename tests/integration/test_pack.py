@@ -388,6 +388,45 @@ def test_platform_filter_keeps_one_child_with_its_bytes_untouched(
     assert lock[WEB_REF]["digest"] == web["digest"]
 
 
+def test_a_platform_some_images_lack_is_refused_unless_allowed(
+    cli: Cli, example_layout: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "arm64.tar"
+    flags = ["--chart", DEMO_CHART, *layout_source(example_layout), "--platform", "linux/arm64"]
+    res = cli("pack", *flags, "--to", f"archive:{out}")
+    assert res.returncode == 3, res.describe()
+    line = res.error_line
+    assert "3 image(s) lack a platform asked for" in line and "--allow-missing-platforms" in line
+    for ref in (API_REF, WORKER_REF, MIGRATE_REF):
+        assert f"{ref} lacks linux/arm64 (has linux/amd64)" in line
+    assert not out.exists()
+    doc = pack_ok(cli, *flags, "--allow-missing-platforms", "--to", f"archive:{out}")
+    lock = {i["reference"]: i for i in lock_of(cli, f"archive:{out}")["images"]}
+    assert lock[WEB_REF]["platforms"] == ["linux/arm64/v8"]
+    assert lock[API_REF]["platforms"] == ["linux/amd64"]
+    assert doc["digest"]
+
+
+def test_a_source_that_does_not_exist_is_an_error_not_a_fallback(
+    cli: Cli, example_layout: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-layout"
+    res = cli(
+        "pack",
+        "--chart",
+        DEMO_CHART,
+        "--source",
+        f"oci:{missing}",
+        "--source",
+        f"oci:{example_layout}",
+        "--to",
+        f"oci:{tmp_path / 'out'}",
+    )
+    assert res.returncode == 3, res.describe()
+    assert f"image source oci:{missing} does not exist" in res.error_line
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------ 5. the lock and inspect
 def test_lock_document_validates_and_records_value_paths_and_sources(
     cli: Cli,
