@@ -60,12 +60,11 @@ EXIT_CODES: list[tuple[type[BaseException], int, str]] = [
 
 app = typer.Typer(
     name="bundler",
-    help="Pack, carry, verify and promote Helm charts with every image they run, "
-    "as one OCI artifact.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,  # tracebacks with locals could print secrets
     rich_markup_mode=None,  # help texts are plain: "os/arch[/variant]" is not markup
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 copy_commands.register(app)
 pack_commands.register(app)
@@ -81,6 +80,25 @@ keys_commands.register(app)
 def version() -> None:
     """Print bundler's version."""
     typer.echo(__version__)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    show_version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print bundler's version and exit.",
+        callback=_print_version,
+        is_eager=True,
+    ),
+) -> None:
+    """Pack, carry, verify and promote Helm charts with every image they run, as one artifact."""
 
 
 def exit_code_for(error: BaseException) -> int:

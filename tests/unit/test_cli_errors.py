@@ -175,10 +175,11 @@ def test_help_lists_the_commands(
         assert command in out
 
 
+@pytest.mark.parametrize("argv", [["version"], ["--version"]])
 def test_version_prints_the_version(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    code, out, err = _bundler(["version"], capsys, monkeypatch)
+    code, out, err = _bundler(argv, capsys, monkeypatch)
     assert (code, out, err) == (0, f"{__version__}\n", "")
 
 

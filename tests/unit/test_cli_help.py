@@ -27,10 +27,11 @@ COMMANDS = [
 ]
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
-def test_help_renders(command: list[str]) -> None:
+def test_help_renders(command: list[str], flag: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "bundler.cli.main", *command, "--help"],
+        [sys.executable, "-m", "bundler.cli.main", *command, flag],
         capture_output=True,
         text=True,
         timeout=60,
