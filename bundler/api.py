@@ -1,0 +1,357 @@
+"""bundler as a library: the whole flow, as functions a program calls.
+
+Every function takes locations as strings in the command line's syntax (``REGISTRY/REPO:TAG``,
+``oci:DIR[:REF]``, ``archive:FILE.tar``, ``memory:NAME``) or as parsed
+:class:`~bundler.services.transports.Location` objects, returns a typed result, and raises the
+exception tree of :mod:`bundler.errors` (``BundlerError`` and its families; the CLI maps each to
+its exit code). Nothing prints.
+
+Functions share registry connections, tokens and mounts through a :class:`Session`; without one,
+each call opens and closes its own::
+
+    with bundler.api.Session() as session:
+        packed = bundler.api.pack(spec, "oci:out/bundle", session=session)
+        bundler.api.sign("oci:out/bundle", key, session=session)
+
+docs/library.md has the flow end to end (run by the test suite).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, MutableMapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from bundler.adapters.crypto import (
+    PrivateKey,
+    decrypt_private_key,
+    generate_key,
+    load_public_key,
+    read_key_file,
+    write_key_pair,
+)
+from bundler.adapters.memory import MemoryStore
+from bundler.adapters.registry.options import RegistryOptions
+from bundler.errors import BundlerError
+from bundler.model.policy import TrustPolicy
+from bundler.model.reference import Reference
+from bundler.model.spec import BundleSpec
+from bundler.services.copy import CopyResult
+from bundler.services.discover import Discovery
+from bundler.services.inspect import InspectResult
+from bundler.services.pack import PackOptions, PackResult
+from bundler.services.promote import PromotionResult
+from bundler.services.sign import SignResult
+from bundler.services.transfer import ExportResult, ImportResult
+from bundler.services.transports import Location, Transports, parse_location
+from bundler.services.verify import VerifyReport
+
+__all__ = [
+    "BundleSpec",
+    "BundlerError",
+    "CopyResult",
+    "Discovery",
+    "ExportResult",
+    "ImportResult",
+    "InspectResult",
+    "Location",
+    "PackOptions",
+    "PackResult",
+    "PrivateKey",
+    "PromotionResult",
+    "RegistryOptions",
+    "Session",
+    "SignResult",
+    "TrustPolicy",
+    "VerifyReport",
+    "copy",
+    "export",
+    "generate_key_pair",
+    "images",
+    "import_bundle",
+    "inspect",
+    "load_bundle_config",
+    "load_private_key",
+    "load_trust_policy",
+    "one_key_policy",
+    "pack",
+    "promote",
+    "sign",
+    "verify",
+]
+
+Where = str | Location
+
+
+class Session:
+    """Registry options, shared connections and in-memory stores for a series of calls.
+
+    A context manager: leaving it closes every connection it opened.
+    """
+
+    def __init__(
+        self,
+        registry: RegistryOptions | None = None,
+        *,
+        memory: MutableMapping[str, MemoryStore] | None = None,
+        blob_cache: Path | None = None,
+        use_blob_cache: bool = True,
+    ) -> None:
+        self.transports = Transports(
+            registry, memory=memory, blob_cache=blob_cache, use_blob_cache=use_blob_cache
+        )
+
+    def close(self) -> None:
+        """Close every registry connection the session opened."""
+        self.transports.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def _session(session: Session | None) -> Iterator[Transports]:
+    if session is not None:
+        yield session.transports
+        return
+    with Session() as own:
+        yield own.transports
+
+
+def _at(where: Where, *, for_target: bool = False) -> Location:
+    return parse_location(where, for_target=for_target) if isinstance(where, str) else where
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def load_bundle_config(path: str | Path) -> BundleSpec:
+    """A bundle config file (schemas/bundle-config) as a spec; paths relative to the file."""
+    from bundler.adapters.bundleconfig import load_bundle_config as load
+
+    return load(Path(path))
+
+
+def load_trust_policy(path: str | Path) -> TrustPolicy:
+    """A trust policy file (schemas/trust-policy); key paths relative to the file."""
+    from bundler.adapters.trustpolicy import load_trust_policy as load
+
+    return load(Path(path))
+
+
+def load_private_key(path: str | Path, passphrase: bytes) -> PrivateKey:
+    """A private key file (cosign's encrypted format, or PKCS#8 PEM) opened with ``passphrase``."""
+    return decrypt_private_key(read_key_file(Path(path)), passphrase, str(path))
+
+
+def generate_key_pair(
+    prefix: str | Path, passphrase: bytes, algorithm: str = "ecdsa-p256"
+) -> tuple[Path, Path]:
+    """``PREFIX.key`` (encrypted, mode 0600) and ``PREFIX.pub``, as ``bundler keys generate``."""
+    return write_key_pair(Path(prefix), generate_key(algorithm), passphrase)
+
+
+def one_key_policy(public_key: str | Path) -> TrustPolicy:
+    """A policy trusting one public key for any bundle (``verify --key``)."""
+    from bundler.model.policy import single_key_policy
+
+    path = Path(public_key)
+    return single_key_policy(load_public_key(read_key_file(path), str(path)), path.name)
+
+
+# ---------------------------------------------------------------------------- the flow
+
+
+def images(
+    chart: str | Path,
+    *,
+    values: Sequence[str | Path] = (),
+    set_values: Sequence[str] = (),
+    kube_version: str | None = None,
+    helm: str | None = None,
+    render: bool = True,
+) -> Discovery:
+    """What a chart runs (rendered by Helm with these values) and which values compose each."""
+    from bundler.adapters.chart import load_chart
+    from bundler.adapters.helm import Helm, find_helm
+    from bundler.errors import UsageError
+    from bundler.services.discover import discover
+    from bundler.services.pack import render_settings
+
+    binary = find_helm(helm) if render else None
+    if render and binary is None:
+        raise UsageError("rendering needs helm: install it, pass helm=PATH, or render=False")
+    spec = BundleSpec(
+        values_files=[Path(v) for v in values],
+        set_values=list(set_values),
+        kube_version=kube_version,
+    )
+    settings = render_settings(spec, Helm(binary) if binary else None)
+    return discover(load_chart(Path(chart)), helm=binary, settings=settings)
+
+
+def pack(
+    spec: BundleSpec,
+    to: Where,
+    *,
+    options: PackOptions | None = None,
+    session: Session | None = None,
+) -> PackResult:
+    """Pack the spec's chart and every image it runs into one bundle at ``to``."""
+    from bundler.services.pack import pack as pack_service
+
+    target = _at(to, for_target=True)
+    with _session(session) as transports:
+        return pack_service(spec, target.text, transports, options)
+
+
+def sign(
+    location: Where,
+    key: PrivateKey,
+    *,
+    identity: str | None = None,
+    recursive: bool = True,
+    session: Session | None = None,
+) -> SignResult:
+    """Add a cosign-compatible signature by ``key`` to the bundle (and what it pins)."""
+    from bundler.services.sign import sign as sign_service
+
+    with _session(session) as transports:
+        return sign_service(_at(location), key, transports, recursive=recursive, identity=identity)
+
+
+def verify(
+    location: Where, policy: TrustPolicy, *, parallel: int = 4, session: Session | None = None
+) -> VerifyReport:
+    """Verify the bundle under ``policy``: the report, or the step's VerificationError raised."""
+    from bundler.services.verify import open_for_verification
+    from bundler.services.verify import verify as verify_service
+
+    with _session(session) as transports:
+        source = open_for_verification(transports, _at(location))
+        try:
+            report = verify_service(source, policy, parallel=parallel)
+        finally:
+            source.close()
+    if report.error is not None:
+        raise report.error
+    return report
+
+
+def export(
+    location: Where,
+    to: Where,
+    *,
+    base: Where | None = None,
+    max_volume_size: int | None = None,
+    parallel: int = 4,
+    session: Session | None = None,
+) -> ExportResult:
+    """Write the bundle and its signatures to an archive (volumes, or a delta against ``base``)."""
+    from bundler.services.transfer import export as export_service
+
+    with _session(session) as transports:
+        return export_service(
+            _at(location),
+            _at(to, for_target=True),
+            transports,
+            base=_at(base) if base is not None else None,
+            max_volume_size=max_volume_size,
+            parallel=parallel,
+        )
+
+
+def import_bundle(
+    location: Where,
+    to: Where,
+    policy: TrustPolicy,
+    *,
+    parallel: int = 4,
+    session: Session | None = None,
+) -> ImportResult:
+    """Verify the bundle under ``policy`` while copying it into ``to``, names written last."""
+    from bundler.services.transfer import import_bundle as import_service
+
+    with _session(session) as transports:
+        return import_service(
+            _at(location), _at(to, for_target=True), transports, policy, parallel=parallel
+        )
+
+
+def promote(
+    location: Where,
+    to: Where,
+    policy: TrustPolicy,
+    key: PrivateKey | None,
+    *,
+    serve_as: str | None = None,
+    style: str = "nested",
+    mirror: bool = False,
+    allow_downgrade: bool = False,
+    dry_run: bool = False,
+    helm: str | None = None,
+    deploy_values: dict[str, Any] | None = None,
+    parallel: int = 4,
+    session: Session | None = None,
+) -> PromotionResult:
+    """Verify now, relocate, prove by rendering, publish the chart and its signed record."""
+    from bundler.services.promote import promote as promote_service
+
+    with _session(session) as transports:
+        return promote_service(
+            _at(location),
+            _at(to, for_target=True),
+            transports,
+            policy,
+            key,
+            style=style,
+            mirror=mirror,
+            allow_downgrade=allow_downgrade,
+            dry_run=dry_run,
+            parallel=parallel,
+            serve_as=Reference.parse(serve_as, default_tag=False) if serve_as else None,
+            helm=helm,
+            deploy_values=deploy_values,
+        )
+
+
+def copy(
+    location: Where,
+    to: Where,
+    *,
+    with_referrers: bool = True,
+    parallel: int = 4,
+    session: Session | None = None,
+) -> CopyResult:
+    """Copy any OCI artifact with its signatures and referrers, every byte checked."""
+    from bundler.services.copy import copy as copy_service
+
+    with _session(session) as transports:
+        source = transports.open_source(_at(location))
+        try:
+            target = transports.open_target(_at(to, for_target=True))
+            return copy_service(source, target, with_referrers=with_referrers, parallel=parallel)
+        finally:
+            source.close()
+
+
+def inspect(location: Where, *, session: Session | None = None) -> InspectResult:
+    """What a bundle holds: chart, images, platforms, sizes, signatures."""
+    from bundler.services.inspect import inspect as inspect_service
+
+    with _session(session) as transports:
+        source = transports.open_source(_at(location))
+        try:
+            return inspect_service(source)
+        finally:
+            source.close()
