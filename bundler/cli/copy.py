@@ -119,12 +119,10 @@ def copy_command(
         volume_size = parse_volume_size(max_volume_size)
         if dst.kind != "archive":
             raise UsageError("--max-volume-size applies only to an archive: destination")
-    transports = Transports(
-        registry_options(plain_http, ca_file, insecure, config_dir, parallel, chunk_size)
-    )
     console = Console(stderr=True)
     show_bar = not quiet and output is OutputFormat.text and console.is_terminal
-    try:
+    options = registry_options(plain_http, ca_file, insecure, config_dir, parallel, chunk_size)
+    with Transports(options) as transports:
         source_store = transports.open_source(src)
         try:
             target_store = transports.open_target(dst, max_volume_size=volume_size)
@@ -147,8 +145,6 @@ def copy_command(
                 )
         finally:
             source_store.close()
-    finally:
-        transports.close()
     if output is OutputFormat.json:
         emit_json(result.to_json())
         return
@@ -182,12 +178,9 @@ def tags_command(
         raise UsageError(f"{repository}: tags are listed for registry repositories only")
     if location.reference.tag or location.reference.digest:
         raise UsageError(f"{repository}: name a repository, without tag or digest")
-    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir))
-    try:
+    with Transports(registry_options(plain_http, ca_file, insecure, config_dir)) as transports:
         reference = location.reference
         tags = transports.client(reference.registry).list_tags(reference.repository)
-    finally:
-        transports.close()
     if output is OutputFormat.json:
         emit_json({"repository": reference.name, "tags": tags})
         return

@@ -182,8 +182,9 @@ def pack_command(
     spec.include_disabled = spec.include_disabled or include_disabled
     spec.skip_tests = spec.skip_tests or skip_tests
     spec.allow_missing_platforms = spec.allow_missing_platforms or allow_missing_platforms
-    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir, parallel))
-    try:
+    with Transports(
+        registry_options(plain_http, ca_file, insecure, config_dir, parallel)
+    ) as transports:
         result = pack(
             spec,
             to,
@@ -193,8 +194,6 @@ def pack_command(
             ),
             warn=None if output is OutputFormat.json else _warn,
         )
-    finally:
-        transports.close()
     if output is OutputFormat.json:
         emit_json(result.to_json())
         return
@@ -245,15 +244,12 @@ def inspect_command(
     from bundler.services.inspect import inspect, lock_json
     from bundler.services.transports import Transports, parse_location
 
-    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir))
-    try:
+    with Transports(registry_options(plain_http, ca_file, insecure, config_dir)) as transports:
         store = transports.open_source(parse_location(source))
         try:
             result = inspect(store)
         finally:
             store.close()
-    finally:
-        transports.close()
     if lock:
         if result.lock is None:
             raise UsageError(f"{source} is not a bundle: it has no lock document")

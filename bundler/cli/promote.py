@@ -126,8 +126,9 @@ def promote_command(
         if binary is None:
             raise UsageError("values for the proof render need helm: install it or pass --helm")
         deploy_values = Helm(binary).user_values(values or [], set_values or [], set_strings or [])
-    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir, parallel))
-    try:
+    with Transports(
+        registry_options(plain_http, ca_file, insecure, config_dir, parallel)
+    ) as transports:
         result = promote(
             parse_location(source),
             parse_location(to, for_target=True),
@@ -143,8 +144,6 @@ def promote_command(
             helm=helm,
             deploy_values=deploy_values,
         )
-    finally:
-        transports.close()
     if out is not None and not dry_run:
         _write_outputs(out, result, app_namespace, containerd_ca, insecure, plain_http)
     if output is OutputFormat.json:

@@ -60,8 +60,9 @@ def export_command(
     from bundler.services.transports import Transports, parse_location
 
     volume = parse_volume_size(max_volume_size) if max_volume_size else None
-    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir, parallel))
-    try:
+    with Transports(
+        registry_options(plain_http, ca_file, insecure, config_dir, parallel)
+    ) as transports:
         result = export(
             parse_location(source),
             parse_location(to, for_target=True),
@@ -70,8 +71,6 @@ def export_command(
             max_volume_size=volume,
             parallel=parallel,
         )
-    finally:
-        transports.close()
     if output is OutputFormat.json:
         emit_json(result.to_json())
         return
@@ -120,8 +119,9 @@ def import_command(
     from bundler.services.transports import Transports, parse_location
 
     trust = load_policy(policy, key)
-    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir, parallel))
-    try:
+    with Transports(
+        registry_options(plain_http, ca_file, insecure, config_dir, parallel)
+    ) as transports:
         result = import_bundle(
             parse_location(source),
             parse_location(to, for_target=True),
@@ -129,8 +129,6 @@ def import_command(
             trust,
             parallel=parallel,
         )
-    finally:
-        transports.close()
     if output is OutputFormat.json:
         emit_json(result.to_json())
         return

@@ -193,6 +193,12 @@ class Transports:
             return []
         return LayoutSource(LayoutDirectory(location.path), None).entries
 
+    def __enter__(self) -> Transports:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Save the blob location cache and close every registry client opened."""
         self.locations.save()
