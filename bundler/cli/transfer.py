@@ -19,6 +19,7 @@ from bundler.cli.common import (
     human_bytes,
     registry_options,
 )
+from bundler.errors import UsageError
 from bundler.model.text import printable
 
 
@@ -41,9 +42,13 @@ def export_command(
         typer.Option(
             "--max-volume-size",
             help="Split into volumes of at most this size "
-            "(e.g. 4G for FAT32) with a checksummed parts list.",
+            "(4095M for FAT32, whose files end 1 byte short of 4G) with a checksummed parts "
+            "list.",
         ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an archive that is already there.")
+    ] = False,
     output: OutputOpt = OutputFormat.text,
     parallel: ParallelOpt = 4,
     plain_http: PlainHttpOpt = False,
@@ -60,12 +65,22 @@ def export_command(
     from bundler.services.transports import Transports, parse_location
 
     volume = parse_volume_size(max_volume_size) if max_volume_size else None
+    target = parse_location(to, for_target=True)
+    if target.kind == "archive" and target.path is not None and not force:
+        from bundler.adapters.volumes import parts_list_path
+
+        for existing in (target.path, parts_list_path(target.path)):
+            if existing.exists() or existing.is_symlink():
+                raise UsageError(
+                    f"{existing} is already there: export writes a new archive; pass --force "
+                    "to replace it"
+                )
     with Transports(
         registry_options(plain_http, ca_file, insecure, config_dir, parallel)
     ) as transports:
         result = export(
             parse_location(source),
-            parse_location(to, for_target=True),
+            target,
             transports,
             base=parse_location(base) if base else None,
             max_volume_size=volume,

@@ -624,3 +624,19 @@ def test_copy_within_a_registry_mounts_blobs_and_carries_signatures(
         assert signature_tag(digest) in tags, digest
     assert judge.raw_digest(reg.docker_ref(f"{repo}:1.0.0"), reg) == vendor.v100
     verified(tcli, reg.ref(f"{repo}:1.0.0"), keys.public("vendor"))
+
+
+def test_export_over_an_existing_archive_is_refused_unless_forced(
+    tmp_path: Path, example_layout: Path, helm: str
+) -> None:
+    cli = pack_cli(tmp_path / "user", helm)
+    pack(cli, example_layout, f"oci:{tmp_path / 'bundle'}")
+    archive = tmp_path / "demo.tar"
+    archive.write_bytes(b"someone's file")
+    res = cli("export", f"oci:{tmp_path / 'bundle'}", "--to", f"archive:{archive}")
+    assert res.returncode == 2, res.describe()
+    assert f"{archive} is already there" in res.error_line and "--force" in res.error_line
+    assert archive.read_bytes() == b"someone's file"
+    doc = export(cli, f"oci:{tmp_path / 'bundle'}", archive, "--force")
+    assert doc["digest"].startswith("sha256:")
+    assert archive.stat().st_size > 1024
