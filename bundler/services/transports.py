@@ -67,12 +67,15 @@ def memory_location(store: str, ref: str | None = None) -> Location:
 def parse_location(text: str, *, for_target: bool = False) -> Location:
     """Parse ``oci:DIR[:REF]``, ``archive:FILE[:REF]``, ``docker-archive:FILE[:REF]``, or a ref.
 
-    Anything without one of those prefixes (``docker://`` is dropped) is a registry reference;
+    Anything without one of those prefixes (``docker://`` and Helm's ``oci://`` are dropped) is a
+    registry reference;
     ``for_target`` leaves its tag unset instead of ``latest``. ReferenceFormatError for a malformed
     one.
     """
     if not text:
         raise ReferenceFormatError("empty location")
+    if text.startswith("oci://"):  # Helm's way of naming a registry reference
+        text = text.removeprefix("oci://")
     for prefix, kind in (
         ("oci:", "oci"),
         ("archive:", "archive"),
@@ -87,8 +90,32 @@ def parse_location(text: str, *, for_target: bool = False) -> Location:
                 raise ReferenceFormatError(f"{text!r}: empty ref after ':'")
             return Location(kind, text, Path(path_text), ref or None)  # type: ignore[arg-type]
     body = text.removeprefix("docker://")
-    reference = Reference.parse(body, default_tag=not for_target)
+    try:
+        reference = Reference.parse(body, default_tag=not for_target)
+    except ReferenceFormatError as exc:
+        hint = _hint(text)
+        if hint is None:
+            raise
+        raise ReferenceFormatError(f"{exc}; did you mean {hint}?") from None
     return Location("registry", text, reference=reference)
+
+
+_OTHER_TOOLS = {"oci-archive:": "archive:", "oci-layout:": "oci:"}  # skopeo's, podman's names
+
+
+def _hint(text: str) -> str | None:
+    """The location a user most likely meant by ``text``, which is no registry reference."""
+    for theirs, ours in _OTHER_TOOLS.items():
+        if text.startswith(theirs):
+            return ours + text[len(theirs) :]
+    path = Path(text)
+    if text.startswith(("/", "./", "../", "~")) or path.exists():
+        if path.is_dir() or not text.endswith((".tar", ".tar.gz")):
+            return f"oci:{text}"
+        return f"archive:{text}"
+    if text.endswith(".tar"):
+        return f"archive:{text}"
+    return None
 
 
 class Transports:
