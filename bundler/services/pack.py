@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import semver
+
 from bundler.adapters.base import Source
 from bundler.adapters.chart import Chart, load_chart, load_chart_archive
 from bundler.adapters.helm import Helm, find_helm
@@ -181,7 +183,9 @@ def load_chart_for_bundle(spec: BundleSpec, transports: Transports) -> LoadedCha
             {config.descriptor.digest: config.data, archive.descriptor.digest: archive.data},
         )
     assert spec.chart_ref is not None
-    reference = Reference.parse(spec.chart_ref.removeprefix("oci://"))
+    reference = Reference.parse(spec.chart_ref.removeprefix("oci://"), default_tag=False)
+    if reference.tag is None and reference.digest is None:
+        reference = reference.with_tag(newest_chart_tag(transports, reference))
     source = RegistrySource(transports.client(reference.registry), reference, transports.locations)
     manifest = source.fetch_manifest(source.resolve())
     if manifest.is_index or manifest.config is None or manifest.config.media_type != mt.HELM_CONFIG:
@@ -195,6 +199,27 @@ def load_chart_for_bundle(spec: BundleSpec, transports: Transports) -> LoadedCha
     data = read_exact(VerifiedStream(source.open_blob(layer), layer, str(reference)), layer.size)
     chart = load_chart_archive(data, f"chart {reference}")
     return LoadedChart(chart, manifest, "oci", source=source)
+
+
+def newest_chart_tag(transports: Transports, reference: Reference) -> str:
+    """The tag of the highest released chart version in a repository, as Helm picks one.
+
+    Prereleases and tags that are not versions (signatures, ``latest``) do not count; ``+`` is
+    written ``_`` in OCI tags. NotFoundError when the repository holds no version.
+    """
+    best: tuple[semver.Version, str] | None = None
+    for tag in transports.client(reference.registry).list_tags(reference.repository):
+        try:
+            version = parse_chart_version(tag.replace("_", "+"))
+        except ValueError:
+            continue
+        if version.prerelease is None and (best is None or version.compare(best[0]) > 0):
+            best = (version, tag)
+    if best is None:
+        raise NotFoundError(
+            f"chart {reference}: no released version among its tags; name one with :VERSION"
+        )
+    return best[1]
 
 
 # -- steps 2 and 3: discovery and completeness ------------------------------------------------

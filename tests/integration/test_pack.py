@@ -652,6 +652,29 @@ def test_pack_from_a_helm_oci_chart_keeps_its_manifest_bytes(
     assert {i["reference"] for i in lock["images"]} == set(EXAMPLE_REFS)
 
 
+def test_a_chart_reference_without_a_version_takes_the_newest_release_as_helm_does(
+    cli: Cli,
+    helm: str,
+    example_layout: Path,
+    plain_registry: RegistryServer,
+    tmp_path: Path,
+) -> None:
+    run_helm = Helm(helm, tmp_path / "helm")
+    charts = unique("charts")
+    for version in ("1.0.0", "1.10.0", "1.9.0", "2.0.0-rc.1"):
+        chart = tmp_path / f"src-{version}" / "demo"
+        shutil.copytree(DEMO_CHART, chart)
+        text = (chart / "Chart.yaml").read_text().replace("version: 1.0.0", f"version: {version}")
+        (chart / "Chart.yaml").write_text(text)
+        run_helm("package", chart, "-d", tmp_path / "packaged")
+        packaged = tmp_path / "packaged" / f"demo-{version}.tgz"
+        run_helm("push", packaged, f"oci://{plain_registry.host}/{charts}", "--plain-http")
+    out = tmp_path / "newest.tar"
+    flags = [*layout_source(example_layout), "--to", f"archive:{out}"]
+    doc = pack_ok(cli, "--chart", f"oci://{plain_registry.host}/{charts}/demo", *flags)
+    assert doc["chart"]["version"] == "1.10.0"  # not 2.0.0-rc.1, not the last pushed
+
+
 def test_pack_from_a_helm_packaged_chart_archive_keeps_its_bytes(
     cli: Cli,
     helm: str,
