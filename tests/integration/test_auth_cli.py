@@ -304,3 +304,37 @@ def test_login_keeps_other_entries_and_logout_of_unknown_host(
     res = cli("logout", "127.0.0.1:1")
     assert res.returncode == 0, res.describe()
     assert "No credentials" in res.stderr
+
+
+@pytest.mark.parametrize("how", ["xdg-certs.d", "bundler-certs.d", "SSL_CERT_FILE"])
+def test_tls_trusts_certs_d_and_ssl_cert_file_as_podman_and_openssl_do(
+    how: str,
+    cli: Cli,
+    tls_registry: RegistryServer,
+    example_layout: Path,
+    tmp_path: Path,
+) -> None:
+    assert tls_registry.ca_path is not None
+    cli.login_config(tls_registry)
+    if how == "SSL_CERT_FILE":
+        cli.env["SSL_CERT_FILE"] = str(tls_registry.ca_path)
+    else:
+        root = tmp_path / ("config/containers/certs.d" if how == "xdg-certs.d" else "certs.d")
+        folder = root / tls_registry.host
+        folder.mkdir(parents=True)
+        (folder / "ca.crt").write_bytes(tls_registry.ca_path.read_bytes())
+        if how == "xdg-certs.d":
+            cli.env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+        else:
+            cli.env["BUNDLER_CERTS_D"] = str(root)
+    doc = cli.copy_ok(f"oci:{example_layout}:{API_REF}", tls_registry.ref(f"{unique('ca')}:1"))
+    assert doc["digest"].startswith("sha256:")
+
+
+def test_an_unknown_issuer_error_says_how_to_trust_the_ca(
+    cli: Cli, tls_registry: RegistryServer, example_layout: Path
+) -> None:
+    cli.login_config(tls_registry)
+    res = cli.copy(f"oci:{example_layout}:{API_REF}", tls_registry.ref(f"{unique('ca')}:1"))
+    assert res.returncode == 5, res.describe()
+    assert "--ca-file" in res.error_line and "certs.d" in res.error_line

@@ -32,6 +32,7 @@ from bundler.adapters.registry.limits import (
     same_origin,
 )
 from bundler.adapters.registry.options import RegistryOptions
+from bundler.adapters.registry.tlstrust import ContextAdapter, base_bundle, context_for
 from bundler.adapters.stream import CHUNK_SIZE, VerifiedStream
 from bundler.errors import (
     AuthError,
@@ -100,14 +101,21 @@ class RegistryClient:
         self.session.headers["User-Agent"] = USER_AGENT
         pool = max(self.options.parallel + 2, 4)
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool, max_retries=0)
-        self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
-        # Passed on every request: requests lets REQUESTS_CA_BUNDLE override Session.verify.
+        # Passed on every request (requests would let REQUESTS_CA_BUNDLE override a session's
+        # own): --ca-file, else $SSL_CERT_FILE / $REQUESTS_CA_BUNDLE, else the system bundle,
+        # plus the certs.d CA files of this registry (adapters/registry/tlstrust.py).
         self.verify: bool | str = True
+        context = None
         if self.options.insecure_skip_tls_verify:
             self.verify = False
-        elif self.options.ca_bundle is not None:
-            self.verify = str(self.options.ca_bundle)
+        else:
+            self.verify = base_bundle(self.options.ca_bundle) or True
+            context = context_for(host, self.options.ca_bundle)
+        secure: HTTPAdapter = adapter
+        if context is not None:
+            secure = ContextAdapter(context, pool_connections=2, pool_maxsize=pool, max_retries=0)
+        self.session.mount("https://", secure)
         self.session.verify = self.verify
         self.session.max_redirects = MAX_REDIRECTS
         self.session.hooks["response"].append(self._guard_redirect)
@@ -159,7 +167,7 @@ class RegistryClient:
                 ):
                     last = exc
                     continue
-                raise TransportError(f"TLS to {self.host} failed: {_short(exc)}") from None
+                raise TransportError(self._tls_failure(exc)) from None
             except requests.RequestException as exc:
                 raise TransportError(f"cannot reach registry {self.host}: {_short(exc)}") from None
             if resp.status_code == 401:
@@ -314,7 +322,7 @@ class RegistryClient:
             except IntegrityError:
                 raise
             except requests.exceptions.SSLError as exc:
-                raise TransportError(f"TLS to {self.host} failed: {_short(exc)}") from None
+                raise TransportError(self._tls_failure(exc)) from None
             except requests.RequestException as exc:
                 cause = _integrity_cause(exc, body)
                 if cause is not None:
@@ -661,6 +669,16 @@ class RegistryClient:
             resp.status_code,
             code,
         )
+
+    def _tls_failure(self, exc: Exception) -> str:
+        """One line for a TLS failure, with the fix where the certificate's issuer is unknown."""
+        text = f"TLS to {self.host} failed: {_short(exc)}"
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
+            text += (
+                f"; if {self.host} uses a private CA, pass --ca-file CA.pem or put the CA in "
+                f"~/.config/containers/certs.d/{self.host}/ca.crt"
+            )
+        return text
 
     def close(self) -> None:
         """Close the HTTP session and its pooled connections."""
