@@ -242,10 +242,15 @@ def argocd_application(
     destination_server: str = DEFAULT_DESTINATION_SERVER,
     project: str = DEFAULT_PROJECT,
     values: str | None = None,
+    sync_policy: str = "manual",
+    track: str | None = None,
 ) -> bytes:
     """YAML of an Argo CD ``Application`` deploying the promoted chart.
 
     ``values`` is Helm values YAML (a mapping) passed as ``spec.source.helm.values``.
+    ``sync_policy`` ``auto`` syncs on its own (pruning, self-healing); ``manual`` waits for a
+    sync. ``track`` is a SemVer range (``1.x``, ``>=1.2 <2``) Argo CD follows instead of the
+    exact promoted version.
     """
     if not isinstance(location, ChartLocation):
         raise UsageError("location must be a ChartLocation")
@@ -254,6 +259,10 @@ def argocd_application(
     _check_dns_label(destination_namespace, "destination namespace")
     _check_server_url(destination_server)
     _check_dns_subdomain(project, "project")
+    if sync_policy not in ("auto", "manual"):
+        raise UsageError(f"sync policy {sync_policy!r}: auto or manual")
+    if track is not None and (not track.strip() or any(c in track for c in "\n\r\x00")):
+        raise UsageError(f"track {track!r} is not a version range")
 
     metadata: dict[str, Any] = {"name": name, "namespace": namespace}
     if location.digest is not None:
@@ -261,7 +270,7 @@ def argocd_application(
     source: dict[str, Any] = {
         "repoURL": location.url,
         "chart": location.chart,
-        "targetRevision": location.version,
+        "targetRevision": track.strip() if track is not None else location.version,
     }
     if values is not None:
         source["helm"] = {"values": _checked_values(values)}
@@ -274,6 +283,36 @@ def argocd_application(
             "source": source,
             "destination": {"server": destination_server, "namespace": destination_namespace},
         },
+    }
+    if sync_policy == "auto":
+        document["spec"]["syncPolicy"] = {"automated": {"prune": True, "selfHeal": True}}
+    return _dump(document)
+
+
+def argocd_tls_certs(
+    location: ChartLocation, ca_pem: bytes, *, namespace: str = DEFAULT_ARGOCD_NAMESPACE
+) -> bytes:
+    """The ``argocd-tls-certs-cm`` ConfigMap trusting ``ca_pem`` for the chart's registry.
+
+    Argo CD looks the CA of a repository up by its server name (the host, without the port).
+    """
+    _check_dns_label(namespace, "Argo CD namespace")
+    text = ca_pem.decode("ascii", errors="strict") if isinstance(ca_pem, bytes) else ""
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise UsageError("the CA file holds no PEM certificate")
+    host = location.registry.rsplit(":", 1)[0] if ":" in location.registry else location.registry
+    document: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "argocd-tls-certs-cm",
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/name": "argocd-tls-certs-cm",
+                "app.kubernetes.io/part-of": "argocd",
+            },
+        },
+        "data": {host: text},
     }
     return _dump(document)
 

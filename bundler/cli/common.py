@@ -118,6 +118,16 @@ def registry_options(
     """
     if ca_file is not None and not ca_file.is_file():
         raise UsageError(f"CA file {ca_file} does not exist")
+    if ca_file is not None:
+        import ssl
+
+        try:
+            ssl.create_default_context(cafile=str(ca_file))
+        except (ssl.SSLError, OSError, ValueError):
+            raise UsageError(
+                f"CA file {ca_file} holds no PEM certificate "
+                "(expected '-----BEGIN CERTIFICATE-----')"
+            ) from None
     return RegistryOptions(
         ca_bundle=ca_file,
         plain_http=plain_http,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -78,8 +79,33 @@ def promote_command(
         ),
     ] = None,
     app_namespace: Annotated[
-        str, typer.Option("--app-namespace", help="Namespace the application deploys into.")
+        str,
+        typer.Option(
+            "--dest-namespace",
+            "--app-namespace",
+            help="Namespace the Argo CD application deploys into.",
+        ),
     ] = "default",
+    app_name: Annotated[
+        str | None,
+        typer.Option("--app-name", help="Argo CD application name (default: the bundle's)."),
+    ] = None,
+    project: Annotated[str, typer.Option("--project", help="Argo CD project.")] = "default",
+    dest_server: Annotated[
+        str,
+        typer.Option("--dest-server", help="Cluster API server the application deploys to."),
+    ] = "https://kubernetes.default.svc",
+    sync_policy: Annotated[
+        str,
+        typer.Option("--sync-policy", help="auto (prune and self-heal) or manual."),
+    ] = "manual",
+    track: Annotated[
+        str | None,
+        typer.Option(
+            "--track",
+            help="Follow a SemVer range (1.x, '>=1.2 <2') instead of the promoted version.",
+        ),
+    ] = None,
     serve_as: Annotated[
         str | None,
         typer.Option(
@@ -145,7 +171,8 @@ def promote_command(
             deploy_values=deploy_values,
         )
     if out is not None and not dry_run:
-        _write_outputs(out, result, app_namespace, containerd_ca, insecure, plain_http)
+        argo = _Argo(app_namespace, app_name, project, dest_server, sync_policy, track, ca_file)
+        _write_outputs(out, result, argo, containerd_ca, insecure, plain_http)
     if output is OutputFormat.json:
         emit_json(result.to_json())
         return
@@ -165,13 +192,27 @@ def promote_command(
         typer.echo(printable(f"  {relocation.source} -> {relocation.pinned}"), err=True)
 
 
+@dataclass(frozen=True)
+class _Argo:
+    """The Argo CD choices of the command line."""
+
+    namespace: str
+    name: str | None
+    project: str
+    server: str
+    sync_policy: str
+    track: str | None
+    ca_file: Path | None
+
+
 def _write_outputs(
-    out: Path, result: object, namespace: str, ca: str | None, insecure: bool, plain_http: bool
+    out: Path, result: object, argo: _Argo, ca: str | None, insecure: bool, plain_http: bool
 ) -> None:
     from bundler.adapters.deploy import (
         ChartLocation,
         argocd_application,
         argocd_repository_secret,
+        argocd_tls_certs,
         containerd_hosts,
     )
     from bundler.adapters.files import atomic_write
@@ -186,11 +227,23 @@ def _write_outputs(
     k8s_name = re.sub(r"[^a-z0-9-]+", "-", plan.bundle.name.lower()).strip("-")[:50] or "bundle"
     files: dict[str, bytes] = {
         "application.yaml": argocd_application(
-            location, name=k8s_name, destination_namespace=namespace
+            location,
+            name=argo.name or k8s_name,
+            destination_namespace=argo.namespace,
+            destination_server=argo.server,
+            project=argo.project,
+            sync_policy=argo.sync_policy,
+            track=argo.track,
         ),
         "repository-secret.yaml": argocd_repository_secret(location, name=f"{k8s_name}-charts"),
         "promotion.json": json.dumps(result.to_json(), indent=2).encode() + b"\n",
     }
+    if argo.ca_file is not None:
+        try:
+            ca_pem = argo.ca_file.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read --ca-file {argo.ca_file}: {exc.strerror}") from None
+        files["tls-certs.yaml"] = argocd_tls_certs(location, ca_pem)
     if plan.mirror:
         scheme = "http://" if plain_http else ""  # containerd must speak what the mirror speaks
         mirrors = {upstream: f"{scheme}{base}" for upstream, base in plan.hosts.items()}

@@ -31,6 +31,7 @@ import pytest
 import requests
 import yaml
 from copy_support import API_REF, WEB_REF, WORKER_REF, Cli, Judge, Result, sha256_digest
+from harness.certs import generate_server_certs
 from harness.registry import RegistryServer, start_registry
 from pack_support import (
     DEMO_CHART,
@@ -780,6 +781,37 @@ def test_out_writes_an_argocd_application_and_repository_secret(
     assert data["url"] == internal.ref("platform")
     record = json.loads((promoted.out / "promotion.json").read_text())
     assert record["chart"]["digest"] == promoted.chart_digest
+
+
+def test_argocd_choices_of_the_command_line_reach_the_application(
+    pcli: Cli,
+    keys: Keys,
+    policy: Path,
+    world: World,
+    internal: RegistryServer,
+    shared_data: Path,
+    tmp_path: Path,
+) -> None:
+    ca = generate_server_certs(tmp_path / "pki").ca_cert
+    out = tmp_path / "deploy"
+    flags = ["--app-name", "shop-demo", "--project", "platform", "--sync-policy", "auto"]
+    flags += ["--track", "1.x", "--dest-server", "https://10.1.2.3:6443"]
+    flags += ["--dest-namespace", "shop", "--ca-file", str(ca)]
+    res = promote(
+        pcli, world.staging, internal.ref(prefix_of("argo")), policy, keys, "--out", out, *flags
+    )
+    assert res.returncode == 0, res.describe()
+    application = yaml.safe_load((out / "application.yaml").read_text())
+    jsonschema.validate(application, argocd_schema(shared_data))
+    assert application["metadata"]["name"] == "shop-demo"
+    spec = application["spec"]
+    assert spec["project"] == "platform"
+    assert spec["destination"] == {"server": "https://10.1.2.3:6443", "namespace": "shop"}
+    assert spec["syncPolicy"] == {"automated": {"prune": True, "selfHeal": True}}
+    assert spec["source"]["targetRevision"] == "1.x"
+    certs = yaml.safe_load((out / "tls-certs.yaml").read_text())
+    assert certs["metadata"]["name"] == "argocd-tls-certs-cm"
+    assert certs["data"] == {"127.0.0.1": ca.read_text()}
 
 
 # ----------------------------------------------------------------------- 6. mirror mode

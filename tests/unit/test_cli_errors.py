@@ -205,3 +205,16 @@ def test_module_entry_point_maps_errors_to_exit_codes(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""
     _assert_one_error_line(proc.stderr)
+
+
+def test_a_ca_file_that_is_not_pem_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    code, out, err = _bundler(["tags", "127.0.0.1:1/x", "--ca-file", str(bad)], capsys, monkeypatch)
+    assert code == 2
+    assert out == ""
+    assert err == (
+        f"error: CA file {bad} holds no PEM certificate (expected '-----BEGIN CERTIFICATE-----')\n"
+    )

@@ -19,6 +19,7 @@ from bundler.adapters.deploy import (
     ChartLocation,
     argocd_application,
     argocd_repository_secret,
+    argocd_tls_certs,
     containerd_hosts,
     toml_string,
 )
@@ -452,3 +453,35 @@ def test_hosts_toml_refuses_bad_options() -> None:
         containerd_hosts(upstreams, ca_file="")
     with pytest.raises(UsageError, match="CA file"):
         containerd_hosts(upstreams, ca_file="a\x00b")
+
+
+def test_application_with_auto_sync_and_a_tracked_range_validates_against_crd(
+    application_validator: jsonschema.Draft7Validator,
+) -> None:
+    doc = _app(sync_policy="auto", track="1.x", project="platform")
+    assert _errors(application_validator, doc) == []
+    assert doc["spec"]["syncPolicy"] == {"automated": {"prune": True, "selfHeal": True}}
+    assert doc["spec"]["source"]["targetRevision"] == "1.x"
+    manual = _app()
+    assert "syncPolicy" not in manual["spec"]
+    assert manual["spec"]["source"]["targetRevision"] == "1.2.3+build.7"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"sync_policy": "sometimes"}, "auto or manual"), ({"track": "1.x\nevil: 1"}, "range")],
+)
+def test_application_refuses_bad_sync_choices(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        _app(**kwargs)
+
+
+def test_tls_certs_configmap_trusts_the_ca_for_the_registry_host() -> None:
+    pem = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    doc = yaml.safe_load(argocd_tls_certs(LOCATION, pem))
+    assert doc["kind"] == "ConfigMap"
+    assert doc["metadata"]["name"] == "argocd-tls-certs-cm"
+    assert doc["metadata"]["namespace"] == "argocd"
+    assert doc["data"] == {"registry.internal.example": pem.decode()}  # the host, no port
+    with pytest.raises(UsageError, match="no PEM certificate"):
+        argocd_tls_certs(LOCATION, b"not a certificate")
