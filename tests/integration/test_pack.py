@@ -392,7 +392,13 @@ def test_a_platform_some_images_lack_is_refused_unless_allowed(
     cli: Cli, example_layout: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "arm64.tar"
-    flags = ["--chart", DEMO_CHART, *layout_source(example_layout), "--platform", "linux/arm64"]
+    flags: list[str | Path] = [
+        "--chart",
+        DEMO_CHART,
+        *layout_source(example_layout),
+        "--platform",
+        "linux/arm64",
+    ]
     res = cli("pack", *flags, "--to", f"archive:{out}")
     assert res.returncode == 3, res.describe()
     line = res.error_line
