@@ -194,18 +194,25 @@ def _verify_and_render(
     if output is OutputFormat.json:
         if emit or report.error is not None:
             emit_json(report.to_json())
-    elif report.bundle is not None:
-        bundle = report.bundle
-        signers = ", ".join(f"{s.key_name} ({s.role})" for s in bundle.signers)
-        typer.echo(
-            printable(
-                f"{bundle.digest}  verified: {bundle.name} {bundle.version}, "
-                f"{len(bundle.lock.images)} images, signed by {signers}"
-            )
-        )
+    elif emit:
+        _render_verified(report)
     if report.error is not None:
         raise report.error
     return report
+
+
+def _render_verified(report: VerifyReport) -> None:
+    """The text line of a verified bundle: digest, name, version, images, signers."""
+    bundle = report.bundle
+    if bundle is None:
+        return
+    signers = ", ".join(f"{s.key_name} ({s.role})" for s in bundle.signers)
+    typer.echo(
+        printable(
+            f"{bundle.digest}  verified: {bundle.name} {bundle.version}, "
+            f"{len(bundle.lock.images)} images, signed by {signers}"
+        )
+    )
 
 
 def verify_command(
@@ -309,42 +316,58 @@ def approve_command(
     """Verify a bundle against the policy, then add this approver's signature.
 
     Every requirement except the approver's own role must already be met (approvals are what
-    this command collects); the approving key must be one the policy trusts.
+    this command collects); the approving key must be one the policy trusts, and its signature
+    must count toward the bundle's rule (a role the rule requires, the identity it names), or
+    nothing is written.
     """
+    from bundler.errors import VerificationError
+    from bundler.services.trust import approval_problem
+
     full = load_policy(policy, None)
     private = private_key(key, passphrase_file, passphrase_env)
     mine = [k for k in full.keys if k.key.key_id == private.public.key_id]
     if not mine:
         raise UsageError(f"{key} is not a key the policy trusts; it cannot approve")
     role = mine[0].role
-    before = replace(
-        full,
-        rules=tuple(
-            replace(rule, require=tuple(r for r in rule.require if r.role != role))
-            for rule in full.rules
-        ),
-    )
-    if any(not rule.require for rule in before.rules):
-        before = replace(before, rules=tuple(r for r in before.rules if r.require))
-    if not before.rules:
+    if all(r.role == role for rule in full.rules for r in rule.require):
         raise UsageError(f"the policy asks only for {role!r} signatures: nothing to verify first")
+    # Steps 1 to 6 with the signature requirements left out; the kernel then judges the
+    # signatures against the full rule, with the approval this command would add.
+    before = replace(full, rules=tuple(replace(rule, require=()) for rule in full.rules))
     report = _verify_and_render(
         source, before, output, parallel, plain_http, ca_file, insecure, config_dir, emit=False
     )
     assert report.bundle is not None  # a failed verification raised above
-    result = _sign(
-        source,
-        private,
-        False,
-        identity,
-        report.bundle.digest,
-        registry_options(plain_http, ca_file, insecure, config_dir),
-    )
+    options = registry_options(plain_http, ca_file, insecure, config_dir)
+    claim = identity or _signing_identity(source, options)
+    problem = approval_problem(report.bundle, full, mine[0], claim)
+    if problem is not None:
+        raise VerificationError(4, f"{problem}; nothing was signed")
+    if output is not OutputFormat.json:
+        _render_verified(report)
+    result = _sign(source, private, False, identity, report.bundle.digest, options)
     if output is OutputFormat.json:
         emit_json({"verification": report.to_json(), "approval": result.to_json()})
         return
     again = "" if result.signed else "already "
     typer.echo(printable(f"{result.digest}  {again}approved by {mine[0].name} ({role})"))
+
+
+def _signing_identity(source: str, options: RegistryOptions) -> str:
+    """The identity ``sign`` names for ``source`` when no ``--identity`` is given."""
+    from bundler.services.sign import default_identity
+    from bundler.services.transports import Transports, parse_location
+
+    location = parse_location(source)
+    transports = Transports(options)
+    try:
+        store = transports.open_source(location)
+        try:
+            return default_identity(location, store, store.fetch_manifest(store.resolve()))
+        finally:
+            store.close()
+    finally:
+        transports.close()
 
 
 def register(app: typer.Typer) -> None:

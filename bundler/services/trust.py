@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping, Sequence
+import threading
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from bundler.errors import ManifestError, VerificationError
 from bundler.model import mediatypes as mt
@@ -44,7 +47,7 @@ from bundler.model.bundle import (
 from bundler.model.chartversion import is_chart_version
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
-from bundler.model.policy import TrustedKey, TrustPolicy
+from bundler.model.policy import BundleRule, Requirement, TrustedKey, TrustPolicy
 from bundler.model.signature import (
     MAX_SIGNATURE_B64_CHARS,
     PAYLOAD_TYPE,
@@ -110,17 +113,57 @@ class _Token:
     """Only this module can make the results below."""
 
 
-_TOKEN = _Token()
+_UNSPENT: set[_Token] = set()  # tokens minted for one construction each, not yet used
+_UNSPENT_LOCK = threading.Lock()
+
+
+def _mint() -> _Token:
+    """A fresh token good for constructing exactly one result."""
+    token = _Token()
+    with _UNSPENT_LOCK:
+        _UNSPENT.add(token)
+    return token
 
 
 class _KernelMade:
-    """Refuses construction without the kernel's private token."""
+    """Refuses construction without a token the kernel minted for this one construction.
+
+    A token is spent by the construction it was minted for, so a result cannot be remade from
+    another one's fields (``dataclasses.replace`` copies the spent token); copying and pickling,
+    which would bypass construction, are refused outright.
+    """
 
     _token: _Token
 
     def __post_init__(self) -> None:
-        if self._token is not _TOKEN:
+        token = self._token
+        with _UNSPENT_LOCK:
+            spent = not isinstance(token, _Token) or token not in _UNSPENT
+            if not spent:
+                _UNSPENT.discard(token)
+        if spent:
             raise TypeError(f"{type(self).__name__} is made by the verification kernel only")
+
+    def _refuse_copy(self) -> NoReturn:
+        raise TypeError(
+            f"{type(self).__name__} is made by the verification kernel only; "
+            "it cannot be copied or pickled"
+        )
+
+    def __copy__(self) -> NoReturn:
+        self._refuse_copy()
+
+    def __deepcopy__(self, memo: object) -> NoReturn:
+        self._refuse_copy()
+
+    def __reduce__(self) -> NoReturn:
+        self._refuse_copy()
+
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        self._refuse_copy()
+
+    def __getstate__(self) -> NoReturn:
+        self._refuse_copy()
 
 
 @dataclass(frozen=True)
@@ -131,7 +174,8 @@ class SignedBundle(_KernelMade):
     lock: BundleLock
     signers: tuple[Signer, ...]
     rule: str
-    _token: _Token = field(repr=False)
+    _token: _Token = field(repr=False, compare=False)
+    found: tuple[Signer, ...] = ()  # every valid signer, counted by the rule or not
 
 
 @dataclass(frozen=True)
@@ -144,7 +188,8 @@ class VerifiedBundle(_KernelMade):
     lock: BundleLock
     signers: tuple[Signer, ...]
     rule: str
-    _token: _Token = field(repr=False)
+    _token: _Token = field(repr=False, compare=False)
+    found: tuple[Signer, ...] = ()  # every valid signer, counted by the rule or not
 
 
 def _fail(step: int, message: str) -> VerificationError:
@@ -154,14 +199,19 @@ def _fail(step: int, message: str) -> VerificationError:
 # Complexity kept: the verification kernel: steps 1 to 4 in order; splitting would scatter them.
 def check_signed(  # noqa: C901
     index: Manifest,
-    lock_manifest: Manifest,
-    lock_raw: bytes,
+    lock_manifest: Manifest | None,
+    lock_raw: bytes | None,
     signatures: Sequence[SignatureFact],
     policy: TrustPolicy,
+    *,
+    lock_problem: str | None = None,
 ) -> SignedBundle:
     """Steps 1 to 4: the index is a bundle, and its signatures and lock satisfy ``policy``.
 
-    VerificationError carries the number of the first step that failed.
+    The steps run in order and VerificationError carries the number of the first step that
+    failed: every step before it ran and passed, none after it ran. ``lock_problem`` (with no
+    lock manifest or bytes) is why the orchestrator could not read the lock; it fails step 3,
+    after steps 1 and 2 have run.
     """
     # Step 1: the index is a bundle.
     try:
@@ -183,6 +233,8 @@ def check_signed(  # noqa: C901
         raise _fail(2, f"bundle {index.digest} has no valid signature by a trusted key ({detail})")
 
     # Step 3: the lock is the one the index pins, and agrees with the index.
+    if lock_manifest is None or lock_raw is None:
+        raise _fail(3, lock_problem or "the lock was not read")
     if view.lock.digest != lock_manifest.digest:
         raise _fail(3, f"lock manifest {lock_manifest.digest} is not the one the index pins")
     layers = [x for x in lock_manifest.layers if x.media_type == LOCK_MEDIA_TYPE]
@@ -196,6 +248,10 @@ def check_signed(  # noqa: C901
         raise _fail(
             3, f"the lock names chart {lock.chart.manifest}, the index pins {view.chart.digest}"
         )
+    _refuse_twice(
+        "the index pins image", [d.annotations.get(ANNOTATION_IMAGE_REF, "") for d in view.images]
+    )
+    _refuse_twice("the lock lists image", [i.reference for i in lock.images])
     pinned = {d.annotations.get(ANNOTATION_IMAGE_REF, ""): d.digest for d in view.images}
     locked = {i.reference: i.digest for i in lock.images}
     for ref in sorted(set(pinned) | set(locked)):
@@ -223,9 +279,7 @@ def check_signed(  # noqa: C901
             f"rule {rule.name!r} admits versions {rule.versions.text!r}, "
             f"not {lock.name} {lock.version}",
         )
-    counted = list(signers.values())
-    if rule.identity is not None:
-        counted = [s for s in counted if _same_repository(s.identity, rule.identity)]
+    counted = counted_signers(rule, signers.values())
     for requirement in rule.require:
         have = sorted({s.key_name for s in counted if s.role == requirement.role})
         if len(have) < requirement.threshold:
@@ -233,9 +287,109 @@ def check_signed(  # noqa: C901
                 4,
                 f"rule {rule.name!r} needs {requirement.threshold} "
                 f"{requirement.role!r} signature(s); valid ones: "
-                f"{', '.join(have) or 'none'}",
+                f"{', '.join(have) or 'none'}"
+                + _not_counted(rule, requirement, signers.values(), counted),
             )
-    return SignedBundle(index, lock, tuple(counted), rule.name, _TOKEN)
+    return SignedBundle(index, lock, tuple(counted), rule.name, _mint(), tuple(signers.values()))
+
+
+def _refuse_twice(what: str, references: Sequence[str]) -> None:
+    """Step 3 is exact: one entry per image reference, in the index and in the lock."""
+    twice = sorted(ref for ref, n in Counter(references).items() if n > 1)
+    if twice:
+        raise _fail(
+            3,
+            f"{what} {twice[0] or '(unnamed)'} {Counter(references)[twice[0]]} times; "
+            "each reference must appear once",
+        )
+
+
+def counted_signers(rule: BundleRule, signers: Iterable[Signer]) -> list[Signer]:
+    """The valid signers ``rule`` counts: all of them, or those naming its identity."""
+    if rule.identity is None:
+        return list(signers)
+    return [s for s in signers if _same_repository(s.identity, rule.identity)]
+
+
+def _not_counted(
+    rule: BundleRule, requirement: Requirement, signers: Iterable[Signer], counted: Sequence[Signer]
+) -> str:
+    """For a failed requirement: the valid signatures found that did not count, and why not."""
+    why: list[str] = []
+    for s in signers:
+        if s.role == requirement.role and s in counted:
+            continue
+        found = f"{s.key_name} (key {s.key_id}, role {s.role!r}, identity {s.identity})"
+        if s.role != requirement.role:
+            why.append(f"{found}: its key holds role {s.role!r}, not {requirement.role!r}")
+        else:
+            why.append(f"{found}: the rule counts only identity {rule.identity}")
+    return f"; found but not counted: {'; '.join(why)}" if why else ""
+
+
+def needed_signers(policy: TrustPolicy, rule: BundleRule, requirement: Requirement) -> str:
+    """What would meet ``requirement``: how many signatures, by which keys, as which identity."""
+    keys = [f"{k.name} (key {k.key.key_id})" for k in policy.keys if k.role == requirement.role]
+    identity = f"identity {rule.identity}" if rule.identity is not None else "any identity"
+    return (
+        f"{requirement.threshold} {requirement.role!r} signature(s) by "
+        f"{', '.join(keys) or 'no key the policy trusts'}, as {identity}"
+    )
+
+
+def approval_problem(
+    verified: VerifiedBundle, policy: TrustPolicy, approver: TrustedKey, identity: str
+) -> str | None:
+    """Why a signature by ``approver`` naming ``identity`` would not count for ``verified``.
+
+    ``verified`` passed every step under ``policy`` with the signature requirements left out
+    (approvals are what is being collected). The signature counts when its key holds a role
+    the bundle's rule requires and has not counted already, and it names the rule's identity
+    (if the rule names one). Every requirement of the other roles must already be met. None
+    when the approval may be written (or is already there).
+    """
+    rule = policy.rule_for(verified.name)
+    if rule is None:
+        return f"{policy.origin} has no rule for bundle {verified.name!r}"
+    counted = verified.signers
+    has = {s.key_id for s in counted}
+    unmet = [
+        r
+        for r in rule.require
+        if len({s.key_name for s in counted if s.role == r.role}) < r.threshold
+    ]
+    mine = f"{approver.name} (key {approver.key.key_id}, role {approver.role!r})"
+    others = [r for r in unmet if r.role != approver.role]
+    required = [r for r in rule.require if r.role == approver.role]
+    if approver.key.key_id in has and required:
+        if not others:
+            return None  # already approved: signing again changes nothing
+        return (
+            f"{mine} has signed already and counts once; rule {rule.name!r} still needs "
+            + "; ".join(needed_signers(policy, rule, r) for r in others)
+        )
+    if not required:
+        reason = f"the rule requires no {approver.role!r} signature"
+    elif rule.identity is not None and not _same_repository(identity, rule.identity):
+        reason = f"the rule counts only identity {rule.identity}"
+    else:
+        reason = None
+    if reason is not None:
+        wanted = unmet or list(rule.require)
+        return (
+            f"an approval by {mine} as {identity} would not count for rule {rule.name!r}: "
+            f"{reason}; what counts is "
+            + "; ".join(needed_signers(policy, rule, r) for r in wanted)
+        )
+    if others:
+        r = others[0]
+        have = sorted({s.key_name for s in counted if s.role == r.role})
+        return (
+            f"rule {rule.name!r} needs {needed_signers(policy, rule, r)} before {mine} "
+            f"can approve; valid ones: {', '.join(have) or 'none'}"
+            + _not_counted(rule, r, verified.found, counted)
+        )
+    return None
 
 
 def _accepting_key(
@@ -385,7 +539,14 @@ def check_content(signed: SignedBundle, facts: ContentFacts) -> VerifiedBundle:
     check_names(signed, facts.bundle_names, facts.extra)
     lock = signed.lock
     return VerifiedBundle(
-        index.digest, lock.name, lock.version, lock, signed.signers, signed.rule, _TOKEN
+        index.digest,
+        lock.name,
+        lock.version,
+        lock,
+        signed.signers,
+        signed.rule,
+        _mint(),
+        signed.found,
     )
 
 

@@ -116,10 +116,15 @@ def verify(source: Source, policy: TrustPolicy, *, parallel: int = 4) -> VerifyR
         report.bundle = _verify(source, policy, parallel, report)
     except VerificationError as error:
         report.error = error
-        for step in range(1, error.step):  # the steps run in order: earlier ones passed
-            report.steps.setdefault(step, ("passed", ""))
         report.steps[error.step] = ("failed", str(error))
     return report
+
+
+def _kernel_ran(report: VerifyReport | None, first: int, error: VerificationError) -> None:
+    """A kernel call that started at step ``first`` failed: it ran and passed the steps between."""
+    if report is not None:
+        for step in range(first, error.step):
+            report.steps.setdefault(step, ("passed", ""))
 
 
 def _verify(
@@ -129,7 +134,11 @@ def _verify(
     for step in (1, 2, 3, 4):
         report.steps[step] = ("passed", "")
     facts = _content(source, signed, policy, parallel)
-    verified = check_content(signed, facts)
+    try:
+        verified = check_content(signed, facts)
+    except VerificationError as error:
+        _kernel_ran(report, 5, error)
+        raise
     report.steps[5] = ("passed", "")
     ignored = (
         f"not part of the bundle (by keys the policy does not list): {', '.join(facts.foreign)}"
@@ -143,30 +152,53 @@ def _verify(
 def check_signatures(
     source: Source, policy: TrustPolicy, report: VerifyReport | None = None
 ) -> SignedBundle:
-    """Steps 1 to 4, reading only the index, the lock and the signature payloads."""
+    """Steps 1 to 4, reading only the index, the lock and the signature payloads.
+
+    What cannot be read is handed to the kernel as a problem of its step, so the steps still
+    run in order: an unsigned bundle whose lock is gone fails step 2, not step 3. ``report``
+    records the steps the kernel ran and passed, and nothing it did not run.
+    """
     root = source.resolve()
     index = source.fetch_manifest(root)
     if report is not None:
         report.digest = index.digest
+    lock_manifest, lock_raw, problem = _read_lock(source, index)
+    try:
+        return check_signed(
+            index,
+            lock_manifest,
+            lock_raw,
+            signature_facts(source, index.digest),
+            policy,
+            lock_problem=problem,
+        )
+    except VerificationError as error:
+        _kernel_ran(report, 1, error)
+        raise
+
+
+def _read_lock(source: Source, index: Manifest) -> tuple[Manifest | None, bytes | None, str | None]:
+    """The lock manifest and bytes the index pins, or why they cannot be read (for step 3).
+
+    An index that is not a bundle pins no lock: the kernel refuses it at step 1.
+    """
     try:
         view = BundleView.of(index)
-    except ManifestError as exc:
-        raise VerificationError(1, str(exc)) from None
+    except ManifestError:
+        return None, None, None
     try:
         lock_manifest = source.fetch_manifest(view.lock)
         layer = next(x for x in lock_manifest.layers)
         if layer.size > MAX_LOCK_BYTES:
-            raise VerificationError(3, f"lock document {layer.digest} is {layer.size} bytes")
+            return None, None, f"lock document {layer.digest} is {layer.size} bytes"
         lock_raw = read_exact(
             VerifiedStream(source.open_blob(layer), layer, source.name), layer.size
         )
     except (NotFoundError, IntegrityError, StopIteration) as exc:
         if isinstance(exc, VerificationError):
             raise
-        raise VerificationError(3, f"cannot read the lock: {exc}") from None
-    return check_signed(
-        index, lock_manifest, lock_raw, signature_facts(source, index.digest), policy
-    )
+        return None, None, f"cannot read the lock: {exc}"
+    return lock_manifest, lock_raw, None
 
 
 # Complexity kept: step 5 over every manifest and blob: one branch per way content can be bad.

@@ -463,6 +463,50 @@ def test_step4_identity_other_than_the_rule_names_is_refused(
     )
 
 
+def test_step4_says_which_valid_signature_the_identity_kept_from_counting(
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    tmp_path: Path,
+) -> None:
+    rule = (
+        "  - name: demo\n    identity: registry.example/vendor/demo\n    require:\n"
+        "      - role: vendor"
+    )
+    policy = write_policy(tmp_path, keys, rule, "vendor")
+    line = refused(
+        verify(bcli, f"archive:{signed.archive}", "--policy", policy),
+        4,
+        "needs 1 'vendor' signature(s); valid ones: none; found but not counted: vendor (key ",
+        "role 'vendor', identity demo)",
+        "the rule counts only identity registry.example/vendor/demo",
+    )
+    assert "\n" not in line
+
+
+def test_step4_says_which_valid_signature_holds_another_role(
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    tmp_path: Path,
+) -> None:
+    """The vendor's own key listed in the policy as an approver does not sign as the vendor."""
+    policy = tmp_path / "trust-policy.yaml"
+    policy.write_text(
+        "apiVersion: bundler.dev/v1\nkind: TrustPolicy\nkeys:\n"
+        f"  - name: release-manager\n    role: approval\n    path: {keys.public('vendor')}\n"
+        f"  - name: vendor2\n    role: vendor\n    path: {keys.public('vendor2')}\n"
+        f"bundles:\n{VENDOR_ONLY}\n"
+    )
+    refused(
+        verify(bcli, f"archive:{signed.archive}", "--policy", policy),
+        4,
+        "needs 1 'vendor' signature(s); valid ones: none; found but not counted: "
+        "release-manager (key ",
+        "its key holds role 'approval', not 'vendor'",
+    )
+
+
 # ------------------------------------------------------------------ step 5: content
 @pytest.mark.parametrize("target", TARGETS)
 def test_step5_flipped_byte_in_a_layer_is_refused(
@@ -643,6 +687,34 @@ def test_verify_json_report_of_an_unsigned_bundle_shows_step1_passed(
     ]
 
 
+def test_verify_json_report_of_an_unsigned_bundle_without_its_lock_marks_only_step1_passed(
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    tmp_path: Path,
+) -> None:
+    """The lock cannot be read, but the steps run in order: step 2 fails, nothing after runs."""
+    location = private_copy(signed, "oci", tmp_path, unsigned=True)
+    index = bundle_index_of(signed.unsigned_archive)
+    (lock,) = [m for m in index["manifests"] if m["annotations"]["dev.bundler.role"] == "lock"]
+    blob = archive_json(signed.unsigned_archive, lock["digest"])["layers"][0]["digest"]
+    (Path(location.removeprefix("oci:")) / "blobs" / "sha256" / blob[7:]).unlink()
+    res = verify(bcli, location, "--key", keys.public("vendor"), "-o", "json")
+    assert res.returncode == 12, res.describe()
+    report = res.json
+    assert [(s["step"], s["status"]) for s in report["steps"]] == [
+        (1, "passed"),
+        (2, "failed"),
+        (3, "not run"),
+        (4, "not run"),
+        (5, "not run"),
+        (6, "not run"),
+    ]
+    assert report["error"].startswith("verification step 2 failed: ")
+    assert "not signed" in report["steps"][1]["detail"]
+    refused(verify(bcli, location, "--key", keys.public("vendor")), 2, "not signed")
+
+
 def test_verify_json_report_on_success(bcli: Cli, keys: Keys, signed: Signed) -> None:
     res = verify(bcli, f"oci:{signed.oci}", "--key", keys.public("vendor"), "-o", "json")
     assert res.returncode == 0, res.describe()
@@ -788,6 +860,103 @@ def test_approve_refuses_a_bundle_the_vendor_did_not_sign(
     layout = Path(location.removeprefix("oci:"))
     names = {(m.get("annotations") or {}).get(REF_NAME) for m in layout_index(layout)["manifests"]}
     assert signature_tag(signed.digest) not in names  # nothing was signed
+
+
+def approve(cli: Cli, location: str, key: Path, policy: Path, *flags: str) -> Result:
+    return cli(
+        "approve", location, "--key", key, "--passphrase-env", PASS_VAR, "--policy", policy, *flags
+    )
+
+
+IDENTITY_RULE = (
+    "  - name: demo\n    identity: registry.example/vendor/demo\n    require:\n"
+    "      - role: vendor\n      - role: approval"
+)
+
+
+def test_approve_refuses_when_its_signature_would_not_name_the_rules_identity(
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    tmp_path: Path,
+) -> None:
+    """The vendor signed as the rule's repository; the approval would name the bundle's name."""
+    location = private_copy(signed, "archive", tmp_path, unsigned=True)
+    sign_ok(bcli, location, keys.private("vendor"), "--identity", "registry.example/vendor/demo")
+    before = Path(location.removeprefix("archive:")).read_bytes()
+    policy = write_policy(tmp_path, keys, IDENTITY_RULE, "vendor", "approver")
+    line = refused(
+        approve(bcli, location, keys.private("approver"), policy),
+        4,
+        "an approval by approver (key ",
+        "role 'approval') as demo would not count",
+        "the rule counts only identity registry.example/vendor/demo",
+        "1 'approval' signature(s) by approver (key ",
+        "as identity registry.example/vendor/demo",
+        "nothing was signed",
+    )
+    assert "\n" not in line
+    assert Path(location.removeprefix("archive:")).read_bytes() == before
+    res = approve(
+        bcli,
+        location,
+        keys.private("approver"),
+        policy,
+        "--identity",
+        "registry.example/vendor/demo",
+    )
+    assert res.returncode == 0, res.describe()
+    assert "approved by approver (approval)" in res.stdout
+    out = verified(bcli, location, "--policy", policy)
+    assert "vendor (vendor)" in out and "approver (approval)" in out
+
+
+def test_approve_with_the_vendor_key_is_refused_naming_the_approval_it_needs(
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    tmp_path: Path,
+) -> None:
+    location = private_copy(signed, "archive", tmp_path)
+    before = Path(location.removeprefix("archive:")).read_bytes()
+    policy = write_policy(tmp_path, keys, VENDOR_AND_APPROVAL, "vendor", "approver")
+    refused(
+        approve(bcli, location, keys.private("vendor"), policy),
+        4,
+        "vendor (key ",
+        "role 'vendor') has signed already and counts once",
+        "still needs 1 'approval' signature(s) by approver (key ",
+        "as any identity",
+        "nothing was signed",
+    )
+    assert Path(location.removeprefix("archive:")).read_bytes() == before
+
+
+def test_approve_with_a_key_of_a_role_the_rule_does_not_require_is_refused(
+    bcli: Cli,
+    keys: Keys,
+    signed: Signed,
+    tmp_path: Path,
+) -> None:
+    """An auditor's key is trusted, but the rule asks only for the vendor: it cannot approve."""
+    location = private_copy(signed, "archive", tmp_path)
+    before = Path(location.removeprefix("archive:")).read_bytes()
+    policy = tmp_path / "trust-policy.yaml"
+    policy.write_text(
+        "apiVersion: bundler.dev/v1\nkind: TrustPolicy\nkeys:\n"
+        f"  - name: vendor\n    role: vendor\n    path: {keys.public('vendor')}\n"
+        f"  - name: auditor\n    role: audit\n    path: {keys.public('stranger')}\n"
+        f"bundles:\n{VENDOR_ONLY}\n"
+    )
+    refused(
+        approve(bcli, location, keys.private("stranger"), policy),
+        4,
+        "an approval by auditor (key ",
+        "role 'audit') as demo would not count",
+        "the rule requires no 'audit' signature",
+        "what counts is 1 'vendor' signature(s) by vendor (key ",
+    )
+    assert Path(location.removeprefix("archive:")).read_bytes() == before
 
 
 def test_bad_policy_file_is_a_config_error(

@@ -11,8 +11,10 @@ docs/verification.md that must refuse the attack. The policy sanity checks (``ch
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import json
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,6 +33,7 @@ from bundler.model.bundle import (
     Blob,
     BundleEntry,
     BundleLock,
+    BundleView,
     LockedChart,
     LockedImage,
     bundle_index,
@@ -55,6 +58,7 @@ from bundler.services.trust import (
     SignatureFact,
     SignedBundle,
     VerifiedBundle,
+    approval_problem,
     check_content,
     check_signed,
 )
@@ -107,9 +111,11 @@ def build_bundle(
     version: str = VERSION,
     lock_images: dict[str, Digest] | None = None,
     extra_entries: Sequence[BundleEntry] = (),
+    extra_locked: Sequence[tuple[str, Digest]] = (),
 ) -> Bundle:
     """A bundle of the chart and two images. ``lock_images`` overrides what the lock says;
-    ``extra_entries`` are added to the index after the lock (an attacker's additions)."""
+    ``extra_entries`` are added to the index after the lock and ``extra_locked`` to the lock's
+    images (an attacker's additions)."""
     manifests: dict[Digest, Manifest] = {}
     blobs: dict[Digest, bytes] = {}
     config = Blob.of(mt.HELM_CONFIG, json.dumps({"name": name, "version": version}).encode())
@@ -133,7 +139,7 @@ def build_bundle(
         ),
         images=tuple(
             LockedImage(ref, digest, mt.OCI_MANIFEST, 100, ("linux/amd64",))
-            for ref, digest in locked.items()
+            for ref, digest in (*locked.items(), *extra_locked)
         ),
         rendered=True,
     )
@@ -347,6 +353,38 @@ def test_step3_child_without_a_role_in_index_is_refused() -> None:
     assert str(smuggled.digest) in message
 
 
+def test_step3_index_pinning_one_reference_twice_is_refused() -> None:
+    """The lock lists the api image once; the index pins it twice under its reference."""
+    honest = build_bundle()
+    again = BundleEntry(ROLE_IMAGE, honest.images[API_REF], image_ref=API_REF)
+    forged = build_bundle(extra_entries=[again])
+    message = refused(3, signed_ok, forged, [sign(VENDOR, forged.index.digest)])
+    assert f"the index pins image {API_REF} 2 times" in message
+
+
+def test_step3_index_pinning_one_reference_to_two_images_is_refused() -> None:
+    other, _ = _image("another api")
+    forged = build_bundle(extra_entries=[BundleEntry(ROLE_IMAGE, other, image_ref=API_REF)])
+    message = refused(3, signed_ok, forged, [sign(VENDOR, forged.index.digest)])
+    assert f"the index pins image {API_REF} 2 times" in message
+
+
+def test_step3_lock_listing_one_reference_twice_is_refused() -> None:
+    honest = build_bundle()
+    forged = build_bundle(extra_locked=[(WEB_REF, honest.images[WEB_REF].digest)])
+    message = refused(3, signed_ok, forged, [sign(VENDOR, forged.index.digest)])
+    assert f"the lock lists image {WEB_REF} 2 times" in message
+
+
+def test_an_index_with_two_charts_is_refused() -> None:
+    """Two chart entries are not a bundle: refused at step 1, before the lock is read."""
+    honest = build_bundle()
+    chart = honest.manifests[BundleView.of(honest.index).chart.digest]
+    forged = build_bundle(extra_entries=[BundleEntry(ROLE_CHART, chart)])
+    message = refused(1, signed_ok, forged, [sign(VENDOR, forged.index.digest)])
+    assert "exactly one chart and one lock (has 2 and 1)" in message
+
+
 def test_step3_lock_of_another_bundle_is_refused(bundle: Bundle) -> None:
     other = build_bundle(version="2.0.0")
     message = refused(
@@ -512,13 +550,152 @@ def test_verified_bundle_cannot_be_forged(bundle: Bundle, signed: SignedBundle) 
         signers=signed.signers,
         rule=NAME,
     )
-    for token in (None, object(), trust._Token()):
+    for token in (None, object(), trust._Token(), signed._token):
         with pytest.raises(TypeError):
             VerifiedBundle(**fields, _token=token)  # type: ignore[arg-type]
         with pytest.raises(TypeError):
             SignedBundle(bundle.index, signed.lock, (), NAME, token)  # type: ignore[arg-type]
     with pytest.raises(dataclasses.FrozenInstanceError):
         signed.rule = "*"  # type: ignore[misc]
+
+
+@pytest.fixture
+def verified(bundle: Bundle, signed: SignedBundle) -> VerifiedBundle:
+    return check_content(signed, bundle.facts())
+
+
+def test_verified_bundle_cannot_be_remade_with_replace(verified: VerifiedBundle) -> None:
+    """``replace`` copies the token; a token is good for the one construction it was made for."""
+    with pytest.raises(TypeError, match="made by the verification kernel only"):
+        replace(verified, name="evil", version="9.9.9")
+    with pytest.raises(TypeError, match="made by the verification kernel only"):
+        replace(verified)
+
+
+def test_signed_bundle_cannot_be_remade_with_replace(signed: SignedBundle) -> None:
+    with pytest.raises(TypeError, match="made by the verification kernel only"):
+        replace(signed, rule="*")
+
+
+@pytest.mark.parametrize(
+    "duplicate",
+    [copy.copy, copy.deepcopy, pickle.dumps, lambda x: pickle.dumps(x, protocol=0)],
+    ids=["copy", "deepcopy", "pickle", "pickle-protocol-0"],
+)
+def test_kernel_results_cannot_be_copied_or_pickled(
+    verified: VerifiedBundle, signed: SignedBundle, duplicate: object
+) -> None:
+    for result in (verified, signed):
+        with pytest.raises(TypeError, match="cannot be copied or pickled"):
+            duplicate(result)  # type: ignore[operator]
+
+
+def test_the_kernel_still_makes_each_result(bundle: Bundle, signed: SignedBundle) -> None:
+    first = check_content(signed, bundle.facts())
+    second = check_content(signed, bundle.facts())
+    assert first == second and first is not second
+    assert first.name == NAME and first.version == VERSION
+
+
+# ------------------------------------------------------ step 4: what did not count, and why
+def test_step4_names_a_valid_signature_the_identity_kept_from_counting(bundle: Bundle) -> None:
+    rule = BundleRule(NAME, (Requirement("vendor"),), identity=IDENTITY)
+    elsewhere = sign(VENDOR, bundle.index.digest, identity="evil.example/vendor/demo")
+    message = refused(4, signed_ok, bundle, [elsewhere], policy(rule))
+    assert "needs 1 'vendor' signature(s); valid ones: none; found but not counted: " in message
+    assert f"vendor-release (key {VENDOR.public.key_id}, role 'vendor', " in message
+    assert "identity evil.example/vendor/demo)" in message
+    assert f"the rule counts only identity {IDENTITY}" in message
+
+
+def test_step4_names_a_valid_signature_whose_key_holds_another_role(bundle: Bundle) -> None:
+    """The vendor's key listed as an approver: its signature is valid but is no vendor's."""
+    rule = BundleRule(NAME, (Requirement("vendor"),))
+    keys = [("release-manager", "approval", VENDOR), ("vendor-backup", "vendor", VENDOR_2)]
+    message = refused(
+        4, signed_ok, bundle, [sign(VENDOR, bundle.index.digest)], policy(rule, keys=keys)
+    )
+    assert "needs 1 'vendor' signature(s); valid ones: none; found but not counted: " in message
+    assert f"release-manager (key {VENDOR.public.key_id}, role 'approval'" in message
+    assert "its key holds role 'approval', not 'vendor'" in message
+
+
+# ----------------------------------------------------------- approvals: would one count
+def approvable(
+    bundle: Bundle, trust_policy: TrustPolicy, signatures: Sequence[SignatureFact]
+) -> VerifiedBundle:
+    """The bundle verified as ``approve`` does first: every rule with its requirements left out."""
+    relaxed = replace(trust_policy, rules=tuple(replace(r, require=()) for r in trust_policy.rules))
+    return check_content(signed_ok(bundle, signatures, relaxed), bundle.facts())
+
+
+VENDOR_AND_APPROVAL = BundleRule(NAME, (Requirement("vendor"), Requirement("approval")))
+
+
+def test_an_approval_by_the_approver_counts(bundle: Bundle) -> None:
+    trust_policy = policy(VENDOR_AND_APPROVAL, keys=TWO_VENDORS_AND_APPROVER)
+    verified = approvable(bundle, trust_policy, [sign(VENDOR, bundle.index.digest)])
+    approver = trust_policy.keys[2]
+    assert approval_problem(verified, trust_policy, approver, IDENTITY) is None
+
+
+def test_an_approval_naming_another_identity_than_the_rule_would_not_count(
+    bundle: Bundle,
+) -> None:
+    rule = replace(VENDOR_AND_APPROVAL, identity=IDENTITY)
+    trust_policy = policy(rule, keys=TWO_VENDORS_AND_APPROVER)
+    verified = approvable(bundle, trust_policy, [sign(VENDOR, bundle.index.digest)])
+    problem = approval_problem(verified, trust_policy, trust_policy.keys[2], "demo")
+    assert problem is not None
+    assert (
+        f"an approval by secops-alice (key {APPROVER.public.key_id}, role 'approval') as demo "
+        in problem
+    )
+    assert f"the rule counts only identity {IDENTITY}" in problem
+    assert (
+        f"1 'approval' signature(s) by secops-alice (key {APPROVER.public.key_id}), "
+        f"as identity {IDENTITY}" in problem
+    )
+    assert approval_problem(verified, trust_policy, trust_policy.keys[2], IDENTITY) is None
+
+
+def test_an_approval_by_a_key_of_a_role_the_rule_does_not_require_would_not_count(
+    bundle: Bundle,
+) -> None:
+    keys = [*TWO_VENDORS_AND_APPROVER, ("auditor", "audit", STRANGER)]
+    trust_policy = policy(VENDOR_AND_APPROVAL, keys=keys)
+    verified = approvable(bundle, trust_policy, [sign(VENDOR, bundle.index.digest)])
+    problem = approval_problem(verified, trust_policy, trust_policy.keys[3], IDENTITY)
+    assert problem is not None
+    assert "the rule requires no 'audit' signature" in problem
+    assert f"1 'approval' signature(s) by secops-alice (key {APPROVER.public.key_id})" in problem
+
+
+def test_an_approval_with_the_vendor_key_would_not_count(bundle: Bundle) -> None:
+    trust_policy = policy(VENDOR_AND_APPROVAL, keys=TWO_VENDORS_AND_APPROVER)
+    verified = approvable(bundle, trust_policy, [sign(VENDOR, bundle.index.digest)])
+    problem = approval_problem(verified, trust_policy, trust_policy.keys[0], IDENTITY)
+    assert problem is not None
+    assert "vendor-release" in problem and "has signed already and counts once" in problem
+    assert (
+        f"still needs 1 'approval' signature(s) by secops-alice (key {APPROVER.public.key_id})"
+        in problem
+    )
+
+
+def test_an_approval_before_the_vendor_signed_as_the_rule_names_is_refused(
+    bundle: Bundle,
+) -> None:
+    """The vendor's signature is valid but names another repository: it does not count."""
+    rule = replace(VENDOR_AND_APPROVAL, identity=IDENTITY)
+    trust_policy = policy(rule, keys=TWO_VENDORS_AND_APPROVER)
+    elsewhere = sign(VENDOR, bundle.index.digest, identity="evil.example/vendor/demo")
+    verified = approvable(bundle, trust_policy, [elsewhere])
+    problem = approval_problem(verified, trust_policy, trust_policy.keys[2], IDENTITY)
+    assert problem is not None
+    assert problem.startswith("rule 'demo' needs 1 'vendor' signature(s) by vendor-release")
+    assert "valid ones: none; found but not counted: vendor-release" in problem
+    assert "identity evil.example/vendor/demo)" in problem
 
 
 # ----------------------------------------------------------------------- policy sanity

@@ -124,6 +124,15 @@ def test_step3_a_missing_lock_blob_is_refused_before_any_image_blob_is_read(
     assert "cannot read the lock" in failed_at(run(bundle), 3)
 
 
+def test_an_unsigned_bundle_without_its_lock_blob_fails_step2_and_runs_no_later_step(
+    stores: dict[str, MemoryStore],
+) -> None:
+    """Steps run in order: the lock that cannot be read is not judged before the signatures."""
+    bundle = build_bundle(stores)
+    assert bundle.store.delete_blob(bundle.blob_of(LOCK_MEDIA_TYPE))
+    assert "not signed" in failed_at(run(bundle), 2)
+
+
 def test_step4_a_version_outside_the_rule_is_refused(stores: dict[str, MemoryStore]) -> None:
     bundle = signed_bundle(stores)
     assert "1.0.0" in failed_at(run(bundle, versions=">=2.0.0"), 4)
