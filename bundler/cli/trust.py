@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -49,6 +51,9 @@ IdentityOpt = Annotated[
 ]
 
 
+COSIGN_PASSWORD = "COSIGN_PASSWORD"  # noqa: S105 - the name of cosign's variable, not a secret
+
+
 def private_key(path: Path, passphrase_file: Path | None, passphrase_env: str | None):  # type: ignore[no-untyped-def]
     """Read and decrypt a cosign private key file; the passphrase from a file, env, or a prompt.
 
@@ -60,13 +65,22 @@ def private_key(path: Path, passphrase_file: Path | None, passphrase_env: str | 
         pem = read_key_file(path)  # a regular file, read with a bound
     except OSError as exc:
         raise KeyFileError(f"cannot read key {path}: {exc.strerror}") from None
-    passphrase = read_passphrase(
-        file=passphrase_file,
-        env=passphrase_env,
-        prompt=None
-        if (passphrase_file or passphrase_env)
-        else (lambda: typer.prompt(f"Passphrase for {path}", hide_input=True)),
-    )
+    if passphrase_file is None and passphrase_env is None and COSIGN_PASSWORD in os.environ:
+        passphrase_env = COSIGN_PASSWORD  # as cosign reads it, in pipelines
+    prompt = None
+    if passphrase_file is None and passphrase_env is None:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                f"the passphrase of {path} cannot be asked for (no terminal): pass "
+                f"--passphrase-file FILE or --passphrase-env VAR, or set {COSIGN_PASSWORD}"
+            )
+
+        def prompt() -> str:  # on the terminal, never on stdout (it may carry JSON)
+            import getpass
+
+            return getpass.getpass(f"Passphrase for {path}: ")
+
+    passphrase = read_passphrase(file=passphrase_file, env=passphrase_env, prompt=prompt)
     return decrypt_private_key(pem, passphrase, str(path))
 
 

@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -182,3 +183,45 @@ def test_inspect_reads_cosigns_own_keys(tmp_path: Path, cosign_vectors: Path) ->
         env_extra={"COSIGN_PASS": "hello"},
     )
     assert private.returncode == 0, private.stderr
+
+
+def _signable(tmp_path: Path, synth: ModuleType) -> str:
+    layout = tmp_path / "layout"
+    synth.write_image(layout, "app:1", [synth.LayerSpec(seed="sign-me", size=64)])
+    return f"oci:{layout}:app:1"
+
+
+def test_sign_without_a_terminal_or_a_passphrase_source_says_how_to_give_one(
+    tmp_path: Path, synth: ModuleType
+) -> None:
+    generated = bundler("keys", "generate", tmp_path / "k", "--passphrase-env", "BUNDLER_KEY_PASS")
+    assert generated.returncode == 0, generated.stderr
+    sign = ["sign", _signable(tmp_path, synth), "--key", str(tmp_path / "k.key")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bundler.cli.main", *sign],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "COSIGN_PASSWORD"},
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    [line] = proc.stderr.splitlines()  # no Python warning, no "Aborted!"
+    assert "--passphrase-file" in line and "--passphrase-env" in line
+    assert "COSIGN_PASSWORD" in line
+
+
+def test_cosign_password_is_honoured_as_cosign_does(tmp_path: Path, synth: ModuleType) -> None:
+    generated = bundler("keys", "generate", tmp_path / "k", "--passphrase-env", "BUNDLER_KEY_PASS")
+    assert generated.returncode == 0, generated.stderr
+    signed = bundler(
+        "sign",
+        _signable(tmp_path, synth),
+        "--key",
+        tmp_path / "k.key",
+        env_extra={"COSIGN_PASSWORD": PASSPHRASE},
+    )
+    assert signed.returncode == 0, signed.stderr
+    assert "signed" in signed.stdout + signed.stderr
