@@ -342,8 +342,9 @@ class _TarWriter:
 def _own_temp_pattern(archive_name: str) -> re.Pattern[str]:
     """The hidden temporary files a writer of ``archive_name`` makes beside it.
 
-    ``.NAME.partial`` (a single-file archive growing), ``.NAME.partN.XXXX.partial`` (a volume
-    before commit) and ``.NAME.parts.json.XXXX.partial`` (the parts list being written).
+    ``.NAME.partial`` (a single-file archive growing), ``.NAME.partN.<random>.partial`` (a
+    volume before commit) and ``.NAME.parts.json.<random>.partial`` (the parts list being
+    written), ``<random>`` being the temporary file's random suffix.
     """
     return re.compile(
         re.escape(f".{archive_name}")

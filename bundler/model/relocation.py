@@ -83,10 +83,9 @@ def get_path(values: dict[str, Any], path: str) -> Any:
     return node
 
 
-def set_path(values: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """A copy of ``values`` with ``value`` at ``path`` (intermediate maps created)."""
-    out = copy.deepcopy(values)
-    node = out
+def set_value(values: dict[str, Any], path: str, value: Any) -> None:
+    """Set a dotted ``path`` in ``values`` in place, making the maps on the way."""
+    node = values
     parts = path.split(".")
     for part in parts[:-1]:
         child = node.get(part)
@@ -95,6 +94,12 @@ def set_path(values: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
             node[part] = child
         node = child
     node[parts[-1]] = value
+
+
+def set_path(values: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of ``values`` with ``value`` at ``path`` (intermediate maps created)."""
+    out = copy.deepcopy(values)
+    set_value(out, path, value)
     return out
 
 

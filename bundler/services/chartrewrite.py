@@ -24,7 +24,7 @@ from typing import Any
 from bundler.errors import ReferenceFormatError
 from bundler.model.bundle import BundleLock, LockedUse
 from bundler.model.reference import Reference
-from bundler.model.relocation import Relocation
+from bundler.model.relocation import Relocation, set_value
 from bundler.services.rendered import scan
 from bundler.services.valuemap import parse_composition
 
@@ -177,19 +177,6 @@ def solve(
     _solve_digest(spans, written, str(relocation.digest), values)
     original = {s.path: written[s.start : s.end] for s in spans}
     return {path: value for path, value in values.items() if value != original.get(path)}
-
-
-def set_value(values: dict[str, Any], path: str, value: Any) -> None:
-    """Set a dotted ``path`` in ``values`` in place, making the maps on the way."""
-    node = values
-    parts = path.split(".")
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
-    node[parts[-1]] = value
 
 
 def merge_values(defaults: Any, overrides: Any) -> Any:
