@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,7 +227,14 @@ def newest_chart_tag(transports: Transports, reference: Reference) -> str:
 
 
 def render_settings(spec: BundleSpec, helm: Helm | None) -> RenderSettings:
-    """The values (files and ``--set*`` merged by Helm), kube and API versions to render with."""
+    """The values (files and ``--set*`` merged by Helm), kube and API versions to render with.
+
+    UsageError for a ``--kube-version`` that is not a version (before Helm is asked).
+    """
+    if spec.kube_version is not None and not re.fullmatch(r"v?\d+\.\d+(\.\d+)?", spec.kube_version):
+        raise UsageError(
+            f"--kube-version {spec.kube_version!r} is not a Kubernetes version (e.g. 1.29.3)"
+        )
     values: dict[str, Any] = {}
     if spec.values_files or spec.set_values or spec.set_strings or spec.set_files:
         if helm is None:

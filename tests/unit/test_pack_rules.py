@@ -171,3 +171,12 @@ def test_platform_filter_matching_everything_keeps_the_original_bytes() -> None:
 def test_platform_filter_matching_nothing_is_refused_listing_what_exists() -> None:
     with pytest.raises(UsageError, match="linux/arm/v7"):
         filter_platforms(parse_manifest(_index()), [Platform.parse("windows/amd64")], "x")
+
+
+def test_a_kube_version_that_is_not_a_version_is_a_usage_error_before_helm_runs() -> None:
+    from bundler.errors import UsageError
+    from bundler.services.pack import render_settings
+
+    with pytest.raises(UsageError, match=r"--kube-version 'banana' is not a Kubernetes version"):
+        render_settings(BundleSpec(kube_version="banana"), None)
+    assert render_settings(BundleSpec(kube_version="v1.29.3"), None).kube_version == "v1.29.3"
