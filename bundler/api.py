@@ -26,6 +26,7 @@ from typing import Any
 
 from bundler.adapters.crypto import (
     PrivateKey,
+    PublicKey,
     decrypt_private_key,
     generate_key,
     load_public_key,
@@ -38,6 +39,7 @@ from bundler.errors import BundlerError
 from bundler.model.policy import TrustPolicy
 from bundler.model.reference import Reference
 from bundler.model.spec import BundleSpec
+from bundler.services.approve import ApprovalResult
 from bundler.services.copy import CopyResult
 from bundler.services.discover import Discovery
 from bundler.services.inspect import InspectResult
@@ -49,6 +51,7 @@ from bundler.services.transports import Location, Transports, parse_location
 from bundler.services.verify import VerifyReport
 
 __all__ = [
+    "ApprovalResult",
     "BundleSpec",
     "BundlerError",
     "CopyResult",
@@ -61,11 +64,13 @@ __all__ = [
     "PackResult",
     "PrivateKey",
     "PromotionResult",
+    "PublicKey",
     "RegistryOptions",
     "Session",
     "SignResult",
     "TrustPolicy",
     "VerifyReport",
+    "approve",
     "copy",
     "export",
     "generate_key_pair",
@@ -74,12 +79,15 @@ __all__ = [
     "inspect",
     "load_bundle_config",
     "load_private_key",
+    "load_public_key_file",
     "load_trust_policy",
+    "login",
     "one_key_policy",
     "pack",
     "promote",
     "sign",
     "verify",
+    "verify_promotion",
 ]
 
 Where = str | Location
@@ -159,6 +167,17 @@ def generate_key_pair(
 ) -> tuple[Path, Path]:
     """``PREFIX.key`` (encrypted, mode 0600) and ``PREFIX.pub``, as ``bundler keys generate``."""
     return write_key_pair(Path(prefix), generate_key(algorithm), passphrase)
+
+
+def load_public_key_file(path: str | Path) -> PublicKey:
+    """A public key from a PEM file (cosign's ``.pub``); KeyFileError if it is not one."""
+    from bundler.errors import KeyFileError
+
+    try:
+        pem = read_key_file(Path(path))
+    except OSError as exc:
+        raise KeyFileError(f"cannot read key {path}: {exc.strerror}") from None
+    return load_public_key(pem, str(path))
 
 
 def one_key_policy(public_key: str | Path) -> TrustPolicy:
@@ -246,6 +265,68 @@ def verify(
     if report.error is not None:
         raise report.error
     return report
+
+
+def approve(
+    location: Where,
+    key: PrivateKey,
+    policy: TrustPolicy,
+    *,
+    identity: str | None = None,
+    parallel: int = 4,
+    session: Session | None = None,
+) -> ApprovalResult:
+    """Verify the bundle under ``policy`` (approvals aside), then add ``key``'s approval.
+
+    The policy must trust ``key`` (UsageError otherwise), and its signature must count toward
+    the bundle's rule: VerificationError (step 4) before anything is signed when it would not.
+    """
+    from bundler.services.approve import approve as approve_service
+
+    with _session(session) as transports:
+        return approve_service(
+            _at(location), key, policy, transports, identity=identity, parallel=parallel
+        )
+
+
+def verify_promotion(
+    location: Where, key: PublicKey, *, session: Session | None = None
+) -> dict[str, Any]:
+    """The promotion record of the promoted chart at ``location``, signed by ``key``.
+
+    VerificationError when the chart carries no record signed by that key naming it.
+    """
+    from bundler.services.promote import verify_promotion as verify_service
+
+    with _session(session) as transports:
+        source = transports.open_source(_at(location))
+        try:
+            return verify_service(source, key)
+        finally:
+            source.close()
+
+
+def login(
+    registry: str,
+    username: str,
+    password: str,
+    *,
+    options: RegistryOptions | None = None,
+    config_dir: str | Path | None = None,
+) -> bool:
+    """Check the credentials against ``registry``, then store them in Docker's config.json.
+
+    Returns False when the registry asks for no credentials (they are stored all the same).
+    AuthError when the registry refuses them; nothing is stored then.
+    """
+    from bundler.adapters.registry.credentials import Credential, CredentialStore
+    from bundler.services.transports import check_login
+
+    directory = Path(config_dir) if config_dir is not None else None
+    credential = Credential(username, password)
+    asks = check_login(registry, credential, options or RegistryOptions())
+    CredentialStore(directory).store(registry, credential)
+    return asks
 
 
 def export(

@@ -396,6 +396,17 @@ class ArchiveTarget:
         """Target.root_tag: the ref given after ``archive:FILE:``, else the source's ref name."""
         return self.ref or source_ref
 
+    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        """Target.open_blob: an archive being written is not read back."""
+        raise NotFoundError(f"{self.name}: an archive being written cannot be read back")
+
+    def layout(self) -> None:
+        """Target.layout: none; an archive is written as one stream."""
+        return None
+
+    def remove_blob(self, digest: Digest) -> None:
+        """Target.remove_blob: nothing; an archive holds only what its writer put in."""
+
     @property
     def partial_path(self) -> Path:
         """Where a single-file archive grows until commit; kept if a transfer dies midway."""

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from bundler.adapters.stream import VerifiedStream
 from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
 from bundler.model.plan import TransferPlan
+
+if TYPE_CHECKING:
+    from bundler.adapters.fsafe import DestinationLock
+    from bundler.adapters.layout import LayoutReader
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Everything a store bundler judges as a whole holds (a layout, an archive, a memory store).
+
+    Verification's step 6 counts it; a delta's absent blobs are found with it.
+    """
+
+    entries: Sequence[Descriptor]  # index.json's entries, names and referrers alike
+    files: LayoutReader  # its blob files and stray files (hidden files, links, trailing data)
 
 
 class Source(Protocol):
@@ -46,6 +62,13 @@ class Source(Protocol):
         """Manifests whose ``subject`` is ``subject`` (OCI 1.1 referrers)."""
         ...
 
+    def inventory(self) -> Inventory | None:
+        """All the store holds, where it is a layout, an archive or a memory store.
+
+        None for a registry: it holds what others put there, and only what is asked for counts.
+        """
+        ...
+
     def close(self) -> None:
         """Release connections and open files; the source is not used afterwards."""
         ...
@@ -63,6 +86,14 @@ class Target(Protocol):
     name: str
     parallel_blobs: bool
     requires_name: bool  # layouts need a ref name; registries accept digest-only pushes
+
+    @property
+    def write_lock(self) -> DestinationLock | None:
+        """The destination's exclusive writer lock: layouts, archives; else None.
+
+        A caller doing several writes (read, then write back) holds it around them all.
+        """
+        ...
 
     def begin(self, plan: TransferPlan) -> None:
         """Prepare for ``plan`` (reach the registry, open the layout) before any blob moves."""
@@ -105,4 +136,23 @@ class Target(Protocol):
 
     def root_tag(self, source_ref: str | None) -> str | None:
         """The name to give the copied artifact: the user's, else one derived from the source."""
+        ...
+
+    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        """Raw chunks of a blob the target holds (the caller verifies them).
+
+        NotFoundError if it does not, or cannot read it back (an archive being written).
+        """
+        ...
+
+    def layout(self) -> LayoutReader | None:
+        """The files of a layout kept whole (a directory or a memory store), else None.
+
+        Their blobs are plain files: a copy hashes one before counting it as present, and
+        ``remove_blob`` may delete one nothing reaches.
+        """
+        ...
+
+    def remove_blob(self, digest: Digest) -> None:
+        """Delete a blob of a :meth:`layout` nothing reaches; elsewhere nothing is deleted."""
         ...

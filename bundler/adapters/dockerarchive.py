@@ -457,6 +457,10 @@ class DockerArchiveSource:
         """Source.referrers: always empty; a ``docker save`` tar holds no referrers."""
         return []
 
+    def inventory(self) -> None:
+        """Source.inventory: none; a docker save tar is read for the images it names."""
+        return None
+
     def close(self) -> None:
         """Source.close: close the archive file."""
         with contextlib.suppress(OSError):

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from bundler.adapters.base import Inventory
 from bundler.adapters.files import atomic_write
 from bundler.adapters.fsafe import (
     DestinationLock,
@@ -269,6 +270,10 @@ class LayoutSource:
                 )
         return found
 
+    def inventory(self) -> Inventory:
+        """Source.inventory: the index's entries, and the reader's blob and stray files."""
+        return Inventory(tuple(self.entries), self.reader)
+
     def close(self) -> None:
         """Source.close: close the reader when it has anything to close (an archive does)."""
         close = getattr(self.reader, "close", None)
@@ -442,7 +447,9 @@ class LayoutTarget:
     parallel_blobs = True
     requires_name = True
 
-    def __init__(self, path: Path, ref: str | None) -> None:
+    def __init__(
+        self, path: Path, ref: str | None, *, write_lock: DestinationLock | None = None
+    ) -> None:
         self.directory = LayoutDirectory(path)
         self.path = path
         self.ref = ref
@@ -450,7 +457,11 @@ class LayoutTarget:
         self._new_entries: list[Descriptor] = []
         self._created_dir = False
         self._locked = False
-        self.write_lock = DestinationLock(path / LOCK_FILE, f"layout {path}", self._make_dir)
+        # A lock the caller holds already for this layout (one promotion writing several
+        # images into it) is shared, not taken a second time.
+        self.write_lock = write_lock or DestinationLock(
+            path / LOCK_FILE, f"layout {path}", self._make_dir
+        )
         if path.exists() and not path.is_dir():
             raise UsageError(f"{path} exists and is not a directory")
         self._check_is_layout()
@@ -575,6 +586,14 @@ class LayoutTarget:
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISREG(os.lstat(path).st_mode):
                 path.unlink()
+
+    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        """Target.open_blob: the layout's file of the blob."""
+        return self.directory.open_blob(descriptor)
+
+    def layout(self) -> LayoutDirectory:
+        """Target.layout: the directory written into."""
+        return self.directory
 
     def tag(self, tag: str, manifest: Manifest) -> None:
         """Target.tag: staged as an ``index.json`` entry with the ref name; written at commit."""

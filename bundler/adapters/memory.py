@@ -161,6 +161,7 @@ class MemoryTarget:
 
     parallel_blobs = True
     requires_name = True
+    write_lock = None  # one process: the store's own lock orders writers
 
     def __init__(self, store: MemoryStore, ref: str | None) -> None:
         self.store = store
@@ -216,3 +217,11 @@ class MemoryTarget:
     def remove_blob(self, digest: Digest) -> None:
         """Drop a blob this target's copy made garbage (a superseded signature manifest)."""
         self.store.delete_blob(digest)
+
+    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        """Target.open_blob: the store's bytes of the blob."""
+        return self.store.open_blob(descriptor)
+
+    def layout(self) -> MemoryStore:
+        """Target.layout: the store itself."""
+        return self.store

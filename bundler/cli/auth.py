@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bundler.adapters.registry.credentials import Credential, CredentialStore
+from bundler.adapters.registry.credentials import CredentialStore
 from bundler.cli.common import CaFileOpt, ConfigDirOpt, InsecureOpt, PlainHttpOpt, registry_options
 from bundler.errors import UsageError
 from bundler.model.reference import Reference
@@ -38,7 +38,7 @@ def login_command(
     The password comes from standard input (--password-stdin) or a prompt, never from an
     argument, so it stays out of shell history and process listings.
     """
-    from bundler.adapters.registry.client import RegistryClient
+    from bundler import api
 
     host = _host(registry)
     if password_stdin:
@@ -47,18 +47,9 @@ def login_command(
         password = typer.prompt("Password", hide_input=True)
     if not password:
         raise UsageError("empty password")
-    credential = Credential(username, password)
     options = registry_options(plain_http, ca_file, insecure, config_dir)
-    options.credentials[host] = credential
-    client = RegistryClient(host, options)
-    try:
-        # /v2/ needs no scope; a token (or the Basic credential) proves the login works.
-        client.request("GET", "/v2/", ("registry:catalog:*",)).close()
-        if client.auth.challenge is None:
-            typer.echo(f"note: {host} asks for no credentials", err=True)
-    finally:
-        client.close()
-    CredentialStore(config_dir).store(host, credential)
+    if not api.login(host, username, password, options=options, config_dir=config_dir):
+        typer.echo(f"note: {host} asks for no credentials", err=True)
     typer.echo(f"Login succeeded for {username} at {host}")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -282,25 +281,14 @@ def _verify_promotion(
     insecure: bool,
     config_dir: Path | None,
 ) -> None:
-    from bundler.adapters.crypto import load_public_key, read_key_file
-    from bundler.services.promote import verify_promotion
-    from bundler.services.transports import Transports, parse_location
+    from bundler import api
 
     if key is None:
         raise UsageError("--promotion needs --key PROMOTION.pub")
-    try:
-        public = load_public_key(read_key_file(key), str(key))
-    except OSError as exc:
-        raise KeyFileError(f"cannot read key {key}: {exc.strerror}") from None
-    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir))
-    try:
-        store = transports.open_source(parse_location(source))
-        try:
-            record = verify_promotion(store, public)
-        finally:
-            store.close()
-    finally:
-        transports.close()
+    public = api.load_public_key_file(key)
+    options = registry_options(plain_http, ca_file, insecure, config_dir)
+    with api.Session(options) as session:
+        record = api.verify_promotion(source, public, session=session)
     if output is OutputFormat.json:
         emit_json(record)
         return
@@ -334,54 +322,28 @@ def approve_command(
     must count toward the bundle's rule (a role the rule requires, the identity it names), or
     nothing is written.
     """
-    from bundler.errors import VerificationError
-    from bundler.services.trust import approval_problem
+    from bundler import api
 
-    full = load_policy(policy, None)
     private = private_key(key, passphrase_file, passphrase_env)
-    mine = [k for k in full.keys if k.key.key_id == private.public.key_id]
-    if not mine:
-        raise UsageError(f"{key} is not a key the policy trusts; it cannot approve")
-    role = mine[0].role
-    if all(r.role == role for rule in full.rules for r in rule.require):
-        raise UsageError(f"the policy asks only for {role!r} signatures: nothing to verify first")
-    # Steps 1 to 6 with the signature requirements left out; the kernel then judges the
-    # signatures against the full rule, with the approval this command would add.
-    before = replace(full, rules=tuple(replace(rule, require=()) for rule in full.rules))
-    report = _verify_and_render(
-        source, before, output, parallel, plain_http, ca_file, insecure, config_dir, emit=False
-    )
-    assert report.bundle is not None  # a failed verification raised above
-    options = registry_options(plain_http, ca_file, insecure, config_dir)
-    claim = identity or _signing_identity(source, options)
-    problem = approval_problem(report.bundle, full, mine[0], claim)
-    if problem is not None:
-        raise VerificationError(4, f"{problem}; nothing was signed")
-    if output is not OutputFormat.json:
-        _render_verified(report)
-    result = _sign(source, private, False, identity, report.bundle.digest, options)
+    options = registry_options(plain_http, ca_file, insecure, config_dir, parallel)
+    with api.Session(options) as session:
+        result = api.approve(
+            source,
+            private,
+            load_policy(policy, None),
+            identity=identity,
+            parallel=parallel,
+            session=session,
+        )
     if output is OutputFormat.json:
-        emit_json({"verification": report.to_json(), "approval": result.to_json()})
+        emit_json(result.to_json())
         return
-    again = "" if result.signed else "already "
-    typer.echo(printable(f"{result.digest}  {again}approved by {mine[0].name} ({role})"))
-
-
-def _signing_identity(source: str, options: RegistryOptions) -> str:
-    """The identity ``sign`` names for ``source`` when no ``--identity`` is given."""
-    from bundler.services.sign import default_identity
-    from bundler.services.transports import Transports, parse_location
-
-    location = parse_location(source)
-    transports = Transports(options)
-    try:
-        store = transports.open_source(location)
-        try:
-            return default_identity(location, store, store.fetch_manifest(store.resolve()))
-        finally:
-            store.close()
-    finally:
-        transports.close()
+    _render_verified(result.verification)
+    again = "already " if result.already else ""
+    approver = result.approver
+    typer.echo(
+        printable(f"{result.approval.digest}  {again}approved by {approver.name} ({approver.role})")
+    )
 
 
 def register(app: typer.Typer) -> None:

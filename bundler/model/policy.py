@@ -9,26 +9,15 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass
-from typing import Protocol
 
 import semver
 
 from bundler.errors import ConfigError
 from bundler.model.chartversion import parse_chart_version
+from bundler.model.signature import Verifier
 
 # A version as Helm reads chart versions (``v1.2``, ``1``, ``1.2.3-rc.1+b``), see chartversion.
 _COMPARATOR = re.compile(r"^(>=|<=|==|!=|>|<|=)?(v?\d+(?:\.\d+){0,2}(?:[-+][0-9A-Za-z.+-]*)?)$")
-
-
-class Verifier(Protocol):
-    """A public key as policy checks see it; ``bundler.adapters.crypto`` implements it."""
-
-    @property
-    def key_id(self) -> str:
-        """``sha256:`` and the hex SHA-256 of the key's DER SubjectPublicKeyInfo."""
-
-    def verify(self, payload: bytes, signature: bytes) -> bool:
-        """True when ``signature`` is this key's over exactly ``payload``; never raises."""
 
 
 @dataclass(frozen=True)

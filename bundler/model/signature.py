@@ -348,7 +348,7 @@ def signature_entries(manifest: Manifest) -> list[Descriptor]:
 
 # ------------------------------------------------------------------------------ checking
 class Verifier(Protocol):
-    """A public key as signature checking sees it; ``bundler.adapters.crypto`` implements it."""
+    """A public key as signature and policy checks see it; implemented in adapters.crypto."""
 
     @property
     def key_id(self) -> str:
@@ -358,16 +358,17 @@ class Verifier(Protocol):
         """True when ``signature`` is this key's over exactly ``payload``; never raises."""
 
 
-def _same_repository(claimed: str, expected: str) -> bool:
+def same_repository(claimed: str, expected: str) -> bool:
     """containers/image's matchRepository: equal registry/repository after normalisation.
 
     A tag or digest in the claimed identity does not matter.
     """
     try:
         claimed_ref = Reference.parse(claimed, default_tag=False)
+        expected_ref = Reference.parse(expected, default_tag=False)
     except ReferenceFormatError:
         return False
-    return claimed_ref.name == Reference.parse(expected, default_tag=False).name
+    return claimed_ref.name == expected_ref.name
 
 
 # Complexity kept: the numbered steps of one check; splitting would scatter them.
@@ -413,6 +414,6 @@ def check_simple_signature(  # noqa: C901
     if claim.digest != expected_digest:
         return REASON_DIGEST
     # 4. The repository it was signed for, when the verifier asks for one.
-    if expected_identity is not None and not _same_repository(claim.identity, expected_identity):
+    if expected_identity is not None and not same_repository(claim.identity, expected_identity):
         return REASON_IDENTITY
     return None

@@ -132,6 +132,10 @@ class BundleSource:
             self.route(descriptor.digest, source)
         return found
 
+    def inventory(self) -> None:
+        """Source.inventory: none; it presents a bundle being built, not a store."""
+        return None
+
     def close(self) -> None:
         """Source.close: close every source something was routed to."""
         for source in self._sources:

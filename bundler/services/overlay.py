@@ -88,6 +88,10 @@ class OverlaySource:
         known = {d.digest for d in added}
         return added + [d for d in self.base.referrers(subject) if d.digest not in known]
 
+    def inventory(self) -> None:
+        """Source.inventory: none; an overlay presents a chosen view, not a store."""
+        return None
+
     def close(self) -> None:
         """Source.close: close the base."""
         self.base.close()

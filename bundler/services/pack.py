@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import semver
@@ -28,8 +27,6 @@ import semver
 from bundler.adapters.base import Source
 from bundler.adapters.chart import Chart, load_chart, load_chart_archive
 from bundler.adapters.helm import Helm, find_helm
-from bundler.adapters.layout import LayoutDirectory, LayoutSource
-from bundler.adapters.registry.store import RegistrySource
 from bundler.adapters.stream import VerifiedStream, read_exact
 from bundler.errors import (
     ChartError,
@@ -75,7 +72,7 @@ from bundler.services import copy as copy_service
 from bundler.services.bundle_source import BundleSource
 from bundler.services.discover import DiscoveredImage, Discovery, discover
 from bundler.services.graph import platforms, walk
-from bundler.services.transports import Transports
+from bundler.services.transports import Kind, Location, Transports, registry_location
 
 MAX_CHART_BYTES = 20 * 1024 * 1024
 ANNOTATION_CHART = "dev.bundler.chart"
@@ -187,7 +184,7 @@ def load_chart_for_bundle(spec: BundleSpec, transports: Transports) -> LoadedCha
     reference = Reference.parse(spec.chart_ref.removeprefix("oci://"), default_tag=False)
     if reference.tag is None and reference.digest is None:
         reference = reference.with_tag(newest_chart_tag(transports, reference))
-    source = RegistrySource(transports.client(reference.registry), reference, transports.locations)
+    source = transports.open_source(registry_location(reference))
     manifest = source.fetch_manifest(source.resolve())
     if manifest.is_index or manifest.config is None or manifest.config.media_type != mt.HELM_CONFIG:
         raise ChartError(f"{reference} is not a Helm chart (config {manifest.config})")
@@ -209,7 +206,7 @@ def newest_chart_tag(transports: Transports, reference: Reference) -> str:
     written ``_`` in OCI tags. NotFoundError when the repository holds no version.
     """
     best: tuple[semver.Version, str] | None = None
-    for tag in transports.client(reference.registry).list_tags(reference.repository):
+    for tag in transports.list_tags(reference):
         try:
             version = parse_chart_version(tag.replace("_", "+"))
         except ValueError:
@@ -280,19 +277,12 @@ class ImageResolver:
         if ref.digest is not None and ref.tag is not None:
             names.append(str(ref.with_digest(None)))
         for spec in self.sources:
-            if spec.kind == "oci":
+            if spec.kind in ("oci", "docker-archive"):
                 assert spec.path is not None
+                kind: Kind = "oci" if spec.kind == "oci" else "docker-archive"
                 for name in names:
-                    out.append((f"oci:{spec.path}:{name}", _layout_opener(spec.path, name)))
-            elif spec.kind == "docker-archive":
-                assert spec.path is not None
-                for name in names:
-                    out.append(
-                        (
-                            f"docker-archive:{spec.path}:{name}",
-                            _docker_archive_opener(spec.path, name),
-                        )
-                    )
+                    where = Location(kind, f"{kind}:{spec.path}:{name}", spec.path, name)
+                    out.append((where.text, self._path_opener(where)))
             elif spec.kind == "mirror" and spec.mirror_from == ref.registry:
                 assert spec.mirror_to is not None
                 host, _, prefix = spec.mirror_to.partition("/")
@@ -303,11 +293,18 @@ class ImageResolver:
             out.append((str(ref), self._registry_opener(ref)))
         return out
 
+    def _path_opener(self, where: Location) -> Callable[[], Source]:
+        def open_() -> Source:
+            assert where.path is not None
+            if not where.path.exists():
+                raise NotFoundError(f"image source {where.path} does not exist")
+            return self.transports.open_source(where)
+
+        return open_
+
     def _registry_opener(self, ref: Reference) -> Callable[[], Source]:
         def open_() -> Source:
-            return RegistrySource(
-                self.transports.client(ref.registry), ref, self.transports.locations
-            )
+            return self.transports.open_source(registry_location(ref))
 
         return open_
 
@@ -336,26 +333,6 @@ class ImageResolver:
                 f"for {ref.registry})"
             )
         raise NotFoundError(f"image {ref} not found (looked in: {', '.join(tried)})")
-
-
-def _layout_opener(path: Path, name: str) -> Callable[[], Source]:
-    def open_() -> Source:
-        if not path.exists():
-            raise NotFoundError(f"image source {path} does not exist")
-        return LayoutSource(LayoutDirectory(path), name)
-
-    return open_
-
-
-def _docker_archive_opener(path: Path, name: str) -> Callable[[], Source]:
-    def open_() -> Source:
-        from bundler.adapters.dockerarchive import DockerArchiveSource
-
-        if not path.exists():
-            raise NotFoundError(f"image source {path} does not exist")
-        return DockerArchiveSource(path, name)
-
-    return open_
 
 
 def check_sources(spec: BundleSpec) -> None:

@@ -24,7 +24,6 @@ import base64
 import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +32,7 @@ import semver
 from bundler.adapters.base import Source, Target
 from bundler.adapters.chart import Chart, dump_values, load_chart_archive, package_files
 from bundler.adapters.crypto import PrivateKey
+from bundler.adapters.fsafe import DestinationLock
 from bundler.adapters.helm import Helm, find_helm
 from bundler.adapters.stream import VerifiedStream, read_exact
 from bundler.errors import (
@@ -62,12 +62,18 @@ from bundler.model.policy import TrustPolicy
 from bundler.model.reference import Reference
 from bundler.model.relocation import Relocation, get_path, new_value, relocate, set_path
 from bundler.model.rendering import RenderSettings
+from bundler.model.signature import Verifier
 from bundler.services import copy as copy_service
 from bundler.services.chartrewrite import merge_values, prove, rewrite_chart
 from bundler.services.discover import probe_values
 from bundler.services.overlay import OverlaySource
-from bundler.services.transports import Location, Transports, memory_location
-from bundler.services.trust import VerifiedBundle
+from bundler.services.transports import (
+    Location,
+    Transports,
+    memory_location,
+    registry_location,
+)
+from bundler.services.trust import RecordFact, VerifiedBundle, check_promotion
 from bundler.services.valuemap import relocation_settings
 from bundler.services.verify import open_for_verification, verify
 
@@ -346,14 +352,14 @@ def promoted_versions(
             for entry in entries
             if (name := entry.annotations.get(mt.ANNOTATION_REF_NAME, "")).startswith(prefix)
         }
-    client = transports.client(plan.registry)
+    chart = Reference(plan.registry, plan.chart_repository, plan.chart_tag)
     try:
-        tags = client.list_tags(plan.chart_repository)
+        tags = transports.list_tags(chart)
     except NotFoundError:
         return {}
     found: dict[str, Digest | None] = dict.fromkeys(tags)
     if plan.chart_tag in found:
-        existing = client.head_manifest(plan.chart_repository, plan.chart_tag)
+        existing = transports.head(chart)
         found[plan.chart_tag] = existing.digest if existing else None
     return found
 
@@ -415,9 +421,8 @@ def _image_tags(
         if layout is not None:
             found.append((relocation, entries.get(str(tagged))))
             continue
-        head = transports.client(plan.registry).head_manifest(
-            tagged.repository, tagged.tag or str(relocation.digest)
-        )
+        pinned = None if tagged.tag else relocation.digest  # untagged: look it up by digest
+        head = transports.head(Reference(plan.registry, tagged.repository, tagged.tag, pinned))
         found.append((relocation, head.digest if head else None))
     return found
 
@@ -535,7 +540,7 @@ def promote(  # noqa: C901
             return memory_location(layout.store, str(ref))
         if layout is not None:
             return Location("oci", f"oci:{layout.path}:{ref}", path=layout.path, ref=str(ref))
-        return Location("registry", str(ref), reference=ref)
+        return registry_location(ref)
 
     source = open_for_verification(transports, source_location)
     try:
@@ -578,13 +583,13 @@ def promote(  # noqa: C901
 @contextlib.contextmanager
 def _promotion_lock(
     layout: Location | None, transports: Transports, dry_run: bool
-) -> Iterator[AbstractContextManager[object] | None]:
+) -> Iterator[DestinationLock | None]:
     """The ``oci:`` layout's write lock, held for a whole promotion into it (None elsewhere)."""
     if layout is None or layout.kind != "oci" or dry_run:
         yield None
         return
-    lock = getattr(transports.open_target(layout), "write_lock", None)
-    if not isinstance(lock, AbstractContextManager):
+    lock = transports.open_target(layout).write_lock
+    if lock is None:
         yield None
         return
     with lock:
@@ -597,16 +602,13 @@ class _Writer:
 
     transports: Transports
     layout: Location | None
-    lock: AbstractContextManager[object] | None
+    lock: DestinationLock | None
     parallel: int
     location_of: Callable[[Reference], Location]
 
     def _target(self, ref: Reference) -> Target:
-        target = self.transports.open_target(self.location_of(ref))
-        if self.lock is not None and getattr(target, "write_lock", None) is not None:
-            # The lock this promotion holds already: the targets' own holds only count on it.
-            setattr(target, "write_lock", self.lock)  # noqa: B010 - the adapter's attribute
-        return target
+        # The lock this promotion holds already: the targets' own holds only count on it.
+        return self.transports.open_target(self.location_of(ref), write_lock=self.lock)
 
     def images(self, source: Source, bundle: VerifiedBundle, plan: PromotionPlan) -> None:
         """Step 3: images, by digest, each tagged once its content is in place."""
@@ -691,7 +693,7 @@ def existing_record(
         where = Location("oci", f"oci:{layout.path}", path=layout.path)
     else:
         ref = Reference(plan.registry, plan.chart_repository, None, plan.chart.digest)
-        where = Location("registry", str(ref), reference=ref)
+        where = registry_location(ref)
     wanted = canonical_json(plan.record())
     try:
         found = transports.open_source(where)
@@ -731,20 +733,16 @@ def _records_this(source: Source, manifest: Manifest, wanted: bytes, key: Privat
 MAX_RECORD_BYTES = 1024 * 1024
 
 
-def verify_promotion(source: Source, key: Any) -> dict[str, Any]:
+def verify_promotion(source: Source, key: Verifier) -> dict[str, Any]:
     """Check a promoted chart's record and return it.
 
     The record must be attached to this chart, signed by ``key`` (a public key), and name this
-    chart's digest.
+    chart's digest; the kernel judges the records found (``trust.check_promotion``).
     """
-    from bundler.errors import VerificationError
-
-    root = source.resolve()
-    chart = source.fetch_manifest(root)
-    if chart.is_index or chart.config is None or chart.config.media_type != mt.HELM_CONFIG:
-        raise VerificationError(1, f"{source.name} is not a Helm chart")
-    seen = 0
-    for descriptor in source.referrers(chart.digest):
+    chart = source.fetch_manifest(source.resolve())
+    records: list[RecordFact] = []
+    referrers = source.referrers(chart.digest) if not chart.is_index else []
+    for descriptor in referrers:
         if descriptor.artifact_type not in (PROMOTION_MEDIA_TYPE, None):
             continue
         manifest = source.fetch_manifest(descriptor)
@@ -753,26 +751,8 @@ def verify_promotion(source: Source, key: Any) -> dict[str, Any]:
         for layer in manifest.layers:
             if layer.media_type != PROMOTION_MEDIA_TYPE or layer.size > MAX_RECORD_BYTES:
                 continue
-            seen += 1
             record = read_exact(
                 VerifiedStream(source.open_blob(layer), layer, source.name), layer.size
             )
-            try:
-                signature = base64.b64decode(
-                    layer.annotations.get(PROMOTION_SIGNATURE, ""), validate=True
-                )
-            except ValueError:
-                continue
-            if not key.verify(record, signature):
-                continue
-            from bundler.model.manifest import load_json_strict
-
-            doc = load_json_strict(record, "promotion record")
-            if not isinstance(doc, dict) or doc.get("chart", {}).get("digest") != str(chart.digest):
-                continue
-            return doc
-    raise VerificationError(
-        2,
-        f"chart {chart.digest} has no promotion record signed by {key.key_id}"
-        f" ({seen} record(s) found)",
-    )
+            records.append(RecordFact(record, layer.annotations.get(PROMOTION_SIGNATURE, "")))
+    return check_promotion(source.name, chart, records, key)

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 
 from bundler.adapters.base import Source, Target
 from bundler.adapters.crypto import PrivateKey
-from bundler.adapters.layout import LayoutReader, LayoutSource, LayoutTarget, blob_relpath
-from bundler.adapters.memory import MemoryTarget
-from bundler.errors import BundlerError, VerificationError
+from bundler.adapters.layout import LayoutReader, LayoutSource, blob_relpath
+from bundler.errors import BundlerError
 from bundler.model import mediatypes as mt
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
@@ -34,6 +33,7 @@ from bundler.services.graph import walk
 from bundler.services.overlay import OverlaySource
 from bundler.services.signatures import read_entry, signature_manifests
 from bundler.services.transports import Location, Transports
+from bundler.services.trust import check_unchanged
 
 
 @dataclass
@@ -115,13 +115,9 @@ def sign(
             source.close()
 
 
-def _write_lock(target: object) -> AbstractContextManager[object]:
+def _write_lock(target: Target) -> AbstractContextManager[object]:
     """The destination's exclusive writer lock where it has one (layouts, archives)."""
-    lock = getattr(target, "write_lock", None)
-    if lock is None:
-        return contextlib.nullcontext()
-    assert isinstance(lock, AbstractContextManager)
-    return lock
+    return target.write_lock or contextlib.nullcontext()
 
 
 def _sign_locked(
@@ -136,12 +132,8 @@ def _sign_locked(
     expected: Digest | None,
 ) -> SignResult:
     index = source.fetch_manifest(source.resolve())
-    if expected is not None and index.digest != expected:
-        raise VerificationError(
-            2,
-            f"{location} now resolves to {index.digest}, not the verified {expected}; "
-            "nothing was signed",
-        )
+    if expected is not None:
+        check_unchanged(str(location), index.digest, expected)
     claim = identity or default_identity(location, source, index)
     overlay = OverlaySource(source)
     result = SignResult(index.digest, target.name, key.public.key_id, claim)
@@ -172,7 +164,7 @@ def _sign_locked(
         result.tags.append(tag)
     if not result.signed:
         return result  # every subject already carries this key's signature: nothing to write
-    reader = _layout_reader(target)
+    reader = target.layout()
     before = set(reader.blob_names()) if reader is not None else set()
     try:
         copied = copy_service.copy(overlay, target)
@@ -207,15 +199,6 @@ def _signed_by(entries: list[SignatureEntry], payload: bytes, key: PrivateKey) -
         if key.public.verify(payload, signature):
             return True
     return False
-
-
-def _layout_reader(target: Target) -> LayoutReader | None:
-    """The files of a layout target (a directory or a memory store); None for other targets."""
-    if isinstance(target, LayoutTarget):
-        return target.directory
-    if isinstance(target, MemoryTarget):
-        return target.store
-    return None
 
 
 def _reachable(reader: LayoutReader) -> set[Digest] | None:
@@ -254,7 +237,7 @@ def _remove_unreferenced(
     if reached is None:
         return
     for digest in new - reached:
-        _remove_blob(target, digest)
+        target.remove_blob(digest)
 
 
 def _drop_superseded(
@@ -278,7 +261,7 @@ def _drop_superseded(
             candidates.append(manifest.config.digest)
         for digest in candidates:
             if digest not in reached:
-                _remove_blob(target, digest)
+                target.remove_blob(digest)
 
 
 def _bundler_wrote(manifest: Manifest, entries: list[SignatureEntry]) -> bool:
@@ -290,18 +273,12 @@ def _bundler_wrote(manifest: Manifest, entries: list[SignatureEntry]) -> bool:
     return again.digest == manifest.digest
 
 
-def _remove_blob(target: Target, digest: Digest) -> None:
-    if isinstance(target, (LayoutTarget, MemoryTarget)):
-        target.remove_blob(digest)
-
-
 def _registry_has_referrers_api(
     location: Location, transports: Transports, index: Manifest
 ) -> bool:
     if location.reference is None:
         return False
-    client = transports.client(location.reference.registry)
-    return client.referrers(location.reference.repository, index.digest) is not None
+    return transports.has_referrers_api(location.reference, index.descriptor())
 
 
 def _as_target(location: Location) -> Location:

@@ -20,12 +20,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from bundler.adapters.base import Source, Target
-from bundler.adapters.layout import LayoutTarget
-from bundler.adapters.memory import MemoryTarget
-from bundler.adapters.registry.store import RegistryTarget
+from bundler.adapters.layout import LayoutReader
 from bundler.adapters.stream import VerifiedStream
 from bundler.errors import IntegrityError, NotFoundError, UsageError
 from bundler.model.bundle import LOCK_MEDIA_TYPE
@@ -247,10 +245,6 @@ def trusted_copy_source(
     return overlay
 
 
-class _BlobReader(Protocol):
-    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]: ...
-
-
 class CheckedTarget:
     """A target that counts as present only blobs whose bytes were checked.
 
@@ -271,11 +265,8 @@ class CheckedTarget:
         self.before_commit: Callable[[], None] | None = None
         self._known: dict[Digest, bool] = {}
         self._lock = threading.Lock()
-        self._reader: _BlobReader | None = None
-        if isinstance(target, MemoryTarget):
-            self._reader = target.store
-        elif isinstance(target, LayoutTarget):
-            self._reader = target.directory
+        self._reader = target.layout()  # plain files: hashed before a blob counts
+        self.write_lock = target.write_lock
 
     def _mark(self, digest: Digest, present: bool) -> bool:
         with self._lock:
@@ -346,15 +337,19 @@ class CheckedTarget:
 
     def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
         """Raw chunks of a blob the target holds (the caller verifies them)."""
-        if self._reader is not None:
-            return self._reader.open_blob(descriptor)
-        if isinstance(self.target, RegistryTarget):
-            return self.target.client.get_blob(self.target.repo, descriptor)
-        raise NotFoundError(f"{self.target.name}: cannot read back blob {descriptor.digest}")
+        return self.target.open_blob(descriptor)
+
+    def layout(self) -> LayoutReader | None:
+        """Target.layout."""
+        return self._reader
+
+    def remove_blob(self, digest: Digest) -> None:
+        """Target.remove_blob."""
+        self.target.remove_blob(digest)
 
 
 def _source_has(source: Source, descriptor: Descriptor) -> bool:
-    reader = getattr(source, "reader", None)
-    if reader is None:
+    inventory = source.inventory()
+    if inventory is None:
         return True  # a registry source is asked blob by blob during the copy
-    return bool(reader.has_blob(descriptor))
+    return inventory.files.has_blob(descriptor)

@@ -24,12 +24,15 @@ from bundler.adapters.dockerarchive import DockerArchiveSource
 from bundler.adapters.layout import INDEX_FILE, LayoutDirectory, LayoutSource, LayoutTarget
 from bundler.adapters.memory import MemoryStore
 from bundler.adapters.registry.blobcache import BlobLocationCache, default_cache_path
+from bundler.adapters.registry.credentials import Credential
 from bundler.adapters.registry.options import RegistryOptions
 from bundler.errors import NotFoundError, ReferenceFormatError, UsageError
 from bundler.model.descriptor import Descriptor
 from bundler.model.reference import Reference
 
 if TYPE_CHECKING:
+    from bundler.adapters.fsafe import DestinationLock
+
     # The HTTP stack is imported when a registry is first opened, not for layouts and archives.
     from bundler.adapters.registry.client import RegistryClient
 
@@ -49,6 +52,11 @@ class Location:
 
     def __str__(self) -> str:
         return self.text
+
+
+def registry_location(reference: Reference) -> Location:
+    """The location of ``reference`` in its registry."""
+    return Location("registry", str(reference), reference=reference)
 
 
 def memory_location(store: str, ref: str | None = None) -> Location:
@@ -150,6 +158,21 @@ class Transports:
             self._clients[host] = RegistryClient(host, self.options)
         return self._clients[host]
 
+    def list_tags(self, reference: Reference) -> list[str]:
+        """Every tag of ``reference``'s repository, as the registry lists them."""
+        return list(self.client(reference.registry).list_tags(reference.repository))
+
+    def head(self, reference: Reference) -> Descriptor | None:
+        """What ``reference`` (its digest, else its tag) names in its registry, or None."""
+        ref = str(reference.digest) if reference.digest is not None else reference.tag
+        assert ref is not None, "a reference to look up names a tag or a digest"
+        return self.client(reference.registry).head_manifest(reference.repository, ref)
+
+    def has_referrers_api(self, reference: Reference, subject: Descriptor) -> bool:
+        """Whether ``reference``'s registry answers the OCI 1.1 referrers API for ``subject``."""
+        client = self.client(reference.registry)
+        return client.referrers(reference.repository, subject.digest) is not None
+
     def open_source(self, location: Location) -> Source:
         """The Source ``location`` names: registry, layout, archive, docker tar, memory store."""
         if location.kind == "registry":
@@ -168,11 +191,19 @@ class Transports:
             return DockerArchiveSource(location.path, location.ref)
         return LayoutSource(ArchiveReader(location.path), location.ref)
 
-    def open_target(self, location: Location, *, max_volume_size: int | None = None) -> Target:
+    def open_target(
+        self,
+        location: Location,
+        *,
+        max_volume_size: int | None = None,
+        write_lock: DestinationLock | None = None,
+    ) -> Target:
         """The Target ``location`` names; a registry target must name a tag, not a digest.
 
         ``max_volume_size`` (bytes) splits an ``archive:`` target into volumes of that size; any
         other kind of target refuses it. ``docker-archive:`` is a source only (UsageError).
+        ``write_lock``, a lock the caller holds already for an ``oci:`` layout, is shared by the
+        target instead of taken again.
         """
         if max_volume_size is not None and location.kind != "archive":
             raise UsageError(f"{location}: a maximum volume size applies only to archive: targets")
@@ -193,7 +224,7 @@ class Transports:
             return store.target(location.ref)
         assert location.path is not None
         if location.kind == "oci":
-            return LayoutTarget(location.path, location.ref)
+            return LayoutTarget(location.path, location.ref, write_lock=write_lock)
         return ArchiveTarget(location.path, location.ref, max_volume_size=max_volume_size)
 
     def memory_store(self, location: Location) -> MemoryStore:
@@ -232,3 +263,23 @@ class Transports:
         for client in self._clients.values():
             client.close()
         self._clients.clear()
+
+
+def check_login(host: str, credential: Credential, options: RegistryOptions) -> bool:
+    """Prove ``credential`` works at the registry ``host``; AuthError when it is refused.
+
+    ``/v2/`` needs no scope: a token (or the Basic credential) for it proves the login. Returns
+    False when the registry asks for no credentials at all.
+    """
+    from dataclasses import replace
+
+    from bundler.adapters.registry.client import RegistryClient
+
+    client = RegistryClient(
+        host, replace(options, credentials={**options.credentials, host: credential})
+    )
+    try:
+        client.request("GET", "/v2/", ("registry:catalog:*",)).close()
+        return client.auth.challenge is not None
+    finally:
+        client.close()

@@ -28,8 +28,9 @@ import binascii
 import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import NoReturn
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+from typing import Any, NoReturn
 
 from bundler.errors import ManifestError, VerificationError
 from bundler.model import mediatypes as mt
@@ -46,23 +47,42 @@ from bundler.model.bundle import (
 )
 from bundler.model.chartversion import is_chart_version
 from bundler.model.digest import Digest
-from bundler.model.manifest import Manifest
+from bundler.model.manifest import Manifest, load_json_strict
 from bundler.model.policy import BundleRule, Requirement, TrustedKey, TrustPolicy
 from bundler.model.signature import (
     MAX_SIGNATURE_B64_CHARS,
     PAYLOAD_TYPE,
     SIMPLE_SIGNING_MEDIA_TYPE,
+    Verifier,
     check_simple_signature,
     parse_payload,
+    same_repository,
 )
 
+
+class Step(IntEnum):
+    """The six steps, numbered as docs/verification.md numbers them."""
+
+    BUNDLE = 1
+    SIGNATURES = 2
+    LOCK = 3
+    POLICY = 4
+    CONTENT = 5
+    NOTHING_EXTRA = 6
+
+    @property
+    def check(self) -> str:
+        """What the step checks, as reports name it."""
+        return STEPS[self]
+
+
 STEPS = {
-    1: "the index is a bundle",
-    2: "signatures by trusted keys",
-    3: "the lock matches the index",
-    4: "the trust policy is met",
-    5: "every manifest and blob is present and intact",
-    6: "nothing extra beside the signed content",
+    Step.BUNDLE: "the index is a bundle",
+    Step.SIGNATURES: "signatures by trusted keys",
+    Step.LOCK: "the lock matches the index",
+    Step.POLICY: "the trust policy is met",
+    Step.CONTENT: "every manifest and blob is present and intact",
+    Step.NOTHING_EXTRA: "nothing extra beside the signed content",
 }
 
 
@@ -94,6 +114,7 @@ class ChartFacts:
     archive: Digest  # the digest-checked chart archive these facts were read from
     name: str
     version: str
+    problem: str | None = None  # why the archive could not be read: missing, altered, malformed
 
 
 @dataclass(frozen=True)
@@ -192,7 +213,7 @@ class VerifiedBundle(_KernelMade):
     found: tuple[Signer, ...] = ()  # every valid signer, counted by the rule or not
 
 
-def _fail(step: int, message: str) -> VerificationError:
+def _fail(step: Step, message: str) -> VerificationError:
     return VerificationError(step, message)
 
 
@@ -217,7 +238,7 @@ def check_signed(  # noqa: C901
     try:
         view = BundleView.of(index)
     except ManifestError as exc:
-        raise _fail(1, str(exc)) from None
+        raise _fail(Step.BUNDLE, str(exc)) from None
 
     # Step 2: signatures over this exact digest by trusted keys, each key once.
     signers: dict[str, Signer] = {}
@@ -230,23 +251,29 @@ def check_signed(  # noqa: C901
         signers.setdefault(accepted_by.key.key_id, _signer(accepted_by, fact))
     if not signers:
         detail = f"{len(signatures)} found: {'; '.join(rejected)}" if rejected else "not signed"
-        raise _fail(2, f"bundle {index.digest} has no valid signature by a trusted key ({detail})")
+        raise _fail(
+            Step.SIGNATURES,
+            f"bundle {index.digest} has no valid signature by a trusted key ({detail})",
+        )
 
     # Step 3: the lock is the one the index pins, and agrees with the index.
     if lock_manifest is None or lock_raw is None:
-        raise _fail(3, lock_problem or "the lock was not read")
+        raise _fail(Step.LOCK, lock_problem or "the lock was not read")
     if view.lock.digest != lock_manifest.digest:
-        raise _fail(3, f"lock manifest {lock_manifest.digest} is not the one the index pins")
+        raise _fail(
+            Step.LOCK, f"lock manifest {lock_manifest.digest} is not the one the index pins"
+        )
     layers = [x for x in lock_manifest.layers if x.media_type == LOCK_MEDIA_TYPE]
     if len(layers) != 1 or not layers[0].digest.matches(lock_raw):
-        raise _fail(3, "the lock document does not match the digest its manifest pins")
+        raise _fail(Step.LOCK, "the lock document does not match the digest its manifest pins")
     try:
         lock = BundleLock.from_bytes(lock_raw)
     except ManifestError as exc:
-        raise _fail(3, str(exc)) from None
+        raise _fail(Step.LOCK, str(exc)) from None
     if lock.chart.manifest != view.chart.digest:
         raise _fail(
-            3, f"the lock names chart {lock.chart.manifest}, the index pins {view.chart.digest}"
+            Step.LOCK,
+            f"the lock names chart {lock.chart.manifest}, the index pins {view.chart.digest}",
         )
     _refuse_twice(
         "the index pins image", [d.annotations.get(ANNOTATION_IMAGE_REF, "") for d in view.images]
@@ -257,14 +284,14 @@ def check_signed(  # noqa: C901
     for ref in sorted(set(pinned) | set(locked)):
         if pinned.get(ref) != locked.get(ref):
             raise _fail(
-                3,
+                Step.LOCK,
                 f"image {ref or '(unnamed)'}: the lock says {locked.get(ref)}, "
                 f"the index pins {pinned.get(ref)}",
             )
     for child in index.manifests:
         if child.annotations.get(ANNOTATION_ROLE) not in (ROLE_CHART, ROLE_IMAGE, ROLE_LOCK):
             raise _fail(
-                3,
+                Step.LOCK,
                 f"the index holds {child.digest}, which is neither the chart, "
                 "an image of the lock, nor the lock",
             )
@@ -272,10 +299,10 @@ def check_signed(  # noqa: C901
     # Step 4: the policy's rule for this bundle.
     rule = policy.rule_for(lock.name)
     if rule is None:
-        raise _fail(4, f"{policy.origin} has no rule for bundle {lock.name!r}")
+        raise _fail(Step.POLICY, f"{policy.origin} has no rule for bundle {lock.name!r}")
     if rule.versions is not None and not rule.versions.admits(lock.version):
         raise _fail(
-            4,
+            Step.POLICY,
             f"rule {rule.name!r} admits versions {rule.versions.text!r}, "
             f"not {lock.name} {lock.version}",
         )
@@ -284,7 +311,7 @@ def check_signed(  # noqa: C901
         have = sorted({s.key_name for s in counted if s.role == requirement.role})
         if len(have) < requirement.threshold:
             raise _fail(
-                4,
+                Step.POLICY,
                 f"rule {rule.name!r} needs {requirement.threshold} "
                 f"{requirement.role!r} signature(s); valid ones: "
                 f"{', '.join(have) or 'none'}"
@@ -298,7 +325,7 @@ def _refuse_twice(what: str, references: Sequence[str]) -> None:
     twice = sorted(ref for ref, n in Counter(references).items() if n > 1)
     if twice:
         raise _fail(
-            3,
+            Step.LOCK,
             f"{what} {twice[0] or '(unnamed)'} {Counter(references)[twice[0]]} times; "
             "each reference must appear once",
         )
@@ -308,7 +335,7 @@ def counted_signers(rule: BundleRule, signers: Iterable[Signer]) -> list[Signer]
     """The valid signers ``rule`` counts: all of them, or those naming its identity."""
     if rule.identity is None:
         return list(signers)
-    return [s for s in signers if _same_repository(s.identity, rule.identity)]
+    return [s for s in signers if same_repository(s.identity, rule.identity)]
 
 
 def _not_counted(
@@ -370,7 +397,7 @@ def approval_problem(
         )
     if not required:
         reason = f"the rule requires no {approver.role!r} signature"
-    elif rule.identity is not None and not _same_repository(identity, rule.identity):
+    elif rule.identity is not None and not same_repository(identity, rule.identity):
         reason = f"the rule counts only identity {rule.identity}"
     else:
         reason = None
@@ -499,10 +526,10 @@ def check_names(signed: SignedBundle, names: Sequence[str], extra: Sequence[str]
     for name in names:
         problem = name_problem(signed.lock, name)
         if problem is not None:
-            raise _fail(6, f"{problem}; names are not signed, the lock is")
+            raise _fail(Step.NOTHING_EXTRA, f"{problem}; names are not signed, the lock is")
     if extra:
         raise _fail(
-            6,
+            Step.NOTHING_EXTRA,
             f"content the signature does not cover: {', '.join(extra[:5])}"
             + (f" and {len(extra) - 5} more" if len(extra) > 5 else ""),
         )
@@ -511,11 +538,13 @@ def check_names(signed: SignedBundle, names: Sequence[str], extra: Sequence[str]
 def check_chart(signed: SignedBundle, chart: ChartFacts | None) -> None:
     """Step 5, the chart: its archive's Chart.yaml names the chart the lock names."""
     locked = signed.lock.chart
+    if chart is not None and chart.problem is not None:
+        raise _fail(Step.CONTENT, f"cannot read the chart archive: {chart.problem}")
     if chart is None or chart.archive != locked.archive:
-        raise _fail(5, f"the Chart.yaml of chart archive {locked.archive} was not read")
+        raise _fail(Step.CONTENT, f"the Chart.yaml of chart archive {locked.archive} was not read")
     if (chart.name, chart.version) != (locked.name, locked.version):
         raise _fail(
-            5,
+            Step.CONTENT,
             f"the chart archive is {chart.name} {chart.version}, but the lock says "
             f"{locked.name} {locked.version}",
         )
@@ -529,11 +558,13 @@ def check_content(signed: SignedBundle, facts: ContentFacts) -> VerifiedBundle:
     index = signed.index
     # Step 5: every manifest and blob under the index, present and intact.
     for digest, problem in sorted(facts.problems.items()):
-        raise _fail(5, f"{digest}: {problem}")
+        raise _fail(Step.CONTENT, f"{digest}: {problem}")
     for manifest in _reachable(index, facts.manifests):
         for blob in manifest.blobs():
             if blob.digest not in facts.blobs_ok:
-                raise _fail(5, f"blob {blob.digest} of {manifest.digest} was not verified")
+                raise _fail(
+                    Step.CONTENT, f"blob {blob.digest} of {manifest.digest} was not verified"
+                )
     check_chart(signed, facts.chart)
     # Step 6: nothing beside what the signature covers, and no name the lock contradicts.
     check_names(signed, facts.bundle_names, facts.extra)
@@ -565,24 +596,89 @@ def _reachable(index: Manifest, manifests: Mapping[Digest, Manifest]) -> list[Ma
                 continue
             found = manifests.get(child.digest)
             if found is None:
-                raise _fail(5, f"manifest {child.digest} under {manifest.digest} is missing")
+                raise _fail(
+                    Step.CONTENT, f"manifest {child.digest} under {manifest.digest} is missing"
+                )
             stack.append(found)
     return out
 
 
 def _signer(trusted: TrustedKey, fact: SignatureFact) -> Signer:
-    from bundler.model.signature import parse_payload
-
     identity = parse_payload(fact.payload).identity
     return Signer(trusted.name, trusted.role, trusted.key.key_id, identity)
 
 
-def _same_repository(identity: str, wanted: str) -> bool:
-    from bundler.model.reference import Reference
+def refuse_unsafe(location: str, problem: str) -> NoReturn:
+    """Step 1 for content too hostile to open (an unsafe archive, a malformed index)."""
+    raise _fail(Step.BUNDLE, f"{location} cannot be read safely: {problem}")
 
-    try:
-        a = Reference.parse(identity, default_tag=False)
-        b = Reference.parse(wanted, default_tag=False)
-    except Exception:
-        return False
-    return a.name == b.name
+
+def check_unchanged(location: str, found: Digest, verified: Digest) -> None:
+    """What is about to be signed is still what was verified (no swap in between)."""
+    if found != verified:
+        raise _fail(
+            Step.SIGNATURES,
+            f"{location} now resolves to {found}, not the verified {verified}; nothing was signed",
+        )
+
+
+def approval_policy(policy: TrustPolicy) -> TrustPolicy:
+    """``policy`` with the signature requirements left out: what a bundle meets before approval.
+
+    Approvals are what is being collected, so every other step must pass as under ``policy``;
+    :func:`check_approval` then judges the signatures against the full rule.
+    """
+    return replace(policy, rules=tuple(replace(rule, require=()) for rule in policy.rules))
+
+
+def check_approval(
+    verified: VerifiedBundle, policy: TrustPolicy, approver: TrustedKey, identity: str
+) -> None:
+    """Step 4 before an approval is written: a signature by ``approver`` as ``identity`` counts.
+
+    ``verified`` passed every step under :func:`approval_policy` of ``policy``. Refuses, naming
+    why (role, identity, key) and what would count, when the approval would not count.
+    """
+    problem = approval_problem(verified, policy, approver, identity)
+    if problem is not None:
+        raise _fail(Step.POLICY, f"{problem}; nothing was signed")
+
+
+@dataclass(frozen=True)
+class RecordFact:
+    """One promotion record attached to a chart: its digest-checked bytes and signature."""
+
+    record: bytes
+    signature_b64: str
+
+
+def check_promotion(
+    name: str, chart: Manifest, records: Sequence[RecordFact], key: Verifier
+) -> dict[str, Any]:
+    """A promoted chart's record: signed by ``key`` over exactly its bytes, naming this chart.
+
+    Step 1: ``chart`` (found at ``name``) is a Helm chart manifest. Step 2: one of
+    ``records`` is signed by ``key`` and names ``chart``'s digest. Returns that record.
+    """
+    if chart.is_index or chart.config is None or chart.config.media_type != mt.HELM_CONFIG:
+        raise _fail(Step.BUNDLE, f"{name} is not a Helm chart")
+    for fact in records:
+        try:
+            signature = base64.b64decode(fact.signature_b64, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if not key.verify(fact.record, signature):
+            continue
+        try:
+            doc = load_json_strict(fact.record, "promotion record")
+        except ManifestError:
+            continue
+        named = doc.get("chart") if isinstance(doc, dict) else None
+        if isinstance(named, dict) and named.get("digest") == str(chart.digest):
+            assert isinstance(doc, dict)
+            return doc
+    raise _fail(
+        Step.SIGNATURES,
+        f"chart {chart.digest} has no promotion record signed by {key.key_id}"
+        f" ({len(records)} record(s) found)",
+    )

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from bundler.adapters.base import Source
 from bundler.adapters.chart import MAX_ARCHIVE_BYTES, load_chart_archive
-from bundler.adapters.layout import LayoutSource, blob_relpath
+from bundler.adapters.layout import blob_relpath
 from bundler.adapters.stream import VerifiedStream, read_exact
 from bundler.errors import (
     ChartError,
@@ -47,6 +47,7 @@ from bundler.services.trust import (
     VerifiedBundle,
     check_content,
     check_signed,
+    refuse_unsafe,
     untrusted_signatures,
 )
 
@@ -106,7 +107,7 @@ def open_for_verification(transports: Transports, location: Location) -> Source:
     except VerificationError:
         raise
     except IntegrityError as exc:
-        raise VerificationError(1, f"{location} cannot be read safely: {exc}") from None
+        refuse_unsafe(str(location), str(exc))
 
 
 def verify(source: Source, policy: TrustPolicy, *, parallel: int = 4) -> VerifyReport:
@@ -273,7 +274,7 @@ def untrusted_signature_content(
     """
     junk: list[str] = []
     foreign: list[str] = []
-    if isinstance(source, LayoutSource):
+    if source.inventory() is not None:
         for digest in manifests:
             bad, other = untrusted_signatures(digest, signature_facts(source, digest), policy)
             junk += bad
@@ -287,11 +288,11 @@ def bundle_names(source: Source, index: Manifest) -> tuple[str, ...]:
     asked = source.ref_name()
     if asked is not None and not asked.startswith(("sha256:", "sha512:")):
         names.append(asked)
-    if isinstance(source, LayoutSource):
-        for entry in source.entries:
-            ref = entry.annotations.get(mt.ANNOTATION_REF_NAME)
-            if entry.digest == index.digest and ref is not None and ref not in names:
-                names.append(ref)
+    inventory = source.inventory()
+    for entry in inventory.entries if inventory is not None else ():
+        ref = entry.annotations.get(mt.ANNOTATION_REF_NAME)
+        if entry.digest == index.digest and ref is not None and ref not in names:
+            names.append(ref)
     return tuple(names)
 
 
@@ -309,25 +310,23 @@ def read_chart_facts(
     """The name and version in the Chart.yaml of the chart archive the lock pins (step 5).
 
     The archive is read bounded and digest-checked (from ``blobs`` when given: a delta leaves
-    the chart to the target); a missing, altered or malformed chart archive fails step 5.
+    the chart to the target); what makes it missing, altered or malformed is the facts'
+    ``problem``, which fails step 5 in the kernel.
     """
     locked = signed.lock.chart
     try:
         chart_manifest = source.fetch_manifest(BundleView.of(signed.index).chart)
         layer = next((d for d in chart_manifest.layers if d.digest == locked.archive), None)
         if layer is None:
-            raise VerificationError(
-                5, f"chart manifest {chart_manifest.digest} holds no archive {locked.archive}"
-            )
+            problem = f"chart manifest {chart_manifest.digest} holds no archive {locked.archive}"
+            return ChartFacts(locked.archive, "", "", problem)
         if layer.size > MAX_ARCHIVE_BYTES:
-            raise VerificationError(5, f"chart archive {layer.digest} is {layer.size} bytes")
+            return ChartFacts(layer.digest, "", "", f"it is {layer.size} bytes")
         chunks = (blobs or source).open_blob(layer)
         data = read_exact(VerifiedStream(chunks, layer, source.name), layer.size)
         chart = load_chart_archive(data, f"chart archive {layer.digest}")
     except (NotFoundError, IntegrityError, ChartError) as exc:
-        if isinstance(exc, VerificationError):
-            raise
-        raise VerificationError(5, f"cannot read the chart archive: {exc}") from None
+        return ChartFacts(locked.archive, "", "", str(exc))
     return ChartFacts(layer.digest, chart.metadata.name, chart.metadata.version)
 
 
@@ -336,7 +335,8 @@ def extra_content(  # noqa: C901
     source: Source, index: Manifest, manifests: dict[Digest, Manifest], blobs: set[Digest]
 ) -> list[str]:
     """Names and blobs of a layout or archive that the signed bundle does not account for."""
-    if not isinstance(source, LayoutSource):
+    inventory = source.inventory()
+    if inventory is None:
         return []
     covered: set[Digest] = set(manifests) | blobs
     # Signatures and attestations of covered manifests travel beside them; they and their
@@ -363,7 +363,7 @@ def extra_content(  # noqa: C901
             covered.update(b.digest for b in signature.blobs())
     pinned = {d.annotations.get(ANNOTATION_IMAGE_REF): d.digest for d in index.manifests}
     extra: list[str] = []
-    for entry in source.entries:
+    for entry in inventory.entries:
         ref = entry.annotations.get(mt.ANNOTATION_REF_NAME)
         if entry.digest == index.digest:
             continue
@@ -372,11 +372,11 @@ def extra_content(  # noqa: C901
         if ref is not None and pinned.get(ref) == entry.digest:
             continue
         extra.append(f"name {ref or '(unnamed)'} -> {entry.digest}")
-    for name in source.reader.blob_names():
+    for name in inventory.files.blob_names():
         algorithm, _, hexpart = name.removeprefix("blobs/").partition("/")
         if f"blobs/{algorithm}/{hexpart}" != blob_relpath(Digest(algorithm, hexpart)):
             continue
         if Digest(algorithm, hexpart) not in covered:
             extra.append(f"blob {algorithm}:{hexpart}")
-    extra.extend(source.reader.stray_files())  # hidden files, links, data after a tar's end
+    extra.extend(inventory.files.stray_files())  # hidden files, links, data after a tar's end
     return extra

@@ -15,12 +15,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DOC = REPO_ROOT / "docs" / "library.md"
 
 PUBLIC = {
-    "BundleSpec", "BundlerError", "CopyResult", "Discovery", "ExportResult", "ImportResult",
-    "InspectResult", "Location", "PackOptions", "PackResult", "PrivateKey", "PromotionResult",
-    "RegistryOptions", "Session", "SignResult", "TrustPolicy", "VerifyReport", "copy", "export",
-    "generate_key_pair", "images", "import_bundle", "inspect", "load_bundle_config",
-    "load_private_key", "load_trust_policy", "one_key_policy", "pack", "promote", "sign",
-    "verify",
+    "ApprovalResult", "BundleSpec", "BundlerError", "CopyResult", "Discovery", "ExportResult",
+    "ImportResult", "InspectResult", "Location", "PackOptions", "PackResult", "PrivateKey",
+    "PromotionResult", "PublicKey", "RegistryOptions", "Session", "SignResult", "TrustPolicy",
+    "VerifyReport", "approve", "copy", "export", "generate_key_pair", "images", "import_bundle",
+    "inspect", "load_bundle_config", "load_private_key", "load_public_key_file",
+    "load_trust_policy", "login", "one_key_policy", "pack", "promote", "sign", "verify",
+    "verify_promotion",
 }  # fmt: skip
 
 
@@ -52,7 +53,9 @@ def test_the_documented_flow_runs_as_written(helm: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("packed demo 1.0.0: 4 images, sha256:")
+    assert lines[1] == "approved by secops-alice; signed by ['vendor-release', 'secops-alice']"
     assert sum("-> registry.internal.example/platform/" in line for line in lines) == 4
+    assert lines[-2].startswith("promotion record of sha256:")
     assert lines[-1].startswith("refused: ")
     assert "step" in lines[-1]
     assert (tmp_path / "out" / "internal" / "index.json").is_file()

@@ -93,6 +93,10 @@ class RegistrySource:
         index = self.fetch_manifest(fallback)
         return list(index.manifests) if index.is_index else []
 
+    def inventory(self) -> None:
+        """Source.inventory: none; a registry holds what others put there."""
+        return None
+
     def close(self) -> None:
         """Source.close: nothing to release; the transports close the client they opened."""
         pass
@@ -108,6 +112,7 @@ class RegistryTarget:
 
     parallel_blobs = True
     requires_name = False
+    write_lock = None  # a registry orders writers itself (and tags by compare-and-set)
     MAX_MOUNT_TRIES = 3
     FALLBACK_ATTEMPTS = 5
 
@@ -124,6 +129,17 @@ class RegistryTarget:
         self.name = str(reference)
         self._referrers_api: bool | None = None
         self._lock = threading.Lock()
+
+    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        """Target.open_blob: the blob from this repository."""
+        return self.client.get_blob(self.repo, descriptor)
+
+    def layout(self) -> None:
+        """Target.layout: none; a registry addresses blobs by digest itself."""
+        return None
+
+    def remove_blob(self, digest: Digest) -> None:
+        """Target.remove_blob: nothing; a registry collects unreferenced blobs itself."""
 
     def root_tag(self, source_ref: str | None) -> str | None:
         """Target.root_tag: the target's tag, else the source's tag when it is a valid tag."""

@@ -1,0 +1,93 @@
+"""``bundler approve``: verify a bundle, then add an approver's signature that counts.
+
+Every step passes first with the policy's signature requirements left out (approvals are what
+is being collected); the kernel then judges whether the approver's signature would count
+toward the bundle's rule (its role, the identity the rule names, a key not counted already)
+before anything is signed. The signature names exactly the digest that was verified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bundler.adapters.crypto import PrivateKey
+from bundler.errors import UsageError
+from bundler.model.policy import TrustedKey, TrustPolicy
+from bundler.services.sign import SignResult, default_identity, sign
+from bundler.services.transports import Location, Transports
+from bundler.services.trust import approval_policy, check_approval
+from bundler.services.verify import VerifyReport, open_for_verification, verify
+
+
+@dataclass(frozen=True)
+class ApprovalResult:
+    """The verification an approval rests on, the approver, and what was signed."""
+
+    verification: VerifyReport
+    approver: TrustedKey
+    approval: SignResult
+
+    @property
+    def already(self) -> bool:
+        """True when the approval was there already (nothing was written)."""
+        return not self.approval.signed
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``approve --output json`` document: the verification and the approval."""
+        return {"verification": self.verification.to_json(), "approval": self.approval.to_json()}
+
+
+def approver_of(policy: TrustPolicy, key: PrivateKey) -> TrustedKey:
+    """The policy's entry for ``key``.
+
+    UsageError when the policy does not trust it, or asks only for this key's role (there is
+    nothing to verify before approving).
+    """
+    mine = [k for k in policy.keys if k.key.key_id == key.public.key_id]
+    if not mine:
+        raise UsageError(
+            f"key {key.public.key_id} is not a key the policy trusts ({policy.origin}); "
+            "it cannot approve"
+        )
+    role = mine[0].role
+    if all(r.role == role for rule in policy.rules for r in rule.require):
+        raise UsageError(f"the policy asks only for {role!r} signatures: nothing to verify first")
+    return mine[0]
+
+
+def approve(
+    location: Location,
+    key: PrivateKey,
+    policy: TrustPolicy,
+    transports: Transports,
+    *,
+    identity: str | None = None,
+    parallel: int = 4,
+) -> ApprovalResult:
+    """Verify the bundle at ``location`` under ``policy``, then sign it with ``key``.
+
+    VerificationError (step 4, before anything is written) when the signature would not count.
+    """
+    approver = approver_of(policy, key)
+    source = open_for_verification(transports, location)
+    try:
+        report = verify(source, approval_policy(policy), parallel=parallel)
+        if report.error is not None:
+            raise report.error
+        assert report.bundle is not None
+        claim = identity or default_identity(
+            location, source, source.fetch_manifest(source.resolve())
+        )
+    finally:
+        source.close()
+    check_approval(report.bundle, policy, approver, claim)
+    signed = sign(
+        location,
+        key,
+        transports,
+        recursive=False,
+        identity=identity,
+        expected=report.bundle.digest,
+    )
+    return ApprovalResult(report, approver, signed)
