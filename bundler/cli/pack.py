@@ -34,10 +34,18 @@ from bundler.model.text import printable
 
 
 def _source_spec(text: str) -> ImageSourceSpec:
-    if text.startswith("oci:"):
-        return ImageSourceSpec("oci", path=Path(text[4:]))
-    if text.startswith("docker-archive:"):
-        return ImageSourceSpec("docker-archive", path=Path(text[len("docker-archive:") :]))
+    from bundler.errors import ReferenceFormatError
+    from bundler.services.transports import parse_location
+
+    try:
+        location = parse_location(text)
+    except ReferenceFormatError:
+        location = None
+    if location is not None and location.kind in ("oci", "docker-archive"):
+        assert location.path is not None
+        if location.ref is not None:  # each image is looked up there by its own name
+            raise UsageError(f"--source {text!r}: name the {location.kind} source without a ref")
+        return ImageSourceSpec(location.kind, path=location.path)
     raise UsageError(f"--source {text!r}: expected oci:DIR or docker-archive:FILE.tar")
 
 
