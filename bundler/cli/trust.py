@@ -217,6 +217,16 @@ def _verify_and_render(
 def _render_verified(report: VerifyReport) -> None:
     """The text line of a verified bundle: digest, name, version, images, signers."""
     bundle = report.bundle
+    image = report.image
+    if image is not None:
+        signers = ", ".join(f"{s.key_name} ({s.role})" for s in image.signers)
+        typer.echo(
+            printable(
+                f"{image.digest}  verified: a signed {report.kind}, not a bundle; "
+                f"signed by {signers}"
+            )
+        )
+        return
     if bundle is None:
         return
     signers = ", ".join(f"{s.key_name} ({s.role})" for s in bundle.signers)

@@ -72,7 +72,7 @@ def approve(
     approver = approver_of(policy, key)
     source = open_for_verification(transports, location)
     try:
-        report = verify(source, approval_policy(policy), parallel=parallel)
+        report = verify(source, approval_policy(policy), parallel=parallel, bundles_only=True)
         if report.error is not None:
             raise report.error
         assert report.bundle is not None

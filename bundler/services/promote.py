@@ -545,7 +545,7 @@ def promote(  # noqa: C901
     source = open_for_verification(transports, source_location)
     try:
         # Step 1: verify now, with every step; nothing else is promoted.
-        report = verify(source, policy, parallel=parallel)
+        report = verify(source, policy, parallel=parallel, bundles_only=True)
         if report.error is not None:
             raise report.error
         assert report.bundle is not None

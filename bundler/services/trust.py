@@ -241,20 +241,7 @@ def check_signed(  # noqa: C901
         raise _fail(Step.BUNDLE, str(exc)) from None
 
     # Step 2: signatures over this exact digest by trusted keys, each key once.
-    signers: dict[str, Signer] = {}
-    rejected: list[str] = []
-    for fact in signatures:
-        accepted_by, why = _accepting_key(fact, policy, index.digest)
-        if accepted_by is None:
-            rejected.append(f"{fact.origin}: {why}")
-            continue
-        signers.setdefault(accepted_by.key.key_id, _signer(accepted_by, fact))
-    if not signers:
-        detail = f"{len(signatures)} found: {'; '.join(rejected)}" if rejected else "not signed"
-        raise _fail(
-            Step.SIGNATURES,
-            f"bundle {index.digest} has no valid signature by a trusted key ({detail})",
-        )
+    signers = _valid_signers("bundle", index.digest, signatures, policy)
 
     # Step 3: the lock is the one the index pins, and agrees with the index.
     if lock_manifest is None or lock_raw is None:
@@ -306,7 +293,34 @@ def check_signed(  # noqa: C901
             f"rule {rule.name!r} admits versions {rule.versions.text!r}, "
             f"not {lock.name} {lock.version}",
         )
-    counted = counted_signers(rule, signers.values())
+    counted = _meet_rule(rule, signers.values())
+    return SignedBundle(index, lock, tuple(counted), rule.name, _mint(), tuple(signers.values()))
+
+
+def _valid_signers(
+    what: str, subject: Digest, signatures: Sequence[SignatureFact], policy: TrustPolicy
+) -> dict[str, Signer]:
+    """Step 2: the trusted keys with a valid signature over exactly ``subject``, each once."""
+    signers: dict[str, Signer] = {}
+    rejected: list[str] = []
+    for fact in signatures:
+        accepted_by, why = _accepting_key(fact, policy, subject)
+        if accepted_by is None:
+            rejected.append(f"{fact.origin}: {why}")
+            continue
+        signers.setdefault(accepted_by.key.key_id, _signer(accepted_by, fact))
+    if not signers:
+        detail = f"{len(signatures)} found: {'; '.join(rejected)}" if rejected else "not signed"
+        raise _fail(
+            Step.SIGNATURES, f"{what} {subject} has no valid signature by a trusted key ({detail})"
+        )
+    return signers
+
+
+def _meet_rule(rule: BundleRule, signers: Iterable[Signer]) -> list[Signer]:
+    """Step 4's signature requirements: the signers ``rule`` counts, each role to its threshold."""
+    found = list(signers)
+    counted = counted_signers(rule, found)
     for requirement in rule.require:
         have = sorted({s.key_name for s in counted if s.role == requirement.role})
         if len(have) < requirement.threshold:
@@ -314,10 +328,9 @@ def check_signed(  # noqa: C901
                 Step.POLICY,
                 f"rule {rule.name!r} needs {requirement.threshold} "
                 f"{requirement.role!r} signature(s); valid ones: "
-                f"{', '.join(have) or 'none'}"
-                + _not_counted(rule, requirement, signers.values(), counted),
+                f"{', '.join(have) or 'none'}" + _not_counted(rule, requirement, found, counted),
             )
-    return SignedBundle(index, lock, tuple(counted), rule.name, _mint(), tuple(signers.values()))
+    return counted
 
 
 def _refuse_twice(what: str, references: Sequence[str]) -> None:
@@ -682,3 +695,65 @@ def check_promotion(
         f"chart {chart.digest} has no promotion record signed by {key.key_id}"
         f" ({len(records)} record(s) found)",
     )
+
+
+# ---------------------------------------------------------------- plain images (cosign verify)
+@dataclass(frozen=True)
+class SignedImage(_KernelMade):
+    """Steps 2 and 4 passed for a plain image or index ``sign`` signed (not a bundle)."""
+
+    manifest: Manifest
+    name: str
+    signers: tuple[Signer, ...]
+    rule: str
+    _token: _Token = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class VerifiedImage(_KernelMade):
+    """A plain image or index: signed as the policy asks, every manifest and blob intact.
+
+    Not a bundle: approval, import and promotion accept only a :class:`VerifiedBundle`.
+    """
+
+    digest: Digest
+    name: str
+    signers: tuple[Signer, ...]
+    rule: str
+    _token: _Token = field(repr=False, compare=False)
+
+
+def check_signed_image(
+    manifest: Manifest, name: str, signatures: Sequence[SignatureFact], policy: TrustPolicy
+) -> SignedImage:
+    """Steps 2 and 4 for what is not a bundle, as ``cosign verify`` checks an image.
+
+    Step 2: valid signatures over exactly its digest by trusted keys. Step 4: the policy's rule
+    for ``name`` (the repository's last component; ``--key`` policies match any) is met; a rule
+    that admits only some versions cannot admit an image, which has none.
+    """
+    signers = _valid_signers("image", manifest.digest, signatures, policy)
+    rule = policy.rule_for(name)
+    if rule is None:
+        raise _fail(Step.POLICY, f"{policy.origin} has no rule for {name or 'an unnamed image'!r}")
+    if rule.versions is not None:
+        raise _fail(
+            Step.POLICY,
+            f"rule {rule.name!r} admits versions {rule.versions.text!r}; "
+            f"{manifest.digest} is an image, not a bundle, and has no version",
+        )
+    counted = _meet_rule(rule, signers.values())
+    return SignedImage(manifest, name, tuple(counted), rule.name, _mint())
+
+
+def check_image_content(signed: SignedImage, facts: ContentFacts) -> VerifiedImage:
+    """Step 5 for a plain image or index: every manifest and blob under it, present and intact."""
+    for digest, problem in sorted(facts.problems.items()):
+        raise _fail(Step.CONTENT, f"{digest}: {problem}")
+    for manifest in _reachable(signed.manifest, facts.manifests):
+        for blob in manifest.blobs():
+            if blob.digest not in facts.blobs_ok:
+                raise _fail(
+                    Step.CONTENT, f"blob {blob.digest} of {manifest.digest} was not verified"
+                )
+    return VerifiedImage(signed.manifest.digest, signed.name, signed.signers, signed.rule, _mint())

@@ -23,14 +23,21 @@ from bundler.errors import (
     IntegrityError,
     ManifestError,
     NotFoundError,
+    ReferenceFormatError,
     VerificationError,
 )
 from bundler.model import mediatypes as mt
-from bundler.model.bundle import ANNOTATION_IMAGE_REF, MAX_LOCK_BYTES, BundleView
+from bundler.model.bundle import (
+    ANNOTATION_IMAGE_REF,
+    BUNDLE_ARTIFACT_TYPE,
+    MAX_LOCK_BYTES,
+    BundleView,
+)
 from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
 from bundler.model.policy import TrustPolicy
+from bundler.model.reference import Reference
 from bundler.model.signature import SIMPLE_SIGNING_MEDIA_TYPE
 from bundler.services.copy import COSIGN_SUFFIXES
 from bundler.services.signatures import (
@@ -45,8 +52,11 @@ from bundler.services.trust import (
     ContentFacts,
     SignedBundle,
     VerifiedBundle,
+    VerifiedImage,
     check_content,
+    check_image_content,
     check_signed,
+    check_signed_image,
     refuse_unsafe,
     untrusted_signatures,
 )
@@ -61,14 +71,18 @@ class VerifyReport:
     steps: dict[int, tuple[str, str]] = field(default_factory=dict)  # number -> (status, detail)
     bundle: VerifiedBundle | None = None
     error: VerificationError | None = None
+    kind: str = "bundle"  # or "image": a plain image or index that sign signed
+    image: VerifiedImage | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The ``verify --output json`` document: source, digest, steps, bundle or error."""
         bundle = self.bundle
+        image = self.image
         return {
             "source": self.source,
+            "kind": self.kind,
             "digest": str(self.digest) if self.digest else None,
-            "verified": bundle is not None,
+            "verified": bundle is not None or image is not None,
             "bundle": None
             if bundle is None
             else {
@@ -81,6 +95,16 @@ class VerifyReport:
                 ],
                 "images": [
                     {"reference": i.reference, "digest": str(i.digest)} for i in bundle.lock.images
+                ],
+            },
+            "image": None
+            if image is None
+            else {
+                "name": image.name,
+                "rule": image.rule,
+                "signers": [
+                    {"key": s.key_name, "role": s.role, "keyId": s.key_id, "identity": s.identity}
+                    for s in image.signers
                 ],
             },
             "steps": [
@@ -110,15 +134,64 @@ def open_for_verification(transports: Transports, location: Location) -> Source:
         refuse_unsafe(str(location), str(exc))
 
 
-def verify(source: Source, policy: TrustPolicy, *, parallel: int = 4) -> VerifyReport:
-    """Run all six steps; a failed step is recorded in the report, not raised."""
+def verify(
+    source: Source, policy: TrustPolicy, *, parallel: int = 4, bundles_only: bool = False
+) -> VerifyReport:
+    """Run all six steps; a failed step is recorded in the report, not raised.
+
+    What does not claim to be a bundle (a plain image or index ``sign`` signed) is verified as
+    ``cosign verify`` does: its signatures, the policy's rule for its name, and every manifest
+    and blob under it (steps 2, 4 and 5; the bundle-only steps do not apply), unless
+    ``bundles_only`` (approval and promotion accept only a bundle: step 1 refuses it).
+    """
     report = VerifyReport(source.name)
     try:
-        report.bundle = _verify(source, policy, parallel, report)
+        root = source.fetch_manifest(source.resolve())
+        if bundles_only or root.artifact_type == BUNDLE_ARTIFACT_TYPE:
+            report.bundle = _verify(source, root, policy, parallel, report)
+        else:
+            report.kind = "image"
+            report.image = _verify_image(source, root, policy, parallel, report)
     except VerificationError as error:
         report.error = error
         report.steps[error.step] = ("failed", str(error))
     return report
+
+
+NOT_APPLICABLE = "not applicable"
+
+
+def _verify_image(
+    source: Source, manifest: Manifest, policy: TrustPolicy, parallel: int, report: VerifyReport
+) -> VerifiedImage:
+    report.digest = manifest.digest
+    kind = "index" if manifest.is_index else "image"
+    report.steps[1] = (NOT_APPLICABLE, f"{manifest.digest} is an {kind}, not a bundle")
+    try:
+        signed = check_signed_image(
+            manifest, image_name(source), signature_facts(source, manifest.digest), policy
+        )
+    except VerificationError as error:
+        _kernel_ran(report, 2, error)
+        raise
+    report.steps[2] = ("passed", "")
+    report.steps[3] = (NOT_APPLICABLE, f"an {kind} has no lock")
+    report.steps[4] = ("passed", "")
+    manifests, ok, problems, _ = _stream_content(source, manifest, parallel)
+    verified = check_image_content(signed, ContentFacts(manifests, frozenset(ok), problems))
+    report.steps[5] = ("passed", "")
+    report.steps[6] = (NOT_APPLICABLE, "only a bundle is judged with all its store holds")
+    return verified
+
+
+def image_name(source: Source) -> str:
+    """The name a policy rule matches for a plain image: its repository's last component."""
+    text = source.ref_name() or source.name
+    try:
+        reference = Reference.parse(text, default_tag=False)
+    except ReferenceFormatError:
+        return ""
+    return reference.repository.rsplit("/", 1)[-1]
 
 
 def _kernel_ran(report: VerifyReport | None, first: int, error: VerificationError) -> None:
@@ -129,9 +202,9 @@ def _kernel_ran(report: VerifyReport | None, first: int, error: VerificationErro
 
 
 def _verify(
-    source: Source, policy: TrustPolicy, parallel: int, report: VerifyReport
+    source: Source, index: Manifest, policy: TrustPolicy, parallel: int, report: VerifyReport
 ) -> VerifiedBundle:
-    signed = check_signatures(source, policy, report)
+    signed = check_signatures(source, policy, report, index=index)
     for step in (1, 2, 3, 4):
         report.steps[step] = ("passed", "")
     facts = _content(source, signed, policy, parallel)
@@ -151,7 +224,11 @@ def _verify(
 
 
 def check_signatures(
-    source: Source, policy: TrustPolicy, report: VerifyReport | None = None
+    source: Source,
+    policy: TrustPolicy,
+    report: VerifyReport | None = None,
+    *,
+    index: Manifest | None = None,
 ) -> SignedBundle:
     """Steps 1 to 4, reading only the index, the lock and the signature payloads.
 
@@ -159,8 +236,8 @@ def check_signatures(
     run in order: an unsigned bundle whose lock is gone fails step 2, not step 3. ``report``
     records the steps the kernel ran and passed, and nothing it did not run.
     """
-    root = source.resolve()
-    index = source.fetch_manifest(root)
+    if index is None:
+        index = source.fetch_manifest(source.resolve())
     if report is not None:
         report.digest = index.digest
     lock_manifest, lock_raw, problem = _read_lock(source, index)
@@ -202,11 +279,29 @@ def _read_lock(source: Source, index: Manifest) -> tuple[Manifest | None, bytes 
     return lock_manifest, lock_raw, None
 
 
-# Complexity kept: step 5 over every manifest and blob: one branch per way content can be bad.
-def _content(  # noqa: C901
+def _content(
     source: Source, signed: SignedBundle, policy: TrustPolicy, parallel: int
 ) -> ContentFacts:
     index = signed.index
+    manifests, ok, problems, blobs = _stream_content(source, index, parallel)
+    extra = extra_content(source, index, manifests, blobs)
+    junk, foreign = untrusted_signature_content(source, manifests, policy)
+    chart = read_chart_facts(source, signed) if not problems else None
+    names = bundle_names(source, index)
+    return ContentFacts(
+        manifests, frozenset(ok), problems, (*extra, *junk), chart, names, tuple(foreign)
+    )
+
+
+# Complexity kept: step 5 over every manifest and blob: one branch per way content can be bad.
+def _stream_content(  # noqa: C901
+    source: Source, index: Manifest, parallel: int
+) -> tuple[dict[Digest, Manifest], set[Digest], dict[Digest, str], set[Digest]]:
+    """Every manifest fetched and every blob streamed under ``index``, once each, in parallel.
+
+    Returns the manifests, the blobs whose size and digest checked out, what was missing or
+    altered (by digest), and every blob digest under ``index``.
+    """
     manifests: dict[Digest, Manifest] = {index.digest: index}
     problems: dict[Digest, str] = {}
     blobs: dict[Digest, Descriptor] = {}
@@ -252,13 +347,7 @@ def _content(  # noqa: C901
     with ThreadPoolExecutor(max_workers=max(parallel, 1), thread_name_prefix="verify") as pool:
         for future in [pool.submit(check, d) for d in ordered]:
             future.result()
-    extra = extra_content(source, index, manifests, set(blobs))
-    junk, foreign = untrusted_signature_content(source, manifests, policy)
-    chart = read_chart_facts(source, signed) if not problems else None
-    names = bundle_names(source, index)
-    return ContentFacts(
-        manifests, frozenset(ok), problems, (*extra, *junk), chart, names, tuple(foreign)
-    )
+    return manifests, ok, problems, set(blobs)
 
 
 def untrusted_signature_content(

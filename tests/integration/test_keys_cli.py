@@ -225,3 +225,32 @@ def test_cosign_password_is_honoured_as_cosign_does(tmp_path: Path, synth: Modul
     )
     assert signed.returncode == 0, signed.stderr
     assert "signed" in signed.stdout + signed.stderr
+
+
+def test_verify_key_checks_a_plain_image_sign_signed_as_cosign_verify_does(
+    tmp_path: Path, synth: ModuleType
+) -> None:
+    generated = bundler("keys", "generate", tmp_path / "k", "--passphrase-env", "BUNDLER_KEY_PASS")
+    assert generated.returncode == 0, generated.stderr
+    image = _signable(tmp_path, synth)
+    pub = tmp_path / "k.pub"
+    unsigned = bundler("verify", image, "--key", pub)
+    assert unsigned.returncode == 12, unsigned.stderr
+    assert "step 2" in unsigned.stderr and "not a bundle" not in unsigned.stderr
+    signed = bundler(
+        "sign", image, "--key", tmp_path / "k.key", "--passphrase-env", "BUNDLER_KEY_PASS"
+    )
+    assert signed.returncode == 0, signed.stderr
+    verified = bundler("verify", image, "--key", pub)
+    assert verified.returncode == 0, verified.stderr
+    assert "verified: a signed image, not a bundle; signed by k.pub (signer)" in verified.stdout
+    doc = json.loads(bundler("verify", image, "--key", pub, "-o", "json").stdout)
+    assert (doc["kind"], doc["verified"]) == ("image", True)
+    assert [s["status"] for s in doc["steps"]] == [
+        "not applicable", "passed", "not applicable", "passed", "passed", "not applicable"
+    ]  # fmt: skip
+    # A command that takes only bundles still refuses it, at step 1, and writes nothing.
+    imported = bundler("import", image, "--to", f"oci:{tmp_path / 'in'}", "--key", pub)
+    assert imported.returncode == 12, imported.stderr
+    assert "step 1" in imported.stderr and "not a bundle" in imported.stderr
+    assert not (tmp_path / "in" / "index.json").exists()

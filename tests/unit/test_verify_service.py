@@ -30,6 +30,7 @@ from bundler.cli.main import exit_code_for
 from bundler.errors import NotFoundError
 from bundler.model import mediatypes as mt
 from bundler.model.bundle import LOCK_MEDIA_TYPE, Blob
+from bundler.model.policy import single_key_policy
 from bundler.model.signature import cosign_signature_tag
 from bundler.services.inspect import inspect
 from bundler.services.overlay import OverlaySource
@@ -77,10 +78,63 @@ def test_a_signed_bundle_passes_all_six_steps(stores: dict[str, MemoryStore]) ->
     assert {i["reference"] for i in doc["bundle"]["images"]} == {WEB_REF, API_REF}
 
 
-def test_step1_an_image_is_not_a_bundle(stores: dict[str, MemoryStore]) -> None:
+def test_step1_an_image_is_not_a_bundle_where_only_a_bundle_will_do(
+    stores: dict[str, MemoryStore],
+) -> None:
     bundle = signed_bundle(stores)
-    report = verify(bundle.store.source(WEB_REF), policy())
+    report = verify(bundle.store.source(WEB_REF), policy(), bundles_only=True)
     assert "not a bundle" in failed_at(report, 1)
+
+
+IMAGE_STEPS = {
+    1: "not applicable",
+    2: "passed",
+    3: "not applicable",
+    4: "passed",
+    5: "passed",
+    6: "not applicable",
+}
+
+
+def test_a_plain_image_sign_signed_verifies_as_cosign_verify_does(
+    stores: dict[str, MemoryStore],
+) -> None:
+    bundle = signed_bundle(stores)  # signed recursively: the images carry the signature too
+    report = verify(bundle.store.source(WEB_REF), single_key_policy(VENDOR.public, "vendor"))
+    assert report.error is None and report.bundle is None and report.image is not None
+    assert report.kind == "image" and report.image.digest == bundle.images[WEB_REF].digest
+    doc = report.to_json()
+    assert doc["verified"] is True and doc["kind"] == "image"
+    assert {s["step"]: s["status"] for s in doc["steps"]} == IMAGE_STEPS
+    assert [s["key"] for s in doc["image"]["signers"]] == ["vendor"]
+    # A policy file's rule is matched by the repository's last component.
+    assert verify(bundle.store.source(WEB_REF), policy(name="web")).image is not None
+
+
+def test_a_plain_image_without_a_trusted_signature_fails_step2(
+    stores: dict[str, MemoryStore],
+) -> None:
+    bundle = build_bundle(stores)  # not signed
+    report = verify(bundle.store.source(WEB_REF), single_key_policy(VENDOR.public))
+    assert report.image is None and report.error is not None and report.error.step == 2
+    assert "image" in str(report.error) and "not signed" in str(report.error)
+
+
+def test_a_plain_image_under_a_versioned_rule_fails_step4(stores: dict[str, MemoryStore]) -> None:
+    bundle = signed_bundle(stores)
+    report = verify(bundle.store.source(WEB_REF), policy(name="web", versions=">=1.0.0"))
+    assert report.error is not None and report.error.step == 4
+    assert "has no version" in str(report.error)
+    assert report.steps[2] == ("passed", "")
+
+
+def test_a_plain_image_with_a_missing_layer_fails_step5(stores: dict[str, MemoryStore]) -> None:
+    bundle = signed_bundle(stores)
+    layer = bundle.images[WEB_REF].layers[-1].digest
+    bundle.store.delete_blob(layer)
+    report = verify(bundle.store.source(WEB_REF), single_key_policy(VENDOR.public))
+    assert report.error is not None and report.error.step == 5
+    assert str(layer) in str(report.error)
 
 
 def test_a_store_that_is_not_there_is_not_found_rather_than_tampered(
