@@ -418,7 +418,7 @@ class ArchiveTarget:
         for assignment in plan.tags:
             entries.append(
                 assignment.descriptor.with_annotations(
-                    {mt.ANNOTATION_REF_NAME: assignment.tag}
+                    {**assignment.annotations, mt.ANNOTATION_REF_NAME: assignment.tag}
                 ).to_json()
             )
         tagged = {a.descriptor.digest for a in plan.tags}

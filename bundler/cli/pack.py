@@ -292,6 +292,14 @@ def inspect_command(
         f"bytes   {human_bytes(result.total_bytes)} total, "
         f"{human_bytes(result.unique_bytes)} unique"
     )
+    if result.absent_blobs or result.delta_base:
+        typer.echo(
+            printable(
+                f"delta   of {result.delta_base or 'an unnamed base'}: "
+                f"{result.absent_blobs} blobs ({human_bytes(result.absent_bytes)}) left out; "
+                "import it where the base is"
+            )
+        )
     if result.signatures:
         for sig in result.signatures:
             typer.echo(

@@ -40,6 +40,9 @@ ANNOTATION_TITLE = "org.opencontainers.image.title"
 ANNOTATION_VERSION = "org.opencontainers.image.version"
 ANNOTATION_DESCRIPTION = "org.opencontainers.image.description"
 ANNOTATION_CREATED = "org.opencontainers.image.created"
+# On a delta archive's index.json entry (not signed: a hint for people): the bundle it was made
+# against, as NAME:TAG@DIGEST; the blobs both hold are left out.
+ANNOTATION_DELTA_BASE = "dev.bundler.delta.base"
 
 ROLE_CHART = "chart"
 ROLE_IMAGE = "image"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bundler.model.descriptor import Descriptor
@@ -15,6 +16,8 @@ class TagAssignment:
 
     tag: str
     descriptor: Descriptor
+    # Written with the name where the target keeps annotations (an archive's index.json entry).
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 
@@ -144,12 +144,15 @@ def copy(
     parallel: int = 4,
     progress: Progress | None = None,
     omit: set[Digest] | None = None,
+    root_annotations: Mapping[str, str] | None = None,
 ) -> CopyResult:
     """Copy the artifact ``source`` names into ``target``.
 
     In a layout or an archive, a bundle's images are also named by their references, so other
     tools find them (``skopeo copy oci-archive:FILE:REF``). ``omit`` names blobs deliberately
     left out (a delta export: the far side already has them); every manifest is still written.
+    ``root_annotations`` go with the artifact's name where the target keeps them (an archive's
+    ``index.json`` entry): unsigned hints, such as the base a delta was made against.
     """
     started = time.monotonic()
     progress = progress or Progress()
@@ -159,7 +162,7 @@ def copy(
     if root_tag is None and target.requires_name:
         raise UsageError(f"name the copy in {target.name}: add :REF to the location")
     if root_tag is not None:
-        plan.tags.insert(0, TagAssignment(root_tag, plan.root))
+        plan.tags.insert(0, TagAssignment(root_tag, plan.root, dict(root_annotations or {})))
     if target.requires_name:
         taken = {a.tag for a in plan.tags}
         plan.tags.extend(

@@ -12,7 +12,7 @@ from typing import Any
 
 from bundler.adapters.base import Source
 from bundler.adapters.stream import VerifiedStream, read_exact
-from bundler.errors import ManifestError
+from bundler.errors import ManifestError, NotFoundError
 from bundler.model.bundle import (
     ANNOTATION_IMAGE_REF,
     BUNDLE_ARTIFACT_TYPE,
@@ -25,6 +25,7 @@ from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
 from bundler.services.copy import COSIGN_SUFFIXES
 from bundler.services.graph import platforms, walk
+from bundler.services.verify import delta_base
 
 
 @dataclass
@@ -66,6 +67,9 @@ class InspectResult:
     unique_bytes: int = 0
     signatures: list[Signature] = field(default_factory=list)
     lock: BundleLock | None = None
+    delta_base: str | None = None  # a delta archive: the base it names (an unsigned hint)
+    absent_blobs: int = 0  # blobs under the artifact the source does not hold (a delta's)
+    absent_bytes: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The ``inspect --output json`` document; the lock is left out (``--lock`` prints it)."""
@@ -90,6 +94,13 @@ class InspectResult:
                 for i in self.images
             ],
             "bytes": {"total": self.total_bytes, "unique": self.unique_bytes},
+            "delta": None
+            if self.delta_base is None and not self.absent_blobs
+            else {
+                "base": self.delta_base,
+                "absentBlobs": self.absent_blobs,
+                "absentBytes": self.absent_bytes,
+            },
             "signatures": [
                 {
                     "kind": s.kind,
@@ -131,6 +142,11 @@ def inspect(source: Source) -> InspectResult:
         unique_bytes=whole.size,
     )
     result.signatures = _signatures(source, index.digest)
+    inventory = source.inventory()
+    if inventory is not None:  # a delta leaves out blobs its base holds
+        absent = [d for d in whole.blobs.values() if not inventory.files.has_blob(d)]
+        result.absent_blobs, result.absent_bytes = len(absent), sum(d.size for d in absent)
+        result.delta_base = delta_base(source, index)
     if not result.is_bundle:
         result.images.append(
             InspectedImage(
@@ -177,12 +193,16 @@ def inspect(source: Source) -> InspectResult:
             )
         size = walk(source, descriptor).size
         total += size
+        try:
+            found = list(platforms(source, whole.manifests[descriptor.digest]))
+        except NotFoundError:  # a delta left the config to its base: the lock says
+            found = list(entry.platforms)
         result.images.append(
             InspectedImage(
                 ref,
                 descriptor.digest,
                 descriptor.media_type,
-                list(platforms(source, whole.manifests[descriptor.digest])),
+                found,
                 size,
                 [v.path for v in entry.value_paths],
             )

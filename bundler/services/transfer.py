@@ -26,7 +26,13 @@ from bundler.adapters.base import Source, Target
 from bundler.adapters.layout import LayoutReader
 from bundler.adapters.stream import VerifiedStream
 from bundler.errors import IntegrityError, NotFoundError, UsageError
-from bundler.model.bundle import LOCK_MEDIA_TYPE
+from bundler.model.bundle import (
+    ANNOTATION_DELTA_BASE,
+    ANNOTATION_TITLE,
+    ANNOTATION_VERSION,
+    LOCK_MEDIA_TYPE,
+    helm_tag,
+)
 from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
@@ -50,6 +56,7 @@ from bundler.services.trust import (
 from bundler.services.verify import (
     bundle_names,
     check_signatures,
+    delta_base,
     extra_content,
     open_for_verification,
     read_chart_facts,
@@ -94,10 +101,13 @@ def export(
     try:
         omit: set[Digest] = set()
         omitted_bytes = 0
+        hint: dict[str, str] = {}
         if base is not None:
             base_source = transports.open_source(base)
             try:
-                base_blobs = walk(base_source, base_source.resolve()).blobs
+                base_root = base_source.resolve()
+                base_blobs = walk(base_source, base_root).blobs
+                hint[ANNOTATION_DELTA_BASE] = delta_base_name(base_source.fetch_manifest(base_root))
             finally:
                 base_source.close()
             content = walk(source, source.resolve())
@@ -113,10 +123,26 @@ def export(
             omit = (set(blobs) & set(base_blobs)) - lock_layers
             omitted_bytes = sum(blobs[d].size for d in omit)
         target = transports.open_target(target_location, max_volume_size=max_volume_size)
-        copied = copy_service.copy(source, target, parallel=parallel, progress=progress, omit=omit)
+        copied = copy_service.copy(
+            source,
+            target,
+            parallel=parallel,
+            progress=progress,
+            omit=omit,
+            root_annotations=hint if omit else None,
+        )
     finally:
         source.close()
     return ExportResult(copied, str(base) if base else None, omitted_bytes)
+
+
+def delta_base_name(base: Manifest) -> str:
+    """How a delta names its base: ``NAME:VERSION@DIGEST`` of a bundle, else the digest."""
+    title = base.annotations.get(ANNOTATION_TITLE)
+    version = base.annotations.get(ANNOTATION_VERSION)
+    if title and version:
+        return f"{title}:{helm_tag(version)}@{base.digest}"
+    return str(base.digest)
 
 
 @dataclass
@@ -174,12 +200,14 @@ def import_bundle(
         absent = [d for d in blobs.values() if not _source_has(source, d)]
         missing = [d for d in absent if not checked.has_blob(d)]
         if missing:
+            named = delta_base(source, signed.index)
+            base_name = f" {named}" if named else ""
             listed = ", ".join(str(d.digest) for d in missing[:10])
             more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
             raise NotFoundError(
                 f"{source_location} leaves out {len(absent)} blobs and {target.name} lacks "
                 f"{len(missing)} of them (or holds other bytes under their digests): "
-                f"{listed}{more}; import the base bundle first"
+                f"{listed}{more}; import the base bundle{base_name} first"
             )
         # Step 5 for the chart: its Chart.yaml names what the lock names (small: read first,
         # from the target when a delta left it there, checked above).

@@ -128,6 +128,10 @@ class ContentFacts:
     chart: ChartFacts | None = None  # Chart.yaml of the chart archive; required by step 5
     bundle_names: Sequence[str] = ()  # every name the source gives the bundle's digest
     foreign: Sequence[str] = ()  # signatures by keys the policy does not list: not covered
+    delta_base: str | None = None  # the base a delta archive names (an unsigned hint)
+
+
+BLOB_MISSING = "blob is missing"  # a content problem: no blob under that digest at all
 
 
 class _Token:
@@ -570,6 +574,15 @@ def check_content(signed: SignedBundle, facts: ContentFacts) -> VerifiedBundle:
     """
     index = signed.index
     # Step 5: every manifest and blob under the index, present and intact.
+    if facts.problems and facts.delta_base is not None:
+        missing = [d for d, problem in facts.problems.items() if problem == BLOB_MISSING]
+        if len(missing) == len(facts.problems):
+            raise _fail(
+                Step.CONTENT,
+                f"a delta archive: it leaves out {len(missing)} blobs that its base "
+                f"{facts.delta_base} holds; import it where the base is (bundler import), "
+                "which checks every blob, or verify the bundle there",
+            )
     for digest, problem in sorted(facts.problems.items()):
         raise _fail(Step.CONTENT, f"{digest}: {problem}")
     for manifest in _reachable(index, facts.manifests):

@@ -28,6 +28,7 @@ from bundler.errors import (
 )
 from bundler.model import mediatypes as mt
 from bundler.model.bundle import (
+    ANNOTATION_DELTA_BASE,
     ANNOTATION_IMAGE_REF,
     BUNDLE_ARTIFACT_TYPE,
     MAX_LOCK_BYTES,
@@ -47,6 +48,7 @@ from bundler.services.signatures import (
 )
 from bundler.services.transports import Location, Transports
 from bundler.services.trust import (
+    BLOB_MISSING,
     STEPS,
     ChartFacts,
     ContentFacts,
@@ -289,7 +291,14 @@ def _content(
     chart = read_chart_facts(source, signed) if not problems else None
     names = bundle_names(source, index)
     return ContentFacts(
-        manifests, frozenset(ok), problems, (*extra, *junk), chart, names, tuple(foreign)
+        manifests,
+        frozenset(ok),
+        problems,
+        (*extra, *junk),
+        chart,
+        names,
+        tuple(foreign),
+        delta_base(source, index),
     )
 
 
@@ -334,7 +343,7 @@ def _stream_content(  # noqa: C901
             VerifiedStream(source.open_blob(descriptor), descriptor, source.name).drain()
         except NotFoundError:
             with lock:
-                problems[descriptor.digest] = "blob is missing"
+                problems[descriptor.digest] = BLOB_MISSING
             return
         except IntegrityError as exc:
             with lock:
@@ -469,3 +478,12 @@ def extra_content(  # noqa: C901
             extra.append(f"blob {algorithm}:{hexpart}")
     extra.extend(inventory.files.stray_files())  # hidden files, links, data after a tar's end
     return extra
+
+
+def delta_base(source: Source, index: Manifest) -> str | None:
+    """The base a delta archive was made against (an unsigned hint on its name), else None."""
+    inventory = source.inventory()
+    for entry in inventory.entries if inventory is not None else ():
+        if entry.digest == index.digest and ANNOTATION_DELTA_BASE in entry.annotations:
+            return entry.annotations[ANNOTATION_DELTA_BASE]
+    return None

@@ -495,6 +495,28 @@ def test_delta_import_into_a_registry_holding_the_base_verifies(
     )
 
 
+def test_a_delta_checked_alone_is_recognised_and_its_base_named(
+    tcli: Cli,
+    keys: Keys,
+    vendor: Vendor,
+    delta: tuple[Path, dict[str, object]],
+) -> None:
+    archive, doc = delta
+    blobs = doc["blobs"]
+    assert isinstance(blobs, dict)
+    res = tcli("verify", f"archive:{archive}", "--key", keys.public("vendor"))
+    refused(res, 12, "step 5", "a delta archive", f"{blobs['omitted']} blobs")
+    refused(res, 12, f"its base demo:1.0.0@{vendor.v100} holds", "bundler import")
+    shown = ok(tcli("inspect", f"archive:{archive}", "-o", "json")).json
+    assert shown["delta"] == {
+        "base": f"demo:1.0.0@{vendor.v100}",
+        "absentBlobs": blobs["omitted"],
+        "absentBytes": doc["omittedBytes"],
+    }
+    text = ok(tcli("inspect", f"archive:{archive}")).stdout
+    assert f"delta   of demo:1.0.0@{vendor.v100}: {blobs['omitted']} blobs" in text
+
+
 def test_delta_import_into_an_empty_registry_names_the_missing_blobs_and_tags_nothing(
     tcli: Cli,
     keys: Keys,
@@ -510,8 +532,9 @@ def test_delta_import_into_an_empty_registry_names_the_missing_blobs_and_tags_no
     missing = set(new.blobs) & set(old.blobs)
     b = registry_factory("plain")
     res = import_(tcli, archive, b.ref("internal/demo:1.0.1"), keys.public("vendor"))
-    line = refused(res, 3, f"lacks {len(missing)} of them", "import the base bundle first")
-    named = set(re.findall(r"sha256:[0-9a-f]{64}", line))
+    base = f"import the base bundle demo:1.0.0@{vendor.v100} first"
+    line = refused(res, 3, f"lacks {len(missing)} of them", base)
+    named = set(re.findall(r"sha256:[0-9a-f]{64}", line)) - {vendor.v100}  # less the base
     assert named <= missing and len(named) == min(10, len(missing)), line
     if len(missing) > 10:
         assert f"and {len(missing) - 10} more" in line
