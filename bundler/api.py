@@ -256,12 +256,11 @@ def verify(
     from bundler.services.verify import open_for_verification
     from bundler.services.verify import verify as verify_service
 
-    with _session(session) as transports:
-        source = open_for_verification(transports, _at(location))
-        try:
-            report = verify_service(source, policy, parallel=parallel)
-        finally:
-            source.close()
+    with (
+        _session(session) as transports,
+        open_for_verification(transports, _at(location)) as source,
+    ):
+        report = verify_service(source, policy, parallel=parallel)
     if report.error is not None:
         raise report.error
     return report
@@ -298,12 +297,8 @@ def verify_promotion(
     """
     from bundler.services.promote import verify_promotion as verify_service
 
-    with _session(session) as transports:
-        source = transports.open_source(_at(location))
-        try:
-            return verify_service(source, key)
-        finally:
-            source.close()
+    with _session(session) as transports, transports.open_source(_at(location)) as source:
+        return verify_service(source, key)
 
 
 def login(
@@ -417,22 +412,14 @@ def copy(
     """Copy any OCI artifact with its signatures and referrers, every byte checked."""
     from bundler.services.copy import copy as copy_service
 
-    with _session(session) as transports:
-        source = transports.open_source(_at(location))
-        try:
-            target = transports.open_target(_at(to, for_target=True))
-            return copy_service(source, target, with_referrers=with_referrers, parallel=parallel)
-        finally:
-            source.close()
+    with _session(session) as transports, transports.open_source(_at(location)) as source:
+        target = transports.open_target(_at(to, for_target=True))
+        return copy_service(source, target, with_referrers=with_referrers, parallel=parallel)
 
 
 def inspect(location: Where, *, session: Session | None = None) -> InspectResult:
     """What a bundle holds: chart, images, platforms, sizes, signatures."""
     from bundler.services.inspect import inspect as inspect_service
 
-    with _session(session) as transports:
-        source = transports.open_source(_at(location))
-        try:
-            return inspect_service(source)
-        finally:
-            source.close()
+    with _session(session) as transports, transports.open_source(_at(location)) as source:
+        return inspect_service(source)

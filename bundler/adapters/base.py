@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol, Self
 
 from bundler.adapters.stream import VerifiedStream
 from bundler.model.descriptor import Descriptor
@@ -72,6 +73,37 @@ class Source(Protocol):
     def close(self) -> None:
         """Release connections and open files; the source is not used afterwards."""
         ...
+
+    def __enter__(self) -> Self:
+        """A source is a context manager: leaving the block closes it."""
+        ...
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close the source."""
+        ...
+
+
+class ClosedOnExit:
+    """What every source inherits: ``with source:`` closes it at the end of the block."""
+
+    def close(self) -> None:
+        """Release what the source holds."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 class Target(Protocol):

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bundler.adapters.archive import safe_member_name, scan_tar
+from bundler.adapters.base import ClosedOnExit
 from bundler.adapters.layout import MAX_INDEX_BYTES
 from bundler.adapters.stream import CHUNK_SIZE
 from bundler.errors import (
@@ -192,7 +193,7 @@ class _GzipHasher:
             raise ManifestError("gzip stream is truncated")
 
 
-class DockerArchiveSource:
+class DockerArchiveSource(ClosedOnExit):
     """A :class:`~bundler.adapters.base.Source` over one image of a ``docker save`` tar.
 
     ``ref`` selects the image: a reference matching one of its ``RepoTags`` (compared

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from bundler.adapters.base import Inventory
+from bundler.adapters.base import ClosedOnExit, Inventory
 from bundler.adapters.files import atomic_write
 from bundler.adapters.fsafe import (
     DestinationLock,
@@ -149,7 +149,7 @@ def index_document(entries: list[dict[str, Any]]) -> bytes:
     return json.dumps(doc, indent=2).encode() + b"\n"
 
 
-class LayoutSource:
+class LayoutSource(ClosedOnExit):
     """A :class:`~bundler.adapters.base.Source` over any :class:`LayoutReader`.
 
     ``ref`` selects the index.json entry whose ``org.opencontainers.image.ref.name`` equals it;

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -25,9 +25,6 @@ from bundler.model.policy import TrustPolicy
 from bundler.model.text import printable
 
 if TYPE_CHECKING:
-    from bundler.adapters.registry.options import RegistryOptions
-    from bundler.model.digest import Digest
-    from bundler.services.sign import SignResult
     from bundler.services.verify import VerifyReport
 
 KeyOpt = Annotated[Path, typer.Option("--key", help="Encrypted private key (cosign format).")]
@@ -131,15 +128,12 @@ def sign_command(
     It is stored where cosign and skopeo look for it (and inside layouts and archives, so it
     travels with them).
     """
+    from bundler import api
+
     private = private_key(key, passphrase_file, passphrase_env)
-    result = _sign(
-        source,
-        private,
-        recursive,
-        identity,
-        None,
-        registry_options(plain_http, ca_file, insecure, config_dir),
-    )
+    options = registry_options(plain_http, ca_file, insecure, config_dir)
+    with api.Session(options) as session:
+        result = api.sign(source, private, recursive=recursive, identity=identity, session=session)
     if output is OutputFormat.json:
         emit_json(result.to_json())
         return
@@ -156,31 +150,6 @@ def sign_command(
     )
 
 
-def _sign(
-    source: str,
-    private: Any,
-    recursive: bool,
-    identity: str | None,
-    expected: Digest | None,
-    options: RegistryOptions,
-) -> SignResult:
-    from bundler.services.sign import sign
-    from bundler.services.transports import Transports, parse_location
-
-    transports = Transports(options)
-    try:
-        return sign(
-            parse_location(source),
-            private,
-            transports,
-            recursive=recursive,
-            identity=identity,
-            expected=expected,
-        )
-    finally:
-        transports.close()
-
-
 def _verify_and_render(
     source: str,
     policy: TrustPolicy,
@@ -190,24 +159,19 @@ def _verify_and_render(
     ca_file: Path | None,
     insecure: bool,
     config_dir: Path | None,
-    emit: bool = True,
 ) -> VerifyReport:
     from bundler.services.transports import Transports, parse_location
     from bundler.services.verify import open_for_verification, verify
 
-    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir, parallel))
-    try:
-        store = open_for_verification(transports, parse_location(source))
-        try:
-            report = verify(store, policy, parallel=parallel)
-        finally:
-            store.close()
-    finally:
-        transports.close()
+    options = registry_options(plain_http, ca_file, insecure, config_dir, parallel)
+    with (
+        Transports(options) as transports,
+        open_for_verification(transports, parse_location(source)) as store,
+    ):
+        report = verify(store, policy, parallel=parallel)
     if output is OutputFormat.json:
-        if emit or report.error is not None:
-            emit_json(report.to_json())
-    elif emit:
+        emit_json(report.to_json())
+    else:
         _render_verified(report)
     if report.error is not None:
         raise report.error

@@ -70,8 +70,7 @@ def approve(
     VerificationError (step 4, before anything is written) when the signature would not count.
     """
     approver = approver_of(policy, key)
-    source = open_for_verification(transports, location)
-    try:
+    with open_for_verification(transports, location) as source:
         report = verify(source, approval_policy(policy), parallel=parallel, bundles_only=True)
         if report.error is not None:
             raise report.error
@@ -79,8 +78,6 @@ def approve(
         claim = identity or default_identity(
             location, source, source.fetch_manifest(source.resolve())
         )
-    finally:
-        source.close()
     check_approval(report.bundle, policy, approver, claim)
     signed = sign(
         location,

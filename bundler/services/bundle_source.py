@@ -12,7 +12,7 @@ import re
 import threading
 from collections.abc import Iterator
 
-from bundler.adapters.base import Source
+from bundler.adapters.base import ClosedOnExit, Source
 from bundler.errors import NotFoundError
 from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
@@ -21,7 +21,7 @@ from bundler.model.manifest import Manifest
 _COSIGN_TAG = re.compile(r"^(sha256|sha512)-([0-9a-f]+)\.(sig|att|sbom)$")
 
 
-class BundleSource:
+class BundleSource(ClosedOnExit):
     """The bundle being packed as one :class:`~bundler.adapters.base.Source`.
 
     Manifests and blobs made in memory are served from memory; everything else is routed by digest

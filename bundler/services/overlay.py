@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from bundler.adapters.base import Source
+from bundler.adapters.base import ClosedOnExit, Source
 from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
 
 
-class OverlaySource:
+class OverlaySource(ClosedOnExit):
     """``base`` with manifests, blobs, tags and referrers added.
 
     With ``root``, the artifact it names is that descriptor (an image inside a bundle, a new

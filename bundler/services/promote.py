@@ -542,8 +542,7 @@ def promote(  # noqa: C901
             return Location("oci", f"oci:{layout.path}:{ref}", path=layout.path, ref=str(ref))
         return registry_location(ref)
 
-    source = open_for_verification(transports, source_location)
-    try:
+    with open_for_verification(transports, source_location) as source:
         # Step 1: verify now, with every step; nothing else is promoted.
         report = verify(source, policy, parallel=parallel, bundles_only=True)
         if report.error is not None:
@@ -576,8 +575,6 @@ def promote(  # noqa: C901
             writer.images(source, bundle, plan)
             record = writer.chart(source, plan, key, allow_downgrade)
             return PromotionResult(plan, False, record.digest)
-    finally:
-        source.close()
 
 
 @contextlib.contextmanager

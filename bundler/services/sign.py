@@ -97,22 +97,19 @@ def sign(
     """
     transports.open_source(location).close()  # a missing source fails here, creating nothing
     target = transports.open_target(_as_target(location))
-    with _write_lock(target):
-        source = transports.open_source(location)  # read under the lock: no lost update
-        try:
-            return _sign_locked(
-                location,
-                source,
-                target,
-                key,
-                transports,
-                recursive,
-                identity,
-                annotations,
-                expected,
-            )
-        finally:
-            source.close()
+    # The source is read under the lock: no lost update.
+    with _write_lock(target), transports.open_source(location) as source:
+        return _sign_locked(
+            location,
+            source,
+            target,
+            key,
+            transports,
+            recursive,
+            identity,
+            annotations,
+            expected,
+        )
 
 
 def _write_lock(target: Target) -> AbstractContextManager[object]:

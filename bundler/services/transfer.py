@@ -97,19 +97,15 @@ def export(
     """
     if target_location.kind not in ("archive", "memory"):  # memory: a library's own store
         raise UsageError(f"export writes an archive: --to archive:FILE.tar, not {target_location}")
-    source = transports.open_source(source_location)
-    try:
+    with transports.open_source(source_location) as source:
         omit: set[Digest] = set()
         omitted_bytes = 0
         hint: dict[str, str] = {}
         if base is not None:
-            base_source = transports.open_source(base)
-            try:
+            with transports.open_source(base) as base_source:
                 base_root = base_source.resolve()
                 base_blobs = walk(base_source, base_root).blobs
                 hint[ANNOTATION_DELTA_BASE] = delta_base_name(base_source.fetch_manifest(base_root))
-            finally:
-                base_source.close()
             content = walk(source, source.resolve())
             manifests, blobs = content.manifests, content.blobs
             # Everything a verifier reads before any large blob always travels: the lock (the
@@ -131,8 +127,6 @@ def export(
             omit=omit,
             root_annotations=hint if omit else None,
         )
-    finally:
-        source.close()
     return ExportResult(copied, str(base) if base else None, omitted_bytes)
 
 
@@ -179,8 +173,7 @@ def import_bundle(
     Steps 1 to 4 and 6 pass before any large blob moves; step 5 is the digest check while streaming.
     VerificationError with the failing step; nothing is tagged unless all pass.
     """
-    source = open_for_verification(transports, source_location)
-    try:
+    with open_for_verification(transports, source_location) as source:
         # Steps 1-4 before any large blob moves.
         signed = check_signatures(source, policy)
         content = walk(source, signed.index.descriptor())
@@ -226,8 +219,6 @@ def import_bundle(
 
         checked.before_commit = judge
         copied = copy_service.copy(trusted, checked, parallel=parallel, progress=progress)
-    finally:
-        source.close()
     return ImportResult(verdict[0], copied, [str(d.digest) for d in absent])
 
 

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+from bundler.adapters.base import ClosedOnExit
 from bundler.adapters.registry.blobcache import BlobLocationCache
 from bundler.adapters.registry.client import RegistryClient
 from bundler.adapters.stream import VerifiedStream
@@ -20,7 +21,7 @@ from bundler.model.plan import TransferPlan
 from bundler.model.reference import Reference, is_valid_tag
 
 
-class RegistrySource:
+class RegistrySource(ClosedOnExit):
     """A repository of a registry as a copy :class:`~bundler.adapters.base.Source`.
 
     Manifests fetched once are kept in memory for the run; blob pulls are recorded in ``locations``
