@@ -318,6 +318,8 @@ def approve_command(
     typer.echo(
         printable(f"{result.approval.digest}  {again}approved by {approver.name} ({approver.role})")
     )
+    if result.still_needed is not None:
+        typer.echo(printable(f"the policy is not met yet: {result.still_needed}"), err=True)
 
 
 def register(app: typer.Typer) -> None:

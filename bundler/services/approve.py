@@ -12,21 +12,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from bundler.adapters.crypto import PrivateKey
-from bundler.errors import UsageError
+from bundler.errors import UsageError, VerificationError
 from bundler.model.policy import TrustedKey, TrustPolicy
 from bundler.services.sign import SignResult, default_identity, sign
 from bundler.services.transports import Location, Transports
 from bundler.services.trust import approval_policy, check_approval
-from bundler.services.verify import VerifyReport, open_for_verification, verify
+from bundler.services.verify import (
+    VerifyReport,
+    check_signatures,
+    open_for_verification,
+    verify,
+)
 
 
 @dataclass(frozen=True)
 class ApprovalResult:
     """The verification an approval rests on, the approver, and what was signed."""
 
-    verification: VerifyReport
+    verification: VerifyReport  # every step, with the policy's signature requirements left out
     approver: TrustedKey
     approval: SignResult
+    still_needed: str | None = None  # what the full policy lacks after this approval, if any
 
     @property
     def already(self) -> bool:
@@ -34,8 +40,17 @@ class ApprovalResult:
         return not self.approval.signed
 
     def to_json(self) -> dict[str, Any]:
-        """The ``approve --output json`` document: the verification and the approval."""
-        return {"verification": self.verification.to_json(), "approval": self.approval.to_json()}
+        """The ``approve --output json`` document: the verification and the approval.
+
+        ``verification`` ran with the signature requirements left out (approvals are what is
+        being collected); ``policyMet`` says whether the full policy's signatures are met now.
+        """
+        return {
+            "verification": {**self.verification.to_json(), "signatureRequirements": False},
+            "approval": self.approval.to_json(),
+            "policyMet": self.still_needed is None,
+            "stillNeeded": self.still_needed,
+        }
 
 
 def approver_of(policy: TrustPolicy, key: PrivateKey) -> TrustedKey:
@@ -87,4 +102,14 @@ def approve(
         identity=identity,
         expected=report.bundle.digest,
     )
-    return ApprovalResult(report, approver, signed)
+    return ApprovalResult(report, approver, signed, _still_needed(location, policy, transports))
+
+
+def _still_needed(location: Location, policy: TrustPolicy, transports: Transports) -> str | None:
+    """Steps 1 to 4 under the whole policy, now: None when met, else what is still needed."""
+    with open_for_verification(transports, location) as source:
+        try:
+            check_signatures(source, policy)
+        except VerificationError as error:
+            return str(error)
+    return None
