@@ -240,13 +240,36 @@ def sign(
     *,
     identity: str | None = None,
     recursive: bool = True,
+    certificate: str | Path | None = None,
+    certificate_chain: str | Path | None = None,
     session: Session | None = None,
 ) -> SignResult:
-    """Add a cosign-compatible signature by ``key`` to the bundle (and what it pins)."""
+    """Add a cosign-compatible signature by ``key`` to the bundle (and what it pins).
+
+    With ``certificate`` (a PEM file for ``key``) and ``certificate_chain``, the signature
+    carries them as cosign does, for policies that trust a CA instead of a key.
+    """
     from bundler.services.sign import sign as sign_service
 
+    annotations = None
+    if certificate is not None:
+        from bundler.adapters.x509 import signing_certificate
+
+        chain = Path(certificate_chain) if certificate_chain is not None else None
+        annotations = signing_certificate(key.public.key_id, Path(certificate), chain)
+    elif certificate_chain is not None:
+        from bundler.errors import UsageError
+
+        raise UsageError("a certificate chain goes with --certificate, the signing certificate")
     with _session(session) as transports:
-        return sign_service(_at(location), key, transports, recursive=recursive, identity=identity)
+        return sign_service(
+            _at(location),
+            key,
+            transports,
+            recursive=recursive,
+            identity=identity,
+            annotations=annotations,
+        )
 
 
 def verify(

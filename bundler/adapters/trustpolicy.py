@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from bundler.adapters.bundleconfig import load_checked_yaml
 from bundler.adapters.crypto import load_public_key, read_key_file
 from bundler.errors import ConfigError, KeyFileError
+from bundler.model.certified import Identity, TrustedAuthority
 from bundler.model.policy import (
     BundleRule,
     Requirement,
@@ -27,7 +29,7 @@ def load_trust_policy(path: Path) -> TrustPolicy:
     """
     doc = load_checked_yaml(path, "trust policy", "trust-policy.schema.json")
     keys: list[TrustedKey] = []
-    for entry in doc["keys"]:
+    for entry in doc.get("keys", []):
         if "pem" in entry:
             pem, origin = entry["pem"].encode(), f"{path} key {entry['name']}"
         else:
@@ -54,6 +56,38 @@ def load_trust_policy(path: Path) -> TrustPolicy:
         )
         for rule in doc["bundles"]
     )
-    policy = TrustPolicy(tuple(keys), rules, origin=f"trust policy {path}")
+    authorities = tuple(_authority(path, entry) for entry in doc.get("authorities", []))
+    policy = TrustPolicy(tuple(keys), rules, origin=f"trust policy {path}", authorities=authorities)
     check_policy(policy)
     return policy
+
+
+def _authority(path: Path, entry: dict[str, Any]) -> TrustedAuthority:
+    """One ``authorities`` entry: its CA files and Rekor key read (relative to the policy)."""
+    from bundler.adapters.x509 import X509Authority, read_ca_file
+
+    what = f"trust policy {path}: authority {entry['name']!r}"
+    roots = read_ca_file(path.parent / entry["roots"], what)
+    intermediates = (
+        read_ca_file(path.parent / entry["intermediates"], what) if "intermediates" in entry else []
+    )
+    rekor = None
+    if "rekorKey" in entry:
+        key_path = path.parent / entry["rekorKey"]
+        try:
+            rekor = load_public_key(read_key_file(key_path, MAX_KEY_BYTES), str(key_path))
+        except OSError as exc:
+            raise ConfigError(f"{what}: cannot read {key_path}: {exc.strerror}") from None
+    identities = tuple(
+        Identity(email=i.get("email"), hostname=i.get("hostname"), uri=i.get("uri"))
+        for i in entry["identities"]
+    )
+    return TrustedAuthority(
+        entry["name"],
+        entry["role"],
+        X509Authority(roots, intermediates),
+        identities,
+        oidc_issuer=entry.get("oidcIssuer"),
+        rekor=rekor,
+        origin=what,
+    )

@@ -117,6 +117,22 @@ def sign_command(
         ),
     ] = True,
     identity: IdentityOpt = None,
+    certificate: Annotated[
+        Path | None,
+        typer.Option(
+            "--certificate",
+            metavar="FILE",
+            help="PEM certificate for the key (corporate PKI), stored with the signature.",
+        ),
+    ] = None,
+    certificate_chain: Annotated[
+        Path | None,
+        typer.Option(
+            "--certificate-chain",
+            metavar="FILE",
+            help="PEM intermediates between --certificate and its root, stored with it.",
+        ),
+    ] = None,
     output: OutputOpt = OutputFormat.text,
     plain_http: PlainHttpOpt = False,
     ca_file: CaFileOpt = None,
@@ -133,7 +149,15 @@ def sign_command(
     private = private_key(key, passphrase_file, passphrase_env)
     options = registry_options(plain_http, ca_file, insecure, config_dir)
     with api.Session(options) as session:
-        result = api.sign(source, private, recursive=recursive, identity=identity, session=session)
+        result = api.sign(
+            source,
+            private,
+            recursive=recursive,
+            identity=identity,
+            certificate=certificate,
+            certificate_chain=certificate_chain,
+            session=session,
+        )
     if output is OutputFormat.json:
         emit_json(result.to_json())
         return

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import semver
 
 from bundler.errors import ConfigError
+from bundler.model.certified import TrustedAuthority
 from bundler.model.chartversion import parse_chart_version
 from bundler.model.signature import Verifier
 
@@ -115,6 +116,7 @@ class TrustPolicy:
     keys: tuple[TrustedKey, ...]
     rules: tuple[BundleRule, ...]
     origin: str = "policy"
+    authorities: tuple[TrustedAuthority, ...] = ()  # CAs trusted for certified signatures
 
     def rule_for(self, bundle_name: str) -> BundleRule | None:
         """The first rule matching ``bundle_name``, in policy order, or None if none matches."""
@@ -127,19 +129,35 @@ class TrustPolicy:
             out.setdefault(key.role, []).append(key)
         return out
 
+    def signers_of(self, role: str) -> int:
+        """How many distinct signers ``role`` can have: its keys, its authorities' identities."""
+        keys = sum(1 for k in self.keys if k.role == role)
+        return keys + sum(len(a.identities) for a in self.authorities if a.role == role)
+
 
 # Complexity kept: one refusal per way a policy can be empty, ambiguous or unsatisfiable, in order.
 def check_policy(policy: TrustPolicy) -> None:  # noqa: C901
     """Refuse empty, ambiguous and unsatisfiable policies instead of reading them loosely."""
     where = policy.origin
-    if not policy.keys:
+    if not policy.keys and not policy.authorities:
         raise ConfigError(f"{where}: no keys; a policy that trusts nobody accepts nothing")
     if not policy.rules:
         raise ConfigError(f"{where}: no bundle rules; every bundle would be refused")
-    names = [k.name for k in policy.keys]
+    names = [k.name for k in policy.keys] + [a.name for a in policy.authorities]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"{where}: key names used twice: {', '.join(duplicates)}")
+    for authority in policy.authorities:
+        if not authority.identities:
+            raise ConfigError(
+                f"{where}: authority {authority.name!r} names no identity; a CA certifies "
+                "many, so say which (email, hostname or uri)"
+            )
+        if authority.oidc_issuer is not None and authority.rekor is None:
+            raise ConfigError(
+                f"{where}: authority {authority.name!r} is keyless (an OIDC issuer) but names "
+                "no Rekor key; its certificates live for minutes and need the log's time"
+            )
     by_id: dict[str, TrustedKey] = {}
     for key in policy.keys:
         other = by_id.get(key.key.key_id)
@@ -156,7 +174,6 @@ def check_policy(policy: TrustPolicy) -> None:  # noqa: C901
             f"{where}: bundle rules named twice: {', '.join(twice)}; only the first would apply, "
             "so merge them into one rule"
         )
-    roles = policy.roles()
     for rule in policy.rules:
         if not rule.require:
             raise ConfigError(f"{where}: rule {rule.name!r} requires no signature")
@@ -165,7 +182,7 @@ def check_policy(policy: TrustPolicy) -> None:  # noqa: C901
             if req.role in seen:
                 raise ConfigError(f"{where}: rule {rule.name!r} names role {req.role!r} twice")
             seen.add(req.role)
-            have = len(roles.get(req.role, []))
+            have = policy.signers_of(req.role)
             if req.threshold < 1:
                 raise ConfigError(f"{where}: rule {rule.name!r}: threshold must be at least 1")
             if have < req.threshold:

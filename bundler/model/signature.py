@@ -346,6 +346,14 @@ def signature_entries(manifest: Manifest) -> list[Descriptor]:
     return found
 
 
+def decode_signature(signature_b64: str) -> bytes:
+    """The signature bytes of cosign's base64 annotation, decoded as Go decodes it.
+
+    Line breaks are skipped (some signers wrap the base64); any other stray character is refused.
+    """
+    return base64.b64decode(signature_b64.replace("\r", "").replace("\n", ""), validate=True)
+
+
 # ------------------------------------------------------------------------------ checking
 class Verifier(Protocol):
     """A public key as signature and policy checks see it; implemented in adapters.crypto."""
@@ -399,7 +407,7 @@ def check_simple_signature(  # noqa: C901
     if not signature_b64 or len(signature_b64) > MAX_SIGNATURE_B64_CHARS:
         return REASON_SIGNATURE
     try:
-        signature = base64.b64decode(signature_b64, validate=True)
+        signature = decode_signature(signature_b64)
     except (binascii.Error, ValueError):
         return REASON_SIGNATURE
     if not signature or not key.verify(payload, signature):

@@ -24,6 +24,7 @@ from bundler.model.manifest import Manifest
 from bundler.model.signature import (
     SignatureEntry,
     cosign_signature_tag,
+    decode_signature,
     signature_entries,
     signature_manifest,
     simple_signing_payload,
@@ -190,7 +191,7 @@ def _signed_by(entries: list[SignatureEntry], payload: bytes, key: PrivateKey) -
         if entry.payload != payload:
             continue
         try:
-            signature = base64.b64decode(entry.signature_b64, validate=True)
+            signature = decode_signature(entry.signature_b64)
         except ValueError:
             continue
         if key.public.verify(payload, signature):

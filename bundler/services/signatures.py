@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from bundler.adapters.base import Source
 from bundler.adapters.stream import VerifiedStream, read_exact
 from bundler.errors import IntegrityError, ManifestError, NotFoundError
+from bundler.model.certified import (
+    CERTIFICATE_ANNOTATION,
+    CHAIN_ANNOTATION,
+    REKOR_BUNDLE_ANNOTATION,
+)
 from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
@@ -74,7 +79,15 @@ def _layer_fact(source: Source, layer: Descriptor, origin: str) -> SignatureFact
         return _problem(origin, "its payload is missing")
     except (ManifestError, IntegrityError) as exc:
         return _problem(origin, str(exc))
-    return SignatureFact(layer.media_type, entry.payload, entry.signature_b64, origin)
+    return SignatureFact(
+        layer.media_type,
+        entry.payload,
+        entry.signature_b64,
+        origin,
+        certificate=entry.annotations.get(CERTIFICATE_ANNOTATION),
+        chain=entry.annotations.get(CHAIN_ANNOTATION),
+        rekor_bundle=entry.annotations.get(REKOR_BUNDLE_ANNOTATION),
+    )
 
 
 def _tagged_set(source: Source, subject: Digest) -> SignatureSet | None:

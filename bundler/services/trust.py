@@ -45,6 +45,12 @@ from bundler.model.bundle import (
     BundleView,
     helm_tag,
 )
+from bundler.model.certified import (
+    TrustedAuthority,
+    certified_name,
+    check_rekor_set,
+    matched_identity,
+)
 from bundler.model.chartversion import is_chart_version
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest, load_json_strict
@@ -55,6 +61,7 @@ from bundler.model.signature import (
     SIMPLE_SIGNING_MEDIA_TYPE,
     Verifier,
     check_simple_signature,
+    decode_signature,
     parse_payload,
     same_repository,
 )
@@ -95,6 +102,9 @@ class SignatureFact:
     signature_b64: str
     origin: str  # where it was found, for messages: "sha256-….sig layer 2"
     problem: str | None = None  # why the layer could not be read (oversized, malformed, ...)
+    certificate: str | None = None  # PEM of the signing certificate (cosign's annotation)
+    chain: str | None = None  # PEM of the certificates between it and a root
+    rekor_bundle: str | None = None  # the Rekor SET, as cosign stores it (keyless signing)
 
 
 @dataclass(frozen=True)
@@ -312,7 +322,7 @@ def _valid_signers(
         if accepted_by is None:
             rejected.append(f"{fact.origin}: {why}")
             continue
-        signers.setdefault(accepted_by.key.key_id, _signer(accepted_by, fact))
+        signers.setdefault(accepted_by.key_id, _signer(accepted_by, fact))
     if not signers:
         detail = f"{len(signatures)} found: {'; '.join(rejected)}" if rejected else "not signed"
         raise _fail(
@@ -436,10 +446,19 @@ def approval_problem(
     return None
 
 
+@dataclass(frozen=True)
+class _Accepted:
+    """Who made a signature that counts: a trusted key, or a certificate a trusted CA issued."""
+
+    name: str
+    role: str
+    key_id: str
+
+
 def _accepting_key(
     fact: SignatureFact, policy: TrustPolicy, subject: Digest
-) -> tuple[TrustedKey | None, str]:
-    """The trusted key that made ``fact`` for ``subject``, else None and why not."""
+) -> tuple[_Accepted | None, str]:
+    """The trusted key or certified identity that made ``fact`` for ``subject``, else why not."""
     if fact.problem is not None:
         return None, fact.problem
     reasons: set[str] = set()
@@ -448,13 +467,70 @@ def _accepting_key(
             fact.media_type, fact.payload, fact.signature_b64, trusted.key, subject, None
         )
         if reason is None:
-            return trusted, ""
+            return _Accepted(trusted.name, trusted.role, trusted.key.key_id), ""
         reasons.add(reason)
+    certified_why: list[str] = []
+    if fact.certificate is not None:
+        for authority in policy.authorities:
+            accepted, why = _certified_signer(fact, authority, subject)
+            if accepted is not None:
+                return accepted, ""
+            certified_why.append(f"{authority.name}: {why}")
     if "digest" in reasons:
         return None, "payload for another digest"
+    if certified_why:
+        return None, "; ".join(certified_why)
     if reasons == {"mediatype"}:
         return None, "not a simple-signing signature"
     return None, "no trusted key made it"
+
+
+def _certified_signer(
+    fact: SignatureFact, trusted: TrustedAuthority, subject: Digest
+) -> tuple[_Accepted | None, str]:
+    """A certificate-based signature, checked offline: SET, path, identity, then the signature.
+
+    With a Rekor key the SET is required and the certificate must be valid when the entry was
+    logged; without one, now.
+    """
+    assert fact.certificate is not None
+    from datetime import UTC, datetime
+
+    from bundler.adapters.x509 import certificate_der
+
+    at = datetime.now(UTC)
+    der = certificate_der(fact.certificate.encode())
+    if der is None:
+        return None, "the certificate annotation is not one PEM certificate"
+    if trusted.rekor is not None:
+        if fact.rekor_bundle is None:
+            return None, "no Rekor SET (dev.sigstore.cosign/bundle) where the policy needs one"
+        logged = check_rekor_set(
+            fact.rekor_bundle,
+            trusted.rekor,
+            fact.payload,
+            fact.signature_b64,
+            der,
+            certificate_der,
+        )
+        if isinstance(logged, str):
+            return None, logged
+        at = logged.integrated_time
+    certified = trusted.authority.certify(fact.certificate, fact.chain, at)
+    if isinstance(certified, str):
+        return None, certified
+    identity, why = matched_identity(trusted, certified)
+    if identity is None:
+        return None, why
+    reason = check_simple_signature(
+        fact.media_type, fact.payload, fact.signature_b64, certified.key, subject, None
+    )
+    if reason is not None:
+        return None, {
+            "digest": "payload for another digest",
+            "mediatype": "not a simple-signing signature",
+        }.get(reason, "the certificate's key did not make it")
+    return _Accepted(certified_name(trusted, certified), trusted.role, certified.fingerprint), ""
 
 
 def signature_trusted(subject: Digest, fact: SignatureFact, policy: TrustPolicy) -> bool:
@@ -469,7 +545,7 @@ def _foreign_signature(fact: SignatureFact, subject: Digest) -> bool:
     if not fact.signature_b64 or len(fact.signature_b64) > MAX_SIGNATURE_B64_CHARS:
         return False
     try:
-        if not base64.b64decode(fact.signature_b64, validate=True):
+        if not decode_signature(fact.signature_b64):
             return False
         claim = parse_payload(fact.payload)
     except (binascii.Error, ValueError, ManifestError):
@@ -629,9 +705,9 @@ def _reachable(index: Manifest, manifests: Mapping[Digest, Manifest]) -> list[Ma
     return out
 
 
-def _signer(trusted: TrustedKey, fact: SignatureFact) -> Signer:
+def _signer(trusted: _Accepted, fact: SignatureFact) -> Signer:
     identity = parse_payload(fact.payload).identity
-    return Signer(trusted.name, trusted.role, trusted.key.key_id, identity)
+    return Signer(trusted.name, trusted.role, trusted.key_id, identity)
 
 
 def refuse_unsafe(location: str, problem: str) -> NoReturn:

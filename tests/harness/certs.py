@@ -189,3 +189,91 @@ def generate_token_signing_cert(directory: Path | str) -> SigningCert:
     _write_cert(cert, out.cert)
     _write_key(key, out.key)
     return out
+
+
+@dataclass(frozen=True)
+class CodeSigningPki:
+    """A corporate PKI for signing: a root, an intermediate (its PEMs), and a way to certify
+    a signing key for an email address (a leaf the intermediate issues)."""
+
+    root: Path
+    intermediate: Path
+    intermediate_key: ec.EllipticCurvePrivateKey
+
+    def certify(
+        self, public_key_pem: Path, email: str, out: Path, *, code_signing: bool = True
+    ) -> Path:
+        """A leaf certificate for the key in ``public_key_pem``, naming ``email``; at ``out``."""
+        public = serialization.load_pem_public_key(public_key_pem.read_bytes())
+        assert isinstance(public, ec.EllipticCurvePublicKey)
+        issuer = x509.load_pem_x509_certificate(self.intermediate.read_bytes())
+        start, end = _validity()
+        usage = (
+            ExtendedKeyUsageOID.CODE_SIGNING if code_signing else ExtendedKeyUsageOID.SERVER_AUTH
+        )
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(f"signer {email}"))
+            .issuer_name(issuer.subject)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_usage(signing=True), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
+            .sign(self.intermediate_key, hashes.SHA256())
+        )
+        _write_cert(cert, out)
+        return out
+
+
+def _usage(*, signing: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=signing,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=not signing,
+        crl_sign=not signing,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def generate_code_signing_pki(directory: Path | str) -> CodeSigningPki:
+    """``root.crt`` and ``intermediate.crt`` in *directory*: a two-level CA for code signing."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    start, end = _validity()
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root = (
+        x509.CertificateBuilder()
+        .subject_name(_name("bundler tests signing root"))
+        .issuer_name(_name("bundler tests signing root"))
+        .public_key(root_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+        .add_extension(_usage(signing=False), critical=True)
+        .sign(root_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    intermediate = (
+        x509.CertificateBuilder()
+        .subject_name(_name("bundler tests signing intermediate"))
+        .issuer_name(root.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_usage(signing=False), critical=True)
+        .sign(root_key, hashes.SHA256())
+    )
+    _write_cert(root, d / "root.crt")
+    _write_cert(intermediate, d / "intermediate.crt")
+    return CodeSigningPki(d / "root.crt", d / "intermediate.crt", key)
