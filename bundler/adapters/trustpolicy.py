@@ -53,6 +53,10 @@ def load_trust_policy(path: Path) -> TrustPolicy:
             ),
             versions=VersionRange.parse(rule["versions"]) if "versions" in rule else None,
             identity=rule.get("identity"),
+            images=tuple(
+                Requirement(r["role"], int(r.get("threshold", 1)))
+                for r in rule.get("images", {}).get("require", [])
+            ),
         )
         for rule in doc["bundles"]
     )

@@ -103,6 +103,9 @@ class BundleRule:
     require: tuple[Requirement, ...]
     versions: VersionRange | None = None
     identity: str | None = None
+    # Signatures every image of the bundle must carry itself (upstream signatures, which pack
+    # carries along): e.g. each image signed keyless by the vendor's CI.
+    images: tuple[Requirement, ...] = ()
 
     def matches(self, bundle_name: str) -> bool:
         """True when ``bundle_name`` matches this rule's name or glob (case-sensitive)."""
@@ -178,6 +181,13 @@ def check_policy(policy: TrustPolicy) -> None:  # noqa: C901
         if not rule.require:
             raise ConfigError(f"{where}: rule {rule.name!r} requires no signature")
         seen: set[str] = set()
+        for req in rule.images:
+            if policy.signers_of(req.role) < req.threshold:
+                raise ConfigError(
+                    f"{where}: rule {rule.name!r} needs {req.threshold} {req.role!r} "
+                    f"signature(s) on every image but the policy trusts "
+                    f"{policy.signers_of(req.role)} {req.role!r} signer(s)"
+                )
         for req in rule.require:
             if req.role in seen:
                 raise ConfigError(f"{where}: rule {rule.name!r} names role {req.role!r} twice")

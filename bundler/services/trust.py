@@ -240,6 +240,7 @@ def check_signed(  # noqa: C901
     policy: TrustPolicy,
     *,
     lock_problem: str | None = None,
+    image_signatures: Mapping[Digest, Sequence[SignatureFact]] | None = None,
 ) -> SignedBundle:
     """Steps 1 to 4: the index is a bundle, and its signatures and lock satisfy ``policy``.
 
@@ -308,7 +309,35 @@ def check_signed(  # noqa: C901
             f"not {lock.name} {lock.version}",
         )
     counted = _meet_rule(rule, signers.values())
+    if rule.images:
+        _check_image_signatures(rule, lock, image_signatures, policy)
     return SignedBundle(index, lock, tuple(counted), rule.name, _mint(), tuple(signers.values()))
+
+
+def _check_image_signatures(
+    rule: BundleRule,
+    lock: BundleLock,
+    found: Mapping[Digest, Sequence[SignatureFact]] | None,
+    policy: TrustPolicy,
+) -> None:
+    """Step 4 for a rule's ``images``: every image of the lock carries the signatures asked."""
+    if found is None:
+        raise _fail(Step.POLICY, f"rule {rule.name!r} asks for image signatures; none were read")
+    for image in lock.images:
+        signers: dict[str, _Accepted] = {}
+        for fact in found.get(image.digest, ()):
+            accepted, _ = _accepting_key(fact, policy, image.digest)
+            if accepted is not None:
+                signers.setdefault(accepted.key_id, accepted)
+        for requirement in rule.images:
+            have = sorted({s.name for s in signers.values() if s.role == requirement.role})
+            if len(have) < requirement.threshold:
+                raise _fail(
+                    Step.POLICY,
+                    f"rule {rule.name!r} needs {requirement.threshold} {requirement.role!r} "
+                    f"signature(s) on every image; {image.reference} ({image.digest}) has "
+                    f"{', '.join(have) or 'none'}",
+                )
 
 
 def _valid_signers(

@@ -52,6 +52,7 @@ from bundler.services.trust import (
     STEPS,
     ChartFacts,
     ContentFacts,
+    SignatureFact,
     SignedBundle,
     VerifiedBundle,
     VerifiedImage,
@@ -251,10 +252,24 @@ def check_signatures(
             signature_facts(source, index.digest),
             policy,
             lock_problem=problem,
+            image_signatures=_image_signatures(source, index, policy),
         )
     except VerificationError as error:
         _kernel_ran(report, 1, error)
         raise
+
+
+def _image_signatures(
+    source: Source, index: Manifest, policy: TrustPolicy
+) -> dict[Digest, list[SignatureFact]] | None:
+    """The signatures each pinned image carries, where some rule of ``policy`` asks for them."""
+    if not any(rule.images for rule in policy.rules):
+        return None
+    try:
+        view = BundleView.of(index)
+    except ManifestError:
+        return None  # not a bundle: step 1 refuses it
+    return {d.digest: signature_facts(source, d.digest) for d in view.images}
 
 
 def _read_lock(source: Source, index: Manifest) -> tuple[Manifest | None, bytes | None, str | None]:

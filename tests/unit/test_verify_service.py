@@ -7,6 +7,8 @@ exit-code family the command line would use.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from memory_bundles import (
     API_REF,
@@ -30,10 +32,11 @@ from bundler.cli.main import exit_code_for
 from bundler.errors import NotFoundError
 from bundler.model import mediatypes as mt
 from bundler.model.bundle import LOCK_MEDIA_TYPE, Blob
-from bundler.model.policy import single_key_policy
+from bundler.model.policy import Requirement, TrustPolicy, single_key_policy
 from bundler.model.signature import cosign_signature_tag
 from bundler.services.inspect import inspect
 from bundler.services.overlay import OverlaySource
+from bundler.services.sign import sign
 from bundler.services.transports import memory_location
 from bundler.services.verify import (
     VerifyReport,
@@ -316,3 +319,29 @@ def test_inspect_of_an_image_is_not_a_bundle(stores: dict[str, MemoryStore]) -> 
     result = inspect(bundle.store.source(WEB_REF))
     assert not result.is_bundle and result.lock is None
     assert [i.reference for i in result.images] == [WEB_REF]
+
+
+def _image_rule_policy() -> TrustPolicy:
+    """The vendor signs the bundle, and each image must carry a vendor signature of its own."""
+    base = policy()
+    rule = replace(base.rules[0], images=(Requirement("vendor"),))
+    return replace(base, rules=(rule,))
+
+
+def test_step4_a_rule_may_require_every_image_to_carry_its_own_signature(
+    stores: dict[str, MemoryStore],
+) -> None:
+    bundle = signed_bundle(stores)  # signed recursively: every image carries the signature
+    report = verify(bundle.store.source(bundle.tag), _image_rule_policy())
+    assert report.error is None and report.bundle is not None
+
+
+def test_step4_an_image_without_the_signature_a_rule_requires_is_named(
+    stores: dict[str, MemoryStore],
+) -> None:
+    bundle = build_bundle(stores)
+    sign(bundle.location, VENDOR, transports(stores), recursive=False)  # the index only
+    assert run(bundle).bundle is not None  # the plain rule is met
+    message = failed_at(verify(bundle.store.source(bundle.tag), _image_rule_policy()), 4)
+    assert "on every image" in message and "has none" in message
+    assert API_REF in message or WEB_REF in message
