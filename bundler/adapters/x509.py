@@ -286,3 +286,28 @@ def signing_certificate(key_id: str, certificate: Path, chain: Path | None) -> d
             c.public_bytes(serialization.Encoding.PEM).decode() for c in certs
         )
     return out
+
+
+def describe_certificate(pem: bytes, origin: str) -> dict[str, object]:
+    """What a signing certificate says, for people: subject, issuer, identities, validity, key.
+
+    Nothing is verified here; KeyFileError when ``pem`` is not one certificate.
+    """
+    found = load_certificates(pem, origin)
+    if len(found) != 1:
+        raise KeyFileError(f"{origin} holds {len(found)} certificates, not 1")
+    leaf = found[0]
+    certified = _certified(leaf, _public_key(leaf.public_key(), origin))
+    return {
+        "kind": "certificate",
+        "subject": certified.subject,
+        "issuer": certified.issuer,
+        "emails": list(certified.emails),
+        "hostnames": list(certified.hostnames),
+        "uris": list(certified.uris),
+        "oidcIssuer": certified.oidc_issuer,
+        "notBefore": leaf.not_valid_before_utc.isoformat(),
+        "notAfter": leaf.not_valid_after_utc.isoformat(),
+        "fingerprint": certified.fingerprint,
+        "keyId": certified.key.key_id,
+    }

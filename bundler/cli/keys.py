@@ -57,9 +57,21 @@ def _emit(result: dict[str, Any], output: OutputFormat) -> None:
         "kind": "kind",
         "algorithm": "algorithm",
         "keyId": "key id",
+        "subject": "subject",
+        "issuer": "issuer",
+        "emails": "emails",
+        "hostnames": "hostnames",
+        "uris": "uris",
+        "oidcIssuer": "OIDC issuer",
+        "notBefore": "valid from",
+        "notAfter": "valid to",
+        "fingerprint": "fingerprint",
     }
     for name, value in result.items():
-        typer.echo(printable(f"{labels[name]}: {value}"))  # from a key file
+        if value in (None, [], ""):
+            continue
+        shown = ", ".join(value) if isinstance(value, list) else value
+        typer.echo(printable(f"{labels[name]}: {shown}"))  # from a key or certificate file
 
 
 @keys_app.command("generate")
@@ -98,7 +110,10 @@ def generate_command(
 
 @keys_app.command("inspect")
 def inspect_command(
-    key_file: Annotated[Path, typer.Argument(help="A public (.pub) or private (.key) key.")],
+    key_file: Annotated[
+        Path,
+        typer.Argument(help="A public (.pub) or private (.key) key, or a PEM certificate."),
+    ],
     passphrase_file: PassphraseFileOpt = None,
     passphrase_env: PassphraseEnvOpt = None,
     output: OutputOpt = OutputFormat.text,
@@ -119,6 +134,11 @@ def inspect_command(
     from bundler.adapters import crypto
 
     public: crypto.PublicKey
+    if crypto.pem_label(data, origin) == "CERTIFICATE":
+        from bundler.adapters.x509 import describe_certificate
+
+        _emit(describe_certificate(data, origin), output)
+        return
     if crypto.pem_label(data, origin) == crypto.PUBLIC_KEY_LABEL:
         kind, public = "public", crypto.load_public_key(data, origin)
     else:

@@ -307,6 +307,15 @@ def inspect_command(
                     f"signed  {sig.kind} {sig.tag or sig.artifact_type or ''} {sig.digest.short()}"
                 )
             )
+            for cert in sig.certificates:
+                named = [cert.get("emails"), cert.get("uris")]
+                who = ", ".join(str(v) for found in named if isinstance(found, list) for v in found)
+                typer.echo(
+                    printable(
+                        f"        certificate {who or cert.get('subject') or '-'} "
+                        f"issued by {cert.get('issuer', '?')}"
+                    )
+                )
     else:
         typer.echo("signed  no signatures found")
 

@@ -21,6 +21,7 @@ from bundler.model.bundle import (
     BundleLock,
     BundleView,
 )
+from bundler.model.certified import CERTIFICATE_ANNOTATION, MAX_CERTIFICATE_CHARS
 from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
 from bundler.services.copy import COSIGN_SUFFIXES
@@ -48,6 +49,7 @@ class Signature:
     digest: Digest
     tag: str | None = None
     artifact_type: str | None = None
+    certificates: list[dict[str, object]] = field(default_factory=list)  # what each layer's says
 
 
 @dataclass
@@ -107,6 +109,7 @@ class InspectResult:
                     "digest": str(s.digest),
                     "tag": s.tag,
                     "artifactType": s.artifact_type,
+                    "certificates": s.certificates,
                 }
                 for s in self.signatures
             ],
@@ -119,10 +122,32 @@ def _signatures(source: Source, digest: Digest) -> list[Signature]:
         tag = digest.tag_form() + suffix
         descriptor = source.find_tag(tag)
         if descriptor is not None:
-            found.append(Signature("cosign-tag", descriptor.digest, tag=tag))
+            certificates = _certificates(source, descriptor)
+            found.append(Signature("cosign-tag", descriptor.digest, tag, None, certificates))
     for referrer in source.referrers(digest):
         found.append(Signature("referrer", referrer.digest, artifact_type=referrer.artifact_type))
     return found
+
+
+def _certificates(source: Source, descriptor: Descriptor) -> list[dict[str, object]]:
+    """What the certificates a signature manifest's layers carry say (nothing verified)."""
+    from bundler.adapters.x509 import describe_certificate
+    from bundler.errors import BundlerError
+
+    try:
+        manifest = source.fetch_manifest(descriptor)
+    except BundlerError:
+        return []
+    out: list[dict[str, object]] = []
+    for layer in manifest.layers:
+        pem = layer.annotations.get(CERTIFICATE_ANNOTATION)
+        if pem is None or len(pem) > MAX_CERTIFICATE_CHARS:
+            continue
+        try:
+            out.append(describe_certificate(pem.encode(), f"signature layer {layer.digest}"))
+        except BundlerError:
+            out.append({"kind": "certificate", "problem": "not one PEM certificate"})
+    return out
 
 
 def inspect(source: Source) -> InspectResult:

@@ -75,6 +75,12 @@ def test_a_bundle_signed_with_a_pki_certificate_passes_a_policy_trusting_only_th
     assert verified.returncode == 0, verified.describe()
     assert "verified: demo 1.0.0" in verified.stdout
     assert "corp:release@vendor.example (vendor)" in verified.stdout
+    shown = cli("inspect", bundle)
+    assert "certificate release@vendor.example issued by " in shown.stdout, shown.describe()
+    described = cli("keys", "inspect", leaf, "-o", "json")
+    assert described.returncode == 0, described.describe()
+    assert described.json["emails"] == ["release@vendor.example"]
+    assert "signing intermediate" in described.json["issuer"]
     other = cli("verify", bundle, "--policy", _policy(root, pki, "else@vendor.example", "other"))
     assert other.returncode == 12, other.describe()
     assert "step 2" in other.error_line and "not one trusted" in other.error_line
