@@ -21,9 +21,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, MutableMapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
+from bundler.adapters.base import ClosedOnExit
 from bundler.adapters.crypto import (
     PrivateKey,
     PublicKey,
@@ -93,7 +93,7 @@ __all__ = [
 Where = str | Location
 
 
-class Session:
+class Session(ClosedOnExit):
     """Registry options, shared connections and in-memory stores for a series of calls.
 
     A context manager: leaving it closes every connection it opened.
@@ -114,17 +114,6 @@ class Session:
     def close(self) -> None:
         """Close every registry connection the session opened."""
         self.transports.close()
-
-    def __enter__(self) -> Session:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 @contextlib.contextmanager
