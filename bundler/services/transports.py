@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from bundler.adapters.archive import ArchiveReader, ArchiveTarget
-from bundler.adapters.base import Source, Target
+from bundler.adapters.base import ClosedOnExit, Source, Target
 from bundler.adapters.dockerarchive import DockerArchiveSource
 from bundler.adapters.layout import INDEX_FILE, LayoutDirectory, LayoutSource, LayoutTarget
 from bundler.adapters.memory import MemoryStore
@@ -126,7 +126,7 @@ def _hint(text: str) -> str | None:
     return None
 
 
-class Transports:
+class Transports(ClosedOnExit):
     """Opens locations, sharing one registry client per host so mounts and tokens are reused.
 
     ``memory`` maps store names to the :class:`~bundler.adapters.memory.MemoryStore` that
@@ -250,12 +250,6 @@ class Transports:
         if not (location.path / INDEX_FILE).exists():
             return []
         return LayoutSource(LayoutDirectory(location.path), None).entries
-
-    def __enter__(self) -> Transports:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def close(self) -> None:
         """Save the blob location cache and close every registry client opened."""
