@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -27,6 +27,9 @@ from bundler.cli.common import (
 from bundler.cli.trust import PassEnvOpt, PassFileOpt, load_policy, private_key
 from bundler.errors import TransportError, UsageError
 from bundler.model.text import printable
+
+if TYPE_CHECKING:
+    from bundler.services.promote import PromotionResult
 
 
 def promote_command(
@@ -206,7 +209,12 @@ class _Argo:
 
 
 def _write_outputs(
-    out: Path, result: object, argo: _Argo, ca: str | None, insecure: bool, plain_http: bool
+    out: Path,
+    result: PromotionResult,
+    argo: _Argo,
+    ca: str | None,
+    insecure: bool,
+    plain_http: bool,
 ) -> None:
     from bundler.adapters.deploy import (
         ChartLocation,
@@ -216,9 +224,7 @@ def _write_outputs(
         containerd_hosts,
     )
     from bundler.adapters.files import atomic_write
-    from bundler.services.promote import PromotionResult
 
-    assert isinstance(result, PromotionResult)
     plan = result.plan
     repository, _, chart = plan.chart_repository.rpartition("/")
     location = ChartLocation(
