@@ -101,7 +101,9 @@ def test_a_command_loads_its_own_module_only(tmp_path: Path) -> None:
     assert offenders(modules, ("bundler.services",)) == []
 
 
-def test_a_quiet_copy_imports_no_progress_bar(tmp_path: Path) -> None:
+def test_a_quiet_layout_copy_imports_no_progress_bar_no_http_and_no_archive(
+    tmp_path: Path,
+) -> None:
     layout = tmp_path / "missing-layout"
     code, modules = loaded_by(
         ["copy", "-q", "--from", f"oci:{layout}", "--to", f"oci:{tmp_path / 'out'}"], tmp_path
@@ -109,6 +111,9 @@ def test_a_quiet_copy_imports_no_progress_bar(tmp_path: Path) -> None:
     assert code == 3  # not found: the command ran as far as opening the source
     assert "bundler.services.transports" in modules
     assert offenders(modules, ("rich",)) == []
+    assert offenders(modules, ("requests", "urllib3", "bundler.adapters.registry.client")) == []
+    archives = ("bundler.adapters.archive", "bundler.adapters.volumes")
+    assert offenders(modules, (*archives, "bundler.adapters.dockerarchive")) == []
 
 
 def test_the_listing_names_each_command_once_with_its_own_summary() -> None:
