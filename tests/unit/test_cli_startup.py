@@ -116,6 +116,18 @@ def test_a_quiet_layout_copy_imports_no_progress_bar_no_http_and_no_archive(
     assert offenders(modules, (*archives, "bundler.adapters.dockerarchive")) == []
 
 
+def test_a_copy_to_a_registry_imports_no_bundle_model(tmp_path: Path) -> None:
+    # A registry target is named by its reference; only layouts and archives also name a
+    # bundle's images, and only a layout source without a ref is asked whether it is a bundle.
+    code, modules = loaded_by(
+        ["copy", "-q", "--from", f"oci:{tmp_path / 'missing'}:app", "--to", "127.0.0.1:9/x:1"],
+        tmp_path,
+    )
+    assert code == 3
+    assert "bundler.services.copy" in modules
+    assert offenders(modules, ("bundler.model.bundle",)) == []
+
+
 def test_the_listing_names_each_command_once_with_its_own_summary() -> None:
     group = typer.main.get_command(cli_main.app)
     assert isinstance(group, cli_main.Commands)
