@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -78,3 +80,37 @@ def hash_limit(files: list[Path], threads: int) -> float:
     for t in pool:
         t.join()
     return time.perf_counter() - start
+
+
+def bundler_command(text: str | None) -> list[str]:
+    """The command that runs bundler: ``--bundler`` split like a shell line, else ``BUNDLER``.
+
+    E.g. ``.venv/bin/bundler`` (the console script as installed, editable or not) instead of
+    ``python -m bundler.cli.main`` from this tree.
+    """
+    return shlex.split(text) if text else list(BUNDLER)
+
+
+def machine_facts() -> dict[str, object]:
+    """What the numbers depend on: CPU model and count, SHA-NI, the load now, the versions."""
+    model, flags = "", set()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    skopeo = ""
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        skopeo = subprocess.run(
+            ["skopeo", "--version"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "sha_ni": "sha_ni" in flags,
+        "python": sys.version.split()[0],
+        "skopeo": skopeo,
+        "load_1m": os.getloadavg()[0],
+    }

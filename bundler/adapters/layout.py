@@ -30,7 +30,6 @@ from bundler.adapters.fsafe import (
 from bundler.adapters.stream import CHUNK_SIZE, VerifiedStream, read_exact
 from bundler.errors import ManifestError, NotFoundError, TransportError, UsageError
 from bundler.model import mediatypes as mt
-from bundler.model.bundle import BUNDLE_ARTIFACT_TYPE
 from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
 from bundler.model.manifest import (
@@ -183,6 +182,8 @@ class LayoutSource(ClosedOnExit):
         ref or digest the index does not hold.
         """
         if self.ref is None:
+            from bundler.model.bundle import BUNDLE_ARTIFACT_TYPE  # needed without a ref only
+
             named = [d for d in self.entries if d.media_type in mt.MANIFESTS]
             bundles = [d for d in named if d.artifact_type == BUNDLE_ARTIFACT_TYPE]
             if len(bundles) == 1:

@@ -105,8 +105,6 @@ def copy_command(
     Its signatures and referrers come along. Every manifest and blob is digest-checked on the
     way; names are written only after all content under them is in place.
     """
-    from rich.console import Console
-
     from bundler.services import copy as copy_service
     from bundler.services.transports import Transports, parse_location
 
@@ -119,8 +117,12 @@ def copy_command(
         volume_size = parse_volume_size(max_volume_size)
         if dst.kind != "archive":
             raise UsageError("--max-volume-size applies only to an archive: destination")
-    console = Console(stderr=True)
-    show_bar = not quiet and output is OutputFormat.text and console.is_terminal
+    show_bar = not quiet and output is OutputFormat.text
+    if show_bar:  # rich only where a bar may be shown: its import costs every other run
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        show_bar = console.is_terminal
     options = registry_options(plain_http, ca_file, insecure, config_dir, parallel, chunk_size)
     with Transports(options) as transports:
         source_store = transports.open_source(src)

@@ -5,18 +5,12 @@ from __future__ import annotations
 import signal
 import sys
 from types import FrameType
+from typing import ClassVar
 
 import typer
 
 from bundler import __version__
-from bundler.cli import auth as auth_commands
-from bundler.cli import copy as copy_commands
-from bundler.cli import images as images_commands
-from bundler.cli import keys as keys_commands
-from bundler.cli import pack as pack_commands
-from bundler.cli import promote as promote_commands
-from bundler.cli import transfer as transfer_commands
-from bundler.cli import trust as trust_commands
+from bundler.cli.lazy import LazyCommand, LazyGroup
 from bundler.errors import (
     AuthError,
     BundlerError,
@@ -36,7 +30,6 @@ from bundler.errors import (
     UsageError,
     VerificationError,
 )
-from bundler.model.text import printable
 
 # Exit codes are part of the interface: scripts branch on them. Most specific first.
 EXIT_CODES: list[tuple[type[BaseException], int, str]] = [
@@ -58,22 +51,92 @@ EXIT_CODES: list[tuple[type[BaseException], int, str]] = [
     (RelocationError, 15, "relocation"),
 ]
 
+
+class Commands(LazyGroup):
+    """bundler's commands, in the order ``--help`` lists them.
+
+    Each command's module is imported only when that command runs (or shows its own help); the
+    summaries are the first paragraphs of the commands' help texts, kept equal to them by
+    ``tests/unit/test_cli_startup.py``.
+    """
+
+    listing: ClassVar[tuple[LazyCommand | str, ...]] = (
+        LazyCommand(
+            "copy",
+            "bundler.cli.copy",
+            "Copy an image, an index with all its children, or any OCI artifact.",
+        ),
+        LazyCommand(
+            "tags",
+            "bundler.cli.copy",
+            "List a repository's tags (following the registry's pagination).",
+        ),
+        LazyCommand(
+            "pack",
+            "bundler.cli.pack",
+            "Pack a Helm chart and every image it runs into one OCI bundle.",
+        ),
+        LazyCommand(
+            "inspect",
+            "bundler.cli.pack",
+            "Show what a bundle (or any OCI artifact) holds: chart, images, platforms, sizes, "
+            "signatures.",
+        ),
+        LazyCommand(
+            "promote",
+            "bundler.cli.promote",
+            "Promote a bundle that verifies, now, under the policy; refuses rollbacks.",
+        ),
+        LazyCommand(
+            "export",
+            "bundler.cli.transfer",
+            "Write a bundle with its signatures to an archive for removable media.",
+        ),
+        LazyCommand(
+            "import",
+            "bundler.cli.transfer",
+            "Verify a bundle against the trust policy, then stream it into a registry or layout.",
+        ),
+        LazyCommand(
+            "sign",
+            "bundler.cli.trust",
+            "Sign a bundle with a cosign-compatible simple-signing signature.",
+        ),
+        LazyCommand("verify", "bundler.cli.trust", "Verify a bundle offline."),
+        LazyCommand(
+            "approve",
+            "bundler.cli.trust",
+            "Verify a bundle against the policy, then add this approver's signature.",
+        ),
+        LazyCommand(
+            "login",
+            "bundler.cli.auth",
+            "Check credentials against a registry, then store them in Docker's config.json.",
+        ),
+        LazyCommand("logout", "bundler.cli.auth", "Remove stored credentials for a registry."),
+        LazyCommand(
+            "images",
+            "bundler.cli.images",
+            "List the images a chart runs, one per line, ready to paste.",
+        ),
+        "version",
+        LazyCommand(
+            "keys",
+            "bundler.cli.keys",
+            "Create and inspect signing keys (cosign-compatible PEM files).",
+        ),
+    )
+
+
 app = typer.Typer(
     name="bundler",
+    cls=Commands,
     no_args_is_help=True,
     pretty_exceptions_enable=False,  # tracebacks with locals could print secrets
     rich_markup_mode=None,  # help texts are plain: "os/arch[/variant]" is not markup
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-copy_commands.register(app)
-pack_commands.register(app)
-promote_commands.register(app)
-transfer_commands.register(app)
-trust_commands.register(app)
-auth_commands.register(app)
-images_commands.register(app)
-keys_commands.register(app)
 
 
 @app.command()
@@ -151,6 +214,8 @@ def run() -> None:
     try:
         app()
     except BundlerError as error:
+        from bundler.model.text import printable  # imported on the error paths only
+
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         typer.echo(f"error: {printable(message)}", err=True)  # names in it came from outside
         sys.exit(exit_code_for(error))
@@ -160,6 +225,8 @@ def run() -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as error:  # a bug: say so in one line, without locals
+        from bundler.model.text import printable
+
         typer.echo(f"internal error: {type(error).__name__}: {printable(error)}", err=True)
         sys.exit(1)
 

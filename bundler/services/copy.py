@@ -23,7 +23,6 @@ from bundler.adapters.base import Source, Target
 from bundler.adapters.stream import VerifiedStream
 from bundler.errors import ManifestError, TransportError, UsageError
 from bundler.model import mediatypes as mt
-from bundler.model.bundle import image_names
 from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
@@ -164,6 +163,8 @@ def copy(
     if root_tag is not None:
         plan.tags.insert(0, TagAssignment(root_tag, plan.root, dict(root_annotations or {})))
     if target.requires_name:
+        from bundler.model.bundle import image_names  # the bundle model: only layouts, archives
+
         taken = {a.tag for a in plan.tags}
         plan.tags.extend(
             TagAssignment(name, d) for name, d in image_names(root_manifest) if name not in taken

@@ -18,11 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from bundler.adapters.archive import ArchiveReader, ArchiveTarget
 from bundler.adapters.base import ClosedOnExit, Source, Target
-from bundler.adapters.dockerarchive import DockerArchiveSource
 from bundler.adapters.layout import INDEX_FILE, LayoutDirectory, LayoutSource, LayoutTarget
-from bundler.adapters.memory import MemoryStore
 from bundler.adapters.registry.blobcache import BlobLocationCache, default_cache_path
 from bundler.adapters.registry.credentials import Credential
 from bundler.adapters.registry.options import RegistryOptions
@@ -33,7 +30,9 @@ from bundler.model.reference import Reference
 if TYPE_CHECKING:
     from bundler.adapters.fsafe import DestinationLock
 
-    # The HTTP stack is imported when a registry is first opened, not for layouts and archives.
+    # Each kind of store is imported when a location of its kind is first opened: the HTTP
+    # stack not for layouts and archives, the archive and volume readers not for a registry.
+    from bundler.adapters.memory import MemoryStore
     from bundler.adapters.registry.client import RegistryClient
 
 Kind = Literal["registry", "oci", "archive", "docker-archive", "memory"]
@@ -188,7 +187,11 @@ class Transports(ClosedOnExit):
         if location.kind == "oci":
             return LayoutSource(LayoutDirectory(location.path), location.ref)
         if location.kind == "docker-archive":
+            from bundler.adapters.dockerarchive import DockerArchiveSource
+
             return DockerArchiveSource(location.path, location.ref)
+        from bundler.adapters.archive import ArchiveReader
+
         return LayoutSource(ArchiveReader(location.path), location.ref)
 
     def open_target(
@@ -220,11 +223,15 @@ class Transports(ClosedOnExit):
             raise UsageError("docker-archive: is a source only")
         if location.kind == "memory":
             assert location.store is not None
+            from bundler.adapters.memory import MemoryStore
+
             store = self.memory.setdefault(location.store, MemoryStore(location.store))
             return store.target(location.ref)
         assert location.path is not None
         if location.kind == "oci":
             return LayoutTarget(location.path, location.ref, write_lock=write_lock)
+        from bundler.adapters.archive import ArchiveTarget
+
         return ArchiveTarget(location.path, location.ref, max_volume_size=max_volume_size)
 
     def memory_store(self, location: Location) -> MemoryStore:

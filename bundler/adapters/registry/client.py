@@ -13,6 +13,8 @@ import contextlib
 import ipaddress
 import random
 import re
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -65,6 +67,39 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def _not_tls(error_text: str) -> bool:
+    """Whether a TLS error says the server answered in something else (a plain-HTTP server)."""
+    return (
+        "WRONG_VERSION_NUMBER" in error_text
+        or "record layer failure" in error_text
+        or "wrong version number" in error_text
+    )
+
+
+def speaks_tls(host: str, timeout: float) -> bool | None:
+    """Whether the server at ``host[:port]`` answers a TLS handshake; None if it cannot be told.
+
+    Only the question of HTTPS or plain HTTP on loopback is settled here, before any request:
+    a bare handshake, nothing sent after it, no certificate judged (so no CA store is loaded,
+    which costs tens of milliseconds at every start). False only for the answer a plain-HTTP
+    server gives; a server that speaks TLS is then verified as always, by the HTTPS request.
+    """
+    name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+    if not name or not port.isdigit():
+        name, port = host, "443"
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the probe decides nothing about trust
+    try:
+        with socket.create_connection((name.strip("[]"), int(port)), timeout=timeout) as sock:
+            context.wrap_socket(sock).close()
+    except ssl.SSLError as exc:
+        return False if _not_tls(str(exc)) else None
+    except (OSError, ValueError):
+        return None  # unreachable: the request says so in its own words
+    return True
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -144,6 +179,11 @@ class RegistryClient:
         schemes = ["http"] if self.options.plain_http else ["https"]
         if not self.options.plain_http and is_loopback(self.host):
             schemes.append("http")
+            # Settle it with a bare handshake when no proxy is in the way: a plain-HTTP
+            # registry then costs no HTTPS attempt (and no CA store loaded for it).
+            direct = not requests.utils.get_environ_proxies(f"https://{self.host}/")
+            if direct and speaks_tls(self.host, self.options.connect_timeout) is False:
+                schemes = ["http"]
         last: Exception | None = None
         for scheme in schemes:
             base = f"{scheme}://{self.host}"
@@ -156,15 +196,7 @@ class RegistryClient:
                 )
             except requests.exceptions.SSLError as exc:
                 text = str(exc)
-                if (
-                    scheme == "https"
-                    and "http" in schemes
-                    and (
-                        "WRONG_VERSION_NUMBER" in text
-                        or "record layer failure" in text
-                        or "wrong version number" in text
-                    )
-                ):
+                if scheme == "https" and "http" in schemes and _not_tls(text):
                     last = exc
                     continue
                 raise TransportError(self._tls_failure(exc)) from None
