@@ -5,6 +5,8 @@ the ``sha256-<hex>.sig`` tag of each signed digest (earlier signers' layers are 
 registry repository, or in the layout or archive beside the bundle, so it travels with it.
 By default every manifest the bundle pins is signed too, as ``cosign sign --recursive`` does,
 because skopeo and podman check each image they copy out of an index, not the index.
+An archive is added to in place: the signatures and a new ``index.json`` are appended to it
+(``ArchiveAppender``), so signing costs what the signatures weigh, not what the bundle does.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
+from bundler.adapters.archive import ArchiveTarget
 from bundler.adapters.base import Source, Target
 from bundler.adapters.crypto import PrivateKey
 from bundler.adapters.layout import LayoutReader, LayoutSource, LayoutTarget, blob_relpath
@@ -95,8 +98,10 @@ def sign(
     are read and the new manifests written under the destination's exclusive lock, so two
     signers at once never lose one another's signature.
     """
-    transports.open_source(location).close()  # a missing source fails here, creating nothing
     target = transports.open_target(_as_target(location))
+    if isinstance(target, ArchiveTarget):
+        target = target.appender()  # appended in place; a split archive is refused before reading
+    transports.open_source(location).close()  # a missing source fails here, creating nothing
     with _write_lock(target):
         source = transports.open_source(location)  # read under the lock: no lost update
         try:
