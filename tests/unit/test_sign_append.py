@@ -30,7 +30,7 @@ from bundler.adapters.archive import ArchiveReader, ArchiveTarget
 from bundler.adapters.crypto import generate_key
 from bundler.adapters.layout import LayoutSource
 from bundler.adapters.volumes import MIN_VOLUME_SIZE, parts_list_path
-from bundler.errors import TransportError, UsageError
+from bundler.errors import DigestMismatchError, TransportError, UsageError
 from bundler.model.digest import Digest
 from bundler.model.signature import (
     SignatureEntry,
@@ -169,6 +169,27 @@ def test_sign_does_not_read_the_layers_it_does_not_touch(
     report = _verify(archive)
     assert report.error is not None and report.error.step == 5
     assert str(layer.digest) in str(report.error)
+
+
+def test_sign_refuses_to_name_an_altered_payload_already_in_the_archive(
+    bundle: MemoryBundle, tmp_path: Path
+) -> None:
+    # The approval's payload is the vendor's (same subject, same identity): it is not written
+    # again but named. Sign reads the existing signatures (digest-checked) before it writes, so
+    # an altered one stops it, changing nothing.
+    archive = _export(bundle, tmp_path / "demo.tar")
+    payload = simple_signing_payload(bundle.index.digest, "demo")
+    name = f"blobs/sha256/{Digest.of(payload).hex}"
+    _, offset, _ = next(m for m in _members(archive) if m[0] == name)
+    with archive.open("r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"X")
+    before = archive.read_bytes()
+
+    with pytest.raises(DigestMismatchError, match="content was altered"):
+        sign(parse_location(f"archive:{archive}"), APPROVER, _transports(), recursive=False)
+
+    assert archive.read_bytes() == before
 
 
 def test_a_second_approval_keeps_the_archive_verifying(
