@@ -426,3 +426,45 @@ def test_superseded_index_copies_are_read_from_the_archive(
         assert source.find_tag(cosign_signature_tag(bundle.index.digest)) is not None
     finally:
         source.close()
+
+
+def test_second_signer_of_an_archive_at_the_same_moment_loses_no_signature(
+    bundle: MemoryBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bundler.services import sign as sign_service
+    from bundler.services import signatures
+
+    archive = _export(bundle, tmp_path / "demo.tar")
+    monkeypatch.setattr("bundler.adapters.fsafe.LOCK_WAIT_SECONDS", 0.2)
+    real = signatures.read_entry
+    told_signed: list[str] = []
+    raced: list[object] = []
+    third = generate_key("ecdsa-p256")
+
+    def read_then_race(source: object, layer: object) -> object:
+        found = real(source, layer)  # type: ignore[arg-type]
+        if not raced:
+            raced.append(layer)
+            # The second signer starts after the first has read the existing signatures and
+            # before it appends: the moment a lost update would happen.
+            try:
+                sign(parse_location(f"archive:{archive}"), APPROVER, _transports(), recursive=False)
+                told_signed.append("approver")
+            except TransportError:
+                pass
+        return found
+
+    monkeypatch.setattr(sign_service, "read_entry", read_then_race)
+    sign(parse_location(f"archive:{archive}"), third, _transports(), recursive=False)
+    told_signed.append("third")
+    monkeypatch.undo()
+
+    reader = ArchiveReader(archive)
+    source = LayoutSource(reader, None)
+    try:
+        found = source.find_tag(cosign_signature_tag(bundle.index.digest))
+        assert found is not None
+        layers = source.fetch_manifest(found).layers
+    finally:
+        source.close()
+    assert len(layers) == 1 + len(told_signed)  # the vendor's, plus every signer told "signed"
