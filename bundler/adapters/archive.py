@@ -78,6 +78,7 @@ from bundler.model.plan import TransferPlan
 MAX_MEMBERS = 200_000
 MAX_INDEX_COPIES = 1000  # index.json once per signature appended; more is refused
 MAX_APPEND_BYTES = 64 * 1024 * 1024  # what one sign may append: signatures, never a bundle
+MAX_TAIL_BYTES = 64 * 1024 * 1024  # after the end marker, kept in memory while appending
 _BLOB_NAME = re.compile(r"^blobs/(sha256|sha512)/([0-9a-f]+)$")
 _ALLOWED_DIRS = {".", "blobs", "blobs/sha256", "blobs/sha512"}  # "." from `tar -C dir .`
 _INDEX_NAMES = {INDEX_FILE, f"./{INDEX_FILE}"}  # spellings a later copy may supersede
@@ -279,16 +280,15 @@ class ArchiveReader:
         """Every blob file the archive holds (``blobs/<alg>/<hex>``)."""
         return sorted(n for n in self._members if n.startswith("blobs/"))
 
-    def superseded_indexes(self) -> list[bytes]:
-        """The earlier copies of ``index.json``, oldest first (each read up to its bound).
+    def superseded_indexes(self) -> Iterator[bytes]:
+        """The earlier copies of ``index.json``, oldest first, read one at a time when asked.
 
         Appending a signature leaves the index it replaced in the archive; verification looks
-        at what those named (a signature manifest a later one replaced) to account for every blob.
+        at what those named (a signature manifest a later one replaced) to account for every
+        blob. A copy over :data:`MAX_INDEX_BYTES` comes back empty (it names nothing).
         """
-        return [
-            self._pread(m.size, m.offset) if m.size <= MAX_INDEX_BYTES else b""
-            for m in self._superseded
-        ]
+        for member in self._superseded:
+            yield self._pread(member.size, member.offset) if member.size <= MAX_INDEX_BYTES else b""
 
     def stray_files(self) -> list[str]:
         """LayoutReader.stray_files: data after the end-of-archive marker, if any is not zeros.
@@ -830,7 +830,7 @@ class ArchiveAppender:
         """Target.begin: take the lock, open the archive read-write, index it, check its end.
 
         UnsafeArchiveError for an archive the reader would refuse, or with more than
-        :data:`MAX_APPEND_BYTES` after its end-of-archive marker; UsageError when it already
+        :data:`MAX_TAIL_BYTES` after its end-of-archive marker; UsageError when it already
         holds :data:`MAX_INDEX_COPIES` copies of ``index.json``.
         """
         self.write_lock.acquire()
@@ -859,7 +859,7 @@ class ArchiveAppender:
             )
         # Whatever follows the end marker is no member (tar readers stop there; step 6 reports
         # anything but zeros): the append writes over it. It is kept to put back on failure.
-        if self._size - self._end > MAX_APPEND_BYTES:
+        if self._size - self._end > MAX_TAIL_BYTES:
             raise UnsafeArchiveError(
                 f"{self.path} holds {self._size - self._end} bytes after its end-of-archive "
                 "marker; refusing to append over them"
@@ -908,6 +908,11 @@ class ArchiveAppender:
 
     def put_blob(self, stream: VerifiedStream) -> None:
         """Target.put_blob: kept in memory (bounded), appended at commit; verified as it streams."""
+        if self._new_bytes + stream.descriptor.size > MAX_APPEND_BYTES:  # before reading it
+            raise UsageError(
+                f"{self.name}: more than {MAX_APPEND_BYTES} bytes to append; only signatures "
+                "are added to an archive in place"
+            )
         data = b"".join(stream)  # the stream checks size and digest
         self._add(blob_relpath(stream.descriptor.digest), data)
 

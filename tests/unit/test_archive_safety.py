@@ -164,7 +164,7 @@ def test_a_later_index_json_supersedes_the_earlier(tmp_path: Path, second: str) 
     reader = ArchiveReader(tar)
     try:
         assert reader.read_file("index.json", 1024) == later
-        assert reader.superseded_indexes() == [EMPTY_INDEX]
+        assert list(reader.superseded_indexes()) == [EMPTY_INDEX]
         assert reader.blob_names() == [BLOB_NAME]
     finally:
         reader.close()

@@ -421,7 +421,7 @@ def test_superseded_index_copies_are_read_from_the_archive(
     reader = ArchiveReader(archive)
     source = LayoutSource(reader, None)
     try:
-        assert reader.superseded_indexes() == [first]
+        assert list(reader.superseded_indexes()) == [first]
         assert reader.read_file("index.json", 1 << 20) == _last_index(archive) != first
         assert source.find_tag(cosign_signature_tag(bundle.index.digest)) is not None
     finally:
@@ -468,3 +468,16 @@ def test_second_signer_of_an_archive_at_the_same_moment_loses_no_signature(
     finally:
         source.close()
     assert len(layers) == 1 + len(told_signed)  # the vendor's, plus every signer told "signed"
+
+
+def test_an_append_larger_than_its_bound_is_refused_and_changes_nothing(
+    bundle: MemoryBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = _export(bundle, tmp_path / "demo.tar")
+    before = archive.read_bytes()
+    monkeypatch.setattr(archive_adapter, "MAX_APPEND_BYTES", 512)
+
+    with pytest.raises(UsageError, match="only signatures are added to an archive in place"):
+        sign(parse_location(f"archive:{archive}"), APPROVER, _transports())
+
+    assert archive.read_bytes() == before
