@@ -8,6 +8,13 @@ Reading never extracts: member headers are indexed once, every member is checked
 or directory, a name inside the layout, no duplicates), and blobs are served straight from their
 offsets in the tar, so nothing is written to a temporary directory.
 
+Signing appends (:class:`ArchiveAppender`): the new signature blobs and a new ``index.json``
+are written after the last member, over the end-of-archive marker, and the archive's earlier
+bytes are never rewritten. So ``index.json`` is the one name that may appear more than once:
+the last copy is the layout's index, as tar and skopeo (which extract, later members replacing
+earlier ones) see it too, and the earlier copies are kept for verification's step 6 (see
+:meth:`ArchiveReader.superseded_indexes`). Every other name still appears at most once.
+
 Either side may be split into volumes (``bundler.adapters.volumes``): the writer then streams into
 parts of a maximum size plus a parts list, and the reader, given ``FILE.tar`` that does not exist
 but ``FILE.tar.parts.json`` that does (or the parts list itself), checks every part and the whole
@@ -23,6 +30,7 @@ import os
 import posixpath
 import re
 import tarfile
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +45,13 @@ from bundler.adapters.fsafe import (
 from bundler.adapters.layout import (
     INDEX_FILE,
     LAYOUT_VERSION_DOC,
+    MAX_INDEX_BYTES,
     OCI_LAYOUT_FILE,
     blob_relpath,
+    index_document,
+    merge_entries,
+    parse_index,
+    referrer_entry,
 )
 from bundler.adapters.stream import CHUNK_SIZE, VerifiedStream
 from bundler.adapters.volumes import (
@@ -63,8 +76,12 @@ from bundler.model.manifest import Manifest
 from bundler.model.plan import TransferPlan
 
 MAX_MEMBERS = 200_000
+MAX_INDEX_COPIES = 1000  # index.json once per signature appended; more is refused
+MAX_APPEND_BYTES = 64 * 1024 * 1024  # what one sign may append: signatures, never a bundle
+MAX_TAIL_BYTES = 64 * 1024 * 1024  # after the end marker, kept in memory while appending
 _BLOB_NAME = re.compile(r"^blobs/(sha256|sha512)/([0-9a-f]+)$")
 _ALLOWED_DIRS = {".", "blobs", "blobs/sha256", "blobs/sha512"}  # "." from `tar -C dir .`
+_INDEX_NAMES = {INDEX_FILE, f"./{INDEX_FILE}"}  # spellings a later copy may supersede
 
 
 @dataclass(frozen=True)
@@ -163,6 +180,53 @@ def _scan_fileobj(
         raise UnsafeArchiveError(f"{path} chains too many extended headers") from None
 
 
+def index_members(
+    members: Iterator[tuple[str, tarfile.TarInfo]], path: Path
+) -> tuple[dict[str, _Member], list[_Member], int]:
+    """Check every member of a layout tar; its files by name, earlier index copies, and end.
+
+    Only plain files and the layout's directories, under a layout's names, are allowed. A name
+    may appear once, except ``index.json``: a later copy supersedes an earlier one (an appended
+    signature), and the earlier copies come back in order, at most :data:`MAX_INDEX_COPIES` in
+    all. Every copy must then be spelt ``index.json`` or ``./index.json``, names every tar tool
+    extracts to the same file (``blobs/../index.json`` twice is refused: tools differ on it).
+    The end is where the last member's data and padding stop.
+    """
+    files: dict[str, _Member] = {}
+    superseded: list[_Member] = []
+    plain_index = True  # every index.json so far spelt plainly: a later copy may supersede it
+    end = 0
+    for name, info in members:
+        end = max(end, info.offset_data + info.size + (-info.size % tarfile.BLOCKSIZE))
+        if info.isdir():
+            if name not in _ALLOWED_DIRS:
+                raise UnsafeArchiveError(
+                    f"archive member {info.name!r} is not part of an OCI layout"
+                )
+            continue
+        if not info.isreg():
+            kind = "link" if info.issym() or info.islnk() else "special file"
+            raise UnsafeArchiveError(
+                f"archive member {info.name!r} is a {kind}; only plain files allowed"
+            )
+        if name not in (OCI_LAYOUT_FILE, INDEX_FILE) and not _BLOB_NAME.match(name):
+            raise UnsafeArchiveError(f"archive member {info.name!r} is not part of an OCI layout")
+        if name == INDEX_FILE and name in files and plain_index and info.name in _INDEX_NAMES:
+            superseded.append(files[name])  # an appended index.json: the later one counts
+            if len(superseded) >= MAX_INDEX_COPIES:
+                raise UnsafeArchiveError(
+                    f"{path} holds more than {MAX_INDEX_COPIES} copies of {INDEX_FILE}"
+                )
+        elif name in files:
+            raise UnsafeArchiveError(
+                f"archive member {name!r} appears twice; refusing the ambiguity"
+            )
+        if name == INDEX_FILE:
+            plain_index = plain_index and info.name in _INDEX_NAMES
+        files[name] = _Member(info.offset_data, info.size)
+    return files, superseded, end
+
+
 class ArchiveReader:
     """Random access to the files of a layout tar, without extracting it.
 
@@ -176,6 +240,7 @@ class ArchiveReader:
         self.path = path
         self.name = f"archive:{path}"
         self._members: dict[str, _Member] = {}
+        self._superseded: list[_Member] = []  # earlier copies of index.json, in order
         self._end = 0  # where the last member's data (and padding) ends
         self._fd = -1
         self.volumes: VolumeSet | None = None
@@ -209,34 +274,21 @@ class ArchiveReader:
             self._index(scan_tar(self._fd, self.path))
 
     def _index(self, members: Iterator[tuple[str, tarfile.TarInfo]]) -> None:
-        for name, info in members:
-            self._end = max(
-                self._end, info.offset_data + info.size + (-info.size % tarfile.BLOCKSIZE)
-            )
-            if info.isdir():
-                if name not in _ALLOWED_DIRS:
-                    raise UnsafeArchiveError(
-                        f"archive member {info.name!r} is not part of an OCI layout"
-                    )
-                continue
-            if not info.isreg():
-                kind = "link" if info.issym() or info.islnk() else "special file"
-                raise UnsafeArchiveError(
-                    f"archive member {info.name!r} is a {kind}; only plain files allowed"
-                )
-            if name not in (OCI_LAYOUT_FILE, INDEX_FILE) and not _BLOB_NAME.match(name):
-                raise UnsafeArchiveError(
-                    f"archive member {info.name!r} is not part of an OCI layout"
-                )
-            if name in self._members:
-                raise UnsafeArchiveError(
-                    f"archive member {name!r} appears twice; refusing the ambiguity"
-                )
-            self._members[name] = _Member(info.offset_data, info.size)
+        self._members, self._superseded, self._end = index_members(members, self.path)
 
     def blob_names(self) -> list[str]:
         """Every blob file the archive holds (``blobs/<alg>/<hex>``)."""
         return sorted(n for n in self._members if n.startswith("blobs/"))
+
+    def superseded_indexes(self) -> Iterator[bytes]:
+        """The earlier copies of ``index.json``, oldest first, read one at a time when asked.
+
+        Appending a signature leaves the index it replaced in the archive; verification looks
+        at what those named (a signature manifest a later one replaced) to account for every
+        blob. A copy over :data:`MAX_INDEX_BYTES` comes back empty (it names nothing).
+        """
+        for member in self._superseded:
+            yield self._pread(member.size, member.offset) if member.size <= MAX_INDEX_BYTES else b""
 
     def stray_files(self) -> list[str]:
         """LayoutReader.stray_files: data after the end-of-archive marker, if any is not zeros.
@@ -406,6 +458,16 @@ class ArchiveTarget:
 
     def remove_blob(self, digest: Digest) -> None:
         """Target.remove_blob: nothing; an archive holds only what its writer put in."""
+
+    def appender(self) -> ArchiveAppender:
+        """A target adding to this archive in place (sign, approve), sharing ``write_lock``.
+
+        NotFoundError if the archive does not exist; UsageError for a split archive or a
+        maximum volume size.
+        """
+        if self.max_volume_size is not None:
+            raise UsageError(f"{self.name}: a maximum volume size does not apply to appending")
+        return ArchiveAppender(self.path, self.ref, self.write_lock)
 
     @property
     def partial_path(self) -> Path:
@@ -700,3 +762,248 @@ class ArchiveTarget:
                 self._tmp = None
         finally:
             self._unlock()
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+class ArchiveAppender:
+    """Adds members after the last one of an existing single-file archive, in place.
+
+    ``sign`` and ``approve`` write through it: the manifests and blobs the archive lacks (the
+    new signatures) go after its last member, then a new ``index.json`` (the last one's entries
+    with the new names merged in, as a layout's commit merges them), then a new end-of-archive
+    marker. The archive's existing bytes are neither read (beyond the member headers, the last
+    ``index.json`` and the end marker) nor rewritten, so the cost is that of the signatures,
+    not of the bundle. Blobs already in the archive are taken as they are (by name and size):
+    checking them is verification's job.
+
+    Crash safety: everything appended except its first two blocks is written and fsynced while
+    the old end-of-archive marker (two zero blocks) still stands where the last member ends, so
+    every tar reader still sees the archive as it was; then those two blocks go in one write
+    and are fsynced. A failure or interruption before the end (``abort``) truncates the file
+    back and writes its old tail again: byte for byte what it was. A ``kill -9`` before the
+    last write leaves bytes after the old marker, which tar readers skip, verification's step
+    6 reports, and the next sign writes over (whatever follows the marker is no member).
+
+    A split archive (volumes and a parts list) is refused with a UsageError: appending would
+    change the last volume and the SHA-256 of the whole, which only reading every volume
+    again could give.
+    """
+
+    # Blob calls may come from several threads: the copy then asks has_blob first for each
+    # blob, and no blob the archive holds is read ahead (a sequential target's read-ahead
+    # would start reading every layer before learning it is not needed).
+    parallel_blobs = True
+    requires_name = True
+
+    def __init__(self, path: Path, ref: str | None, write_lock: DestinationLock) -> None:
+        self.path = path
+        self.ref = ref
+        self.name = f"archive:{path}"
+        self.write_lock = write_lock
+        self.appended = 0  # bytes the committed append added to the archive
+        if path.name.endswith(PARTS_LIST_SUFFIX) or (
+            not path.exists() and parts_list_path(path).exists()
+        ):
+            name = path.name.removesuffix(PARTS_LIST_SUFFIX)
+            raise UsageError(
+                f"{path} is split into volumes; signatures are added to single-file archives "
+                f"only. Sign before splitting (sign, then export --max-volume-size), or join "
+                f"the volumes (cat {name}.0* > {name}), sign that, and export it again"
+            )
+        if not path.exists():
+            raise NotFoundError(f"archive {path} does not exist")
+        self._fd = -1
+        self._locked = False
+        self._size = 0  # the archive's length before the append
+        self._end = 0  # where its last member ends: the appended members start there
+        self._members: dict[str, _Member] = {}
+        self._entries: list[dict[str, Any]] = []
+        self._new: list[tuple[str, bytes]] = []  # (member name, bytes), in order
+        self._new_names: set[str] = set()
+        self._new_bytes = 0
+        self._guard = threading.Lock()  # over the new members: blob calls come from threads
+        self._new_entries: list[Descriptor] = []
+        self._touched = False  # bytes past the old end were written: abort restores them
+        self._old_tail = b""  # the bytes after the last member before the append
+
+    def root_tag(self, source_ref: str | None) -> str | None:
+        """Target.root_tag: the ref given after ``archive:FILE:``, else the source's ref name."""
+        return self.ref or source_ref
+
+    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        """Target.open_blob: what is being appended is not read back."""
+        raise NotFoundError(f"{self.name}: an archive being appended to is not read back")
+
+    def layout(self) -> None:
+        """Target.layout: none; an archive is added to, never pruned."""
+        return None
+
+    def remove_blob(self, digest: Digest) -> None:
+        """Target.remove_blob: nothing; bytes already in an archive stay (readers skip them)."""
+
+    def begin(self, plan: TransferPlan) -> None:
+        """Target.begin: take the lock, open the archive read-write, index it, check its end.
+
+        UnsafeArchiveError for an archive the reader would refuse, or with more than
+        :data:`MAX_TAIL_BYTES` after its end-of-archive marker; UsageError when it already
+        holds :data:`MAX_INDEX_COPIES` copies of ``index.json``.
+        """
+        self.write_lock.acquire()
+        self._locked = True
+        try:
+            self._open()
+        except BaseException:
+            self._close()
+            raise
+
+    def _open(self) -> None:
+        try:
+            self._fd = open_regular(self.path, "archive", write=True, follow=True)
+            self._size = os.fstat(self._fd).st_size
+        except FileNotFoundError:
+            raise NotFoundError(f"archive {self.path} does not exist") from None
+        except OSError as exc:
+            raise TransportError(f"cannot open {self.path}: {exc.strerror}") from None
+        self._members, superseded, self._end = index_members(
+            scan_tar(self._fd, self.path), self.path
+        )
+        if len(superseded) + 1 >= MAX_INDEX_COPIES:
+            raise UsageError(
+                f"{self.path} was signed {len(superseded)} times already; export it again "
+                "(bundler export archive:FILE --to archive:NEW) to start a fresh archive"
+            )
+        # Whatever follows the end marker is no member (tar readers stop there; step 6 reports
+        # anything but zeros): the append writes over it. It is kept to put back on failure.
+        if self._size - self._end > MAX_TAIL_BYTES:
+            raise UnsafeArchiveError(
+                f"{self.path} holds {self._size - self._end} bytes after its end-of-archive "
+                "marker; refusing to append over them"
+            )
+        self._old_tail = os.pread(self._fd, self._size - self._end, self._end)
+        index = self._members.get(INDEX_FILE)
+        if index is None or OCI_LAYOUT_FILE not in self._members:
+            raise NotFoundError(f"{self.name} is not a complete OCI layout")
+        if index.size > MAX_INDEX_BYTES:
+            raise ManifestError(f"{self.name}: {INDEX_FILE} exceeds {MAX_INDEX_BYTES} bytes")
+        raw = os.pread(self._fd, index.size, index.offset)
+        parse_index(raw, self.name)  # refuse to build on a corrupt index
+        self._entries = list(json.loads(raw)["manifests"])
+
+    def has_blob(self, descriptor: Descriptor) -> bool:
+        """Target.has_blob: the archive holds the blob at its size, or this append adds it."""
+        name = blob_relpath(descriptor.digest)
+        member = self._members.get(name)
+        with self._guard:
+            added = name in self._new_names
+        return added or (member is not None and member.size == descriptor.size)
+
+    def mount_blob(self, descriptor: Descriptor, source: object) -> bool:
+        """Target.mount_blob: always False; a tar has nothing to mount from."""
+        return False
+
+    def _add(self, name: str, data: bytes) -> None:
+        with self._guard:
+            if name not in self._new_names:
+                self._add_new(name, data)
+
+    def _add_new(self, name: str, data: bytes) -> None:
+        if name in self._members:
+            raise UnsafeArchiveError(
+                f"{self.name} holds {name} at another size than its digest names; refusing "
+                "to add a second copy"
+            )
+        self._new_bytes += len(data)
+        if self._new_bytes > MAX_APPEND_BYTES:
+            raise UsageError(
+                f"{self.name}: more than {MAX_APPEND_BYTES} bytes to append; only signatures "
+                "are added to an archive in place"
+            )
+        self._new.append((name, data))
+        self._new_names.add(name)
+
+    def put_blob(self, stream: VerifiedStream) -> None:
+        """Target.put_blob: kept in memory (bounded), appended at commit; verified as it streams."""
+        if self._new_bytes + stream.descriptor.size > MAX_APPEND_BYTES:  # before reading it
+            raise UsageError(
+                f"{self.name}: more than {MAX_APPEND_BYTES} bytes to append; only signatures "
+                "are added to an archive in place"
+            )
+        data = b"".join(stream)  # the stream checks size and digest
+        self._add(blob_relpath(stream.descriptor.digest), data)
+
+    def put_manifest(self, manifest: Manifest) -> None:
+        """Target.put_manifest: appended at commit, unless the archive holds it already."""
+        if not self.has_blob(manifest.descriptor()):
+            self._add(blob_relpath(manifest.digest), manifest.raw)
+
+    def tag(self, tag: str, manifest: Manifest) -> None:
+        """Target.tag: a named entry of the new ``index.json``."""
+        self._new_entries.append(
+            manifest.descriptor().with_annotations({mt.ANNOTATION_REF_NAME: tag})
+        )
+
+    def add_referrer(self, subject: Digest, referrer: Manifest) -> None:
+        """Target.add_referrer: an unnamed entry of the new ``index.json``."""
+        self._new_entries.append(referrer_entry(referrer))
+
+    def _tail(self) -> bytes:
+        out = io.BytesIO()
+        writer = _TarWriter(out)
+        writer.offset = self._end  # record padding counts from the start of the archive
+        for name, data in self._new:
+            writer.add(name, len(data), [data])
+        index = index_document(merge_entries(self._entries, self._new_entries))
+        writer.add(INDEX_FILE, len(index), [index])
+        writer.close()
+        return out.getvalue()
+
+    def commit(self) -> None:
+        """Target.commit: append the new members, the new index and the end marker; fsync.
+
+        TransportError if the disk fails; the archive is then restored to what it was.
+        """
+        if self._fd < 0:
+            raise UsageError(f"{self.name}: nothing was begun")
+        tail = self._tail()
+        head = 2 * tarfile.BLOCKSIZE  # overwrites the old end-of-archive marker, last
+        try:
+            self._touched = True
+            _pwrite_all(self._fd, tail[head:], self._end + head)
+            os.ftruncate(self._fd, self._end + len(tail))
+            os.fsync(self._fd)
+            _pwrite_all(self._fd, tail[:head], self._end)
+            os.fsync(self._fd)
+        except OSError as exc:
+            self.abort()
+            raise TransportError(f"cannot append to {self.path}: {exc.strerror}") from None
+        self._touched = False
+        self.appended = len(tail) - (self._size - self._end)
+        self._close()
+
+    def abort(self, error: BaseException | None = None) -> None:
+        """Target.abort: put the archive back as it was, byte for byte; release the lock."""
+        try:
+            if self._touched and self._fd >= 0:
+                self._touched = False
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._end)  # the appended bytes go ...
+                    _pwrite_all(self._fd, self._old_tail, self._end)  # ... the old tail is back
+                    os.fsync(self._fd)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        if self._locked:
+            self._locked = False
+            self.write_lock.release()

@@ -81,6 +81,10 @@ class LayoutReader(Protocol):
         """
         ...
 
+    def superseded_indexes(self) -> Iterator[bytes]:
+        """Earlier copies of ``index.json`` (an archive signed by appending), oldest first."""
+        ...
+
 
 def blob_relpath(digest: Digest) -> str:
     """``blobs/<alg>/<hex>``: where a layout keeps the blob of ``digest``."""
@@ -324,6 +328,10 @@ class LayoutDirectory:
             if alg.is_dir(follow_symlinks=False):
                 for entry in os.scandir(alg.path):
                     yield alg.name, entry
+
+    def superseded_indexes(self) -> Iterator[bytes]:
+        """LayoutReader.superseded_indexes: none; only an appended archive keeps old indexes."""
+        return iter(())
 
     def stray_files(self) -> list[str]:
         """LayoutReader.stray_files: hidden files, links, folders and other files, by path."""

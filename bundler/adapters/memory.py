@@ -86,6 +86,10 @@ class MemoryStore:
             raise NotFoundError(f"{self.name} lacks blob {descriptor.digest}")
         return _chunks(data)
 
+    def superseded_indexes(self) -> Iterator[bytes]:
+        """LayoutReader.superseded_indexes: none; only an appended archive keeps old indexes."""
+        return iter(())
+
     def stray_files(self) -> list[str]:
         """LayoutReader.stray_files: none; a store holds only index.json and blobs by digest."""
         return []

@@ -26,9 +26,11 @@ import hashlib
 import io
 import json
 import os
+import queue
 import re
 import resource
 import stat
+import threading
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -56,6 +58,7 @@ MIN_VOLUME_SIZE = 1024 * 1024
 MAX_PARTS = 100_000
 MAX_PARTS_LIST_BYTES = 16 * 1024 * 1024
 _READ_CHUNK = 1024 * 1024
+_WHOLE_QUEUE = 8  # chunks of _READ_CHUNK waiting for the whole-archive hash
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)(?:iB)?$", re.IGNORECASE)
 
@@ -469,7 +472,32 @@ class VolumeSet:
             offset += entry.size
 
     def _verify(self) -> None:
+        # Each byte feeds two hashes, the part's and the whole's: the whole's runs on a thread
+        # of its own (hashlib lets go of the GIL), so two cores share the work and every byte
+        # is still read once. At most _WHOLE_QUEUE chunks wait for that thread.
         whole = hashlib.sha256()
+        feed: queue.Queue[bytes | None] = queue.Queue(_WHOLE_QUEUE)
+
+        def hash_whole() -> None:
+            while (chunk := feed.get()) is not None:
+                whole.update(chunk)
+
+        worker = threading.Thread(target=hash_whole, name="parts-whole", daemon=True)
+        worker.start()
+        try:
+            self._verify_parts(feed)
+        finally:
+            feed.put(None)
+            worker.join()
+        if whole.hexdigest() != self.parts.sha256:
+            raise DigestMismatchError(
+                f"the parts of {self.parts.archive} together have sha256 {whole.hexdigest()}, "
+                f"{self.list_path} says {self.parts.sha256}: the parts list or a part was "
+                "altered"
+            )
+
+    def _verify_parts(self, whole: queue.Queue[bytes | None]) -> None:
+        """Every part against its sha256 in one sequential pass; each chunk also to ``whole``."""
         for fd, entry in zip(self._fds, self.parts.parts, strict=True):
             digest = hashlib.sha256()
             offset = 0
@@ -482,20 +510,14 @@ class VolumeSet:
                         f"part {entry.name} of {self.list_path} is truncated: it ended after "
                         f"{offset} of {entry.size} bytes"
                     )
+                whole.put(chunk)
                 digest.update(chunk)
-                whole.update(chunk)
                 offset += len(chunk)
             if digest.hexdigest() != entry.sha256:
                 raise DigestMismatchError(
                     f"part {entry.name} of {self.list_path} has sha256 {digest.hexdigest()}, "
                     f"the parts list says {entry.sha256} (damaged, or from another export)"
                 )
-        if whole.hexdigest() != self.parts.sha256:
-            raise DigestMismatchError(
-                f"the parts of {self.parts.archive} together have sha256 {whole.hexdigest()}, "
-                f"{self.list_path} says {self.parts.sha256}: the parts list or a part was "
-                "altered"
-            )
 
     def pread(self, size: int, offset: int) -> bytes:
         """Up to ``size`` bytes at ``offset`` of the concatenation (fewer only at its end)."""

@@ -2,8 +2,8 @@
 
 Writing an artifact back with something added is then an ordinary copy: to a registry it adds
 the new tags and uploads only the new blobs; to a layout it adds blobs and names; to an archive
-it writes a new archive and renames it over the old one, so the old stays whole until the new
-is complete.
+(through its appender, as sign writes) it appends the new blobs and a new ``index.json``, so the
+old bytes stay as they were.
 """
 
 from __future__ import annotations

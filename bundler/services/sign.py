@@ -5,6 +5,8 @@ the ``sha256-<hex>.sig`` tag of each signed digest (earlier signers' layers are 
 registry repository, or in the layout or archive beside the bundle, so it travels with it.
 By default every manifest the bundle pins is signed too, as ``cosign sign --recursive`` does,
 because skopeo and podman check each image they copy out of an index, not the index.
+An archive is added to in place: the signatures and a new ``index.json`` are appended to it
+(``ArchiveAppender``), so signing costs what the signatures weigh, not what the bundle does.
 """
 
 from __future__ import annotations
@@ -96,8 +98,9 @@ def sign(
     are read and the new manifests written under the destination's exclusive lock, so two
     signers at once never lose one another's signature.
     """
+    # An archive is added to in place (a split archive is refused before anything is read).
+    target = transports.open_target(_as_target(location), append=True)
     transports.open_source(location).close()  # a missing source fails here, creating nothing
-    target = transports.open_target(_as_target(location))
     # The source is read under the lock: no lost update.
     with _write_lock(target), transports.open_source(location) as source:
         return _sign_locked(

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bundler.adapters.base import Source
+from bundler.adapters.layout import parse_index
 from bundler.adapters.stream import VerifiedStream, read_exact
 from bundler.errors import IntegrityError, ManifestError, NotFoundError
+from bundler.model import mediatypes as mt
 from bundler.model.certified import (
     CERTIFICATE_ANNOTATION,
     CHAIN_ANNOTATION,
@@ -22,6 +24,7 @@ from bundler.model.signature import (
     SignatureEntry,
     cosign_signature_tag,
     signature_entries,
+    signature_manifest,
 )
 from bundler.services.trust import SignatureFact
 
@@ -155,3 +158,49 @@ def signature_facts(source: Source, subject: Digest) -> list[SignatureFact]:
     signature manifests come back as facts with a ``problem``; nothing is verified here.
     """
     return [fact for found in signature_sets(source, subject) for fact in found.facts]
+
+
+def superseded_signatures(source: Source, current: dict[str, Manifest]) -> set[Digest]:
+    """In an archive signed by appending: the signature manifests a later signature replaced.
+
+    ``current`` maps each cosign ``.sig`` tag of the bundle to the signature manifest it names
+    now. A manifest an earlier copy of ``index.json`` named under one of those tags is returned
+    (with its config) only if it is byte for byte the signature manifest bundler makes of its
+    layers, and every one of its layers (payload and signature) is a layer of the manifest the
+    tag names now: it then holds nothing the current signatures do not show. Anything else an
+    earlier index named is not returned, so its blobs stay content nothing covers (step 6).
+    Other sources have no earlier indexes: the empty set.
+    """
+    inventory = source.inventory()
+    if inventory is None or not current:
+        return set()
+    found: set[Digest] = set()
+    for raw in inventory.files.superseded_indexes():
+        try:
+            entries = parse_index(raw, inventory.files.name)
+        except ManifestError:
+            continue  # names nothing, so it accounts for nothing
+        for entry in entries:
+            now = current.get(entry.annotations.get(mt.ANNOTATION_REF_NAME, ""))
+            if now is None or entry.digest == now.digest or entry.digest in found:
+                continue
+            old = _replaced_signature(source, entry, now)
+            if old is not None:
+                found.add(old.digest)
+                found.update(d.digest for d in ([old.config] if old.config else []))
+    return found
+
+
+def _replaced_signature(source: Source, entry: Descriptor, now: Manifest) -> Manifest | None:
+    """The manifest ``entry`` names, if it is bundler's signature manifest of layers ``now`` has."""
+    try:
+        old = source.fetch_manifest(entry)
+        kept = [layer.to_json() for layer in now.layers]
+        if old.is_index or not old.layers or len(old.layers) > MAX_SIGNATURES:
+            return None
+        if any(layer.to_json() not in kept for layer in old.layers):
+            return None
+        again, _ = signature_manifest([read_entry(source, layer) for layer in old.layers])
+    except (NotFoundError, IntegrityError):
+        return None
+    return old if again.digest == old.digest else None

@@ -200,13 +200,15 @@ class Transports(ClosedOnExit):
         *,
         max_volume_size: int | None = None,
         write_lock: DestinationLock | None = None,
+        append: bool = False,
     ) -> Target:
         """The Target ``location`` names; a registry target must name a tag, not a digest.
 
         ``max_volume_size`` (bytes) splits an ``archive:`` target into volumes of that size; any
         other kind of target refuses it. ``docker-archive:`` is a source only (UsageError).
         ``write_lock``, a lock the caller holds already for an ``oci:`` layout, is shared by the
-        target instead of taken again.
+        target instead of taken again. ``append`` (sign, approve) adds to an existing
+        ``archive:`` in place instead of writing a new one; a split archive is refused.
         """
         if max_volume_size is not None and location.kind != "archive":
             raise UsageError(f"{location}: a maximum volume size applies only to archive: targets")
@@ -232,7 +234,8 @@ class Transports(ClosedOnExit):
             return LayoutTarget(location.path, location.ref, write_lock=write_lock)
         from bundler.adapters.archive import ArchiveTarget
 
-        return ArchiveTarget(location.path, location.ref, max_volume_size=max_volume_size)
+        archive = ArchiveTarget(location.path, location.ref, max_volume_size=max_volume_size)
+        return archive.appender() if append else archive
 
     def memory_store(self, location: Location) -> MemoryStore:
         """The memory store a ``memory:`` location names; it must have been handed over."""

@@ -45,6 +45,7 @@ from bundler.services.signatures import (
     MAX_PAYLOAD_BYTES,
     signature_facts,
     signature_manifests,
+    superseded_signatures,
 )
 from bundler.services.transports import Location, Transports
 from bundler.services.trust import (
@@ -455,10 +456,11 @@ def extra_content(  # noqa: C901
     # Signatures and attestations of covered manifests travel beside them; they and their
     # blobs are expected, not extra (they are checked by their own rules, not covered).
     allowed_tags: dict[str, Digest] = {}
+    current: dict[str, Manifest] = {}  # .sig tag -> the signature manifest it names
     for digest in list(manifests):
         for suffix in COSIGN_SUFFIXES:
             allowed_tags[digest.tag_form() + suffix] = digest
-        for _, signature in signature_manifests(source, digest):
+        for where, signature in signature_manifests(source, digest):
             # Only a true signature manifest is expected here: an image manifest whose every
             # layer is a simple-signing payload. Anything else under a signature's name is a
             # way to smuggle content in, and stays uncovered.
@@ -474,6 +476,9 @@ def extra_content(  # noqa: C901
                 continue
             covered.add(signature.digest)
             covered.update(b.digest for b in signature.blobs())
+            if where.endswith(".sig"):
+                current[where] = signature
+    covered |= superseded_signatures(source, current)  # replaced by an appended signature
     pinned = {d.annotations.get(ANNOTATION_IMAGE_REF): d.digest for d in index.manifests}
     extra: list[str] = []
     for entry in inventory.entries:

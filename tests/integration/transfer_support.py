@@ -89,8 +89,10 @@ def members(path: Path) -> list[tarfile.TarInfo]:
 
 
 def blob_members(path: Path) -> dict[str, int]:
-    """{digest: size} of every blob file in an archive (each name must appear once)."""
-    names = [m.name for m in members(path) if m.isfile()]
+    """{digest: size} of every blob file in an archive (each name must appear once).
+
+    Only ``index.json`` may come more than once (a signature appended to the archive)."""
+    names = [m.name for m in members(path) if m.isfile() and m.name != "index.json"]
     assert len(names) == len(set(names)), f"{path} holds a member twice"
     return {
         "sha256:" + m.name.rsplit("/", 1)[1]: m.size

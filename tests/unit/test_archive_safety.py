@@ -132,12 +132,53 @@ def test_device_or_fifo_is_refused(tmp_path: Path, kind: bytes) -> None:
         ArchiveReader(tar)
 
 
-@pytest.mark.parametrize("second", ["index.json", "./index.json", "blobs/../index.json"])
-def test_duplicate_member_name_is_refused(tmp_path: Path, second: str) -> None:
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("oci-layout", "oci-layout"),
+        ("oci-layout", "./oci-layout"),
+        (BLOB_NAME, BLOB_NAME),
+        (BLOB_NAME, f"./{BLOB_NAME}"),
+        ("index.json", "blobs/../index.json"),  # tools differ on such a name: no superseding
+        ("blobs/../index.json", "index.json"),
+    ],
+)
+def test_duplicate_member_name_is_refused(tmp_path: Path, first: str, second: str) -> None:
     # tar extractors let the last duplicate win; a reader indexing the first would disagree.
-    evil_index = json.dumps({"schemaVersion": 2, "manifests": [], "x": 1}).encode()
-    tar = _write_tar(tmp_path / "x.tar", [*_base(), _file(second, evil_index)])
+    # Only a plainly spelt index.json may come again (an appended signature), below.
+    evil = json.dumps({"schemaVersion": 2, "manifests": [], "x": 1}).encode()
+    data = {"oci-layout": LAYOUT_DOC, BLOB_NAME: BLOB}.get(first.removeprefix("./"), evil)
+    index = [] if first.endswith("index.json") else [_file("index.json", EMPTY_INDEX)]
+    members = [_file("oci-layout", LAYOUT_DOC)] if first != "oci-layout" else []
+    members += [*index, _file(first, data), _file(second, evil)]
+    tar = _write_tar(tmp_path / "x.tar", members)
     with pytest.raises(UnsafeArchiveError, match="twice"):
+        ArchiveReader(tar)
+
+
+@pytest.mark.parametrize("second", ["index.json", "./index.json"])
+def test_a_later_index_json_supersedes_the_earlier(tmp_path: Path, second: str) -> None:
+    # What signing appends: tar, skopeo and umoci (after extraction) all take the last copy.
+    later = json.dumps({"schemaVersion": 2, "manifests": [], "later": True}).encode()
+    tar = _write_tar(tmp_path / "x.tar", [*_base(), _file(BLOB_NAME, BLOB), _file(second, later)])
+    reader = ArchiveReader(tar)
+    try:
+        assert reader.read_file("index.json", 1024) == later
+        assert list(reader.superseded_indexes()) == [EMPTY_INDEX]
+        assert reader.blob_names() == [BLOB_NAME]
+    finally:
+        reader.close()
+
+
+def test_more_index_json_copies_than_the_bound_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bundler.adapters import archive
+
+    monkeypatch.setattr(archive, "MAX_INDEX_COPIES", 3)
+    copies = [_file("index.json", EMPTY_INDEX) for _ in range(3)]
+    tar = _write_tar(tmp_path / "x.tar", [*_base(), *copies])
+    with pytest.raises(UnsafeArchiveError, match=r"more than 3 copies of index\.json"):
         ArchiveReader(tar)
 
 

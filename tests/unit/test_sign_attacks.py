@@ -1,9 +1,9 @@
 """What a tampered medium, a crash or a second signer can make ``sign`` and ``approve`` do.
 
 Signing a layout rewrites signature manifests in place and removes the ones it replaced;
-signing an archive writes a new archive over the old. None of that may delete bundle content,
-add a second signature by the same key, leave blobs that step 6 counts, or lose a signature
-written by another signer at the same moment.
+signing an archive appends to it (test_sign_append.py). None of that may delete bundle
+content, add a second signature by the same key, leave blobs that step 6 counts, or lose a
+signature written by another signer at the same moment.
 """
 
 from __future__ import annotations
