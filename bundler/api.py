@@ -19,7 +19,7 @@ docs/library.md has the flow end to end (run by the test suite).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from bundler.adapters.crypto import (
 )
 from bundler.adapters.memory import MemoryStore
 from bundler.adapters.registry.options import RegistryOptions
+from bundler.adapters.serve import BasicAuth, LayoutServer
 from bundler.errors import BundlerError
 from bundler.model.policy import TrustPolicy
 from bundler.model.reference import Reference
@@ -52,6 +53,7 @@ from bundler.services.verify import VerifyReport
 
 __all__ = [
     "ApprovalResult",
+    "BasicAuth",
     "BundleSpec",
     "BundlerError",
     "CopyResult",
@@ -59,6 +61,7 @@ __all__ = [
     "ExportResult",
     "ImportResult",
     "InspectResult",
+    "LayoutServer",
     "Location",
     "PackOptions",
     "PackResult",
@@ -85,6 +88,7 @@ __all__ = [
     "one_key_policy",
     "pack",
     "promote",
+    "serve",
     "sign",
     "verify",
     "verify_promotion",
@@ -435,3 +439,26 @@ def inspect(location: Where, *, session: Session | None = None) -> InspectResult
 
     with _session(session) as transports, transports.open_source(_at(location)) as source:
         return inspect_service(source)
+
+
+def serve(
+    layout: Where,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    *,
+    tls: tuple[str | Path, str | Path] | None = None,
+    auth: BasicAuth | None = None,
+    log: Callable[[str], None] = lambda line: None,
+) -> LayoutServer:
+    """A read-only registry over the ``oci:`` layout, bound and ready: call ``serve_forever``.
+
+    ``tls`` is a PEM certificate (chain) and its key; ``auth`` one user that may pull. Stop it
+    with ``shutdown`` (from another thread).
+    """
+    location = _at(layout)
+    if location.kind != "oci" or location.path is None:
+        from bundler.errors import UsageError
+
+        raise UsageError(f"serve takes an OCI layout, oci:DIR, not {location}")
+    pair = (Path(tls[0]), Path(tls[1])) if tls is not None else None
+    return LayoutServer(location.path, host, port, tls=pair, auth=auth, log=log)

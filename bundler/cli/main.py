@@ -88,6 +88,11 @@ class Commands(LazyGroup):
             "Promote a bundle that verifies, now, under the policy; refuses rollbacks.",
         ),
         LazyCommand(
+            "serve",
+            "bundler.cli.serve",
+            "Serve an OCI layout read-only as a registry, for sites without one.",
+        ),
+        LazyCommand(
             "export",
             "bundler.cli.transfer",
             "Write a bundle with its signatures to an archive for removable media.",

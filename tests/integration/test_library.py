@@ -15,13 +15,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DOC = REPO_ROOT / "docs" / "library.md"
 
 PUBLIC = {
-    "ApprovalResult", "BundleSpec", "BundlerError", "CopyResult", "Discovery", "ExportResult",
-    "ImportResult", "InspectResult", "Location", "PackOptions", "PackResult", "PrivateKey",
-    "PromotionResult", "PublicKey", "RegistryOptions", "Session", "SignResult", "TrustPolicy",
-    "VerifyReport", "approve", "copy", "export", "generate_key_pair", "images", "import_bundle",
-    "inspect", "load_bundle_config", "load_private_key", "load_public_key_file",
-    "load_trust_policy", "login", "one_key_policy", "pack", "promote", "sign", "verify",
-    "verify_promotion",
+    "ApprovalResult", "BasicAuth", "BundleSpec", "BundlerError", "CopyResult", "Discovery",
+    "ExportResult", "ImportResult", "InspectResult", "LayoutServer", "Location", "PackOptions",
+    "PackResult", "PrivateKey", "PromotionResult", "PublicKey", "RegistryOptions", "Session",
+    "SignResult", "TrustPolicy", "VerifyReport", "approve", "copy", "export", "generate_key_pair",
+    "images", "import_bundle", "inspect", "load_bundle_config", "load_private_key",
+    "load_public_key_file", "load_trust_policy", "login", "one_key_policy", "pack", "promote",
+    "serve", "sign", "verify", "verify_promotion",
 }  # fmt: skip
 
 

@@ -145,7 +145,7 @@ def test_the_listing_names_each_command_once_with_its_own_summary() -> None:
 
 def eager_app() -> typer.Typer:
     """The application as it was before commands were loaded lazily: every module registered."""
-    from bundler.cli import auth, copy, images, keys, pack, promote, transfer, trust
+    from bundler.cli import auth, copy, images, keys, pack, promote, serve, transfer, trust
 
     app = typer.Typer(
         name="bundler",
@@ -155,7 +155,7 @@ def eager_app() -> typer.Typer:
         add_completion=False,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
-    for module in (copy, pack, promote, transfer, trust, auth, images, keys):
+    for module in (copy, pack, promote, serve, transfer, trust, auth, images, keys):
         module.register(app)
     app.command()(cli_main.version)
     app.callback()(cli_main.main)
