@@ -225,3 +225,29 @@ def test_bundler_copies_from_the_served_layout_with_its_own_client(
     )  # fmt: skip
     assert copied.returncode == 0, copied.stderr
     assert json.loads(copied.stdout)["digest"] == names[image]
+
+
+def test_served_over_tls_the_layout_is_pulled_against_its_ca(
+    internal: Path, tmp_path: Path
+) -> None:
+    from harness.certs import generate_server_certs
+
+    certs = generate_server_certs(tmp_path / "tls")
+    proc, address = _start(
+        f"oci:{internal}", "--tls-cert", certs.server_cert, "--tls-key", certs.server_key
+    )
+    try:
+        assert address.startswith("https://127.0.0.1:")
+        names = _names(internal)
+        image = next(n for n in names if not _is_chart(internal, names[n]))
+        copied = subprocess.run(
+            [*BUNDLER, "copy", "--from", f"{address.removeprefix('https://')}/{image}",
+             "--to", f"oci:{tmp_path / 'c'}:x", "-o", "json", "--ca-file", str(certs.ca_cert)],
+            capture_output=True, text=True, timeout=120, check=False,
+            env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+        )  # fmt: skip
+        assert copied.returncode == 0, copied.stderr
+        assert json.loads(copied.stdout)["digest"] == names[image]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
