@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bundler.errors import ChartError, UsageError
+from bundler.errors import ChartError, NotFoundError, UsageError
 from bundler.model.rendering import RenderSettings
 
 HELM_ENV = "BUNDLER_HELM"
@@ -122,7 +122,7 @@ class Helm:
         for path in files:
             absolute = Path(path).absolute()
             if not absolute.is_file():
-                raise UsageError(
+                raise NotFoundError(
                     f"values file {path} does not exist (paths are relative to {Path.cwd()})"
                 )
             argv += ["--values", str(absolute)]

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from bundler.adapters.registry.credentials import Credential, CredentialStore
-from bundler.cli.common import CaFileOpt, ConfigDirOpt, InsecureOpt, PlainHttpOpt, registry_options
+from bundler.cli.common import ConfigDirOpt, RegistryFlags, Ui, command, emit_json
 from bundler.errors import UsageError
 from bundler.model.reference import Reference
 
@@ -23,15 +23,14 @@ def _host(registry: str) -> str:
 
 
 def login_command(
-    registry: Annotated[str, typer.Argument(help="Registry host[:port].")],
+    *,
+    host: Annotated[str, typer.Argument(metavar="REGISTRY", help="Registry host[:port].")],
     username: Annotated[str, typer.Option("--username", "-u", help="User name.")],
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from standard input.")
     ] = False,
-    plain_http: PlainHttpOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    config_dir: ConfigDirOpt = None,
+    ui: Ui,
+    registry: RegistryFlags,
 ) -> None:
     """Check credentials against a registry, then store them in Docker's config.json.
 
@@ -40,41 +39,50 @@ def login_command(
     """
     from bundler.adapters.registry.client import RegistryClient
 
-    host = _host(registry)
+    host = _host(host)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = typer.prompt("Password", hide_input=True)
+        password = typer.prompt("Password", hide_input=True, err=True)
     if not password:
         raise UsageError("empty password")
     credential = Credential(username, password)
-    options = registry_options(plain_http, ca_file, insecure, config_dir)
+    options = registry.options()
     options.credentials[host] = credential
     client = RegistryClient(host, options)
     try:
         # /v2/ needs no scope; a token (or the Basic credential) proves the login works.
         client.request("GET", "/v2/", ("registry:catalog:*",)).close()
-        if client.auth.challenge is None:
-            typer.echo(f"note: {host} asks for no credentials", err=True)
+        asks = client.auth.challenge is not None
+        if not asks:
+            ui.note(f"note: {host} asks for no credentials")
     finally:
         client.close()
-    CredentialStore(config_dir).store(host, credential)
+    CredentialStore(registry.config_dir).store(host, credential)
+    if ui.json:
+        emit_json({"registry": host, "username": username, "credentialsAsked": asks})
+        return
     typer.echo(f"Login succeeded for {username} at {host}")
 
 
 def logout_command(
-    registry: Annotated[str, typer.Argument(help="Registry host[:port].")],
+    *,
+    host: Annotated[str, typer.Argument(metavar="REGISTRY", help="Registry host[:port].")],
+    ui: Ui,
     config_dir: ConfigDirOpt = None,
 ) -> None:
     """Remove stored credentials for a registry."""
-    host = _host(registry)
-    if CredentialStore(config_dir).erase(host):
-        typer.echo(f"Removed credentials for {host}")
+    name = _host(host)
+    removed = CredentialStore(config_dir).erase(name)
+    if ui.json:
+        emit_json({"registry": name, "removed": removed})
+    elif removed:
+        typer.echo(f"Removed credentials for {name}")
     else:
-        typer.echo(f"No credentials stored for {host}", err=True)
+        ui.note(f"No credentials stored for {name}")
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``login`` and ``logout`` commands to ``app``, the CLI's Typer application."""
-    app.command("login")(login_command)
-    app.command("logout")(logout_command)
+    command(app, "login")(login_command)
+    command(app, "logout")(logout_command)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import signal
 import sys
 from types import FrameType
+from typing import NoReturn
 
 import typer
+from typer._click.exceptions import ClickException  # Typer's own copy of click
 
 from bundler import __version__
 from bundler.cli import auth as auth_commands
@@ -17,6 +19,7 @@ from bundler.cli import pack as pack_commands
 from bundler.cli import promote as promote_commands
 from bundler.cli import transfer as transfer_commands
 from bundler.cli import trust as trust_commands
+from bundler.cli.common import Ui, begin, command, current_ui, emit_json
 from bundler.errors import (
     AuthError,
     BundlerError,
@@ -76,10 +79,15 @@ images_commands.register(app)
 keys_commands.register(app)
 
 
-@app.command()
-def version() -> None:
+def version_command(*, ui: Ui) -> None:
     """Print bundler's version."""
+    if ui.json:
+        emit_json({"version": __version__})
+        return
     typer.echo(__version__)
+
+
+command(app, "version")(version_command)
 
 
 def _print_version(value: bool) -> None:
@@ -138,30 +146,62 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
+def _json_requested(argv: list[str]) -> bool:
+    """Whether ``argv`` asks for ``-o json``: for failures before the options are parsed."""
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg in ("-o", "--output") and argv[i + 1 : i + 2] == ["json"]:
+            return True
+        if arg in ("-ojson", "--output=json"):
+            return True
+    return False
+
+
+def _fail(message: str, code: int, show: bool = True) -> NoReturn:
+    """Leave with ``code``: the one line on stderr, and with ``-o json`` the error on stdout.
+
+    The JSON document is ``{"error": ..., "exitCode": ...}`` plus the command's result fields
+    known when it failed (``Ui.known``), so a program reading stdout always gets one document.
+    """
+    ui = current_ui()
+    if show:
+        typer.echo(f"error: {printable(message)}", err=True)  # names in it came from outside
+    if ui.json if ui is not None else _json_requested(sys.argv[1:]):
+        known = ui.known if ui is not None else {}
+        emit_json({**known, "error": printable(message), "exitCode": code})
+    sys.exit(code)
+
+
 def run() -> None:
     """Run the CLI.
 
-    Typer handles usage errors (exit 2) and --help; bundler's own errors arrive here and leave
-    as one line on stderr with their family's exit code. SIGINT and SIGTERM stop the command
-    cleanly: exit 130 or 143.
+    Typer's usage errors (exit 2), bundler's own errors and bugs all arrive here and leave as
+    one line on stderr with their family's exit code (and, with ``-o json``, a JSON error
+    document on stdout). SIGINT and SIGTERM stop the command cleanly: exit 130 or 143.
     """
     for signum in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup and background jobs
             signal.signal(signum, _on_signal)
+    begin(None)
     try:
-        app()
+        code = app(standalone_mode=False)
+    except ClickException as error:  # the command line does not parse: Typer says why
+        error.show()
+        _fail(error.format_message().splitlines()[0], error.exit_code, show=False)
+    except typer.Abort:  # end of input at a prompt
+        _fail("aborted: no answer at the prompt", 1)
     except BundlerError as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        typer.echo(f"error: {printable(message)}", err=True)  # names in it came from outside
-        sys.exit(exit_code_for(error))
+        _fail(message, exit_code_for(error))
     except Interrupted as stop:
-        sys.exit(stop.exit_code)
+        _fail(str(stop).lower(), stop.exit_code, show=False)
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+        _fail("interrupted", 130)
     except Exception as error:  # a bug: say so in one line, without locals
         typer.echo(f"internal error: {type(error).__name__}: {printable(error)}", err=True)
-        sys.exit(1)
+        _fail(f"internal error: {type(error).__name__}", 1, show=False)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

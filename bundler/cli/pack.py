@@ -10,25 +10,22 @@ import typer
 
 from bundler.cli.common import (
     ApiVersionsOpt,
-    CaFileOpt,
-    ConfigDirOpt,
     IncludeDisabledOpt,
-    InsecureOpt,
     KubeVersionOpt,
-    OutputFormat,
-    OutputOpt,
     ParallelOpt,
-    PlainHttpOpt,
+    RegistryFlags,
     SetFileOpt,
     SetOpt,
     SetStringOpt,
     SkipTestsOpt,
+    Ui,
     ValuesOpt,
+    command,
     emit_json,
     human_bytes,
-    registry_options,
+    progress_bar,
 )
-from bundler.errors import UsageError
+from bundler.errors import NotFoundError, UsageError
 from bundler.model.spec import BundleSpec, ExtraImage, ImageSourceSpec
 from bundler.model.text import printable
 
@@ -61,6 +58,7 @@ def _created(value: str | None) -> str | None:
 
 
 def pack_command(
+    *,
     config: Annotated[
         Path | None, typer.Argument(help="Bundle config file (YAML; schemas/bundle-config).")
     ] = None,
@@ -137,12 +135,9 @@ def pack_command(
             "without it the bundle carries no time and packs reproducibly.",
         ),
     ] = None,
-    output: OutputOpt = OutputFormat.text,
+    ui: Ui,
     parallel: ParallelOpt = 4,
-    plain_http: PlainHttpOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    config_dir: ConfigDirOpt = None,
+    registry: RegistryFlags,
 ) -> None:
     """Pack a Helm chart and every image it runs into one OCI bundle."""
     from bundler.adapters.bundleconfig import load_bundle_config
@@ -163,7 +158,7 @@ def pack_command(
     spec.value_paths += value_path or []
     for file in values or []:
         if not file.exists():
-            raise UsageError(f"--values {file}: no such file")
+            raise NotFoundError(f"values file {file} does not exist (--values)")
     # Relative to where bundler runs, not to the folder helm renders in.
     spec.values_files += [file.absolute() for file in values or []]
     spec.platforms += platform or []
@@ -182,9 +177,7 @@ def pack_command(
     spec.include_disabled = spec.include_disabled or include_disabled
     spec.skip_tests = spec.skip_tests or skip_tests
     spec.allow_missing_platforms = spec.allow_missing_platforms or allow_missing_platforms
-    with Transports(
-        registry_options(plain_http, ca_file, insecure, config_dir, parallel)
-    ) as transports:
+    with Transports(registry.options(parallel)) as transports, progress_bar(ui) as sink:
         result = pack(
             spec,
             to,
@@ -192,30 +185,25 @@ def pack_command(
             PackOptions(
                 helm=helm, render=not no_render, created=_created(created), parallel=parallel
             ),
-            warn=None if output is OutputFormat.json else _warn,
+            progress=sink,
+            warn=None if ui.json else _warn,
         )
-    if output is OutputFormat.json:
+    if ui.json:
         emit_json(result.to_json())
         return
     typer.echo(
         printable(f"{result.digest}  {result.target}" + (f" ({result.tag})" if result.tag else ""))
     )
-    typer.echo(
-        printable(
-            f"bundle {result.name} {result.version}: chart {result.chart.name} "
-            f"{result.chart.version}, {len(result.images)} images"
-            + ("" if result.rendered else " (templates not rendered: completeness unchecked)")
-        ),
-        err=True,
+    ui.note(
+        f"bundle {result.name} {result.version}: chart {result.chart.name} "
+        f"{result.chart.version}, {len(result.images)} images"
+        + ("" if result.rendered else " (templates not rendered: completeness unchecked)")
     )
     for img in result.images:
         paths = ", ".join(v.path for v in img.value_paths) or "-"
-        typer.echo(
-            printable(
-                f"  {img.reference}  {img.digest.short()}  {','.join(img.platforms)}  "
-                f"{human_bytes(img.size)}  values: {paths}  from {img.pulled_from}"
-            ),
-            err=True,
+        ui.note(
+            f"  {img.reference}  {img.digest.short()}  {','.join(img.platforms)}  "
+            f"{human_bytes(img.size)}  values: {paths}  from {img.pulled_from}"
         )
 
 
@@ -224,18 +212,16 @@ def _warn(message: str) -> None:
 
 
 def inspect_command(
+    *,
     source: Annotated[
         str,
         typer.Argument(
             help="REGISTRY/REPO[:TAG][@DIGEST], oci:DIR[:REF] or archive:FILE.tar[:REF]."
         ),
     ],
-    output: OutputOpt = OutputFormat.text,
+    ui: Ui,
     lock: Annotated[bool, typer.Option("--lock", help="Print the bundle's lock document.")] = False,
-    plain_http: PlainHttpOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    config_dir: ConfigDirOpt = None,
+    registry: RegistryFlags,
 ) -> None:
     """Show what a bundle (or any OCI artifact) holds: chart, images, platforms, sizes, signatures.
 
@@ -244,7 +230,7 @@ def inspect_command(
     from bundler.services.inspect import inspect, lock_json
     from bundler.services.transports import Transports, parse_location
 
-    with Transports(registry_options(plain_http, ca_file, insecure, config_dir)) as transports:
+    with Transports(registry.options()) as transports:
         store = transports.open_source(parse_location(source))
         try:
             result = inspect(store)
@@ -255,7 +241,7 @@ def inspect_command(
             raise UsageError(f"{source} is not a bundle: it has no lock document")
         typer.echo(lock_json(result.lock))
         return
-    if output is OutputFormat.json:
+    if ui.json:
         emit_json(result.to_json())
         return
     kind = "bundle" if result.is_bundle else result.media_type
@@ -297,5 +283,5 @@ def inspect_command(
 
 def register(app: typer.Typer) -> None:
     """Add the ``pack`` and ``inspect`` commands to ``app``, the CLI's Typer application."""
-    app.command("pack")(pack_command)
-    app.command("inspect")(inspect_command)
+    command(app, "pack")(pack_command)
+    command(app, "inspect")(inspect_command)

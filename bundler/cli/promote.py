@@ -11,25 +11,25 @@ from typing import Annotated
 import typer
 
 from bundler.cli.common import (
-    CaFileOpt,
-    ConfigDirOpt,
-    InsecureOpt,
-    OutputFormat,
-    OutputOpt,
     ParallelOpt,
-    PlainHttpOpt,
+    PassphraseFlags,
+    RegistryFlags,
     SetOpt,
     SetStringOpt,
+    Ui,
     ValuesOpt,
+    command,
     emit_json,
-    registry_options,
+    private_key,
+    progress_bar,
 )
-from bundler.cli.trust import PassEnvOpt, PassFileOpt, load_policy, private_key
+from bundler.cli.trust import load_policy
 from bundler.errors import TransportError, UsageError
 from bundler.model.text import printable
 
 
 def promote_command(
+    *,
     source: Annotated[
         str, typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR or archive:FILE.tar.")
     ],
@@ -41,8 +41,7 @@ def promote_command(
             "--key", help="Promotion key (private, cosign format) that signs the promotion record."
         ),
     ] = None,
-    passphrase_file: PassFileOpt = None,
-    passphrase_env: PassEnvOpt = None,
+    passphrase: PassphraseFlags,
     layout: Annotated[
         str,
         typer.Option(
@@ -123,12 +122,9 @@ def promote_command(
     helm: Annotated[
         str | None, typer.Option("--helm", help="Helm binary for the proof render.")
     ] = None,
-    output: OutputOpt = OutputFormat.text,
+    ui: Ui,
     parallel: ParallelOpt = 4,
-    plain_http: PlainHttpOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    config_dir: ConfigDirOpt = None,
+    registry: RegistryFlags,
 ) -> None:
     """Promote a bundle that verifies, now, under the policy; refuses rollbacks.
 
@@ -141,7 +137,7 @@ def promote_command(
     from bundler.services.transports import Transports, parse_location
 
     trust = load_policy(policy, None)
-    signer = private_key(key, passphrase_file, passphrase_env) if key is not None else None
+    signer = private_key(key, passphrase) if key is not None else None
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
     deploy_values: dict[str, object] = {}
@@ -152,9 +148,7 @@ def promote_command(
         if binary is None:
             raise UsageError("values for the proof render need helm: install it or pass --helm")
         deploy_values = Helm(binary).user_values(values or [], set_values or [], set_strings or [])
-    with Transports(
-        registry_options(plain_http, ca_file, insecure, config_dir, parallel)
-    ) as transports:
+    with Transports(registry.options(parallel)) as transports, progress_bar(ui) as sink:
         result = promote(
             parse_location(source),
             parse_location(to, for_target=True),
@@ -169,11 +163,14 @@ def promote_command(
             serve_as=Reference.parse(serve_as, default_tag=False) if serve_as else None,
             helm=helm,
             deploy_values=deploy_values,
+            progress=sink,
         )
     if out is not None and not dry_run:
-        argo = _Argo(app_namespace, app_name, project, dest_server, sync_policy, track, ca_file)
-        _write_outputs(out, result, argo, containerd_ca, insecure, plain_http)
-    if output is OutputFormat.json:
+        argo = _Argo(
+            app_namespace, app_name, project, dest_server, sync_policy, track, registry.ca_file
+        )
+        _write_outputs(out, result, argo, containerd_ca, registry.insecure, registry.plain_http)
+    if ui.json:
         emit_json(result.to_json())
         return
     plan = result.plan
@@ -189,7 +186,7 @@ def promote_command(
         )
     )
     for relocation in plan.relocations:
-        typer.echo(printable(f"  {relocation.source} -> {relocation.pinned}"), err=True)
+        ui.note(f"  {relocation.source} -> {relocation.pinned}")
 
 
 @dataclass(frozen=True)
@@ -260,4 +257,4 @@ def _write_outputs(
 
 def register(app: typer.Typer) -> None:
     """Add the ``promote`` command to ``app``, the CLI's Typer application."""
-    app.command("promote")(promote_command)
+    command(app, "promote")(promote_command)

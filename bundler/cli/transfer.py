@@ -8,22 +8,20 @@ from typing import Annotated
 import typer
 
 from bundler.cli.common import (
-    CaFileOpt,
-    ConfigDirOpt,
-    InsecureOpt,
-    OutputFormat,
-    OutputOpt,
     ParallelOpt,
-    PlainHttpOpt,
+    RegistryFlags,
+    Ui,
+    command,
     emit_json,
     human_bytes,
-    registry_options,
+    progress_bar,
 )
 from bundler.errors import UsageError
 from bundler.model.text import printable
 
 
 def export_command(
+    *,
     source: Annotated[
         str,
         typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] or archive:FILE.tar."),
@@ -49,12 +47,9 @@ def export_command(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an archive that is already there.")
     ] = False,
-    output: OutputOpt = OutputFormat.text,
+    ui: Ui,
     parallel: ParallelOpt = 4,
-    plain_http: PlainHttpOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    config_dir: ConfigDirOpt = None,
+    registry: RegistryFlags,
 ) -> None:
     """Write a bundle with its signatures to an archive for removable media.
 
@@ -75,9 +70,7 @@ def export_command(
                     f"{existing} is already there: export writes a new archive; pass --force "
                     "to replace it"
                 )
-    with Transports(
-        registry_options(plain_http, ca_file, insecure, config_dir, parallel)
-    ) as transports:
+    with Transports(registry.options(parallel)) as transports, progress_bar(ui) as sink:
         result = export(
             parse_location(source),
             target,
@@ -85,25 +78,26 @@ def export_command(
             base=parse_location(base) if base else None,
             max_volume_size=volume,
             parallel=parallel,
+            progress=sink,
         )
-    if output is OutputFormat.json:
+    if ui.json:
         emit_json(result.to_json())
         return
     copied = result.copy
     typer.echo(printable(f"{copied.digest}  {copied.target}"))
-    typer.echo(
+    ui.note(
         f"{copied.manifests} manifests, {copied.blobs - copied.blobs_omitted} blobs "
         f"({human_bytes(copied.bytes_copied)}) written"
         + (
             f", {copied.blobs_omitted} left to the base ({human_bytes(result.omitted_bytes)})"
             if result.base
             else ""
-        ),
-        err=True,
+        )
     )
 
 
 def import_command(
+    *,
     source: Annotated[
         str,
         typer.Argument(
@@ -117,12 +111,9 @@ def import_command(
     key: Annotated[
         Path | None, typer.Option("--key", help="Or: trust exactly this public key.")
     ] = None,
-    output: OutputOpt = OutputFormat.text,
+    ui: Ui,
     parallel: ParallelOpt = 4,
-    plain_http: PlainHttpOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    config_dir: ConfigDirOpt = None,
+    registry: RegistryFlags,
 ) -> None:
     """Verify a bundle against the trust policy, then stream it into a registry or layout.
 
@@ -134,17 +125,16 @@ def import_command(
     from bundler.services.transports import Transports, parse_location
 
     trust = load_policy(policy, key)
-    with Transports(
-        registry_options(plain_http, ca_file, insecure, config_dir, parallel)
-    ) as transports:
+    with Transports(registry.options(parallel)) as transports, progress_bar(ui) as sink:
         result = import_bundle(
             parse_location(source),
             parse_location(to, for_target=True),
             transports,
             trust,
             parallel=parallel,
+            progress=sink,
         )
-    if output is OutputFormat.json:
+    if ui.json:
         emit_json(result.to_json())
         return
     copied = result.copy
@@ -153,17 +143,14 @@ def import_command(
     typer.echo(
         printable(f"{copied.digest}  {copied.target}" + (f" ({copied.tag})" if copied.tag else ""))
     )
-    typer.echo(
-        printable(
-            f"verified {verified.name} {verified.version} (signed by {signers}); "
-            f"{copied.blobs_copied} blobs copied, {copied.blobs_skipped} already there, "
-            f"{copied.blobs_mounted} mounted, {human_bytes(copied.bytes_copied)}"
-        ),
-        err=True,
+    ui.note(
+        f"verified {verified.name} {verified.version} (signed by {signers}); "
+        f"{copied.blobs_copied} blobs copied, {copied.blobs_skipped} already there, "
+        f"{copied.blobs_mounted} mounted, {human_bytes(copied.bytes_copied)}"
     )
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``export`` and ``import`` commands to ``app``, the CLI's Typer application."""
-    app.command("export")(export_command)
-    app.command("import")(import_command)
+    command(app, "export")(export_command)
+    command(app, "import")(import_command)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -11,17 +9,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from bundler.cli.common import (
-    CaFileOpt,
-    ConfigDirOpt,
-    InsecureOpt,
-    OutputFormat,
-    OutputOpt,
     ParallelOpt,
-    PlainHttpOpt,
+    PassphraseFlags,
+    RegistryFlags,
+    Ui,
+    command,
     emit_json,
-    registry_options,
+    private_key,
+    public_key,
 )
-from bundler.errors import KeyFileError, UsageError
+from bundler.errors import UsageError
 from bundler.model.policy import TrustPolicy
 from bundler.model.text import printable
 
@@ -31,57 +28,23 @@ if TYPE_CHECKING:
     from bundler.services.sign import SignResult
     from bundler.services.verify import VerifyReport
 
-KeyOpt = Annotated[Path, typer.Option("--key", help="Encrypted private key (cosign format).")]
-PassFileOpt = Annotated[
-    Path | None, typer.Option("--passphrase-file", help="Read the key's passphrase from FILE.")
-]
-PassEnvOpt = Annotated[
-    str | None, typer.Option("--passphrase-env", help="Read the passphrase from variable VAR.")
+KeyOpt = Annotated[
+    Path,
+    typer.Option("--key", metavar="FILE", help="Encrypted private key (cosign format)."),
 ]
 PolicyOpt = Annotated[
-    Path | None, typer.Option("--policy", help="Trust policy file (schemas/trust-policy).")
+    Path | None,
+    typer.Option("--policy", metavar="FILE", help="Trust policy file (schemas/trust-policy)."),
 ]
 IdentityOpt = Annotated[
     str | None,
     typer.Option(
         "--identity",
+        metavar="REPO",
         help="Repository the signature names (critical.identity); "
         "default: the registry repository, or the bundle's name.",
     ),
 ]
-
-
-COSIGN_PASSWORD = "COSIGN_PASSWORD"  # noqa: S105 - the name of cosign's variable, not a secret
-
-
-def private_key(path: Path, passphrase_file: Path | None, passphrase_env: str | None):  # type: ignore[no-untyped-def]
-    """Read and decrypt a cosign private key file; the passphrase from a file, env, or a prompt.
-
-    KeyFileError if the file cannot be read or the passphrase does not open it.
-    """
-    from bundler.adapters.crypto import decrypt_private_key, read_key_file, read_passphrase
-
-    try:
-        pem = read_key_file(path)  # a regular file, read with a bound
-    except OSError as exc:
-        raise KeyFileError(f"cannot read key {path}: {exc.strerror}") from None
-    if passphrase_file is None and passphrase_env is None and COSIGN_PASSWORD in os.environ:
-        passphrase_env = COSIGN_PASSWORD  # as cosign reads it, in pipelines
-    prompt = None
-    if passphrase_file is None and passphrase_env is None:
-        if not sys.stdin.isatty():
-            raise UsageError(
-                f"the passphrase of {path} cannot be asked for (no terminal): pass "
-                f"--passphrase-file FILE or --passphrase-env VAR, or set {COSIGN_PASSWORD}"
-            )
-
-        def prompt() -> str:  # on the terminal, never on stdout (it may carry JSON)
-            import getpass
-
-            return getpass.getpass(f"Passphrase for {path}: ")
-
-    passphrase = read_passphrase(file=passphrase_file, env=passphrase_env, prompt=prompt)
-    return decrypt_private_key(pem, passphrase, str(path))
 
 
 def load_policy(policy: Path | None, key: Path | None) -> TrustPolicy:
@@ -89,7 +52,6 @@ def load_policy(policy: Path | None, key: Path | None) -> TrustPolicy:
 
     UsageError unless exactly one of them is given.
     """
-    from bundler.adapters.crypto import load_public_key, read_key_file
     from bundler.adapters.trustpolicy import load_trust_policy
     from bundler.model.policy import single_key_policy
 
@@ -98,21 +60,17 @@ def load_policy(policy: Path | None, key: Path | None) -> TrustPolicy:
     if policy is not None:
         return load_trust_policy(policy)
     assert key is not None
-    try:
-        pem = read_key_file(key)  # a regular file, read with a bound
-    except OSError as exc:
-        raise KeyFileError(f"cannot read key {key}: {exc.strerror}") from None
-    return single_key_policy(load_public_key(pem, str(key)), key.name)
+    return single_key_policy(public_key(key), key.name)
 
 
 def sign_command(
+    *,
     source: Annotated[
         str,
         typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] or archive:FILE.tar."),
     ],
     key: KeyOpt,
-    passphrase_file: PassFileOpt = None,
-    passphrase_env: PassEnvOpt = None,
+    passphrase: PassphraseFlags,
     recursive: Annotated[
         bool,
         typer.Option(
@@ -121,40 +79,28 @@ def sign_command(
         ),
     ] = True,
     identity: IdentityOpt = None,
-    output: OutputOpt = OutputFormat.text,
-    plain_http: PlainHttpOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    config_dir: ConfigDirOpt = None,
+    ui: Ui,
+    registry: RegistryFlags,
 ) -> None:
     """Sign a bundle with a cosign-compatible simple-signing signature.
 
     It is stored where cosign and skopeo look for it (and inside layouts and archives, so it
     travels with them).
     """
-    private = private_key(key, passphrase_file, passphrase_env)
-    result = _sign(
-        source,
-        private,
-        recursive,
-        identity,
-        None,
-        registry_options(plain_http, ca_file, insecure, config_dir),
-    )
-    if output is OutputFormat.json:
+    private = private_key(key, passphrase)
+    result = _sign(source, private, recursive, identity, None, registry.options())
+    if ui.json:
         emit_json(result.to_json())
         return
     if not result.signed:
         typer.echo(
             printable(f"{result.digest}  already signed by {result.key_id} as {result.identity}")
         )
-        typer.echo(printable(f"nothing written to {result.target}"), err=True)
+        ui.note(f"nothing written to {result.target}")
         return
     typer.echo(printable(f"{result.digest}  signed by {result.key_id} as {result.identity}"))
     already = f" ({len(result.already_signed)} already were)" if result.already_signed else ""
-    typer.echo(
-        printable(f"{len(result.signed)} manifests signed in {result.target}{already}"), err=True
-    )
+    ui.note(f"{len(result.signed)} manifests signed in {result.target}{already}")
 
 
 def _sign(
@@ -185,33 +131,27 @@ def _sign(
 def _verify_and_render(
     source: str,
     policy: TrustPolicy,
-    output: OutputFormat,
+    ui: Ui,
     parallel: int,
-    plain_http: bool,
-    ca_file: Path | None,
-    insecure: bool,
-    config_dir: Path | None,
+    options: RegistryOptions,
     emit: bool = True,
 ) -> VerifyReport:
     from bundler.services.transports import Transports, parse_location
     from bundler.services.verify import open_for_verification, verify
 
-    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir, parallel))
-    try:
+    with Transports(options) as transports:
         store = open_for_verification(transports, parse_location(source))
         try:
             report = verify(store, policy, parallel=parallel)
         finally:
             store.close()
-    finally:
-        transports.close()
-    if output is OutputFormat.json:
-        if emit or report.error is not None:
-            emit_json(report.to_json())
+    if report.error is not None:
+        ui.known.update(report.to_json())  # the steps that ran go with the error
+        raise report.error
+    if emit and ui.json:
+        emit_json(report.to_json())
     elif emit:
         _render_verified(report)
-    if report.error is not None:
-        raise report.error
     return report
 
 
@@ -230,13 +170,15 @@ def _render_verified(report: VerifyReport) -> None:
 
 
 def verify_command(
+    *,
     source: Annotated[
         str,
         typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] or archive:FILE.tar."),
     ],
     policy: PolicyOpt = None,
     key: Annotated[
-        Path | None, typer.Option("--key", help="Trust exactly this public key instead.")
+        Path | None,
+        typer.Option("--key", metavar="FILE", help="Trust exactly this public key instead."),
     ] = None,
     promotion: Annotated[
         bool,
@@ -246,12 +188,9 @@ def verify_command(
             "record against --key (the promotion public key).",
         ),
     ] = False,
-    output: OutputOpt = OutputFormat.text,
+    ui: Ui,
     parallel: ParallelOpt = 4,
-    plain_http: PlainHttpOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    config_dir: ConfigDirOpt = None,
+    registry: RegistryFlags,
 ) -> None:
     """Verify a bundle offline.
 
@@ -259,49 +198,25 @@ def verify_command(
     and nothing extra. Steps as in docs/verification.md; exit 12 names the step that failed.
     """
     if promotion:
-        _verify_promotion(source, key, output, plain_http, ca_file, insecure, config_dir)
+        _verify_promotion(source, key, ui, registry.options())
         return
-    _verify_and_render(
-        source,
-        load_policy(policy, key),
-        output,
-        parallel,
-        plain_http,
-        ca_file,
-        insecure,
-        config_dir,
-    )
+    _verify_and_render(source, load_policy(policy, key), ui, parallel, registry.options(parallel))
 
 
-def _verify_promotion(
-    source: str,
-    key: Path | None,
-    output: OutputFormat,
-    plain_http: bool,
-    ca_file: Path | None,
-    insecure: bool,
-    config_dir: Path | None,
-) -> None:
-    from bundler.adapters.crypto import load_public_key, read_key_file
+def _verify_promotion(source: str, key: Path | None, ui: Ui, options: RegistryOptions) -> None:
     from bundler.services.promote import verify_promotion
     from bundler.services.transports import Transports, parse_location
 
     if key is None:
         raise UsageError("--promotion needs --key PROMOTION.pub")
-    try:
-        public = load_public_key(read_key_file(key), str(key))
-    except OSError as exc:
-        raise KeyFileError(f"cannot read key {key}: {exc.strerror}") from None
-    transports = Transports(registry_options(plain_http, ca_file, insecure, config_dir))
-    try:
+    public = public_key(key)
+    with Transports(options) as transports:
         store = transports.open_source(parse_location(source))
         try:
             record = verify_promotion(store, public)
         finally:
             store.close()
-    finally:
-        transports.close()
-    if output is OutputFormat.json:
+    if ui.json:
         emit_json(record)
         return
     bundle = record["bundle"]
@@ -314,18 +229,18 @@ def _verify_promotion(
 
 
 def approve_command(
+    *,
     source: Annotated[str, typer.Argument(help="The bundle to approve.")],
     key: KeyOpt,
-    policy: Annotated[Path, typer.Option("--policy", help="Trust policy naming the approver.")],
-    passphrase_file: PassFileOpt = None,
-    passphrase_env: PassEnvOpt = None,
+    policy: Annotated[
+        Path,
+        typer.Option("--policy", metavar="FILE", help="Trust policy naming the approver."),
+    ],
+    passphrase: PassphraseFlags,
     identity: IdentityOpt = None,
-    output: OutputOpt = OutputFormat.text,
+    ui: Ui,
     parallel: ParallelOpt = 4,
-    plain_http: PlainHttpOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    config_dir: ConfigDirOpt = None,
+    registry: RegistryFlags,
 ) -> None:
     """Verify a bundle against the policy, then add this approver's signature.
 
@@ -338,7 +253,7 @@ def approve_command(
     from bundler.services.trust import approval_problem
 
     full = load_policy(policy, None)
-    private = private_key(key, passphrase_file, passphrase_env)
+    private = private_key(key, passphrase)
     mine = [k for k in full.keys if k.key.key_id == private.public.key_id]
     if not mine:
         raise UsageError(f"{key} is not a key the policy trusts; it cannot approve")
@@ -348,19 +263,17 @@ def approve_command(
     # Steps 1 to 6 with the signature requirements left out; the kernel then judges the
     # signatures against the full rule, with the approval this command would add.
     before = replace(full, rules=tuple(replace(rule, require=()) for rule in full.rules))
-    report = _verify_and_render(
-        source, before, output, parallel, plain_http, ca_file, insecure, config_dir, emit=False
-    )
+    options = registry.options(parallel)
+    report = _verify_and_render(source, before, ui, parallel, options, emit=False)
     assert report.bundle is not None  # a failed verification raised above
-    options = registry_options(plain_http, ca_file, insecure, config_dir)
     claim = identity or _signing_identity(source, options)
     problem = approval_problem(report.bundle, full, mine[0], claim)
     if problem is not None:
         raise VerificationError(4, f"{problem}; nothing was signed")
-    if output is not OutputFormat.json:
+    if not ui.json:
         _render_verified(report)
     result = _sign(source, private, False, identity, report.bundle.digest, options)
-    if output is OutputFormat.json:
+    if ui.json:
         emit_json({"verification": report.to_json(), "approval": result.to_json()})
         return
     again = "" if result.signed else "already "
@@ -386,6 +299,6 @@ def _signing_identity(source: str, options: RegistryOptions) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add the ``sign``, ``verify`` and ``approve`` commands to the CLI's Typer ``app``."""
-    app.command("sign")(sign_command)
-    app.command("verify")(verify_command)
-    app.command("approve")(approve_command)
+    command(app, "sign")(sign_command)
+    command(app, "verify")(verify_command)
+    command(app, "approve")(approve_command)

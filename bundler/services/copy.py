@@ -42,8 +42,23 @@ class Progress:
         """Called once with the plan, before any blob moves; the default does nothing."""
         pass
 
+    def checking(self, what: str, plan: TransferPlan) -> None:
+        """Called before the blobs of ``plan`` are read to be checked, not moved.
+
+        ``what`` says what is checked; ``advance`` then counts the bytes read. The default does
+        nothing.
+        """
+        pass
+
     def advance(self, nbytes: int) -> None:
         """Called from blob threads as ``nbytes`` more bytes arrive; the default does nothing."""
+        pass
+
+    def not_moved(self, nbytes: int) -> None:
+        """Called from blob threads for a blob of ``nbytes`` already there or mounted.
+
+        No byte of it moves, so ``advance`` is not called for it; the default does nothing.
+        """
         pass
 
 
@@ -244,7 +259,7 @@ def _copy_blobs(  # noqa: C901
             _transfer(source, target, descriptor, progress, ahead)
             outcome = "copied"
         if outcome != "copied":
-            progress.advance(descriptor.size)
+            progress.not_moved(descriptor.size)
         with lock:
             if outcome == "copied":
                 result.blobs_copied += 1

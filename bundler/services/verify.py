@@ -30,9 +30,10 @@ from bundler.model.bundle import ANNOTATION_IMAGE_REF, MAX_LOCK_BYTES, BundleVie
 from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
+from bundler.model.plan import TransferPlan
 from bundler.model.policy import TrustPolicy
 from bundler.model.signature import SIMPLE_SIGNING_MEDIA_TYPE
-from bundler.services.copy import COSIGN_SUFFIXES
+from bundler.services.copy import COSIGN_SUFFIXES, Progress
 from bundler.services.signatures import (
     MAX_PAYLOAD_BYTES,
     signature_facts,
@@ -109,11 +110,16 @@ def open_for_verification(transports: Transports, location: Location) -> Source:
         raise VerificationError(1, f"{location} cannot be read safely: {exc}") from None
 
 
-def verify(source: Source, policy: TrustPolicy, *, parallel: int = 4) -> VerifyReport:
-    """Run all six steps; a failed step is recorded in the report, not raised."""
+def verify(
+    source: Source, policy: TrustPolicy, *, parallel: int = 4, progress: Progress | None = None
+) -> VerifyReport:
+    """Run all six steps; a failed step is recorded in the report, not raised.
+
+    ``progress`` is told of the blobs step 5 reads and of every byte it checks.
+    """
     report = VerifyReport(source.name)
     try:
-        report.bundle = _verify(source, policy, parallel, report)
+        report.bundle = _verify(source, policy, parallel, report, progress or Progress())
     except VerificationError as error:
         report.error = error
         report.steps[error.step] = ("failed", str(error))
@@ -128,12 +134,12 @@ def _kernel_ran(report: VerifyReport | None, first: int, error: VerificationErro
 
 
 def _verify(
-    source: Source, policy: TrustPolicy, parallel: int, report: VerifyReport
+    source: Source, policy: TrustPolicy, parallel: int, report: VerifyReport, progress: Progress
 ) -> VerifiedBundle:
     signed = check_signatures(source, policy, report)
     for step in (1, 2, 3, 4):
         report.steps[step] = ("passed", "")
-    facts = _content(source, signed, policy, parallel)
+    facts = _content(source, signed, policy, parallel, progress)
     try:
         verified = check_content(signed, facts)
     except VerificationError as error:
@@ -203,7 +209,7 @@ def _read_lock(source: Source, index: Manifest) -> tuple[Manifest | None, bytes 
 
 # Complexity kept: step 5 over every manifest and blob: one branch per way content can be bad.
 def _content(  # noqa: C901
-    source: Source, signed: SignedBundle, policy: TrustPolicy, parallel: int
+    source: Source, signed: SignedBundle, policy: TrustPolicy, parallel: int, progress: Progress
 ) -> ContentFacts:
     index = signed.index
     manifests: dict[Digest, Manifest] = {index.digest: index}
@@ -235,7 +241,9 @@ def _content(  # noqa: C901
 
     def check(descriptor: Descriptor) -> None:
         try:
-            VerifiedStream(source.open_blob(descriptor), descriptor, source.name).drain()
+            VerifiedStream(
+                source.open_blob(descriptor), descriptor, source.name, progress.advance
+            ).drain()
         except NotFoundError:
             with lock:
                 problems[descriptor.digest] = "blob is missing"
@@ -248,6 +256,8 @@ def _content(  # noqa: C901
             ok.add(descriptor.digest)
 
     ordered = sorted(blobs.values(), key=lambda d: d.size, reverse=True)
+    checked = TransferPlan(index.descriptor(), list(manifests.values()), dict(blobs))
+    progress.checking(f"checking {len(manifests)} manifests, {len(blobs)} blobs", checked)
     with ThreadPoolExecutor(max_workers=max(parallel, 1), thread_name_prefix="verify") as pool:
         for future in [pool.submit(check, d) for d in ordered]:
             future.result()
