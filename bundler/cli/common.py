@@ -329,6 +329,13 @@ def current_ui() -> Ui | None:
 _log_handler: logging.Handler | None = None
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Log lines as the terminal may show them: names from outside lose their escapes."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
 def begin(ui: Ui | None) -> None:
     """Make ``ui`` the running command's (None: no command yet), and set up logging for it.
 
@@ -348,7 +355,7 @@ def begin(ui: Ui | None) -> None:
         level = logging.INFO
     if level < logging.WARNING:
         _log_handler = logging.StreamHandler(sys.stderr)  # this run's stderr
-        _log_handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        _log_handler.setFormatter(_PrintableFormatter("%(name)s: %(message)s"))
         logger.addHandler(_log_handler)
     logger.setLevel(level)
 

@@ -16,6 +16,7 @@ from bundler.cli.common import (
     command,
     emit_json,
     private_key,
+    progress_bar,
     public_key,
 )
 from bundler.errors import UsageError
@@ -139,10 +140,10 @@ def _verify_and_render(
     from bundler.services.transports import Transports, parse_location
     from bundler.services.verify import open_for_verification, verify
 
-    with Transports(options) as transports:
+    with Transports(options) as transports, progress_bar(ui) as sink:
         store = open_for_verification(transports, parse_location(source))
         try:
-            report = verify(store, policy, parallel=parallel)
+            report = verify(store, policy, parallel=parallel, progress=sink)
         finally:
             store.close()
     if report.error is not None:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -28,6 +29,8 @@ from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
 from bundler.model.plan import TagAssignment, TransferPlan
+
+log = logging.getLogger(__name__)
 
 COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
 MAX_DEPTH = 8
@@ -196,9 +199,26 @@ def copy(
         result.blobs_omitted = len(left_out)
         plan = replace(plan, blobs={d: b for d, b in plan.blobs.items() if d not in left_out})
     progress.planned(plan)
+    log.info(
+        "%s -> %s: %d manifests, %d blobs (%d bytes), %d referrers",
+        source.name,
+        target.name,
+        len(plan.manifests),
+        len(plan.blobs),
+        plan.blob_bytes,
+        sum(len(r) for r in plan.referrers.values()),
+    )
     try:
         target.begin(plan)
         _copy_blobs(source, target, plan, result, progress, parallel)
+        log.info(
+            "%s: %d blobs copied (%d bytes), %d already there, %d mounted",
+            target.name,
+            result.blobs_copied,
+            result.bytes_copied,
+            result.blobs_skipped,
+            result.blobs_mounted,
+        )
         for manifest in plan.manifests:  # step 3: children first
             target.put_manifest(manifest)
         for subject, referrers in plan.referrers.items():  # step 4: names last

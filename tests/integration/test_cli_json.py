@@ -98,13 +98,31 @@ def flow(
     run("verify", "verify", bundle, "--key", d / "vendor.pub")
     run("approve", "approve", bundle, "--key", d / "approver.key", "--policy", policy, *secret)
     run("export", "export", bundle, "--to", f"archive:{d / 'bundle.tar'}")
-    run("import", "import", f"archive:{d / 'bundle.tar'}", "--to", f"oci:{d / 'in'}", "--key",
-        d / "vendor.pub")  # fmt: skip
+    run(
+        "import",
+        "import",
+        f"archive:{d / 'bundle.tar'}",
+        "--to",
+        f"oci:{d / 'in'}",
+        "--key",
+        d / "vendor.pub",
+    )
     run("copy", "copy", "--from", bundle, "--to", f"{plain_registry.host}/json/demo:1.0.0")
     run("tags", "tags", f"{plain_registry.host}/json/demo")
-    run("promote", "promote", bundle, "--to", f"oci:{d / 'promoted'}", "--serve-as",
-        "registry.internal.test/platform", "--policy", policy, "--key", d / "promoter.key",
-        *secret)  # fmt: skip
+    run(
+        "promote",
+        "promote",
+        bundle,
+        "--to",
+        f"oci:{d / 'promoted'}",
+        "--serve-as",
+        "registry.internal.test/platform",
+        "--policy",
+        policy,
+        "--key",
+        d / "promoter.key",
+        *secret,
+    )
     promoted = json.loads(runs["promote"].stdout)
     chart = f"oci:{d / 'promoted'}:{promoted['chart']['reference']}"
     run("verify --promotion", "verify", chart, "--promotion", "--key", d / "promoter.pub")
