@@ -25,7 +25,7 @@ def _host(registry: str) -> str:
 def login_command(
     *,
     host: Annotated[str, typer.Argument(metavar="REGISTRY", help="Registry host[:port].")],
-    username: Annotated[str, typer.Option("--username", "-u", help="User name.")],
+    username: Annotated[str, typer.Option("--username", "-u", metavar="NAME", help="User name.")],
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from standard input.")
     ] = False,

@@ -43,29 +43,44 @@ class OutputFormat(StrEnum):
 ValuesOpt = Annotated[
     list[Path] | None,
     typer.Option(
-        "--values", "-f", help="Values file for rendering, relative to here (repeatable)."
+        "--values",
+        "-f",
+        metavar="FILE",
+        help="Values file for rendering, relative to here (repeatable).",
     ),
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", help="A value for rendering, as Helm's --set PATH=VALUE (repeatable)."),
+    typer.Option(
+        "--set",
+        metavar="PATH=VALUE",
+        help="A value for rendering, as Helm's --set PATH=VALUE (repeatable).",
+    ),
 ]
 SetStringOpt = Annotated[
     list[str] | None,
-    typer.Option("--set-string", help="As Helm's --set-string PATH=VALUE (repeatable)."),
+    typer.Option(
+        "--set-string", metavar="PATH=VALUE", help="As Helm's --set-string PATH=VALUE (repeatable)."
+    ),
 ]
 SetFileOpt = Annotated[
     list[str] | None,
-    typer.Option("--set-file", help="As Helm's --set-file PATH=FILE (repeatable)."),
+    typer.Option(
+        "--set-file", metavar="PATH=FILE", help="As Helm's --set-file PATH=FILE (repeatable)."
+    ),
 ]
 KubeVersionOpt = Annotated[
     str | None,
-    typer.Option("--kube-version", help="Kubernetes version to render for (as Helm's)."),
+    typer.Option(
+        "--kube-version", metavar="VERSION", help="Kubernetes version to render for (as Helm's)."
+    ),
 ]
 ApiVersionsOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--api-versions", help="API version the chart may test for, as Helm's (repeatable)."
+        "--api-versions",
+        metavar="GROUP/VERSION",
+        help="API version the chart may test for, as Helm's (repeatable).",
     ),
 ]
 SkipTestsOpt = Annotated[

@@ -29,10 +29,13 @@ def copy_command(
         str,
         typer.Option(
             "--from",
+            metavar="SRC",
             help="Source: REGISTRY/REPO[:TAG][@DIGEST], oci:DIR[:REF] or archive:FILE.tar[:REF].",
         ),
     ],
-    destination: Annotated[str, typer.Option("--to", help="Destination, same forms.")],
+    destination: Annotated[
+        str, typer.Option("--to", metavar="DEST", help="Destination, same forms.")
+    ],
     ui: Ui,
     no_referrers: Annotated[
         bool, typer.Option("--no-referrers", help="Leave signatures and other referrers behind.")
@@ -98,7 +101,9 @@ def copy_command(
 
 def tags_command(
     *,
-    repository: Annotated[str, typer.Argument(help="REGISTRY/REPO whose tags to list.")],
+    repository: Annotated[
+        str, typer.Argument(metavar="REPO", help="REGISTRY/REPO whose tags to list.")
+    ],
     ui: Ui,
     registry: RegistryFlags,
 ) -> None:

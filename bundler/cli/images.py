@@ -44,7 +44,7 @@ def _line(image: DiscoveredImage) -> str:
 
 def images_command(
     *,
-    chart: Annotated[Path, typer.Argument(help="Chart directory or chart .tgz.")],
+    chart: Annotated[Path, typer.Argument(metavar="CHART", help="Chart directory or chart .tgz.")],
     values: ValuesOpt = None,
     set_values: SetOpt = None,
     set_strings: SetStringOpt = None,
@@ -57,6 +57,7 @@ def images_command(
         list[str] | None,
         typer.Option(
             "--value-path",
+            metavar="DOTTED.PATH",
             help="Value path holding an image that discovery cannot "
             "infer, e.g. web.sidecar.ref (repeatable).",
         ),
@@ -65,6 +66,7 @@ def images_command(
         str | None,
         typer.Option(
             "--helm",
+            metavar="FILE",
             help="Helm binary used to render templates "
             "(default: $BUNDLER_HELM, else helm on PATH).",
         ),

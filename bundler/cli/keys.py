@@ -42,7 +42,9 @@ def _emit(result: dict[str, Any], ui: Ui) -> None:
 
 def generate_command(
     *,
-    prefix: Annotated[Path, typer.Argument(help="Writes PREFIX.key and PREFIX.pub.")],
+    prefix: Annotated[
+        Path, typer.Argument(metavar="PREFIX", help="Writes PREFIX.key and PREFIX.pub.")
+    ],
     key_type: Annotated[
         KeyType, typer.Option("--type", help="Key algorithm.")
     ] = KeyType.ecdsa_p256,
@@ -72,7 +74,9 @@ def generate_command(
 
 def inspect_command(
     *,
-    key_file: Annotated[Path, typer.Argument(help="A public (.pub) or private (.key) key.")],
+    key_file: Annotated[
+        Path, typer.Argument(metavar="KEY", help="A public (.pub) or private (.key) key.")
+    ],
     passphrase: PassphraseFlags,
     ui: Ui,
 ) -> None:

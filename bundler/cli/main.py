@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+from enum import StrEnum
 from types import FrameType
-from typing import NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from typer._click.exceptions import ClickException  # Typer's own copy of click
+from typer.core import TyperGroup
 
 from bundler import __version__
 from bundler.cli import auth as auth_commands
@@ -61,8 +64,40 @@ EXIT_CODES: list[tuple[type[BaseException], int, str]] = [
     (RelocationError, 15, "relocation"),
 ]
 
+# Commands are listed in the order of the flow, not alphabetically; anything new goes last.
+FLOW = (
+    "pack",
+    "images",
+    "sign",
+    "approve",
+    "verify",
+    "export",
+    "import",
+    "promote",
+    "copy",
+    "tags",
+    "inspect",
+    "login",
+    "logout",
+    "keys",
+    "version",
+    "completion",
+)
+PROG = "bundler"
+COMPLETE_VAR = "_BUNDLER_COMPLETE"
+
+
+class _FlowOrder(TyperGroup):
+    """The command group whose help lists commands in :data:`FLOW` order."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: FLOW.index(n) if n in FLOW else len(FLOW))
+
+
 app = typer.Typer(
     name="bundler",
+    cls=_FlowOrder,
     no_args_is_help=True,
     pretty_exceptions_enable=False,  # tracebacks with locals could print secrets
     rich_markup_mode=None,  # help texts are plain: "os/arch[/variant]" is not markup
@@ -88,6 +123,61 @@ def version_command(*, ui: Ui) -> None:
 
 
 command(app, "version")(version_command)
+
+
+class Shell(StrEnum):
+    """The shells ``bundler completion`` writes a script for."""
+
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+def completion_command(
+    *,
+    shell: Annotated[Shell, typer.Argument(metavar="SHELL", help="bash, zsh or fish.")],
+    ui: Ui,
+) -> None:
+    """Print the shell completion script for SHELL.
+
+    Load it in the shell's start-up file, e.g. `eval "$(bundler completion bash)"` in ~/.bashrc,
+    or save it where the shell looks: ~/.local/share/bash-completion/completions/bundler,
+    ~/.zfunc/_bundler (zsh, with fpath+=~/.zfunc), ~/.config/fish/completions/bundler.fish.
+    """
+    script = _completion_script(shell.value)
+    if ui.json:
+        emit_json({"shell": shell.value, "script": script})
+        return
+    typer.echo(script)
+
+
+def _completion_script(shell: str) -> str:
+    from typer._click.shell_completion import get_completion_class  # Typer's copy of click
+    from typer._completion_classes import completion_init
+
+    completion_init()  # Typer's bash/zsh/fish scripts, which its completion handler answers
+    completer = get_completion_class(shell)
+    assert completer is not None
+    return str(completer(typer.main.get_command(app), {}, PROG, COMPLETE_VAR).source())
+
+
+def _completion_request() -> None:
+    """Ready an answer to the shell asking for completions (``_BUNDLER_COMPLETE`` is set).
+
+    Both spellings of the request work: click's (``bash_source``) and Typer's (``source_bash``).
+    """
+    request = os.environ.get(COMPLETE_VAR)
+    if not request:
+        return
+    from typer._completion_classes import completion_init
+
+    completion_init()
+    first, _, second = request.partition("_")
+    if first in Shell.__members__ and second in ("source", "complete"):
+        os.environ[COMPLETE_VAR] = f"{second}_{first}"
+
+
+command(app, "completion")(completion_command)
 
 
 def _print_version(value: bool) -> None:
@@ -184,8 +274,9 @@ def run() -> None:
         if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup and background jobs
             signal.signal(signum, _on_signal)
     begin(None)
+    _completion_request()
     try:
-        code = app(standalone_mode=False)
+        code = app(prog_name=PROG, complete_var=COMPLETE_VAR, standalone_mode=False)
     except ClickException as error:  # the command line does not parse: Typer says why
         error.show()
         _fail(error.format_message().splitlines()[0], error.exit_code, show=False)

@@ -60,12 +60,14 @@ def _created(value: str | None) -> str | None:
 def pack_command(
     *,
     config: Annotated[
-        Path | None, typer.Argument(help="Bundle config file (YAML; schemas/bundle-config).")
+        Path | None,
+        typer.Argument(metavar="CONFIG", help="Bundle config file (YAML; schemas/bundle-config)."),
     ] = None,
     to: Annotated[
         str,
         typer.Option(
             "--to",
+            metavar="DEST",
             help="Where to write the bundle: REGISTRY/REPO"
             "[:TAG], oci:DIR[:REF] or archive:FILE.tar.",
         ),
@@ -74,18 +76,23 @@ def pack_command(
         str | None,
         typer.Option(
             "--chart",
+            metavar="CHART",
             help="Chart directory, .tgz, or oci://REF "
             "(instead of, or overriding, the config's chart).",
         ),
     ] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Bundle name.")] = None,
-    version: Annotated[str | None, typer.Option("--version", help="Bundle version.")] = None,
+    name: Annotated[str | None, typer.Option("--name", metavar="NAME", help="Bundle name.")] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", metavar="VERSION", help="Bundle version.")
+    ] = None,
     image: Annotated[
-        list[str] | None, typer.Option("--image", help="An extra image to bundle.")
+        list[str] | None, typer.Option("--image", metavar="REF", help="An extra image to bundle.")
     ] = None,
     value_path: Annotated[
         list[str] | None,
-        typer.Option("--value-path", help="A chart value path holding an image."),
+        typer.Option(
+            "--value-path", metavar="DOTTED.PATH", help="A chart value path holding an image."
+        ),
     ] = None,
     values: ValuesOpt = None,
     set_values: SetOpt = None,
@@ -96,7 +103,8 @@ def pack_command(
     include_disabled: IncludeDisabledOpt = False,
     skip_tests: SkipTestsOpt = False,
     platform: Annotated[
-        list[str] | None, typer.Option("--platform", help="Keep only this os/arch[/variant].")
+        list[str] | None,
+        typer.Option("--platform", metavar="OS/ARCH", help="Keep only this os/arch[/variant]."),
     ] = None,
     allow_missing_platforms: Annotated[
         bool,
@@ -109,21 +117,30 @@ def pack_command(
         list[str] | None,
         typer.Option(
             "--source",
+            metavar="LOCATION",
             help="Look images up in oci:DIR or docker-archive:FILE.tar first (by their reference).",
         ),
     ] = None,
     mirror: Annotated[
         list[str] | None,
-        typer.Option("--mirror", help="Fetch REGISTRY's images from MIRROR[/PREFIX] instead."),
+        typer.Option(
+            "--mirror",
+            metavar="REGISTRY=MIRROR",
+            help="Fetch REGISTRY's images from MIRROR[/PREFIX] instead.",
+        ),
     ] = None,
     no_upstream: Annotated[
         bool, typer.Option("--no-upstream", help="Never fetch from the images' own registries.")
     ] = False,
     allow_missing: Annotated[
         list[str] | None,
-        typer.Option("--allow-missing", help="A rendered image that may be left out."),
+        typer.Option(
+            "--allow-missing", metavar="REF", help="A rendered image that may be left out."
+        ),
     ] = None,
-    helm: Annotated[str | None, typer.Option("--helm", help="Helm binary for rendering.")] = None,
+    helm: Annotated[
+        str | None, typer.Option("--helm", metavar="FILE", help="Helm binary for rendering.")
+    ] = None,
     no_render: Annotated[
         bool, typer.Option("--no-render", help="Skip rendering and the completeness check.")
     ] = False,
@@ -131,6 +148,7 @@ def pack_command(
         str | None,
         typer.Option(
             "--created",
+            metavar="TIME",
             help="Stamp the bundle with this time ('now' or RFC 3339); "
             "without it the bundle carries no time and packs reproducibly.",
         ),
@@ -216,7 +234,8 @@ def inspect_command(
     source: Annotated[
         str,
         typer.Argument(
-            help="REGISTRY/REPO[:TAG][@DIGEST], oci:DIR[:REF] or archive:FILE.tar[:REF]."
+            metavar="SRC",
+            help="REGISTRY/REPO[:TAG][@DIGEST], oci:DIR[:REF] or archive:FILE.tar[:REF].",
         ),
     ],
     ui: Ui,

@@ -31,14 +31,23 @@ from bundler.model.text import printable
 def promote_command(
     *,
     source: Annotated[
-        str, typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR or archive:FILE.tar.")
+        str,
+        typer.Argument(
+            metavar="SRC", help="The bundle: REGISTRY/REPO[:TAG], oci:DIR or archive:FILE.tar."
+        ),
     ],
-    to: Annotated[str, typer.Option("--to", help="REGISTRY/PREFIX to promote into.")],
-    policy: Annotated[Path, typer.Option("--policy", help="Trust policy the bundle must meet.")],
+    to: Annotated[
+        str, typer.Option("--to", metavar="DEST", help="REGISTRY/PREFIX to promote into.")
+    ],
+    policy: Annotated[
+        Path, typer.Option("--policy", metavar="FILE", help="Trust policy the bundle must meet.")
+    ],
     key: Annotated[
         Path | None,
         typer.Option(
-            "--key", help="Promotion key (private, cosign format) that signs the promotion record."
+            "--key",
+            metavar="FILE",
+            help="Promotion key (private, cosign format) that signs the promotion record.",
         ),
     ] = None,
     passphrase: PassphraseFlags,
@@ -46,6 +55,7 @@ def promote_command(
         str,
         typer.Option(
             "--layout",
+            metavar="nested|flat|host",
             help="Where images go under PREFIX: nested "
             "(PREFIX/<repository>), flat (PREFIX/<name>) or host "
             "(PREFIX/<upstream host>/<repository>).",
@@ -72,6 +82,7 @@ def promote_command(
         Path | None,
         typer.Option(
             "--out",
+            metavar="DIR",
             help="Write the Argo CD Application, the repository "
             "secret template, the promotion record (and hosts.toml files "
             "in mirror mode) into DIR.",
@@ -82,26 +93,36 @@ def promote_command(
         typer.Option(
             "--dest-namespace",
             "--app-namespace",
+            metavar="NAMESPACE",
             help="Namespace the Argo CD application deploys into.",
         ),
     ] = "default",
     app_name: Annotated[
         str | None,
-        typer.Option("--app-name", help="Argo CD application name (default: the bundle's)."),
+        typer.Option(
+            "--app-name", metavar="NAME", help="Argo CD application name (default: the bundle's)."
+        ),
     ] = None,
-    project: Annotated[str, typer.Option("--project", help="Argo CD project.")] = "default",
+    project: Annotated[
+        str, typer.Option("--project", metavar="NAME", help="Argo CD project.")
+    ] = "default",
     dest_server: Annotated[
         str,
-        typer.Option("--dest-server", help="Cluster API server the application deploys to."),
+        typer.Option(
+            "--dest-server", metavar="URL", help="Cluster API server the application deploys to."
+        ),
     ] = "https://kubernetes.default.svc",
     sync_policy: Annotated[
         str,
-        typer.Option("--sync-policy", help="auto (prune and self-heal) or manual."),
+        typer.Option(
+            "--sync-policy", metavar="auto|manual", help="auto (prune and self-heal) or manual."
+        ),
     ] = "manual",
     track: Annotated[
         str | None,
         typer.Option(
             "--track",
+            metavar="RANGE",
             help="Follow a SemVer range (1.x, '>=1.2 <2') instead of the promoted version.",
         ),
     ] = None,
@@ -109,18 +130,22 @@ def promote_command(
         str | None,
         typer.Option(
             "--serve-as",
+            metavar="REGISTRY/PREFIX",
             help="With --to oci:DIR: the REGISTRY/PREFIX the "
             "layout will be served under (the chart names images there).",
         ),
     ] = None,
     containerd_ca: Annotated[
-        str | None, typer.Option("--containerd-ca", help="CA file path for hosts.toml.")
+        str | None,
+        typer.Option(
+            "--containerd-ca", metavar="FILE", help="CA file path on the nodes, for hosts.toml."
+        ),
     ] = None,
     values: ValuesOpt = None,
     set_values: SetOpt = None,
     set_strings: SetStringOpt = None,
     helm: Annotated[
-        str | None, typer.Option("--helm", help="Helm binary for the proof render.")
+        str | None, typer.Option("--helm", metavar="FILE", help="Helm binary for the proof render.")
     ] = None,
     ui: Ui,
     parallel: ParallelOpt = 4,

@@ -24,13 +24,17 @@ def export_command(
     *,
     source: Annotated[
         str,
-        typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] or archive:FILE.tar."),
+        typer.Argument(
+            metavar="SRC",
+            help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] or archive:FILE.tar.",
+        ),
     ],
-    to: Annotated[str, typer.Option("--to", help="archive:FILE.tar to write.")],
+    to: Annotated[str, typer.Option("--to", metavar="DEST", help="archive:FILE.tar to write.")],
     base: Annotated[
         str | None,
         typer.Option(
             "--base",
+            metavar="LOCATION",
             help="A previous bundle the far side already holds (any "
             "location): only the blobs it lacks are written.",
         ),
@@ -39,6 +43,7 @@ def export_command(
         str | None,
         typer.Option(
             "--max-volume-size",
+            metavar="SIZE",
             help="Split into volumes of at most this size "
             "(4095M for FAT32, whose files end 1 byte short of 4G) with a checksummed parts "
             "list.",
@@ -101,15 +106,21 @@ def import_command(
     source: Annotated[
         str,
         typer.Argument(
-            help="archive:FILE.tar (or its volumes' parts list), oci:DIR or REGISTRY/REPO."
+            metavar="SRC",
+            help="archive:FILE.tar (or its volumes' parts list), oci:DIR or REGISTRY/REPO.",
         ),
     ],
-    to: Annotated[str, typer.Option("--to", help="REGISTRY/REPO[:TAG] or oci:DIR to import into.")],
+    to: Annotated[
+        str,
+        typer.Option("--to", metavar="DEST", help="REGISTRY/REPO[:TAG] or oci:DIR to import into."),
+    ],
     policy: Annotated[
-        Path | None, typer.Option("--policy", help="Trust policy the bundle must meet.")
+        Path | None,
+        typer.Option("--policy", metavar="FILE", help="Trust policy the bundle must meet."),
     ] = None,
     key: Annotated[
-        Path | None, typer.Option("--key", help="Or: trust exactly this public key.")
+        Path | None,
+        typer.Option("--key", metavar="FILE", help="Or: trust exactly this public key."),
     ] = None,
     ui: Ui,
     parallel: ParallelOpt = 4,

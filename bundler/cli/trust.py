@@ -68,7 +68,10 @@ def sign_command(
     *,
     source: Annotated[
         str,
-        typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] or archive:FILE.tar."),
+        typer.Argument(
+            metavar="SRC",
+            help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] or archive:FILE.tar.",
+        ),
     ],
     key: KeyOpt,
     passphrase: PassphraseFlags,
@@ -174,7 +177,10 @@ def verify_command(
     *,
     source: Annotated[
         str,
-        typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] or archive:FILE.tar."),
+        typer.Argument(
+            metavar="SRC",
+            help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] or archive:FILE.tar.",
+        ),
     ],
     policy: PolicyOpt = None,
     key: Annotated[
@@ -231,7 +237,7 @@ def _verify_promotion(source: str, key: Path | None, ui: Ui, options: RegistryOp
 
 def approve_command(
     *,
-    source: Annotated[str, typer.Argument(help="The bundle to approve.")],
+    source: Annotated[str, typer.Argument(metavar="SRC", help="The bundle to approve.")],
     key: KeyOpt,
     policy: Annotated[
         Path,
