@@ -23,7 +23,7 @@ import typer
 from bundler.adapters.registry.credentials import CredentialStore
 from bundler.adapters.registry.options import RegistryOptions
 from bundler.errors import KeyFileError, NotFoundError, UsageError
-from bundler.model.text import printable
+from bundler.model.text import human_bytes, printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -497,13 +497,3 @@ def progress_bar(ui: Ui) -> Iterator[CopyProgress | None]:
 def emit_json(doc: Any) -> None:
     """Write ``doc`` to stdout as indented JSON, keys in the order given, one trailing newline."""
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
-
-
-def human_bytes(n: int) -> str:
-    """``n`` bytes in B, KiB, MiB or GiB (1024-based), one decimal above bytes."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"  # pragma: no cover

@@ -13,11 +13,10 @@ from bundler.cli.common import (
     Ui,
     command,
     emit_json,
-    human_bytes,
     progress_bar,
 )
 from bundler.errors import UsageError
-from bundler.model.text import printable
+from bundler.model.text import human_bytes, printable
 
 # The services (and the HTTP stack under them) are imported inside the commands: every start
 # of the program pays for what is imported here.

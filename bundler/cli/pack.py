@@ -22,12 +22,11 @@ from bundler.cli.common import (
     ValuesOpt,
     command,
     emit_json,
-    human_bytes,
     progress_bar,
 )
 from bundler.errors import NotFoundError, UsageError
 from bundler.model.spec import BundleSpec, ExtraImage, ImageSourceSpec
-from bundler.model.text import printable
+from bundler.model.text import human_bytes, printable
 
 
 def _source_spec(text: str) -> ImageSourceSpec:

@@ -13,11 +13,10 @@ from bundler.cli.common import (
     Ui,
     command,
     emit_json,
-    human_bytes,
     progress_bar,
 )
 from bundler.errors import UsageError
-from bundler.model.text import printable
+from bundler.model.text import human_bytes, printable
 
 
 def export_command(

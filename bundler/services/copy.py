@@ -162,6 +162,7 @@ def copy(
     parallel: int = 4,
     progress: Progress | None = None,
     omit: set[Digest] | None = None,
+    before_write: Callable[[TransferPlan], None] | None = None,
 ) -> CopyResult:
     """Copy the artifact ``source`` names into ``target``.
 
@@ -194,10 +195,9 @@ def copy(
         bytes_total=plan.blob_bytes,
         plan=plan,
     )
-    if omit:
-        left_out = {d: plan.blobs[d] for d in omit if d in plan.blobs}
-        result.blobs_omitted = len(left_out)
-        plan = replace(plan, blobs={d: b for d, b in plan.blobs.items() if d not in left_out})
+    plan = _leave_out(plan, omit or set(), result)
+    if before_write is not None:
+        before_write(plan)  # may refuse the copy: nothing is written yet
     progress.planned(plan)
     log.info(
         "%s -> %s: %d manifests, %d blobs (%d bytes), %d referrers",
@@ -235,6 +235,15 @@ def copy(
         raise
     result.seconds = time.monotonic() - started
     return result
+
+
+def _leave_out(plan: TransferPlan, omit: set[Digest], result: CopyResult) -> TransferPlan:
+    """``plan`` without the blobs of ``omit`` (counted in ``result``); manifests all stay."""
+    left_out = {d for d in omit if d in plan.blobs}
+    if not left_out:
+        return plan
+    result.blobs_omitted = len(left_out)
+    return replace(plan, blobs={d: b for d, b in plan.blobs.items() if d not in left_out})
 
 
 def name_order(tags: list[TagAssignment], root_tag: str | None) -> list[TagAssignment]:

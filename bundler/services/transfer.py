@@ -17,12 +17,15 @@ vouches for it by digest.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bundler.adapters.archive import archive_size_bound
 from bundler.adapters.base import Source, Target
+from bundler.adapters.files import require_free_space
 from bundler.adapters.layout import LayoutTarget
 from bundler.adapters.memory import MemoryTarget
 from bundler.adapters.registry.store import RegistryTarget
@@ -58,6 +61,8 @@ from bundler.services.verify import (
     untrusted_signature_content,
 )
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class ExportResult:
@@ -88,7 +93,9 @@ def export(
     """Write the bundle ``source_location`` names, with its signatures, to an archive.
 
     With ``base``, blobs the base also holds are left out, except the lock's; manifests and
-    signatures always travel. UsageError for a target that is not an archive (or a memory store).
+    signatures always travel. UsageError for a target that is not an archive (or a memory store);
+    TransportError, before anything is written, when the archive's filesystem has too little
+    room for it.
     """
     if target_location.kind not in ("archive", "memory"):  # memory: a library's own store
         raise UsageError(f"export writes an archive: --to archive:FILE.tar, not {target_location}")
@@ -115,10 +122,31 @@ def export(
             omit = (set(blobs) & set(base_blobs)) - lock_layers
             omitted_bytes = sum(blobs[d].size for d in omit)
         target = transports.open_target(target_location, max_volume_size=max_volume_size)
-        copied = copy_service.copy(source, target, parallel=parallel, progress=progress, omit=omit)
+        copied = copy_service.copy(
+            source,
+            target,
+            parallel=parallel,
+            progress=progress,
+            omit=omit,
+            before_write=_room_check(target_location),
+        )
     finally:
         source.close()
     return ExportResult(copied, str(base) if base else None, omitted_bytes)
+
+
+def _room_check(target: Location) -> Callable[[TransferPlan], None] | None:
+    """For an archive: a check that its directory has room for what the plan writes."""
+    if target.kind != "archive" or target.path is None:
+        return None
+    directory, name = target.path.absolute().parent, target.path.name
+
+    def check(plan: TransferPlan) -> None:
+        needed = archive_size_bound(plan)
+        free = require_free_space(directory, needed, f"the archive {name}")
+        log.info("%s: up to %d bytes to write, %d bytes free", directory, needed, free)
+
+    return check
 
 
 @dataclass

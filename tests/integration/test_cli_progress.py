@@ -237,3 +237,18 @@ def test_debug_logs_every_registry_request_and_never_a_credential(
     basic = base64.b64encode(f"{tls_registry.username}:{tls_registry.password}".encode()).decode()
     for secret in (tls_registry.password, basic, "Authorization", "Basic ", "Bearer "):
         assert secret not in res.stderr + res.stdout
+
+
+def test_export_checks_the_real_free_space_first_and_asks_at_least_what_it_writes(
+    tcli: Cli, example_layout: Path, tmp_path: Path
+) -> None:
+    bundle = f"oci:{tmp_path / 'bundle'}:demo:1.0.0"
+    packed = tcli("pack", "--chart", DEMO_CHART, *layout_source(example_layout), "--to", bundle)
+    assert packed.returncode == 0, packed.describe()
+    (tmp_path / "media").mkdir()
+    res = tcli("export", bundle, "--to", f"archive:{tmp_path / 'media' / 'b.tar'}", "-v")
+    assert res.returncode == 0, res.describe()
+    room = re.search(r": up to (\d+) bytes to write, (\d+) bytes free$", res.stderr, re.MULTILINE)
+    assert room is not None, res.stderr
+    needed, free = int(room.group(1)), int(room.group(2))
+    assert (tmp_path / "media" / "b.tar").stat().st_size <= needed <= free
