@@ -141,6 +141,14 @@ def promote_command(
             "--containerd-ca", metavar="FILE", help="CA file path on the nodes, for hosts.toml."
         ),
     ] = None,
+    hosts_fallback: Annotated[
+        bool,
+        typer.Option(
+            "--hosts-fallback",
+            help="In mirror mode, let containerd fall back to the upstream registry when the "
+            "mirror fails (hosts.toml names the mirror alone otherwise).",
+        ),
+    ] = False,
     values: ValuesOpt = None,
     set_values: SetOpt = None,
     set_strings: SetStringOpt = None,
@@ -194,7 +202,8 @@ def promote_command(
         argo = _Argo(
             app_namespace, app_name, project, dest_server, sync_policy, track, registry.ca_file
         )
-        _write_outputs(out, result, argo, containerd_ca, registry.insecure, registry.plain_http)
+        nodes = _Containerd(containerd_ca, registry.insecure, registry.plain_http, hosts_fallback)
+        _write_outputs(out, result, argo, nodes)
     if ui.json:
         emit_json(result.to_json())
         return
@@ -227,9 +236,17 @@ class _Argo:
     ca_file: Path | None
 
 
-def _write_outputs(
-    out: Path, result: object, argo: _Argo, ca: str | None, insecure: bool, plain_http: bool
-) -> None:
+@dataclass(frozen=True)
+class _Containerd:
+    """How the nodes' containerd reaches the mirror (mirror mode's hosts.toml)."""
+
+    ca: str | None
+    insecure: bool
+    plain_http: bool
+    fallback: bool
+
+
+def _write_outputs(out: Path, result: object, argo: _Argo, nodes: _Containerd) -> None:
     from bundler.adapters.deploy import (
         ChartLocation,
         argocd_application,
@@ -267,9 +284,12 @@ def _write_outputs(
             raise UsageError(f"cannot read --ca-file {argo.ca_file}: {exc.strerror}") from None
         files["tls-certs.yaml"] = argocd_tls_certs(location, ca_pem)
     if plan.mirror:
-        scheme = "http://" if plain_http else ""  # containerd must speak what the mirror speaks
+        scheme = "http://" if nodes.plain_http else ""  # containerd speaks what the mirror does
         mirrors = {upstream: f"{scheme}{base}" for upstream, base in plan.hosts.items()}
-        for path, data in containerd_hosts(mirrors, ca_file=ca, skip_verify=insecure).items():
+        hosts = containerd_hosts(
+            mirrors, ca_file=nodes.ca, skip_verify=nodes.insecure, fallback=nodes.fallback
+        )
+        for path, data in hosts.items():
             files[f"certs.d/{path}"] = data
     try:
         for name, data in files.items():
