@@ -7,10 +7,8 @@ import dataclasses
 import functools
 import inspect
 import json
-import logging
 import os
 import sys
-import threading
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +24,8 @@ from bundler.errors import KeyFileError, NotFoundError, UsageError
 from bundler.model.text import human_bytes, printable
 
 if TYPE_CHECKING:
+    import logging
+
     from rich.console import Console
 
     from bundler.adapters.crypto import PrivateKey, PublicKey
@@ -344,35 +344,38 @@ def current_ui() -> Ui | None:
 _log_handler: logging.Handler | None = None
 
 
-class _PrintableFormatter(logging.Formatter):
-    """Log lines as the terminal may show them: names from outside lose their escapes."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return printable(super().format(record))
-
-
 def begin(ui: Ui | None) -> None:
     """Make ``ui`` the running command's (None: no command yet), and set up logging for it.
 
     ``-v`` logs bundler's INFO records on stderr, ``-vv`` or ``--debug`` DEBUG ones too (every
-    registry request among them); without either, only warnings.
+    registry request among them); without either, only warnings. ``logging`` is imported only
+    then: every start of the program pays for what this module imports.
     """
     global _current, _log_handler
     _current = ui
+    chatty = ui is not None and (ui.debug or ui.verbose > 0)
+    if not chatty and _log_handler is None:
+        return
+    import logging
+
     logger = logging.getLogger("bundler")
     if _log_handler is not None:
         logger.removeHandler(_log_handler)
         _log_handler = None
-    level = logging.WARNING
-    if ui is not None and (ui.debug or ui.verbose >= 2):
-        level = logging.DEBUG
-    elif ui is not None and ui.verbose == 1:
-        level = logging.INFO
-    if level < logging.WARNING:
-        _log_handler = logging.StreamHandler(sys.stderr)  # this run's stderr
-        _log_handler.setFormatter(_PrintableFormatter("%(name)s: %(message)s"))
-        logger.addHandler(_log_handler)
-    logger.setLevel(level)
+    if ui is None or not chatty:
+        logger.setLevel(logging.WARNING)
+        return
+
+    class PrintableFormatter(logging.Formatter):
+        """Log lines as the terminal may show them: names from outside lose their escapes."""
+
+        def format(self, record: logging.LogRecord) -> str:
+            return printable(super().format(record))
+
+    _log_handler = logging.StreamHandler(sys.stderr)  # this run's stderr
+    _log_handler.setFormatter(PrintableFormatter("%(name)s: %(message)s"))
+    logger.addHandler(_log_handler)
+    logger.setLevel(logging.DEBUG if ui.debug or ui.verbose >= 2 else logging.INFO)
 
 
 def _group_options(cls: type) -> list[tuple[str, Any, Any]]:
@@ -442,6 +445,8 @@ def progress_bar(ui: Ui) -> Iterator[CopyProgress | None]:
     if console is None:
         yield None
         return
+    import threading
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from bundler.services.copy import Progress as CopyProgress

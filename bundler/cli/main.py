@@ -285,8 +285,9 @@ def run() -> None:
     except BundlerError as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         _fail(message, exit_code_for(error))
-    except Interrupted as stop:
-        _fail(str(stop).lower(), stop.exit_code, show=False)
+    except Interrupted as stop:  # the handler said so on stderr already
+        what = "interrupted" if stop.signum == signal.SIGINT else "terminated"
+        _fail(what, stop.exit_code, show=False)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except Exception as error:  # a bug: say so in one line, without locals
