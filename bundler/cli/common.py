@@ -282,7 +282,9 @@ class Ui:
     ] = OutputFormat.text
     quiet: Annotated[
         bool,
-        typer.Option("--quiet", "-q", help="No progress and no summary on stderr; errors only."),
+        typer.Option(
+            "--quiet", "-q", help="No progress and no summary on stderr: warnings and errors only."
+        ),
     ] = False
     verbose: Annotated[
         int,

@@ -189,7 +189,9 @@ def test_no_progress_on_a_terminal_with_quiet_or_json(
     )
     assert run.returncode == 0, run
     assert bars(run) == []
-    assert run.terminal == ""  # -q: errors only; -o json: the result is on stdout
+    assert (
+        run.terminal == ""
+    )  # -q: warnings and errors only (none here); -o json: the result is on stdout
 
 
 def test_no_progress_without_a_terminal(tcli: Cli, example_layout: Path, tmp_path: Path) -> None:
