@@ -39,13 +39,7 @@ def _assert_error(res: Result, code: int) -> str:
     assert len(lines) == 1, res.describe()
     assert lines[0].startswith("error: "), res.describe()
     assert "Traceback" not in res.stderr
-    if "json" in res.argv:  # -o json: the error is also the one document on stdout
-        assert json.loads(res.stdout) == {
-            "error": lines[0].removeprefix("error: "),
-            "exitCode": code,
-        }, res.describe()
-    else:
-        assert res.stdout == ""
+    res.assert_no_result()
     return lines[0]
 
 
