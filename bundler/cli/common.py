@@ -380,9 +380,11 @@ def begin(ui: Ui | None) -> None:
     logger.setLevel(logging.DEBUG if ui.debug or ui.verbose >= 2 else logging.INFO)
 
 
-def _group_options(cls: type) -> list[tuple[str, Any, Any]]:
+@functools.cache
+def _group_options(cls: type) -> tuple[tuple[str, Any, Any], ...]:
+    """``(field, annotated type, default)`` of each option of the group ``cls``."""
     hints = typing.get_type_hints(cls, include_extras=True)
-    return [(f.name, hints[f.name], f.default) for f in dataclasses.fields(cls) if f.init]
+    return tuple((f.name, hints[f.name], f.default) for f in dataclasses.fields(cls) if f.init)
 
 
 def command(app: typer.Typer, name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
