@@ -255,3 +255,36 @@ def test_readme_exit_code_table_is_exit_codes_both_ways() -> None:
     # Not families: success, a bug, and the signals run() stops on (128 + SIGINT, SIGTERM).
     outside = {0: "success", 1: "internal error", 130: "interrupted", 143: "terminated"}
     assert documented == {**code_names, **outside}
+
+
+@pytest.mark.parametrize("command", ["images", "pack"])
+def test_a_missing_set_file_file_is_exit_3_before_helm_runs(
+    command: str,
+    helm: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BUNDLER_HELM", helm)
+    chart = Path(__file__).resolve().parents[2] / "examples" / "chart" / "demo"
+    argv = [command, str(chart)] if command == "images" else [command, "--chart", str(chart)]
+    if command == "pack":
+        argv += ["--to", f"oci:{tmp_path / 'out'}"]
+    argv += ["--set-file", f"web.extra={tmp_path / 'nope.txt'}"]
+    code, _, err = _bundler(argv, capsys, monkeypatch)
+    assert code == 3, err
+    assert err.startswith(f"error: --set-file web.extra={tmp_path / 'nope.txt'}: ")
+    assert "does not exist" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_set_file_file_that_is_there_renders(
+    helm: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BUNDLER_HELM", helm)
+    chart = Path(__file__).resolve().parents[2] / "examples" / "chart" / "demo"
+    (tmp_path / "extra.txt").write_text("some text\n")
+    argv = ["images", str(chart), "--set-file", f"web.extra={tmp_path / 'extra.txt'}"]
+    code, out, err = _bundler([*argv, "-o", "json"], capsys, monkeypatch)
+    assert code == 0, err
+    assert '"rendered": true' in out
