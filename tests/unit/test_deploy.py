@@ -354,8 +354,8 @@ def test_hosts_toml_with_fallback_maps_each_upstream_to_its_mirror_then_itself()
         },
         fallback=True,
     )
-    assert "from https://docker.io itself (promote --hosts-fallback)" in (
-        files["docker.io/hosts.toml"].decode()
+    assert "from https://example.local itself (promote --hosts-fallback)" in (
+        files["example.local/hosts.toml"].decode()
     )
 
 
