@@ -41,7 +41,7 @@ from bundler.model.policy import TrustPolicy
 from bundler.model.reference import Reference
 from bundler.model.spec import BundleSpec
 from bundler.services.approve import ApprovalResult
-from bundler.services.copy import CopyResult
+from bundler.services.copy import CopyResult, Progress
 from bundler.services.discover import Discovery
 from bundler.services.inspect import InspectResult
 from bundler.services.pack import PackOptions, PackResult
@@ -289,6 +289,7 @@ def approve(
     *,
     identity: str | None = None,
     parallel: int = 4,
+    progress: Progress | None = None,
     session: Session | None = None,
 ) -> ApprovalResult:
     """Verify the bundle under ``policy`` (approvals aside), then add ``key``'s approval.
@@ -300,7 +301,13 @@ def approve(
 
     with _session(session) as transports:
         return approve_service(
-            _at(location), key, policy, transports, identity=identity, parallel=parallel
+            _at(location),
+            key,
+            policy,
+            transports,
+            identity=identity,
+            parallel=parallel,
+            progress=progress,
         )
 
 

@@ -1007,3 +1007,17 @@ class ArchiveAppender:
         if self._locked:
             self._locked = False
             self.write_lock.release()
+
+
+def archive_size_bound(plan: TransferPlan) -> int:
+    """At most how many bytes the archive of ``plan`` takes on disk (a tar of its members).
+
+    Each manifest and blob is a member: a header block (and one more for a long name) and its
+    bytes padded to 512; plus the layout files, the index naming every manifest and tag, the
+    end-of-archive blocks and the tar record padding.
+    """
+    block = 512
+    sizes = [len(m.raw) for m in plan.manifests] + [d.size for d in plan.blobs.values()]
+    members = sum(2 * block + -(-size // block) * block for size in sizes)
+    index = 1024 * (len(plan.manifests) + len(plan.tags)) + 64 * 1024
+    return members + index + 20 * block

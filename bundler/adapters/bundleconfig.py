@@ -12,7 +12,7 @@ import jsonschema
 import yaml
 
 from bundler.adapters.yamlbounds import UniqueKeySafeLoader
-from bundler.errors import ConfigError
+from bundler.errors import ConfigError, NotFoundError
 from bundler.model.spec import BundleSpec, ExtraImage, ImageSourceSpec
 
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -39,7 +39,7 @@ def load_checked_yaml(path: Path, what: str, schema: str) -> Any:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{what} {path} does not exist") from None
+        raise NotFoundError(f"{what} {path} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
     if len(raw) > MAX_CONFIG_BYTES:

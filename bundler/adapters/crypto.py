@@ -39,7 +39,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from bundler.adapters.fsafe import read_regular
-from bundler.errors import KeyFileError, TransportError, UnsafeArchiveError, UsageError
+from bundler.errors import (
+    KeyFileError,
+    NotFoundError,
+    TransportError,
+    UnsafeArchiveError,
+    UsageError,
+)
 
 ALGORITHMS = ("ecdsa-p256", "ed25519")  # what `keys generate` makes; ECDSA P-256 is cosign's
 LOADABLE_ALGORITHMS = ("ecdsa-p256", "ecdsa-p384", "ed25519", "rsa")
@@ -413,11 +419,11 @@ def read_passphrase(
             with file.open("rb") as handle:
                 data = handle.read(MAX_PASSPHRASE_FILE_BYTES + 1)
         except FileNotFoundError:
-            raise UsageError(f"passphrase file {file} does not exist") from None
+            raise NotFoundError(f"passphrase file {file} does not exist") from None
         except OSError as exc:
-            raise UsageError(f"cannot read passphrase file {file}: {exc.strerror}") from None
+            raise KeyFileError(f"cannot read passphrase file {file}: {exc.strerror}") from None
         if len(data) > MAX_PASSPHRASE_FILE_BYTES:
-            raise UsageError(f"passphrase file {file} is too large")
+            raise KeyFileError(f"passphrase file {file} is too large")
         line = data.split(b"\n", 1)[0]
         return line.removesuffix(b"\r")
     if env is not None:

@@ -459,6 +459,7 @@ def containerd_hosts(
     *,
     ca_file: str | None = None,
     skip_verify: bool = False,
+    fallback: bool = False,
 ) -> dict[str, bytes]:
     """The containerd ``hosts.toml`` files redirecting each upstream registry to its mirror.
 
@@ -470,8 +471,13 @@ def containerd_hosts(
     ``/etc/containerd/certs.d``) to the file's bytes. A port stays in the directory name
     (``registry.example:5000``), the spelling every containerd release since 1.5 looks up on
     Unix. ``ca_file`` (absolute, or relative to the ``hosts.toml``) and ``skip_verify`` apply to
-    the mirror host. The mirror is trusted to resolve tags (``pull`` and ``resolve``); the
-    upstream stays as the ``server`` fallback.
+    the mirror host. The mirror is trusted to resolve tags (``pull`` and ``resolve``).
+
+    The mirror is the ``server``: nodes never reach the upstream, which an air-gapped cluster
+    must not try and a connected one must not silently use. With ``fallback``, the mirror is a
+    ``[host]`` and the upstream the ``server`` containerd falls back to when the mirror fails.
+    Each file starts with comments saying which it is and how nodes authenticate to a mirror
+    that asks for credentials.
     """
     if not isinstance(upstreams, Mapping):
         raise UsageError("upstreams must map upstream registry hosts to mirrors")
@@ -484,17 +490,45 @@ def containerd_hosts(
     for upstream in sorted(upstreams):
         _check_registry_host(upstream, "upstream registry")
         url, override_path = _mirror_url(upstream, upstreams[upstream])
-        lines = [
-            f"server = {toml_string(f'https://{upstream}')}",
-            "",
-            f"[host.{toml_string(url)}]",
-            '  capabilities = ["pull", "resolve"]',
-        ]
+        options = ['capabilities = ["pull", "resolve"]']
         if override_path:
-            lines.append("  override_path = true")
+            options.append("override_path = true")
         if ca_file is not None:
-            lines.append(f"  ca = {toml_string(ca_file)}")
+            options.append(f"ca = {toml_string(ca_file)}")
         if skip_verify:
-            lines.append("  skip_verify = true")
+            options.append("skip_verify = true")
+        lines = _hosts_notes(upstream, url.split("://", 1)[1].split("/", 1)[0], fallback)
+        if fallback:
+            lines += [
+                f"server = {toml_string(f'https://{upstream}')}",
+                "",
+                f"[host.{toml_string(url)}]",
+                *(f"  {option}" for option in options),
+            ]
+        else:
+            lines += [f"server = {toml_string(url)}", *options]
         files[f"{upstream}/{HOSTS_FILE}"] = ("\n".join(lines) + "\n").encode("utf-8")
     return files
+
+
+def _hosts_notes(upstream: str, mirror_host: str, fallback: bool) -> list[str]:
+    """The comment lines heading a ``hosts.toml`` (both names are checked registry hosts)."""
+    if fallback:
+        how = [
+            f"# containerd pulls images named {upstream}/... from the internal mirror first and,",
+            f"# when it fails, from https://{upstream} itself (promote --hosts-fallback).",
+        ]
+    else:
+        how = [
+            f"# containerd pulls images named {upstream}/... from the internal mirror only: no",
+            f"# node ever reaches https://{upstream} (promote --hosts-fallback would allow that).",
+        ]
+    return [
+        *how,
+        f"# If {mirror_host} asks for credentials: give the pods an imagePullSecret for",
+        f"# {upstream} (the registry their images name; the kubelet picks secrets by it and",
+        "# containerd presents them to the mirror) holding the mirror's credentials, or, for every",
+        "# pod of the node, add to this file (readable by root only):",
+        '#   [header]\n#     Authorization = "Basic <base64 of user:password>"',
+        "",
+    ]

@@ -1,4 +1,4 @@
-"""Writing a small file so that it is either wholly there or not at all."""
+"""Files on the local disk: small files written wholly or not at all; room for large ones."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 from bundler.adapters.fsafe import create_temp
+from bundler.errors import TransportError
+from bundler.model.text import human_bytes
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -29,3 +31,23 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def require_free_space(directory: Path, needed: int, what: str) -> int:
+    """The bytes free for this user in ``directory``'s filesystem, if at least ``needed``.
+
+    Else a TransportError naming how much ``what`` needs and how much is free, before anything
+    is written (the disk is what failed: freeing space and a re-run help).
+    """
+    try:
+        stat = os.statvfs(directory)
+    except OSError as exc:
+        raise TransportError(f"cannot check free space in {directory}: {exc.strerror}") from None
+    free = stat.f_bavail * stat.f_frsize
+    if free < needed:
+        raise TransportError(
+            f"not enough free space in {directory}: {what} needs up to {human_bytes(needed)}, "
+            f"{human_bytes(free)} are free; free some space, write elsewhere, or split it "
+            "with --max-volume-size onto several media"
+        )
+    return free

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bundler.errors import ChartError, UsageError
+from bundler.errors import ChartError, NotFoundError, UsageError
 from bundler.model.rendering import RenderSettings
 
 HELM_ENV = "BUNDLER_HELM"
@@ -44,6 +44,30 @@ def find_helm(explicit: str | None = None) -> str | None:
             return os.path.abspath(found)  # helm runs in a scratch directory
     found = shutil.which("helm")
     return os.path.abspath(found) if found else None
+
+
+def _local_files(files: Sequence[Path], set_files: Sequence[str]) -> list[str]:
+    """``--values`` arguments for ``files``, once every file they and ``--set-file`` name is there.
+
+    NotFoundError for the first that is not (relative to the working directory, as Helm reads
+    them), before Helm runs.
+    """
+    argv: list[str] = []
+    for path in files:
+        absolute = Path(path).absolute()
+        if not absolute.is_file():
+            raise NotFoundError(
+                f"values file {path} does not exist (paths are relative to {Path.cwd()})"
+            )
+        argv += ["--values", str(absolute)]
+    for item in set_files:  # PATH=FILE[,PATH=FILE...], as Helm splits it
+        for pair in item.split(","):
+            file = pair.partition("=")[2]
+            if file and not Path(file).absolute().is_file():
+                raise NotFoundError(
+                    f"--set-file {pair}: {file} does not exist (paths are relative to {Path.cwd()})"
+                )
+    return argv
 
 
 class Helm:
@@ -116,16 +140,9 @@ class Helm:
         """The values document Helm makes of ``-f`` files and ``--set*`` flags, merged as Helm does.
 
         Files are read relative to the caller's working directory (as ``helm`` itself would).
-        UsageError naming a values file that does not exist.
+        NotFoundError naming a values file or a ``--set-file`` file that does not exist.
         """
-        argv: list[str] = []
-        for path in files:
-            absolute = Path(path).absolute()
-            if not absolute.is_file():
-                raise UsageError(
-                    f"values file {path} does not exist (paths are relative to {Path.cwd()})"
-                )
-            argv += ["--values", str(absolute)]
+        argv = _local_files(files, set_files)
         for flag, items in (
             ("--set", set_values),
             ("--set-string", set_strings),

@@ -7,7 +7,7 @@ from typing import Any
 
 from bundler.adapters.bundleconfig import load_checked_yaml
 from bundler.adapters.crypto import load_public_key, read_key_file
-from bundler.errors import ConfigError, KeyFileError
+from bundler.errors import ConfigError, KeyFileError, NotFoundError
 from bundler.model.certified import Identity, TrustedAuthority
 from bundler.model.policy import (
     BundleRule,
@@ -37,6 +37,10 @@ def load_trust_policy(path: Path) -> TrustPolicy:
             origin = str(key_path)
             try:
                 pem = read_key_file(key_path, MAX_KEY_BYTES)  # regular file, bounded
+            except FileNotFoundError:
+                raise NotFoundError(
+                    f"trust policy {path}: key {entry['name']!r}: {key_path} does not exist"
+                ) from None
             except OSError as exc:
                 raise ConfigError(
                     f"trust policy {path}: key {entry['name']!r}: cannot read {key_path}: "

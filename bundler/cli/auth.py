@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from bundler.adapters.registry.credentials import CredentialStore
-from bundler.cli.common import CaFileOpt, ConfigDirOpt, InsecureOpt, PlainHttpOpt, registry_options
+from bundler.cli.common import ConfigDirOpt, RegistryFlags, Ui, command, emit_json
 from bundler.errors import UsageError
 from bundler.model.reference import Reference
 
@@ -23,15 +23,14 @@ def _host(registry: str) -> str:
 
 
 def login_command(
-    registry: Annotated[str, typer.Argument(help="Registry host[:port].")],
-    username: Annotated[str, typer.Option("--username", "-u", help="User name.")],
+    *,
+    host: Annotated[str, typer.Argument(metavar="REGISTRY", help="Registry host[:port].")],
+    username: Annotated[str, typer.Option("--username", "-u", metavar="NAME", help="User name.")],
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from standard input.")
     ] = False,
-    plain_http: PlainHttpOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    config_dir: ConfigDirOpt = None,
+    ui: Ui,
+    registry: RegistryFlags,
 ) -> None:
     """Check credentials against a registry, then store them in Docker's config.json.
 
@@ -40,32 +39,41 @@ def login_command(
     """
     from bundler import api
 
-    host = _host(registry)
+    host = _host(host)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = typer.prompt("Password", hide_input=True)
+        password = typer.prompt("Password", hide_input=True, err=True)
     if not password:
         raise UsageError("empty password")
-    options = registry_options(plain_http, ca_file, insecure, config_dir)
-    if not api.login(host, username, password, options=options, config_dir=config_dir):
-        typer.echo(f"note: {host} asks for no credentials", err=True)
+    options = registry.options()
+    asks = api.login(host, username, password, options=options, config_dir=registry.config_dir)
+    if not asks:
+        ui.note(f"note: {host} asks for no credentials")
+    if ui.json:
+        emit_json({"registry": host, "username": username, "credentialsAsked": asks})
+        return
     typer.echo(f"Login succeeded for {username} at {host}")
 
 
 def logout_command(
-    registry: Annotated[str, typer.Argument(help="Registry host[:port].")],
+    *,
+    host: Annotated[str, typer.Argument(metavar="REGISTRY", help="Registry host[:port].")],
+    ui: Ui,
     config_dir: ConfigDirOpt = None,
 ) -> None:
     """Remove stored credentials for a registry."""
-    host = _host(registry)
-    if CredentialStore(config_dir).erase(host):
-        typer.echo(f"Removed credentials for {host}")
+    name = _host(host)
+    removed = CredentialStore(config_dir).erase(name)
+    if ui.json:
+        emit_json({"registry": name, "removed": removed})
+    elif removed:
+        typer.echo(f"Removed credentials for {name}")
     else:
-        typer.echo(f"No credentials stored for {host}", err=True)
+        ui.note(f"No credentials stored for {name}")
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``login`` and ``logout`` commands to ``app``, the CLI's Typer application."""
-    app.command("login")(login_command)
-    app.command("logout")(logout_command)
+    command(app, "login")(login_command)
+    command(app, "logout")(logout_command)

@@ -2,93 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from bundler.cli.common import (
-    CaFileOpt,
     ChunkOpt,
-    ConfigDirOpt,
-    InsecureOpt,
-    OutputFormat,
-    OutputOpt,
     ParallelOpt,
-    PlainHttpOpt,
+    RegistryFlags,
+    Ui,
+    command,
     emit_json,
-    human_bytes,
-    registry_options,
+    progress_bar,
 )
 from bundler.errors import UsageError
-from bundler.model.text import printable
+from bundler.model.text import human_bytes, printable
 
 # The services (and the HTTP stack under them) are imported inside the commands: every start
 # of the program pays for what is imported here.
 
 
-def bar_progress(console: Any) -> tuple[Any, Any]:
-    """A rich progress bar on stderr and the copy service's view of it."""
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    from bundler.model.plan import TransferPlan
-    from bundler.services.copy import Progress as CopyProgress
-
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
-
-    class BarProgress(CopyProgress):
-        def __init__(self) -> None:
-            self.task = bar.add_task("planning", total=None)
-
-        def planned(self, plan: TransferPlan) -> None:
-            bar.update(
-                self.task,
-                total=plan.blob_bytes,
-                description=f"{len(plan.manifests)} manifests, {len(plan.blobs)} blobs",
-            )
-
-        def advance(self, nbytes: int) -> None:
-            bar.advance(self.task, nbytes)
-
-    return bar, BarProgress()
-
-
 def copy_command(
+    *,
     source: Annotated[
         str,
         typer.Option(
             "--from",
+            metavar="SRC",
             help="Source: REGISTRY/REPO[:TAG][@DIGEST], oci:DIR[:REF] or archive:FILE.tar[:REF].",
         ),
     ],
-    destination: Annotated[str, typer.Option("--to", help="Destination, same forms.")],
-    output: OutputOpt = OutputFormat.text,
+    destination: Annotated[
+        str, typer.Option("--to", metavar="DEST", help="Destination, same forms.")
+    ],
+    ui: Ui,
     no_referrers: Annotated[
         bool, typer.Option("--no-referrers", help="Leave signatures and other referrers behind.")
     ] = False,
     parallel: ParallelOpt = 4,
     chunk_size: ChunkOpt = 0,
-    plain_http: PlainHttpOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    config_dir: ConfigDirOpt = None,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress bar and no summary on stderr.")
-    ] = False,
+    registry: RegistryFlags,
     max_volume_size: Annotated[
         str | None,
         typer.Option(
@@ -117,60 +70,41 @@ def copy_command(
         volume_size = parse_volume_size(max_volume_size)
         if dst.kind != "archive":
             raise UsageError("--max-volume-size applies only to an archive: destination")
-    show_bar = not quiet and output is OutputFormat.text
-    if show_bar:  # rich only where a bar may be shown: its import costs every other run
-        from rich.console import Console
-
-        console = Console(stderr=True)
-        show_bar = console.is_terminal
-    options = registry_options(plain_http, ca_file, insecure, config_dir, parallel, chunk_size)
-    with Transports(options) as transports:
+    with Transports(registry.options(parallel, chunk_size)) as transports:
         source_store = transports.open_source(src)
         try:
             target_store = transports.open_target(dst, max_volume_size=volume_size)
-            if show_bar:
-                bar, sink = bar_progress(console)
-                with bar:
-                    result = copy_service.copy(
-                        source_store,
-                        target_store,
-                        with_referrers=not no_referrers,
-                        parallel=parallel,
-                        progress=sink,
-                    )
-            else:
+            with progress_bar(ui) as sink:
                 result = copy_service.copy(
                     source_store,
                     target_store,
                     with_referrers=not no_referrers,
                     parallel=parallel,
+                    progress=sink,
                 )
         finally:
             source_store.close()
-    if output is OutputFormat.json:
+    if ui.json:
         emit_json(result.to_json())
         return
     name = f"{result.target}" + (f" ({result.tag})" if result.tag else "")
     typer.echo(printable(f"{result.digest}  {name}"))
-    if quiet:
-        return
-    typer.echo(
+    ui.note(
         f"{result.manifests} manifests, {result.blobs} blobs "
         f"({result.blobs_copied} copied, {result.blobs_skipped} already there, "
         f"{result.blobs_mounted} mounted), {human_bytes(result.bytes_copied)} moved "
         f"in {result.seconds:.1f}s; {len(result.referrers)} referrers, "
-        f"{max(len(result.tags) - (1 if result.tag else 0), 0)} signature tags",
-        err=True,
+        f"{max(len(result.tags) - (1 if result.tag else 0), 0)} signature tags"
     )
 
 
 def tags_command(
-    repository: Annotated[str, typer.Argument(help="REGISTRY/REPO whose tags to list.")],
-    output: OutputOpt = OutputFormat.text,
-    plain_http: PlainHttpOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    config_dir: ConfigDirOpt = None,
+    *,
+    repository: Annotated[
+        str, typer.Argument(metavar="REPO", help="REGISTRY/REPO whose tags to list.")
+    ],
+    ui: Ui,
+    registry: RegistryFlags,
 ) -> None:
     """List a repository's tags (following the registry's pagination)."""
     from bundler.services.transports import Transports, parse_location
@@ -180,10 +114,10 @@ def tags_command(
         raise UsageError(f"{repository}: tags are listed for registry repositories only")
     if location.reference.tag or location.reference.digest:
         raise UsageError(f"{repository}: name a repository, without tag or digest")
-    with Transports(registry_options(plain_http, ca_file, insecure, config_dir)) as transports:
+    with Transports(registry.options()) as transports:
         reference = location.reference
         tags = transports.client(reference.registry).list_tags(reference.repository)
-    if output is OutputFormat.json:
+    if ui.json:
         emit_json({"repository": reference.name, "tags": tags})
         return
     for tag in tags:
@@ -192,5 +126,5 @@ def tags_command(
 
 def register(app: typer.Typer) -> None:
     """Add the ``copy`` and ``tags`` commands to ``app``, the CLI's Typer application."""
-    app.command("copy")(copy_command)
-    app.command("tags")(tags_command)
+    command(app, "copy")(copy_command)
+    command(app, "tags")(tags_command)

@@ -11,13 +11,13 @@ from bundler.cli.common import (
     ApiVersionsOpt,
     IncludeDisabledOpt,
     KubeVersionOpt,
-    OutputFormat,
-    OutputOpt,
     SetFileOpt,
     SetOpt,
     SetStringOpt,
     SkipTestsOpt,
+    Ui,
     ValuesOpt,
+    command,
     emit_json,
 )
 from bundler.model.text import printable
@@ -43,7 +43,8 @@ def _line(image: DiscoveredImage) -> str:
 
 
 def images_command(
-    chart: Annotated[Path, typer.Argument(help="Chart directory or chart .tgz.")],
+    *,
+    chart: Annotated[Path, typer.Argument(metavar="CHART", help="Chart directory or chart .tgz.")],
     values: ValuesOpt = None,
     set_values: SetOpt = None,
     set_strings: SetStringOpt = None,
@@ -56,6 +57,7 @@ def images_command(
         list[str] | None,
         typer.Option(
             "--value-path",
+            metavar="DOTTED.PATH",
             help="Value path holding an image that discovery cannot "
             "infer, e.g. web.sidecar.ref (repeatable).",
         ),
@@ -64,6 +66,7 @@ def images_command(
         str | None,
         typer.Option(
             "--helm",
+            metavar="FILE",
             help="Helm binary used to render templates "
             "(default: $BUNDLER_HELM, else helm on PATH).",
         ),
@@ -72,7 +75,7 @@ def images_command(
         bool,
         typer.Option("--no-render", help="Do not render: list what values and annotations name."),
     ] = False,
-    output: OutputOpt = OutputFormat.text,
+    ui: Ui,
 ) -> None:
     """List the images a chart runs, one per line, ready to paste.
 
@@ -107,7 +110,7 @@ def images_command(
     settings = render_settings(spec, Helm(helm_path) if helm_path else None)
     discovery = discover(loaded, helm=helm_path, value_paths=value_paths or (), settings=settings)
     selected = discovery.selected(include_disabled)
-    if output is OutputFormat.json:
+    if ui.json:
         emit_json(
             {
                 "chart": {"name": loaded.metadata.name, "version": loaded.metadata.version},
@@ -128,9 +131,9 @@ def images_command(
             f"; {len(discovery.disabled)} more named in values for components that are off "
             "(--include-disabled lists them)"
         )
-    typer.echo(printable(summary), err=True)
+    ui.note(summary)
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``images`` command to ``app``, the CLI's Typer application."""
-    app.command("images")(images_command)
+    command(app, "images")(images_command)

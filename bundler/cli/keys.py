@@ -8,8 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bundler.cli.common import OutputFormat, OutputOpt, emit_json
-from bundler.errors import NotFoundError, TransportError
+from bundler.cli.common import PassphraseFlags, Ui, command, emit_json, read_key
 from bundler.model.text import printable
 
 
@@ -20,35 +19,14 @@ class KeyType(StrEnum):
     ed25519 = "ed25519"
 
 
-PassphraseFileOpt = Annotated[
-    Path | None,
-    typer.Option("--passphrase-file", help="Read the passphrase from the first line of FILE."),
-]
-PassphraseEnvOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--passphrase-env", metavar="VAR", help="Read the passphrase from environment variable VAR."
-    ),
-]
-
 keys_app = typer.Typer(
     help="Create and inspect signing keys (cosign-compatible PEM files).",
     no_args_is_help=True,
 )
 
 
-def _prompt_new() -> str:
-    return str(
-        typer.prompt("Passphrase for the new key", hide_input=True, confirmation_prompt=True)
-    )
-
-
-def _prompt_existing() -> str:
-    return str(typer.prompt("Passphrase", hide_input=True, default="", show_default=False))
-
-
-def _emit(result: dict[str, Any], output: OutputFormat) -> None:
-    if output is OutputFormat.json:
+def _emit(result: dict[str, Any], ui: Ui) -> None:
+    if ui.json:
         emit_json(result)
         return
     labels = {
@@ -74,29 +52,27 @@ def _emit(result: dict[str, Any], output: OutputFormat) -> None:
         typer.echo(printable(f"{labels[name]}: {shown}"))  # from a key or certificate file
 
 
-@keys_app.command("generate")
 def generate_command(
-    prefix: Annotated[Path, typer.Argument(help="Writes PREFIX.key and PREFIX.pub.")],
+    *,
+    prefix: Annotated[
+        Path, typer.Argument(metavar="PREFIX", help="Writes PREFIX.key and PREFIX.pub.")
+    ],
     key_type: Annotated[
         KeyType, typer.Option("--type", help="Key algorithm.")
     ] = KeyType.ecdsa_p256,
-    passphrase_file: PassphraseFileOpt = None,
-    passphrase_env: PassphraseEnvOpt = None,
-    output: OutputOpt = OutputFormat.text,
+    passphrase: PassphraseFlags,
+    ui: Ui,
 ) -> None:
     """Generate a key pair: PREFIX.key (encrypted, mode 0600) and PREFIX.pub.
 
     The passphrase comes from --passphrase-file, --passphrase-env, or a prompt (asked
     twice); never from an argument. cosign and skopeo read both files.
     """
-    interactive = passphrase_file is None and passphrase_env is None
     from bundler.adapters import crypto
 
-    passphrase = crypto.read_passphrase(
-        file=passphrase_file, env=passphrase_env, prompt=_prompt_new if interactive else None
-    )
+    secret = passphrase.read(prefix.with_name(prefix.name + ".key"), new=True)
     key = crypto.generate_key(key_type.value)
-    key_path, pub_path = crypto.write_key_pair(prefix, key, passphrase)
+    key_path, pub_path = crypto.write_key_pair(prefix, key, secret)
     _emit(
         {
             "privateKey": str(key_path),
@@ -104,54 +80,45 @@ def generate_command(
             "algorithm": key.algorithm,
             "keyId": key.public.key_id,
         },
-        output,
+        ui,
     )
 
 
-@keys_app.command("inspect")
 def inspect_command(
+    *,
     key_file: Annotated[
         Path,
-        typer.Argument(help="A public (.pub) or private (.key) key, or a PEM certificate."),
+        typer.Argument(
+            metavar="KEY", help="A public (.pub) or private (.key) key, or a PEM certificate."
+        ),
     ],
-    passphrase_file: PassphraseFileOpt = None,
-    passphrase_env: PassphraseEnvOpt = None,
-    output: OutputOpt = OutputFormat.text,
+    passphrase: PassphraseFlags,
+    ui: Ui,
 ) -> None:
     """Print a key's algorithm and key id (a private key is decrypted first).
 
     Decrypting proves the passphrase opens the key; a wrong one exits 13.
     """
-    from bundler.adapters.crypto import read_key_file
-
-    origin = str(key_file)
-    try:
-        data = read_key_file(key_file)  # a regular file, read with a bound
-    except FileNotFoundError:
-        raise NotFoundError(f"key file {key_file} does not exist") from None
-    except OSError as exc:
-        raise TransportError(f"cannot read {key_file}: {exc.strerror}") from None
     from bundler.adapters import crypto
 
+    origin = str(key_file)
+    data = read_key(key_file)
     public: crypto.PublicKey
     if crypto.pem_label(data, origin) == "CERTIFICATE":
         from bundler.adapters.x509 import describe_certificate
 
-        _emit(describe_certificate(data, origin), output)
+        _emit(describe_certificate(data, origin), ui)
         return
     if crypto.pem_label(data, origin) == crypto.PUBLIC_KEY_LABEL:
         kind, public = "public", crypto.load_public_key(data, origin)
     else:
-        interactive = passphrase_file is None and passphrase_env is None
-        passphrase = crypto.read_passphrase(
-            file=passphrase_file,
-            env=passphrase_env,
-            prompt=_prompt_existing if interactive else None,
-        )
-        kind, public = "private", crypto.decrypt_private_key(data, passphrase, origin).public
-    _emit({"kind": kind, "algorithm": public.algorithm, "keyId": public.key_id}, output)
+        secret = passphrase.read(key_file)
+        kind, public = "private", crypto.decrypt_private_key(data, secret, origin).public
+    _emit({"kind": kind, "algorithm": public.algorithm, "keyId": public.key_id}, ui)
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``keys`` command group to ``app``, the CLI's Typer application."""
+    command(keys_app, "generate")(generate_command)
+    command(keys_app, "inspect")(inspect_command)
     app.add_typer(keys_app, name="keys")

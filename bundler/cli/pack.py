@@ -10,27 +10,23 @@ import typer
 
 from bundler.cli.common import (
     ApiVersionsOpt,
-    CaFileOpt,
-    ConfigDirOpt,
     IncludeDisabledOpt,
-    InsecureOpt,
     KubeVersionOpt,
-    OutputFormat,
-    OutputOpt,
     ParallelOpt,
-    PlainHttpOpt,
+    RegistryFlags,
     SetFileOpt,
     SetOpt,
     SetStringOpt,
     SkipTestsOpt,
+    Ui,
     ValuesOpt,
+    command,
     emit_json,
-    human_bytes,
-    registry_options,
+    progress_bar,
 )
-from bundler.errors import UsageError
+from bundler.errors import NotFoundError, UsageError
 from bundler.model.spec import BundleSpec, ExtraImage, ImageSourceSpec
-from bundler.model.text import printable
+from bundler.model.text import human_bytes, printable
 
 
 def _source_spec(text: str) -> ImageSourceSpec:
@@ -69,13 +65,16 @@ def _created(value: str | None) -> str | None:
 
 
 def pack_command(
+    *,
     config: Annotated[
-        Path | None, typer.Argument(help="Bundle config file (YAML; schemas/bundle-config).")
+        Path | None,
+        typer.Argument(metavar="CONFIG", help="Bundle config file (YAML; schemas/bundle-config)."),
     ] = None,
     to: Annotated[
         str,
         typer.Option(
             "--to",
+            metavar="DEST",
             help="Where to write the bundle: REGISTRY/REPO"
             "[:TAG], oci:DIR[:REF] or archive:FILE.tar.",
         ),
@@ -84,18 +83,23 @@ def pack_command(
         str | None,
         typer.Option(
             "--chart",
+            metavar="CHART",
             help="Chart directory, .tgz, or oci://REF "
             "(instead of, or overriding, the config's chart).",
         ),
     ] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Bundle name.")] = None,
-    version: Annotated[str | None, typer.Option("--version", help="Bundle version.")] = None,
+    name: Annotated[str | None, typer.Option("--name", metavar="NAME", help="Bundle name.")] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", metavar="VERSION", help="Bundle version.")
+    ] = None,
     image: Annotated[
-        list[str] | None, typer.Option("--image", help="An extra image to bundle.")
+        list[str] | None, typer.Option("--image", metavar="REF", help="An extra image to bundle.")
     ] = None,
     value_path: Annotated[
         list[str] | None,
-        typer.Option("--value-path", help="A chart value path holding an image."),
+        typer.Option(
+            "--value-path", metavar="DOTTED.PATH", help="A chart value path holding an image."
+        ),
     ] = None,
     values: ValuesOpt = None,
     set_values: SetOpt = None,
@@ -106,7 +110,8 @@ def pack_command(
     include_disabled: IncludeDisabledOpt = False,
     skip_tests: SkipTestsOpt = False,
     platform: Annotated[
-        list[str] | None, typer.Option("--platform", help="Keep only this os/arch[/variant].")
+        list[str] | None,
+        typer.Option("--platform", metavar="OS/ARCH", help="Keep only this os/arch[/variant]."),
     ] = None,
     allow_missing_platforms: Annotated[
         bool,
@@ -119,21 +124,30 @@ def pack_command(
         list[str] | None,
         typer.Option(
             "--source",
+            metavar="LOCATION",
             help="Look images up in oci:DIR or docker-archive:FILE.tar first (by their reference).",
         ),
     ] = None,
     mirror: Annotated[
         list[str] | None,
-        typer.Option("--mirror", help="Fetch REGISTRY's images from MIRROR[/PREFIX] instead."),
+        typer.Option(
+            "--mirror",
+            metavar="REGISTRY=MIRROR",
+            help="Fetch REGISTRY's images from MIRROR[/PREFIX] instead.",
+        ),
     ] = None,
     no_upstream: Annotated[
         bool, typer.Option("--no-upstream", help="Never fetch from the images' own registries.")
     ] = False,
     allow_missing: Annotated[
         list[str] | None,
-        typer.Option("--allow-missing", help="A rendered image that may be left out."),
+        typer.Option(
+            "--allow-missing", metavar="REF", help="A rendered image that may be left out."
+        ),
     ] = None,
-    helm: Annotated[str | None, typer.Option("--helm", help="Helm binary for rendering.")] = None,
+    helm: Annotated[
+        str | None, typer.Option("--helm", metavar="FILE", help="Helm binary for rendering.")
+    ] = None,
     no_render: Annotated[
         bool, typer.Option("--no-render", help="Skip rendering and the completeness check.")
     ] = False,
@@ -141,16 +155,14 @@ def pack_command(
         str | None,
         typer.Option(
             "--created",
+            metavar="TIME",
             help="Stamp the bundle with this time ('now' or RFC 3339); "
             "without it the bundle carries no time and packs reproducibly.",
         ),
     ] = None,
-    output: OutputOpt = OutputFormat.text,
+    ui: Ui,
     parallel: ParallelOpt = 4,
-    plain_http: PlainHttpOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    config_dir: ConfigDirOpt = None,
+    registry: RegistryFlags,
 ) -> None:
     """Pack a Helm chart and every image it runs into one OCI bundle."""
     from bundler.adapters.bundleconfig import load_bundle_config
@@ -171,7 +183,7 @@ def pack_command(
     spec.value_paths += value_path or []
     for file in values or []:
         if not file.exists():
-            raise UsageError(f"--values {file}: no such file")
+            raise NotFoundError(f"values file {file} does not exist (--values)")
     # Relative to where bundler runs, not to the folder helm renders in.
     spec.values_files += [file.absolute() for file in values or []]
     spec.platforms += platform or []
@@ -190,9 +202,7 @@ def pack_command(
     spec.include_disabled = spec.include_disabled or include_disabled
     spec.skip_tests = spec.skip_tests or skip_tests
     spec.allow_missing_platforms = spec.allow_missing_platforms or allow_missing_platforms
-    with Transports(
-        registry_options(plain_http, ca_file, insecure, config_dir, parallel)
-    ) as transports:
+    with Transports(registry.options(parallel)) as transports, progress_bar(ui) as sink:
         result = pack(
             spec,
             to,
@@ -200,30 +210,25 @@ def pack_command(
             PackOptions(
                 helm=helm, render=not no_render, created=_created(created), parallel=parallel
             ),
-            warn=None if output is OutputFormat.json else _warn,
+            progress=sink,
+            warn=None if ui.json else _warn,
         )
-    if output is OutputFormat.json:
+    if ui.json:
         emit_json(result.to_json())
         return
     typer.echo(
         printable(f"{result.digest}  {result.target}" + (f" ({result.tag})" if result.tag else ""))
     )
-    typer.echo(
-        printable(
-            f"bundle {result.name} {result.version}: chart {result.chart.name} "
-            f"{result.chart.version}, {len(result.images)} images"
-            + ("" if result.rendered else " (templates not rendered: completeness unchecked)")
-        ),
-        err=True,
+    ui.note(
+        f"bundle {result.name} {result.version}: chart {result.chart.name} "
+        f"{result.chart.version}, {len(result.images)} images"
+        + ("" if result.rendered else " (templates not rendered: completeness unchecked)")
     )
     for img in result.images:
         paths = ", ".join(v.path for v in img.value_paths) or "-"
-        typer.echo(
-            printable(
-                f"  {img.reference}  {img.digest.short()}  {','.join(img.platforms)}  "
-                f"{human_bytes(img.size)}  values: {paths}  from {img.pulled_from}"
-            ),
-            err=True,
+        ui.note(
+            f"  {img.reference}  {img.digest.short()}  {','.join(img.platforms)}  "
+            f"{human_bytes(img.size)}  values: {paths}  from {img.pulled_from}"
         )
 
 
@@ -232,18 +237,17 @@ def _warn(message: str) -> None:
 
 
 def inspect_command(
+    *,
     source: Annotated[
         str,
         typer.Argument(
-            help="REGISTRY/REPO[:TAG][@DIGEST], oci:DIR[:REF] or archive:FILE.tar[:REF]."
+            metavar="SRC",
+            help="REGISTRY/REPO[:TAG][@DIGEST], oci:DIR[:REF] or archive:FILE.tar[:REF].",
         ),
     ],
-    output: OutputOpt = OutputFormat.text,
+    ui: Ui,
     lock: Annotated[bool, typer.Option("--lock", help="Print the bundle's lock document.")] = False,
-    plain_http: PlainHttpOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    config_dir: ConfigDirOpt = None,
+    registry: RegistryFlags,
 ) -> None:
     """Show what a bundle (or any OCI artifact) holds: chart, images, platforms, sizes, signatures.
 
@@ -252,7 +256,7 @@ def inspect_command(
     from bundler.services.inspect import inspect, lock_json
     from bundler.services.transports import Transports, parse_location
 
-    with Transports(registry_options(plain_http, ca_file, insecure, config_dir)) as transports:
+    with Transports(registry.options()) as transports:
         store = transports.open_source(parse_location(source))
         try:
             result = inspect(store)
@@ -263,7 +267,7 @@ def inspect_command(
             raise UsageError(f"{source} is not a bundle: it has no lock document")
         typer.echo(lock_json(result.lock))
         return
-    if output is OutputFormat.json:
+    if ui.json:
         emit_json(result.to_json())
         return
     kind = "bundle" if result.is_bundle else result.media_type
@@ -322,5 +326,5 @@ def inspect_command(
 
 def register(app: typer.Typer) -> None:
     """Add the ``pack`` and ``inspect`` commands to ``app``, the CLI's Typer application."""
-    app.command("pack")(pack_command)
-    app.command("inspect")(inspect_command)
+    command(app, "pack")(pack_command)
+    command(app, "inspect")(inspect_command)

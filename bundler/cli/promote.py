@@ -11,20 +11,19 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bundler.cli.common import (
-    CaFileOpt,
-    ConfigDirOpt,
-    InsecureOpt,
-    OutputFormat,
-    OutputOpt,
     ParallelOpt,
-    PlainHttpOpt,
+    PassphraseFlags,
+    RegistryFlags,
     SetOpt,
     SetStringOpt,
+    Ui,
     ValuesOpt,
+    command,
     emit_json,
-    registry_options,
+    private_key,
+    progress_bar,
 )
-from bundler.cli.trust import PassEnvOpt, PassFileOpt, load_policy, private_key
+from bundler.cli.trust import load_policy
 from bundler.errors import TransportError, UsageError
 from bundler.model.text import printable
 
@@ -33,23 +32,33 @@ if TYPE_CHECKING:
 
 
 def promote_command(
+    *,
     source: Annotated[
-        str, typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR or archive:FILE.tar.")
+        str,
+        typer.Argument(
+            metavar="SRC", help="The bundle: REGISTRY/REPO[:TAG], oci:DIR or archive:FILE.tar."
+        ),
     ],
-    to: Annotated[str, typer.Option("--to", help="REGISTRY/PREFIX to promote into.")],
-    policy: Annotated[Path, typer.Option("--policy", help="Trust policy the bundle must meet.")],
+    to: Annotated[
+        str, typer.Option("--to", metavar="DEST", help="REGISTRY/PREFIX to promote into.")
+    ],
+    policy: Annotated[
+        Path, typer.Option("--policy", metavar="FILE", help="Trust policy the bundle must meet.")
+    ],
     key: Annotated[
         Path | None,
         typer.Option(
-            "--key", help="Promotion key (private, cosign format) that signs the promotion record."
+            "--key",
+            metavar="FILE",
+            help="Promotion key (private, cosign format) that signs the promotion record.",
         ),
     ] = None,
-    passphrase_file: PassFileOpt = None,
-    passphrase_env: PassEnvOpt = None,
+    passphrase: PassphraseFlags,
     layout: Annotated[
         str,
         typer.Option(
             "--layout",
+            metavar="nested|flat|host",
             help="Where images go under PREFIX: nested "
             "(PREFIX/<repository>), flat (PREFIX/<name>) or host "
             "(PREFIX/<upstream host>/<repository>).",
@@ -76,6 +85,7 @@ def promote_command(
         Path | None,
         typer.Option(
             "--out",
+            metavar="DIR",
             help="Write the Argo CD Application, the repository "
             "secret template, the promotion record (and hosts.toml files "
             "in mirror mode) into DIR.",
@@ -86,26 +96,36 @@ def promote_command(
         typer.Option(
             "--dest-namespace",
             "--app-namespace",
+            metavar="NAMESPACE",
             help="Namespace the Argo CD application deploys into.",
         ),
     ] = "default",
     app_name: Annotated[
         str | None,
-        typer.Option("--app-name", help="Argo CD application name (default: the bundle's)."),
+        typer.Option(
+            "--app-name", metavar="NAME", help="Argo CD application name (default: the bundle's)."
+        ),
     ] = None,
-    project: Annotated[str, typer.Option("--project", help="Argo CD project.")] = "default",
+    project: Annotated[
+        str, typer.Option("--project", metavar="NAME", help="Argo CD project.")
+    ] = "default",
     dest_server: Annotated[
         str,
-        typer.Option("--dest-server", help="Cluster API server the application deploys to."),
+        typer.Option(
+            "--dest-server", metavar="URL", help="Cluster API server the application deploys to."
+        ),
     ] = "https://kubernetes.default.svc",
     sync_policy: Annotated[
         str,
-        typer.Option("--sync-policy", help="auto (prune and self-heal) or manual."),
+        typer.Option(
+            "--sync-policy", metavar="auto|manual", help="auto (prune and self-heal) or manual."
+        ),
     ] = "manual",
     track: Annotated[
         str | None,
         typer.Option(
             "--track",
+            metavar="RANGE",
             help="Follow a SemVer range (1.x, '>=1.2 <2') instead of the promoted version.",
         ),
     ] = None,
@@ -113,25 +133,34 @@ def promote_command(
         str | None,
         typer.Option(
             "--serve-as",
+            metavar="REGISTRY/PREFIX",
             help="With --to oci:DIR: the REGISTRY/PREFIX the "
             "layout will be served under (the chart names images there).",
         ),
     ] = None,
     containerd_ca: Annotated[
-        str | None, typer.Option("--containerd-ca", help="CA file path for hosts.toml.")
+        str | None,
+        typer.Option(
+            "--containerd-ca", metavar="FILE", help="CA file path on the nodes, for hosts.toml."
+        ),
     ] = None,
+    hosts_fallback: Annotated[
+        bool,
+        typer.Option(
+            "--hosts-fallback",
+            help="In mirror mode, let containerd fall back to the upstream registry when the "
+            "mirror fails (hosts.toml names the mirror alone otherwise).",
+        ),
+    ] = False,
     values: ValuesOpt = None,
     set_values: SetOpt = None,
     set_strings: SetStringOpt = None,
     helm: Annotated[
-        str | None, typer.Option("--helm", help="Helm binary for the proof render.")
+        str | None, typer.Option("--helm", metavar="FILE", help="Helm binary for the proof render.")
     ] = None,
-    output: OutputOpt = OutputFormat.text,
+    ui: Ui,
     parallel: ParallelOpt = 4,
-    plain_http: PlainHttpOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    config_dir: ConfigDirOpt = None,
+    registry: RegistryFlags,
 ) -> None:
     """Promote a bundle that verifies, now, under the policy; refuses rollbacks.
 
@@ -144,7 +173,7 @@ def promote_command(
     from bundler.services.transports import Transports, parse_location
 
     trust = load_policy(policy, None)
-    signer = private_key(key, passphrase_file, passphrase_env) if key is not None else None
+    signer = private_key(key, passphrase) if key is not None else None
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
     deploy_values: dict[str, object] = {}
@@ -155,9 +184,7 @@ def promote_command(
         if binary is None:
             raise UsageError("values for the proof render need helm: install it or pass --helm")
         deploy_values = Helm(binary).user_values(values or [], set_values or [], set_strings or [])
-    with Transports(
-        registry_options(plain_http, ca_file, insecure, config_dir, parallel)
-    ) as transports:
+    with Transports(registry.options(parallel)) as transports, progress_bar(ui) as sink:
         result = promote(
             parse_location(source),
             parse_location(to, for_target=True),
@@ -172,11 +199,15 @@ def promote_command(
             serve_as=Reference.parse(serve_as, default_tag=False) if serve_as else None,
             helm=helm,
             deploy_values=deploy_values,
+            progress=sink,
         )
     if out is not None and not dry_run:
-        argo = _Argo(app_namespace, app_name, project, dest_server, sync_policy, track, ca_file)
-        _write_outputs(out, result, argo, containerd_ca, insecure, plain_http)
-    if output is OutputFormat.json:
+        argo = _Argo(
+            app_namespace, app_name, project, dest_server, sync_policy, track, registry.ca_file
+        )
+        nodes = _Containerd(containerd_ca, registry.insecure, registry.plain_http, hosts_fallback)
+        _write_outputs(out, result, argo, nodes)
+    if ui.json:
         emit_json(result.to_json())
         return
     plan = result.plan
@@ -192,7 +223,7 @@ def promote_command(
         )
     )
     for relocation in plan.relocations:
-        typer.echo(printable(f"  {relocation.source} -> {relocation.pinned}"), err=True)
+        ui.note(f"  {relocation.source} -> {relocation.pinned}")
 
 
 @dataclass(frozen=True)
@@ -208,14 +239,17 @@ class _Argo:
     ca_file: Path | None
 
 
-def _write_outputs(
-    out: Path,
-    result: PromotionResult,
-    argo: _Argo,
-    ca: str | None,
-    insecure: bool,
-    plain_http: bool,
-) -> None:
+@dataclass(frozen=True)
+class _Containerd:
+    """How the nodes' containerd reaches the mirror (mirror mode's hosts.toml)."""
+
+    ca: str | None
+    insecure: bool
+    plain_http: bool
+    fallback: bool
+
+
+def _write_outputs(out: Path, result: PromotionResult, argo: _Argo, nodes: _Containerd) -> None:
     from bundler.adapters.deploy import (
         ChartLocation,
         argocd_application,
@@ -251,9 +285,12 @@ def _write_outputs(
             raise UsageError(f"cannot read --ca-file {argo.ca_file}: {exc.strerror}") from None
         files["tls-certs.yaml"] = argocd_tls_certs(location, ca_pem)
     if plan.mirror:
-        scheme = "http://" if plain_http else ""  # containerd must speak what the mirror speaks
+        scheme = "http://" if nodes.plain_http else ""  # containerd speaks what the mirror does
         mirrors = {upstream: f"{scheme}{base}" for upstream, base in plan.hosts.items()}
-        for path, data in containerd_hosts(mirrors, ca_file=ca, skip_verify=insecure).items():
+        hosts = containerd_hosts(
+            mirrors, ca_file=nodes.ca, skip_verify=nodes.insecure, fallback=nodes.fallback
+        )
+        for path, data in hosts.items():
             files[f"certs.d/{path}"] = data
     try:
         for name, data in files.items():
@@ -266,4 +303,4 @@ def _write_outputs(
 
 def register(app: typer.Typer) -> None:
     """Add the ``promote`` command to ``app``, the CLI's Typer application."""
-    app.command("promote")(promote_command)
+    command(app, "promote")(promote_command)

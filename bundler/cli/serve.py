@@ -9,10 +9,12 @@ from typing import Annotated
 
 import typer
 
+from bundler.cli.common import Ui, command, emit_json
 from bundler.errors import NotFoundError, UsageError
 
 
 def serve_command(
+    *,
     layout: Annotated[str, typer.Argument(metavar="oci:DIR", help="The OCI layout to serve.")],
     listen: Annotated[
         str,
@@ -35,12 +37,14 @@ def serve_command(
         str | None,
         typer.Option("--password-env", metavar="VAR", help="The --user's password, from VAR."),
     ] = None,
+    ui: Ui,
 ) -> None:
     """Serve an OCI layout read-only as a registry, for sites without one.
 
     containerd, Helm and Argo CD pull from it as from any registry (manifests, blobs with
     ranges, tags, referrers); names are the layout's ref names without their host. Larger sites
-    promote into their own registry instead.
+    promote into their own registry instead. The address is printed when it listens (with
+    -o json, as a document on stdout); -v logs each request.
     """
     from bundler import api
 
@@ -62,16 +66,21 @@ def serve_command(
     elif password_env is not None:
         raise UsageError("--password-env goes with --user")
     tls = (tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
+    loud = ui.verbose > 0 or ui.debug
     server = api.serve(
         layout,
         host.strip("[]"),
         int(port),
         tls=tls,
         auth=auth,
-        log=lambda line: print(line, file=sys.stderr, flush=True),
+        log=lambda line: typer.echo(line, err=True) if loud else None,
     )
     try:
-        print(f"serving {layout} at {server.address} (read-only)", file=sys.stderr, flush=True)
+        if ui.json:
+            emit_json({"serving": layout, "address": server.address})
+            sys.stdout.flush()  # the document is read while the server runs
+        # Always said, even with -q: a caller learns the port (--listen HOST:0) from it.
+        typer.echo(f"serving {layout} at {server.address} (read-only)", err=True)
         server.serve_forever()
     finally:
         server.shutdown()
@@ -79,4 +88,4 @@ def serve_command(
 
 def register(app: typer.Typer) -> None:
     """Add the ``serve`` command to the CLI's Typer ``app``."""
-    app.command("serve")(serve_command)
+    command(app, "serve")(serve_command)

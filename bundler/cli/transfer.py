@@ -8,31 +8,32 @@ from typing import Annotated
 import typer
 
 from bundler.cli.common import (
-    CaFileOpt,
-    ConfigDirOpt,
-    InsecureOpt,
-    OutputFormat,
-    OutputOpt,
     ParallelOpt,
-    PlainHttpOpt,
+    RegistryFlags,
+    Ui,
+    command,
     emit_json,
-    human_bytes,
-    registry_options,
+    progress_bar,
 )
 from bundler.errors import UsageError
-from bundler.model.text import printable
+from bundler.model.text import human_bytes, printable
 
 
 def export_command(
+    *,
     source: Annotated[
         str,
-        typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] or archive:FILE.tar."),
+        typer.Argument(
+            metavar="SRC",
+            help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] or archive:FILE.tar.",
+        ),
     ],
-    to: Annotated[str, typer.Option("--to", help="archive:FILE.tar to write.")],
+    to: Annotated[str, typer.Option("--to", metavar="DEST", help="archive:FILE.tar to write.")],
     base: Annotated[
         str | None,
         typer.Option(
             "--base",
+            metavar="LOCATION",
             help="A previous bundle the far side already holds (any "
             "location): only the blobs it lacks are written.",
         ),
@@ -41,6 +42,7 @@ def export_command(
         str | None,
         typer.Option(
             "--max-volume-size",
+            metavar="SIZE",
             help="Split into volumes of at most this size "
             "(4095M for FAT32, whose files end 1 byte short of 4G) with a checksummed parts "
             "list.",
@@ -49,12 +51,9 @@ def export_command(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an archive that is already there.")
     ] = False,
-    output: OutputOpt = OutputFormat.text,
+    ui: Ui,
     parallel: ParallelOpt = 4,
-    plain_http: PlainHttpOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    config_dir: ConfigDirOpt = None,
+    registry: RegistryFlags,
 ) -> None:
     """Write a bundle with its signatures to an archive for removable media.
 
@@ -75,9 +74,7 @@ def export_command(
                     f"{existing} is already there: export writes a new archive; pass --force "
                     "to replace it"
                 )
-    with Transports(
-        registry_options(plain_http, ca_file, insecure, config_dir, parallel)
-    ) as transports:
+    with Transports(registry.options(parallel)) as transports, progress_bar(ui) as sink:
         result = export(
             parse_location(source),
             target,
@@ -85,44 +82,48 @@ def export_command(
             base=parse_location(base) if base else None,
             max_volume_size=volume,
             parallel=parallel,
+            progress=sink,
         )
-    if output is OutputFormat.json:
+    if ui.json:
         emit_json(result.to_json())
         return
     copied = result.copy
     typer.echo(printable(f"{copied.digest}  {copied.target}"))
-    typer.echo(
+    ui.note(
         f"{copied.manifests} manifests, {copied.blobs - copied.blobs_omitted} blobs "
         f"({human_bytes(copied.bytes_copied)}) written"
         + (
             f", {copied.blobs_omitted} left to the base ({human_bytes(result.omitted_bytes)})"
             if result.base
             else ""
-        ),
-        err=True,
+        )
     )
 
 
 def import_command(
+    *,
     source: Annotated[
         str,
         typer.Argument(
-            help="archive:FILE.tar (or its volumes' parts list), oci:DIR or REGISTRY/REPO."
+            metavar="SRC",
+            help="archive:FILE.tar (or its volumes' parts list), oci:DIR or REGISTRY/REPO.",
         ),
     ],
-    to: Annotated[str, typer.Option("--to", help="REGISTRY/REPO[:TAG] or oci:DIR to import into.")],
+    to: Annotated[
+        str,
+        typer.Option("--to", metavar="DEST", help="REGISTRY/REPO[:TAG] or oci:DIR to import into."),
+    ],
     policy: Annotated[
-        Path | None, typer.Option("--policy", help="Trust policy the bundle must meet.")
+        Path | None,
+        typer.Option("--policy", metavar="FILE", help="Trust policy the bundle must meet."),
     ] = None,
     key: Annotated[
-        Path | None, typer.Option("--key", help="Or: trust exactly this public key.")
+        Path | None,
+        typer.Option("--key", metavar="FILE", help="Or: trust exactly this public key."),
     ] = None,
-    output: OutputOpt = OutputFormat.text,
+    ui: Ui,
     parallel: ParallelOpt = 4,
-    plain_http: PlainHttpOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    config_dir: ConfigDirOpt = None,
+    registry: RegistryFlags,
 ) -> None:
     """Verify a bundle against the trust policy, then stream it into a registry or layout.
 
@@ -134,17 +135,16 @@ def import_command(
     from bundler.services.transports import Transports, parse_location
 
     trust = load_policy(policy, key)
-    with Transports(
-        registry_options(plain_http, ca_file, insecure, config_dir, parallel)
-    ) as transports:
+    with Transports(registry.options(parallel)) as transports, progress_bar(ui) as sink:
         result = import_bundle(
             parse_location(source),
             parse_location(to, for_target=True),
             transports,
             trust,
             parallel=parallel,
+            progress=sink,
         )
-    if output is OutputFormat.json:
+    if ui.json:
         emit_json(result.to_json())
         return
     copied = result.copy
@@ -153,17 +153,14 @@ def import_command(
     typer.echo(
         printable(f"{copied.digest}  {copied.target}" + (f" ({copied.tag})" if copied.tag else ""))
     )
-    typer.echo(
-        printable(
-            f"verified {verified.name} {verified.version} (signed by {signers}); "
-            f"{copied.blobs_copied} blobs copied, {copied.blobs_skipped} already there, "
-            f"{copied.blobs_mounted} mounted, {human_bytes(copied.bytes_copied)}"
-        ),
-        err=True,
+    ui.note(
+        f"verified {verified.name} {verified.version} (signed by {signers}); "
+        f"{copied.blobs_copied} blobs copied, {copied.blobs_skipped} already there, "
+        f"{copied.blobs_mounted} mounted, {human_bytes(copied.bytes_copied)}"
     )
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``export`` and ``import`` commands to ``app``, the CLI's Typer application."""
-    app.command("export")(export_command)
-    app.command("import")(import_command)
+    command(app, "export")(export_command)
+    command(app, "import")(import_command)

@@ -2,82 +2,47 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from bundler.cli.common import (
-    CaFileOpt,
-    ConfigDirOpt,
-    InsecureOpt,
-    OutputFormat,
-    OutputOpt,
     ParallelOpt,
-    PlainHttpOpt,
+    PassphraseFlags,
+    RegistryFlags,
+    Ui,
+    command,
     emit_json,
-    registry_options,
+    private_key,
+    progress_bar,
+    public_key,
 )
-from bundler.errors import KeyFileError, UsageError
+from bundler.errors import UsageError
 from bundler.model.policy import TrustPolicy
 from bundler.model.text import printable
 
 if TYPE_CHECKING:
+    from bundler.adapters.registry.options import RegistryOptions
     from bundler.services.verify import VerifyReport
 
-KeyOpt = Annotated[Path, typer.Option("--key", help="Encrypted private key (cosign format).")]
-PassFileOpt = Annotated[
-    Path | None, typer.Option("--passphrase-file", help="Read the key's passphrase from FILE.")
-]
-PassEnvOpt = Annotated[
-    str | None, typer.Option("--passphrase-env", help="Read the passphrase from variable VAR.")
+KeyOpt = Annotated[
+    Path,
+    typer.Option("--key", metavar="FILE", help="Encrypted private key (cosign format)."),
 ]
 PolicyOpt = Annotated[
-    Path | None, typer.Option("--policy", help="Trust policy file (schemas/trust-policy).")
+    Path | None,
+    typer.Option("--policy", metavar="FILE", help="Trust policy file (schemas/trust-policy)."),
 ]
 IdentityOpt = Annotated[
     str | None,
     typer.Option(
         "--identity",
+        metavar="REPO",
         help="Repository the signature names (critical.identity); "
         "default: the registry repository, or the bundle's name.",
     ),
 ]
-
-
-COSIGN_PASSWORD = "COSIGN_PASSWORD"  # noqa: S105 - the name of cosign's variable, not a secret
-
-
-def private_key(path: Path, passphrase_file: Path | None, passphrase_env: str | None):  # type: ignore[no-untyped-def]
-    """Read and decrypt a cosign private key file; the passphrase from a file, env, or a prompt.
-
-    KeyFileError if the file cannot be read or the passphrase does not open it.
-    """
-    from bundler.adapters.crypto import decrypt_private_key, read_key_file, read_passphrase
-
-    try:
-        pem = read_key_file(path)  # a regular file, read with a bound
-    except OSError as exc:
-        raise KeyFileError(f"cannot read key {path}: {exc.strerror}") from None
-    if passphrase_file is None and passphrase_env is None and COSIGN_PASSWORD in os.environ:
-        passphrase_env = COSIGN_PASSWORD  # as cosign reads it, in pipelines
-    prompt = None
-    if passphrase_file is None and passphrase_env is None:
-        if not sys.stdin.isatty():
-            raise UsageError(
-                f"the passphrase of {path} cannot be asked for (no terminal): pass "
-                f"--passphrase-file FILE or --passphrase-env VAR, or set {COSIGN_PASSWORD}"
-            )
-
-        def prompt() -> str:  # on the terminal, never on stdout (it may carry JSON)
-            import getpass
-
-            return getpass.getpass(f"Passphrase for {path}: ")
-
-    passphrase = read_passphrase(file=passphrase_file, env=passphrase_env, prompt=prompt)
-    return decrypt_private_key(pem, passphrase, str(path))
 
 
 def load_policy(policy: Path | None, key: Path | None) -> TrustPolicy:
@@ -85,7 +50,6 @@ def load_policy(policy: Path | None, key: Path | None) -> TrustPolicy:
 
     UsageError unless exactly one of them is given.
     """
-    from bundler.adapters.crypto import load_public_key, read_key_file
     from bundler.adapters.trustpolicy import load_trust_policy
     from bundler.model.policy import single_key_policy
 
@@ -94,21 +58,20 @@ def load_policy(policy: Path | None, key: Path | None) -> TrustPolicy:
     if policy is not None:
         return load_trust_policy(policy)
     assert key is not None
-    try:
-        pem = read_key_file(key)  # a regular file, read with a bound
-    except OSError as exc:
-        raise KeyFileError(f"cannot read key {key}: {exc.strerror}") from None
-    return single_key_policy(load_public_key(pem, str(key)), key.name)
+    return single_key_policy(public_key(key), key.name)
 
 
 def sign_command(
+    *,
     source: Annotated[
         str,
-        typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] or archive:FILE.tar."),
+        typer.Argument(
+            metavar="SRC",
+            help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] or archive:FILE.tar.",
+        ),
     ],
     key: KeyOpt,
-    passphrase_file: PassFileOpt = None,
-    passphrase_env: PassEnvOpt = None,
+    passphrase: PassphraseFlags,
     recursive: Annotated[
         bool,
         typer.Option(
@@ -133,11 +96,8 @@ def sign_command(
             help="PEM intermediates between --certificate and its root, stored with it.",
         ),
     ] = None,
-    output: OutputOpt = OutputFormat.text,
-    plain_http: PlainHttpOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    config_dir: ConfigDirOpt = None,
+    ui: Ui,
+    registry: RegistryFlags,
 ) -> None:
     """Sign a bundle with a cosign-compatible simple-signing signature.
 
@@ -146,9 +106,8 @@ def sign_command(
     """
     from bundler import api
 
-    private = private_key(key, passphrase_file, passphrase_env)
-    options = registry_options(plain_http, ca_file, insecure, config_dir)
-    with api.Session(options) as session:
+    private = private_key(key, passphrase)
+    with api.Session(registry.options()) as session:
         result = api.sign(
             source,
             private,
@@ -158,52 +117,48 @@ def sign_command(
             certificate_chain=certificate_chain,
             session=session,
         )
-    if output is OutputFormat.json:
+    if ui.json:
         emit_json(result.to_json())
         return
     if not result.signed:
         typer.echo(
             printable(f"{result.digest}  already signed by {result.key_id} as {result.identity}")
         )
-        typer.echo(printable(f"nothing written to {result.target}"), err=True)
+        ui.note(f"nothing written to {result.target}")
         return
     typer.echo(printable(f"{result.digest}  signed by {result.key_id} as {result.identity}"))
     already = f" ({len(result.already_signed)} already were)" if result.already_signed else ""
-    typer.echo(
-        printable(f"{len(result.signed)} manifests signed in {result.target}{already}"), err=True
-    )
+    ui.note(f"{len(result.signed)} manifests signed in {result.target}{already}")
 
 
 def _verify_and_render(
     source: str,
     policy: TrustPolicy,
-    output: OutputFormat,
+    ui: Ui,
     parallel: int,
-    plain_http: bool,
-    ca_file: Path | None,
-    insecure: bool,
-    config_dir: Path | None,
+    options: RegistryOptions,
 ) -> VerifyReport:
     from bundler.services.transports import Transports, parse_location
     from bundler.services.verify import open_for_verification, verify
 
-    options = registry_options(plain_http, ca_file, insecure, config_dir, parallel)
     with (
         Transports(options) as transports,
+        progress_bar(ui) as sink,
         open_for_verification(transports, parse_location(source)) as store,
     ):
-        report = verify(store, policy, parallel=parallel)
-    if output is OutputFormat.json:
+        report = verify(store, policy, parallel=parallel, progress=sink)
+    if report.error is not None:
+        ui.known.update(report.to_json())  # the steps that ran go with the error
+        raise report.error
+    if ui.json:
         emit_json(report.to_json())
     else:
         _render_verified(report)
-    if report.error is not None:
-        raise report.error
     return report
 
 
 def _render_verified(report: VerifyReport) -> None:
-    """The text line of a verified bundle: digest, name, version, images, signers."""
+    """The text line of a verified bundle (or signed image): digest, what it is, signers."""
     bundle = report.bundle
     image = report.image
     if image is not None:
@@ -227,13 +182,18 @@ def _render_verified(report: VerifyReport) -> None:
 
 
 def verify_command(
+    *,
     source: Annotated[
         str,
-        typer.Argument(help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] or archive:FILE.tar."),
+        typer.Argument(
+            metavar="SRC",
+            help="The bundle: REGISTRY/REPO[:TAG], oci:DIR[:REF] or archive:FILE.tar.",
+        ),
     ],
     policy: PolicyOpt = None,
     key: Annotated[
-        Path | None, typer.Option("--key", help="Trust exactly this public key instead.")
+        Path | None,
+        typer.Option("--key", metavar="FILE", help="Trust exactly this public key instead."),
     ] = None,
     promotion: Annotated[
         bool,
@@ -243,12 +203,9 @@ def verify_command(
             "record against --key (the promotion public key).",
         ),
     ] = False,
-    output: OutputOpt = OutputFormat.text,
+    ui: Ui,
     parallel: ParallelOpt = 4,
-    plain_http: PlainHttpOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    config_dir: ConfigDirOpt = None,
+    registry: RegistryFlags,
 ) -> None:
     """Verify a bundle offline.
 
@@ -256,38 +213,20 @@ def verify_command(
     and nothing extra. Steps as in docs/verification.md; exit 12 names the step that failed.
     """
     if promotion:
-        _verify_promotion(source, key, output, plain_http, ca_file, insecure, config_dir)
+        _verify_promotion(source, key, ui, registry.options())
         return
-    _verify_and_render(
-        source,
-        load_policy(policy, key),
-        output,
-        parallel,
-        plain_http,
-        ca_file,
-        insecure,
-        config_dir,
-    )
+    _verify_and_render(source, load_policy(policy, key), ui, parallel, registry.options(parallel))
 
 
-def _verify_promotion(
-    source: str,
-    key: Path | None,
-    output: OutputFormat,
-    plain_http: bool,
-    ca_file: Path | None,
-    insecure: bool,
-    config_dir: Path | None,
-) -> None:
+def _verify_promotion(source: str, key: Path | None, ui: Ui, options: RegistryOptions) -> None:
     from bundler import api
 
     if key is None:
         raise UsageError("--promotion needs --key PROMOTION.pub")
-    public = api.load_public_key_file(key)
-    options = registry_options(plain_http, ca_file, insecure, config_dir)
+    public = public_key(key)
     with api.Session(options) as session:
         record = api.verify_promotion(source, public, session=session)
-    if output is OutputFormat.json:
+    if ui.json:
         emit_json(record)
         return
     bundle = record["bundle"]
@@ -300,18 +239,18 @@ def _verify_promotion(
 
 
 def approve_command(
-    source: Annotated[str, typer.Argument(help="The bundle to approve.")],
+    *,
+    source: Annotated[str, typer.Argument(metavar="SRC", help="The bundle to approve.")],
     key: KeyOpt,
-    policy: Annotated[Path, typer.Option("--policy", help="Trust policy naming the approver.")],
-    passphrase_file: PassFileOpt = None,
-    passphrase_env: PassEnvOpt = None,
+    policy: Annotated[
+        Path,
+        typer.Option("--policy", metavar="FILE", help="Trust policy naming the approver."),
+    ],
+    passphrase: PassphraseFlags,
     identity: IdentityOpt = None,
-    output: OutputOpt = OutputFormat.text,
+    ui: Ui,
     parallel: ParallelOpt = 4,
-    plain_http: PlainHttpOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    config_dir: ConfigDirOpt = None,
+    registry: RegistryFlags,
 ) -> None:
     """Verify a bundle against the policy, then add this approver's signature.
 
@@ -322,18 +261,18 @@ def approve_command(
     """
     from bundler import api
 
-    private = private_key(key, passphrase_file, passphrase_env)
-    options = registry_options(plain_http, ca_file, insecure, config_dir, parallel)
-    with api.Session(options) as session:
+    private = private_key(key, passphrase)
+    with api.Session(registry.options(parallel)) as session, progress_bar(ui) as sink:
         result = api.approve(
             source,
             private,
             load_policy(policy, None),
             identity=identity,
             parallel=parallel,
+            progress=sink,
             session=session,
         )
-    if output is OutputFormat.json:
+    if ui.json:
         emit_json(result.to_json())
         return
     _render_verified(result.verification)
@@ -343,11 +282,11 @@ def approve_command(
         printable(f"{result.approval.digest}  {again}approved by {approver.name} ({approver.role})")
     )
     if result.still_needed is not None:
-        typer.echo(printable(f"the policy is not met yet: {result.still_needed}"), err=True)
+        ui.note(f"the policy is not met yet: {result.still_needed}")
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``sign``, ``verify`` and ``approve`` commands to the CLI's Typer ``app``."""
-    app.command("sign")(sign_command)
-    app.command("verify")(verify_command)
-    app.command("approve")(approve_command)
+    command(app, "sign")(sign_command)
+    command(app, "verify")(verify_command)
+    command(app, "approve")(approve_command)

@@ -1,4 +1,4 @@
-"""Untrusted text made safe to print on a terminal.
+"""Text for the terminal: untrusted text made safe to print, and sizes in IEC units.
 
 Names, tags, annotations and messages that come from a bundle, an archive, a registry or a
 config file can hold terminal escapes: ``ESC [ 32 m`` turns the rest of a line green, a carriage
@@ -32,3 +32,13 @@ def printable(text: object) -> str:
     cursor, change colours or the direction of text, or end a line are escaped.
     """
     return str(text).translate(_TABLE)
+
+
+def human_bytes(n: int) -> str:
+    """``n`` bytes in B, KiB, MiB or GiB (1024-based), one decimal above bytes."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"  # pragma: no cover

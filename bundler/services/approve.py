@@ -14,6 +14,7 @@ from typing import Any
 from bundler.adapters.crypto import PrivateKey
 from bundler.errors import UsageError, VerificationError
 from bundler.model.policy import TrustedKey, TrustPolicy
+from bundler.services.copy import Progress
 from bundler.services.sign import SignResult, default_identity, sign
 from bundler.services.transports import Location, Transports
 from bundler.services.trust import approval_policy, check_approval
@@ -79,6 +80,7 @@ def approve(
     *,
     identity: str | None = None,
     parallel: int = 4,
+    progress: Progress | None = None,
 ) -> ApprovalResult:
     """Verify the bundle at ``location`` under ``policy``, then sign it with ``key``.
 
@@ -86,7 +88,9 @@ def approve(
     """
     approver = approver_of(policy, key)
     with open_for_verification(transports, location) as source:
-        report = verify(source, approval_policy(policy), parallel=parallel, bundles_only=True)
+        report = verify(
+            source, approval_policy(policy), parallel=parallel, bundles_only=True, progress=progress
+        )
         if report.error is not None:
             raise report.error
         assert report.bundle is not None

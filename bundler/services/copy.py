@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -28,6 +29,8 @@ from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
 from bundler.model.plan import TagAssignment, TransferPlan
 
+log = logging.getLogger(__name__)
+
 COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
 MAX_DEPTH = 8
 MAX_MANIFESTS = 10_000
@@ -41,8 +44,23 @@ class Progress:
         """Called once with the plan, before any blob moves; the default does nothing."""
         pass
 
+    def checking(self, what: str, plan: TransferPlan) -> None:
+        """Called before the blobs of ``plan`` are read to be checked, not moved.
+
+        ``what`` says what is checked; ``advance`` then counts the bytes read. The default does
+        nothing.
+        """
+        pass
+
     def advance(self, nbytes: int) -> None:
         """Called from blob threads as ``nbytes`` more bytes arrive; the default does nothing."""
+        pass
+
+    def not_moved(self, nbytes: int) -> None:
+        """Called from blob threads for a blob of ``nbytes`` already there or mounted.
+
+        No byte of it moves, so ``advance`` is not called for it; the default does nothing.
+        """
         pass
 
 
@@ -144,6 +162,7 @@ def copy(
     progress: Progress | None = None,
     omit: set[Digest] | None = None,
     root_annotations: Mapping[str, str] | None = None,
+    before_write: Callable[[TransferPlan], None] | None = None,
 ) -> CopyResult:
     """Copy the artifact ``source`` names into ``target``.
 
@@ -180,14 +199,30 @@ def copy(
         bytes_total=plan.blob_bytes,
         plan=plan,
     )
-    if omit:
-        left_out = {d: plan.blobs[d] for d in omit if d in plan.blobs}
-        result.blobs_omitted = len(left_out)
-        plan = replace(plan, blobs={d: b for d, b in plan.blobs.items() if d not in left_out})
+    plan = _leave_out(plan, omit or set(), result)
+    if before_write is not None:
+        before_write(plan)  # may refuse the copy: nothing is written yet
     progress.planned(plan)
+    log.info(
+        "%s -> %s: %d manifests, %d blobs (%d bytes), %d referrers",
+        source.name,
+        target.name,
+        len(plan.manifests),
+        len(plan.blobs),
+        plan.blob_bytes,
+        sum(len(r) for r in plan.referrers.values()),
+    )
     try:
         target.begin(plan)
         _copy_blobs(source, target, plan, result, progress, parallel)
+        log.info(
+            "%s: %d blobs copied (%d bytes), %d already there, %d mounted",
+            target.name,
+            result.blobs_copied,
+            result.bytes_copied,
+            result.blobs_skipped,
+            result.blobs_mounted,
+        )
         for manifest in plan.manifests:  # step 3: children first
             target.put_manifest(manifest)
         for subject, referrers in plan.referrers.items():  # step 4: names last
@@ -204,6 +239,15 @@ def copy(
         raise
     result.seconds = time.monotonic() - started
     return result
+
+
+def _leave_out(plan: TransferPlan, omit: set[Digest], result: CopyResult) -> TransferPlan:
+    """``plan`` without the blobs of ``omit`` (counted in ``result``); manifests all stay."""
+    left_out = {d for d in omit if d in plan.blobs}
+    if not left_out:
+        return plan
+    result.blobs_omitted = len(left_out)
+    return replace(plan, blobs={d: b for d, b in plan.blobs.items() if d not in left_out})
 
 
 def name_order(tags: list[TagAssignment], root_tag: str | None) -> list[TagAssignment]:
@@ -248,7 +292,7 @@ def _copy_blobs(  # noqa: C901
             _transfer(source, target, descriptor, progress, ahead)
             outcome = "copied"
         if outcome != "copied":
-            progress.advance(descriptor.size)
+            progress.not_moved(descriptor.size)
         with lock:
             if outcome == "copied":
                 result.blobs_copied += 1

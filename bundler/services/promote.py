@@ -504,12 +504,14 @@ def promote(  # noqa: C901
     serve_as: Reference | None = None,
     helm: str | None = None,
     deploy_values: dict[str, Any] | None = None,
+    progress: copy_service.Progress | None = None,
 ) -> PromotionResult:
     """Promote into a registry (``REGISTRY/PREFIX``), or into an OCI layout served as ``serve_as``.
 
     For a layout, the references the chart must name are those of the serving registry. The
     promoted chart is rendered (``helm``: a binary, else ``$BUNDLER_HELM`` or ``helm`` on PATH)
-    with ``deploy_values`` to prove it runs only what the promotion puts there.
+    with ``deploy_values`` to prove it runs only what the promotion puts there. ``progress``
+    is told of the bytes verification checks and the copies move.
     """
     if target.kind in ("oci", "memory"):
         if serve_as is None:
@@ -544,7 +546,7 @@ def promote(  # noqa: C901
 
     with open_for_verification(transports, source_location) as source:
         # Step 1: verify now, with every step; nothing else is promoted.
-        report = verify(source, policy, parallel=parallel, bundles_only=True)
+        report = verify(source, policy, parallel=parallel, bundles_only=True, progress=progress)
         if report.error is not None:
             raise report.error
         assert report.bundle is not None
@@ -571,7 +573,7 @@ def promote(  # noqa: C901
             if dry_run or plan.already_promoted:
                 return PromotionResult(plan, dry_run)  # idempotent: nothing new to write
             assert key is not None
-            writer = _Writer(transports, layout, lock, parallel, location_of)
+            writer = _Writer(transports, layout, lock, parallel, location_of, progress)
             writer.images(source, bundle, plan)
             record = writer.chart(source, plan, key, allow_downgrade)
             return PromotionResult(plan, False, record.digest)
@@ -602,6 +604,7 @@ class _Writer:
     lock: DestinationLock | None
     parallel: int
     location_of: Callable[[Reference], Location]
+    progress: copy_service.Progress | None = None
 
     def _target(self, ref: Reference) -> Target:
         # The lock this promotion holds already: the targets' own holds only count on it.
@@ -621,6 +624,7 @@ class _Writer:
                 self._target(relocation.tagged),
                 parallel=self.parallel,
                 with_referrers=False,
+                progress=self.progress,
             )
 
     def chart(

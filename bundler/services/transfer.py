@@ -17,12 +17,15 @@ vouches for it by digest.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from bundler.adapters.archive import archive_size_bound
 from bundler.adapters.base import Source, Target
+from bundler.adapters.files import require_free_space
 from bundler.adapters.layout import LayoutReader
 from bundler.adapters.stream import VerifiedStream
 from bundler.errors import IntegrityError, NotFoundError, UsageError
@@ -63,6 +66,8 @@ from bundler.services.verify import (
     untrusted_signature_content,
 )
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class ExportResult:
@@ -93,7 +98,9 @@ def export(
     """Write the bundle ``source_location`` names, with its signatures, to an archive.
 
     With ``base``, blobs the base also holds are left out, except the lock's; manifests and
-    signatures always travel. UsageError for a target that is not an archive (or a memory store).
+    signatures always travel. UsageError for a target that is not an archive (or a memory store);
+    TransportError, before anything is written, when the archive's filesystem has too little
+    room for it.
     """
     if target_location.kind not in ("archive", "memory"):  # memory: a library's own store
         raise UsageError(f"export writes an archive: --to archive:FILE.tar, not {target_location}")
@@ -126,8 +133,23 @@ def export(
             progress=progress,
             omit=omit,
             root_annotations=hint if omit else None,
+            before_write=_room_check(target_location),
         )
     return ExportResult(copied, str(base) if base else None, omitted_bytes)
+
+
+def _room_check(target: Location) -> Callable[[TransferPlan], None] | None:
+    """For an archive: a check that its directory has room for what the plan writes."""
+    if target.kind != "archive" or target.path is None:
+        return None
+    directory, name = target.path.absolute().parent, target.path.name
+
+    def check(plan: TransferPlan) -> None:
+        needed = archive_size_bound(plan)
+        free = require_free_space(directory, needed, f"the archive {name}")
+        log.info("%s: up to %d bytes to write, %d bytes free", directory, needed, free)
+
+    return check
 
 
 def delta_base_name(base: Manifest) -> str:

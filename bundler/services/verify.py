@@ -37,10 +37,11 @@ from bundler.model.bundle import (
 from bundler.model.descriptor import Descriptor
 from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest
+from bundler.model.plan import TransferPlan
 from bundler.model.policy import TrustPolicy
 from bundler.model.reference import Reference
 from bundler.model.signature import SIMPLE_SIGNING_MEDIA_TYPE
-from bundler.services.copy import COSIGN_SUFFIXES
+from bundler.services.copy import COSIGN_SUFFIXES, Progress
 from bundler.services.signatures import (
     MAX_PAYLOAD_BYTES,
     signature_facts,
@@ -139,9 +140,16 @@ def open_for_verification(transports: Transports, location: Location) -> Source:
 
 
 def verify(
-    source: Source, policy: TrustPolicy, *, parallel: int = 4, bundles_only: bool = False
+    source: Source,
+    policy: TrustPolicy,
+    *,
+    parallel: int = 4,
+    bundles_only: bool = False,
+    progress: Progress | None = None,
 ) -> VerifyReport:
     """Run all six steps; a failed step is recorded in the report, not raised.
+
+    ``progress`` is told of the blobs step 5 reads and of every byte it checks.
 
     What does not claim to be a bundle (a plain image or index ``sign`` signed) is verified as
     ``cosign verify`` does: its signatures, the policy's rule for its name, and every manifest
@@ -149,13 +157,14 @@ def verify(
     ``bundles_only`` (approval and promotion accept only a bundle: step 1 refuses it).
     """
     report = VerifyReport(source.name)
+    shown = progress or Progress()
     try:
         root = source.fetch_manifest(source.resolve())
         if bundles_only or root.artifact_type == BUNDLE_ARTIFACT_TYPE:
-            report.bundle = _verify(source, root, policy, parallel, report)
+            report.bundle = _verify(source, root, policy, parallel, report, shown)
         else:
             report.kind = "image"
-            report.image = _verify_image(source, root, policy, parallel, report)
+            report.image = _verify_image(source, root, policy, parallel, report, shown)
     except VerificationError as error:
         report.error = error
         report.steps[error.step] = ("failed", str(error))
@@ -166,7 +175,12 @@ NOT_APPLICABLE = "not applicable"
 
 
 def _verify_image(
-    source: Source, manifest: Manifest, policy: TrustPolicy, parallel: int, report: VerifyReport
+    source: Source,
+    manifest: Manifest,
+    policy: TrustPolicy,
+    parallel: int,
+    report: VerifyReport,
+    progress: Progress,
 ) -> VerifiedImage:
     report.digest = manifest.digest
     kind = "index" if manifest.is_index else "image"
@@ -181,7 +195,7 @@ def _verify_image(
     report.steps[2] = ("passed", "")
     report.steps[3] = (NOT_APPLICABLE, f"an {kind} has no lock")
     report.steps[4] = ("passed", "")
-    manifests, ok, problems, _ = _stream_content(source, manifest, parallel)
+    manifests, ok, problems, _ = _stream_content(source, manifest, parallel, progress)
     verified = check_image_content(signed, ContentFacts(manifests, frozenset(ok), problems))
     report.steps[5] = ("passed", "")
     report.steps[6] = (NOT_APPLICABLE, "only a bundle is judged with all its store holds")
@@ -206,12 +220,17 @@ def _kernel_ran(report: VerifyReport | None, first: int, error: VerificationErro
 
 
 def _verify(
-    source: Source, index: Manifest, policy: TrustPolicy, parallel: int, report: VerifyReport
+    source: Source,
+    index: Manifest,
+    policy: TrustPolicy,
+    parallel: int,
+    report: VerifyReport,
+    progress: Progress,
 ) -> VerifiedBundle:
     signed = check_signatures(source, policy, report, index=index)
     for step in (1, 2, 3, 4):
         report.steps[step] = ("passed", "")
-    facts = _content(source, signed, policy, parallel)
+    facts = _content(source, signed, policy, parallel, progress)
     try:
         verified = check_content(signed, facts)
     except VerificationError as error:
@@ -298,10 +317,10 @@ def _read_lock(source: Source, index: Manifest) -> tuple[Manifest | None, bytes 
 
 
 def _content(
-    source: Source, signed: SignedBundle, policy: TrustPolicy, parallel: int
+    source: Source, signed: SignedBundle, policy: TrustPolicy, parallel: int, progress: Progress
 ) -> ContentFacts:
     index = signed.index
-    manifests, ok, problems, blobs = _stream_content(source, index, parallel)
+    manifests, ok, problems, blobs = _stream_content(source, index, parallel, progress)
     extra = extra_content(source, index, manifests, blobs)
     junk, foreign = untrusted_signature_content(source, manifests, policy)
     chart = read_chart_facts(source, signed) if not problems else None
@@ -320,7 +339,7 @@ def _content(
 
 # Complexity kept: step 5 over every manifest and blob: one branch per way content can be bad.
 def _stream_content(  # noqa: C901
-    source: Source, index: Manifest, parallel: int
+    source: Source, index: Manifest, parallel: int, progress: Progress
 ) -> tuple[dict[Digest, Manifest], set[Digest], dict[Digest, str], set[Digest]]:
     """Every manifest fetched and every blob streamed under ``index``, once each, in parallel.
 
@@ -356,7 +375,9 @@ def _stream_content(  # noqa: C901
 
     def check(descriptor: Descriptor) -> None:
         try:
-            VerifiedStream(source.open_blob(descriptor), descriptor, source.name).drain()
+            VerifiedStream(
+                source.open_blob(descriptor), descriptor, source.name, progress.advance
+            ).drain()
         except NotFoundError:
             with lock:
                 problems[descriptor.digest] = BLOB_MISSING
@@ -369,6 +390,8 @@ def _stream_content(  # noqa: C901
             ok.add(descriptor.digest)
 
     ordered = sorted(blobs.values(), key=lambda d: d.size, reverse=True)
+    checked = TransferPlan(index.descriptor(), list(manifests.values()), dict(blobs))
+    progress.checking(f"checking {len(manifests)} manifests, {len(blobs)} blobs", checked)
     with ThreadPoolExecutor(max_workers=max(parallel, 1), thread_name_prefix="verify") as pool:
         for future in [pool.submit(check, d) for d in ordered]:
             future.result()

@@ -85,6 +85,17 @@ class Result:
             f"\n--- stderr\n{self.stderr}"
         )
 
+    def assert_no_result(self) -> None:
+        """A failure printed no result: nothing on stdout, or with ``-o json`` only the error
+        document (the stderr line and the exit code, schemas/cli-error.schema.json)."""
+        if "json" not in self.argv:
+            assert self.stdout == "", self.describe()
+            return
+        assert json.loads(self.stdout) == {
+            "error": self.error_line.removeprefix("error: "),
+            "exitCode": self.returncode,
+        }, self.describe()
+
 
 class Cli:
     """``bundler`` run the way a user runs it, with a private DOCKER_CONFIG."""

@@ -39,7 +39,7 @@ def _assert_error(res: Result, code: int) -> str:
     assert len(lines) == 1, res.describe()
     assert lines[0].startswith("error: "), res.describe()
     assert "Traceback" not in res.stderr
-    assert res.stdout == ""
+    res.assert_no_result()
     return lines[0]
 
 

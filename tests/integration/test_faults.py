@@ -371,6 +371,12 @@ def app_graph(app: App) -> Graph:
     return Graph([app.digest], dict(app.blobs))
 
 
+def argv_of(proc: subprocess.Popen[str]) -> list[str]:
+    """The command line ``proc`` was started with."""
+    assert isinstance(proc.args, list)
+    return [str(a) for a in proc.args]
+
+
 def failed_clearly(res: Result, codes: set[int], *named: str) -> str:
     """A non-zero exit of an expected family and one ``error:`` line naming what failed."""
     assert res.returncode in codes, res.describe()
@@ -379,7 +385,7 @@ def failed_clearly(res: Result, codes: set[int], *named: str) -> str:
     assert lines[0].startswith("error: "), res.describe()
     for name in named:
         assert name in lines[0], f"{name!r} not named in: {lines[0]}"
-    assert res.stdout.strip() == "", res.describe()
+    res.assert_no_result()
     return lines[0]
 
 
@@ -933,7 +939,7 @@ def test_registry_killed_mid_push_fails_and_a_rerun_on_its_storage_completes(
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    first = Result(proc.returncode, out, err, ["copy"])
+    first = Result(proc.returncode, out, err, argv_of(proc))
     failed_clearly(first, {5}, repo)
 
     again = start_registry("plain", reg.workdir, binary=registry_binary)  # same storage
@@ -1164,7 +1170,7 @@ def test_two_promotions_of_one_bundle_at_once(
     try:
         for proc in procs:
             out, err = proc.communicate(timeout=120)
-            results.append(Result(proc.returncode, out, err, ["promote"]))
+            results.append(Result(proc.returncode, out, err, argv_of(proc)))
     finally:
         for proc in procs:
             if proc.poll() is None:

@@ -876,14 +876,15 @@ def test_mirror_mode_keeps_the_chart_and_writes_containerd_hosts(
         upstream = source.split(":")[0]  # example.local/demo/web
         assert target.startswith(internal.ref(f"{prefix}/{upstream}:1.0.0@sha256:")), target
         assert_resolves(judge, internal, target)
-    # containerd: example.local is redirected to the mirror path, with override_path.
-    hosts = tomllib.loads((out / "certs.d" / "example.local" / "hosts.toml").read_text())
-    assert hosts["server"] == "https://example.local"
-    assert len(hosts["host"]) == 1
-    url, host = next(iter(hosts["host"].items()))
-    assert url.split("://", 1)[1] == f"{internal.host}/v2/{prefix}/example.local"
-    assert host["override_path"] is True
-    assert set(host["capabilities"]) == {"pull", "resolve"}
+    # containerd: example.local is served by the mirror path alone (override_path), with no
+    # fallback to example.local itself; the file says how nodes authenticate to the mirror.
+    text = (out / "certs.d" / "example.local" / "hosts.toml").read_text()
+    hosts = tomllib.loads(text)
+    assert hosts["server"].split("://", 1)[1] == f"{internal.host}/v2/{prefix}/example.local"
+    assert "host" not in hosts
+    assert hosts["override_path"] is True
+    assert set(hosts["capabilities"]) == {"pull", "resolve"}
+    assert f"# If {internal.host} asks for credentials" in text
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
         "application.yaml",
         "certs.d/example.local/hosts.toml",
@@ -892,7 +893,7 @@ def test_mirror_mode_keeps_the_chart_and_writes_containerd_hosts(
     ]
 
 
-def test_mirror_mode_hosts_toml_speaks_plain_http_when_the_registry_does(
+def test_mirror_mode_hosts_toml_speaks_plain_http_and_falls_back_only_when_asked(
     pcli: Cli,
     keys: Keys,
     policy: Path,
@@ -900,11 +901,17 @@ def test_mirror_mode_hosts_toml_speaks_plain_http_when_the_registry_does(
     internal: RegistryServer,
     tmp_path: Path,
 ) -> None:
-    """Promoted with ``--plain-http``: containerd must reach the mirror over HTTP too."""
+    """Promoted with ``--plain-http``: containerd must reach the mirror over HTTP too.
+
+    And with ``--hosts-fallback`` the upstream is containerd's fallback after the mirror.
+    """
     out = tmp_path / "deploy"
-    prefix, _ = mirror_promotion(pcli, keys, policy, world, internal, out, "--plain-http")
+    prefix, _ = mirror_promotion(
+        pcli, keys, policy, world, internal, out, "--plain-http", "--hosts-fallback"
+    )
     hosts = tomllib.loads((out / "certs.d" / "example.local" / "hosts.toml").read_text())
     assert list(hosts["host"]) == [f"http://{internal.host}/v2/{prefix}/example.local"]
+    assert hosts["server"] == "https://example.local"
 
 
 # ------------------------------------------------------------------------ 7. flat layout

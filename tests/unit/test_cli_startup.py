@@ -143,12 +143,23 @@ def test_the_listing_names_each_command_once_with_its_own_summary() -> None:
         assert entry.summary.split() == first_paragraph.split(), entry.name
 
 
+class _FlowOrder(TyperGroup):
+    """An eager group listing its commands in the flow order the lazy group keeps."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
+        flow = cli_main.FLOW
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: flow.index(n) if n in flow else len(flow))
+
+
 def eager_app() -> typer.Typer:
     """The application as it was before commands were loaded lazily: every module registered."""
     from bundler.cli import auth, copy, images, keys, pack, promote, serve, transfer, trust
+    from bundler.cli.common import command
 
     app = typer.Typer(
         name="bundler",
+        cls=_FlowOrder,
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         rich_markup_mode=None,
@@ -157,7 +168,8 @@ def eager_app() -> typer.Typer:
     )
     for module in (copy, pack, promote, serve, transfer, trust, auth, images, keys):
         module.register(app)
-    app.command()(cli_main.version)
+    command(app, "version")(cli_main.version_command)
+    command(app, "completion")(cli_main.completion_command)
     app.callback()(cli_main.main)
     return app
 
@@ -165,7 +177,7 @@ def eager_app() -> typer.Typer:
 @pytest.mark.parametrize("width", [60, 80, 120])
 def test_help_lists_the_commands_as_an_eager_group_does(width: int) -> None:
     eager = eager_app()
-    assert type(typer.main.get_command(eager)) is TyperGroup
+    assert type(typer.main.get_command(eager)) is _FlowOrder
     runner = CliRunner()
     for args in (["--help"], []):
         expected = runner.invoke(eager, args, prog_name="bundler", terminal_width=width)

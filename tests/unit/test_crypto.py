@@ -21,7 +21,7 @@ from bundler.adapters.crypto import (
     read_passphrase,
     write_key_pair,
 )
-from bundler.errors import KeyFileError, TransportError, UsageError
+from bundler.errors import KeyFileError, NotFoundError, TransportError, UsageError
 
 PAYLOAD = b'{"critical":{},"optional":null}'
 
@@ -424,6 +424,6 @@ def test_passphrase_needs_exactly_one_source(tmp_path: Path) -> None:
         read_passphrase(file=tmp_path / "p", env="X", prompt=None)
 
 
-def test_missing_passphrase_file_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="does not exist"):
+def test_missing_passphrase_file_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="does not exist"):
         read_passphrase(file=tmp_path / "missing", env=None, prompt=None)

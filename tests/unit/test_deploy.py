@@ -308,13 +308,14 @@ def _parse_all(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
     return {path: tomllib.loads(data.decode("utf-8")) for path, data in files.items()}
 
 
-def test_hosts_toml_maps_each_upstream_to_its_mirror() -> None:
+def test_hosts_toml_with_fallback_maps_each_upstream_to_its_mirror_then_itself() -> None:
     files = containerd_hosts(
         {
             "example.local": "registry.internal.example/mirror/example.local",
             "docker.io": "registry.internal.example/mirror/docker.io",
             "quay.example:5000": "registry.internal.example:8443/mirror/quay",
-        }
+        },
+        fallback=True,
     )
     assert sorted(files) == [
         "docker.io/hosts.toml",
@@ -350,22 +351,74 @@ def test_hosts_toml_maps_each_upstream_to_its_mirror() -> None:
             "quay.example:5000": "registry.internal.example:8443/mirror/quay",
             "docker.io": "registry.internal.example/mirror/docker.io",
             "example.local": "registry.internal.example/mirror/example.local",
-        }
+        },
+        fallback=True,
     )
+    assert "from https://example.local itself (promote --hosts-fallback)" in (
+        files["example.local/hosts.toml"].decode()
+    )
+
+
+def test_hosts_toml_names_the_mirror_alone_unless_fallback_is_asked() -> None:
+    """No upstream anywhere in the file's settings: containerd has nothing to fall back to."""
+    files = containerd_hosts(
+        {
+            "example.local": "registry.internal.example/mirror/example.local",
+            "quay.example:5000": "registry.internal.example:8443",
+        },
+        ca_file="/etc/pki/internal-ca.pem",
+    )
+    parsed = _parse_all(files)
+    assert parsed["example.local/hosts.toml"] == {
+        "server": "https://registry.internal.example/v2/mirror/example.local",
+        "capabilities": ["pull", "resolve"],
+        "override_path": True,
+        "ca": "/etc/pki/internal-ca.pem",
+    }
+    assert parsed["quay.example:5000/hosts.toml"] == {
+        "server": "https://registry.internal.example:8443",
+        "capabilities": ["pull", "resolve"],
+        "ca": "/etc/pki/internal-ca.pem",
+    }
+    for name, data in files.items():
+        upstream = name.split("/", 1)[0]
+        settings = [ln for ln in data.decode().splitlines() if ln and not ln.startswith("#")]
+        assert not any(f"//{upstream}" in line for line in settings), settings
+        assert "host" not in parsed[name]
+
+
+def test_hosts_toml_says_how_nodes_authenticate_to_the_mirror() -> None:
+    for fallback in (False, True):
+        text = containerd_hosts(
+            {"example.local": "registry.internal.example/m"}, fallback=fallback
+        )["example.local/hosts.toml"].decode()
+        notes = "\n".join(ln for ln in text.splitlines() if ln.startswith("#"))
+        assert "If registry.internal.example asks for credentials" in notes
+        assert "imagePullSecret for\n# example.local" in notes
+        assert "[header]" in notes and "Authorization" in notes
+        assert ("no\n# node ever reaches https://example.local" in notes) is not fallback
+        # The note is comments only: what containerd reads is unchanged by it.
+        commented = tomllib.loads(text)
+        assert "header" not in commented
 
 
 def test_hosts_toml_ca_and_skip_verify() -> None:
     upstreams = {"example.local": "registry.internal.example/mirror/example.local"}
-    plain = _parse_all(containerd_hosts(upstreams))["example.local/hosts.toml"]
+    plain = _parse_all(containerd_hosts(upstreams, fallback=True))["example.local/hosts.toml"]
     (host,) = plain["host"].values()
     assert "ca" not in host and "skip_verify" not in host
 
-    files = containerd_hosts(upstreams, ca_file="/etc/pki/internal-ca.pem", skip_verify=True)
+    files = containerd_hosts(
+        upstreams, ca_file="/etc/pki/internal-ca.pem", skip_verify=True, fallback=True
+    )
     (host,) = _parse_all(files)["example.local/hosts.toml"]["host"].values()
     assert host["ca"] == "/etc/pki/internal-ca.pem"
     assert host["skip_verify"] is True
+    alone = _parse_all(containerd_hosts(upstreams, ca_file="ca.crt", skip_verify=True))
+    assert alone["example.local/hosts.toml"]["ca"] == "ca.crt"
+    assert alone["example.local/hosts.toml"]["skip_verify"] is True
 
-    files = containerd_hosts(upstreams, ca_file="ca.crt")
+    files = containerd_hosts(upstreams, ca_file="ca.crt", fallback=True)
     (host,) = _parse_all(files)["example.local/hosts.toml"]["host"].values()
     assert host["ca"] == "ca.crt"
     assert "skip_verify" not in host
@@ -373,7 +426,8 @@ def test_hosts_toml_ca_and_skip_verify() -> None:
 
 def test_hosts_toml_mirror_without_path_and_plain_http() -> None:
     files = containerd_hosts(
-        {"example.local": "registry.internal.example", "docker.io": "http://localhost:5000/m/d"}
+        {"example.local": "registry.internal.example", "docker.io": "http://localhost:5000/m/d"},
+        fallback=True,
     )
     parsed = _parse_all(files)
     assert parsed["example.local/hosts.toml"]["host"] == {
@@ -399,8 +453,7 @@ def test_hosts_toml_mirror_without_path_and_plain_http() -> None:
 def test_hosts_toml_escapes_paths(path: str) -> None:
     files = containerd_hosts({"example.local": "registry.internal.example/m"}, ca_file=path)
     data = files["example.local/hosts.toml"]
-    (host,) = tomllib.loads(data.decode("utf-8"))["host"].values()
-    assert host["ca"] == path
+    assert tomllib.loads(data.decode("utf-8"))["ca"] == path
     # A TOML basic string holds no raw control characters.
     assert (
         all(ch == "\n" or ord(ch) >= 0x20 for ch in data.decode()) and "\x7f" not in data.decode()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bundler.adapters.bundleconfig import load_bundle_config
-from bundler.errors import ConfigError, UsageError
+from bundler.errors import ConfigError, NotFoundError, UsageError
 from bundler.model import mediatypes as mt
 from bundler.model.bundle import canonical_json
 from bundler.model.descriptor import Platform
@@ -97,8 +97,8 @@ def test_a_config_that_is_not_yaml_names_the_line(tmp_path: Path) -> None:
         load_bundle_config(_config(tmp_path, "a: b\n  c: [\n"))
 
 
-def test_a_missing_config_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="does not exist"):
+def test_a_missing_config_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="does not exist"):
         load_bundle_config(tmp_path / "absent.yaml")
 
 

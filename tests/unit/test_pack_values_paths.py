@@ -71,7 +71,7 @@ def test_relative_values_file_is_read_from_the_working_directory(
     assert "no such file" not in err
 
 
-def test_missing_values_file_is_a_usage_error_naming_it(
+def test_missing_values_file_is_not_found_naming_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _chart(tmp_path / "chart")
@@ -81,8 +81,8 @@ def test_missing_values_file_is_a_usage_error_naming_it(
         capsys,
         monkeypatch,
     )
-    assert code == 2
-    assert err.strip() == "error: --values nope.yaml: no such file"
+    assert code == 3
+    assert err.strip() == "error: values file nope.yaml does not exist (--values)"
 
 
 def test_config_values_are_relative_to_the_config_file(

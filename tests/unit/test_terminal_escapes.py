@@ -115,7 +115,7 @@ def test_inspect_of_a_layout_with_an_escape_in_a_name_prints_no_escape(
 def test_error_line_with_an_escape_from_outside_prints_no_escape(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def hostile() -> None:
+    def hostile(**_: object) -> None:
         raise ManifestError(f"bundle {FAKE_VERIFIED} is not signed")
 
     monkeypatch.setattr(cli_main, "app", hostile)

@@ -23,7 +23,7 @@ import pytest
 
 from bundler.adapters.crypto import PrivateKey, generate_key
 from bundler.adapters.trustpolicy import load_trust_policy
-from bundler.errors import ConfigError, VerificationError
+from bundler.errors import ConfigError, NotFoundError, VerificationError
 from bundler.model import mediatypes as mt
 from bundler.model.bundle import (
     LOCK_MEDIA_TYPE,
@@ -834,7 +834,7 @@ def test_policy_file_key_path_is_not_relative_to_the_working_directory(
     path = tmp_path / "policies" / "trust.yaml"
     path.write_text(_policy_yaml(KEYS_YAML.replace("../keys/", "keys/"), RULE_YAML))
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(NotFoundError) as caught:
         load_trust_policy(path)
     assert "vendor-release" in str(caught.value)
     assert str(tmp_path / "policies" / "keys" / "vendor.pub") in str(caught.value)
@@ -902,8 +902,8 @@ def test_empty_or_malformed_policy_file_is_refused(tmp_path: Path, text: str) ->
     assert str(path) in str(caught.value)
 
 
-def test_missing_policy_file_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="does not exist"):
+def test_missing_policy_file_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="does not exist"):
         load_trust_policy(tmp_path / "absent.yaml")
 
 

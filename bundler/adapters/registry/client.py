@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import random
 import re
 import socket
@@ -122,6 +123,28 @@ def _oci_error(resp: requests.Response) -> tuple[str | None, str]:
         return None, _one_line(text[0] if text else resp.reason or "")
 
 
+log = logging.getLogger(__name__)
+
+
+def loggable_url(url: str) -> str:
+    """``url`` as a request log may show it: no user info, and no query.
+
+    Upload sessions and presigned blob URLs carry secrets in the query; ``?…`` marks one left
+    out.
+    """
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}" + ("?…" if parts.query else "")
+
+
+def _log_response(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    """Log one request and its status (``--debug``): never a header, a body or a query."""
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "%s %s -> %s", response.request.method, loggable_url(response.url), response.status_code
+        )
+
+
 class RegistryClient:
     """Speaks the distribution API to one registry host (``host[:port]``)."""
 
@@ -154,6 +177,7 @@ class RegistryClient:
         self.session.verify = self.verify
         self.session.max_redirects = MAX_REDIRECTS
         self.session.hooks["response"].append(self._guard_redirect)
+        self.session.hooks["response"].append(_log_response)
         self.auth = Authenticator(host, credential, self.options.timeout, self.verify)
         self._base: str | None = None
         self._no_referrers_api = False
