@@ -11,6 +11,7 @@ from types import ModuleType
 import pytest
 from copy_support import Cli
 from harness.certs import CodeSigningPki, generate_code_signing_pki
+from test_cli_json import check
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PASS_VAR = "BUNDLER_TEST_KEY_PASS"
@@ -77,10 +78,9 @@ def test_a_bundle_signed_with_a_pki_certificate_passes_a_policy_trusting_only_th
     assert "corp:release@vendor.example (vendor)" in verified.stdout
     shown = cli("inspect", bundle)
     assert "certificate release@vendor.example issued by " in shown.stdout, shown.describe()
-    described = cli("keys", "inspect", leaf, "-o", "json")
-    assert described.returncode == 0, described.describe()
-    assert described.json["emails"] == ["release@vendor.example"]
-    assert "signing intermediate" in described.json["issuer"]
+    described = check("keys-inspect-result.schema.json", cli("keys", "inspect", leaf, "-o", "json"))
+    assert described["kind"] == "certificate" and described["emails"] == ["release@vendor.example"]
+    assert "signing intermediate" in described["issuer"]
     other = cli("verify", bundle, "--policy", _policy(root, pki, "else@vendor.example", "other"))
     assert other.returncode == 12, other.describe()
     assert "step 2" in other.error_line and "not one trusted" in other.error_line

@@ -202,6 +202,31 @@ def test_basic_auth_refuses_a_pull_without_the_password(internal: Path) -> None:
         proc.wait(timeout=30)
 
 
+def test_with_json_output_the_address_is_a_document_on_stdout(internal: Path) -> None:
+    import jsonschema
+    from test_cli_json import REGISTRY, SCHEMAS
+
+    proc = subprocess.Popen(
+        [*BUNDLER, "serve", f"oci:{internal}", "--listen", "127.0.0.1:0", "-o", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            assert sel.select(timeout=60), "no document within 60 s"
+        lines = [proc.stdout.readline()]
+        while lines[-1] not in ("}\n", ""):  # one indented document, closed by "}" alone
+            lines.append(proc.stdout.readline())
+        doc = json.loads("".join(lines))
+        schema = json.loads((SCHEMAS / "serve-result.schema.json").read_text())
+        jsonschema.Draft202012Validator(schema, registry=REGISTRY).validate(doc)
+        assert doc["serving"] == f"oci:{internal}" and _get(f"{doc['address']}/v2/")[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def test_serving_what_is_not_a_layout_is_a_usage_error(tmp_path: Path) -> None:
     proc = subprocess.run(
         [*BUNDLER, "serve", f"oci:{tmp_path / 'nothing'}", "--listen", "127.0.0.1:0"],
