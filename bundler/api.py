@@ -27,6 +27,7 @@ from typing import Any
 from bundler.adapters.crypto import (
     PrivateKey,
     PublicKey,
+    SigningKey,
     decrypt_private_key,
     generate_key,
     load_public_key,
@@ -68,6 +69,7 @@ __all__ = [
     "RegistryOptions",
     "Session",
     "SignResult",
+    "SigningKey",
     "TrustPolicy",
     "VerifyReport",
     "approve",
@@ -236,7 +238,7 @@ def pack(
 
 def sign(
     location: Where,
-    key: PrivateKey,
+    key: SigningKey,
     *,
     identity: str | None = None,
     recursive: bool = True,
@@ -268,7 +270,7 @@ def verify(
 
 def approve(
     location: Where,
-    key: PrivateKey,
+    key: SigningKey,
     policy: TrustPolicy,
     *,
     identity: str | None = None,
@@ -368,7 +370,7 @@ def promote(
     location: Where,
     to: Where,
     policy: TrustPolicy,
-    key: PrivateKey | None,
+    key: SigningKey | None,
     *,
     serve_as: str | None = None,
     style: str = "nested",

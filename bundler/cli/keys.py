@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from bundler.cli.common import OutputFormat, OutputOpt, emit_json
-from bundler.errors import NotFoundError, TransportError
+from bundler.errors import NotFoundError, TransportError, UsageError
 from bundler.model.text import printable
 
 
@@ -57,6 +57,7 @@ def _emit(result: dict[str, Any], output: OutputFormat) -> None:
         "kind": "kind",
         "algorithm": "algorithm",
         "keyId": "key id",
+        "keyUri": "key uri",
     }
     for name, value in result.items():
         typer.echo(printable(f"{labels[name]}: {value}"))  # from a key file
@@ -70,13 +71,45 @@ def generate_command(
     ] = KeyType.ecdsa_p256,
     passphrase_file: PassphraseFileOpt = None,
     passphrase_env: PassphraseEnvOpt = None,
+    pkcs11_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--pkcs11",
+            metavar="URI",
+            help="Make the key pair on a PKCS#11 token instead (pkcs11:token=...;object=...); "
+            "only PREFIX.pub is written.",
+        ),
+    ] = None,
+    pin_file: Annotated[
+        Path | None, typer.Option("--pin-file", help="With --pkcs11: the PIN from FILE.")
+    ] = None,
+    pin_env: Annotated[
+        str | None,
+        typer.Option("--pin-env", metavar="VAR", help="With --pkcs11: the PIN from variable VAR."),
+    ] = None,
+    pkcs11_module: Annotated[
+        str | None,
+        typer.Option(
+            "--pkcs11-module",
+            metavar="PATH",
+            help="With --pkcs11: the PKCS#11 module (default: $COSIGN_PKCS11_MODULE_PATH).",
+        ),
+    ] = None,
     output: OutputOpt = OutputFormat.text,
 ) -> None:
     """Generate a key pair: PREFIX.key (encrypted, mode 0600) and PREFIX.pub.
 
     The passphrase comes from --passphrase-file, --passphrase-env, or a prompt (asked
-    twice); never from an argument. cosign and skopeo read both files.
+    twice); never from an argument. cosign and skopeo read both files. With --pkcs11 the
+    pair is made on the token (the private key never leaves it) and PREFIX.pub is written.
     """
+    if pkcs11_uri is not None:
+        if passphrase_file is not None or passphrase_env is not None:
+            raise UsageError("a key made on a token has no passphrase; give its PIN instead")
+        _generate_on_token(pkcs11_uri, prefix, key_type, pin_file, pin_env, pkcs11_module, output)
+        return
+    if pin_file is not None or pin_env is not None or pkcs11_module is not None:
+        raise UsageError("--pin-file, --pin-env and --pkcs11-module go with --pkcs11 URI")
     interactive = passphrase_file is None and passphrase_env is None
     from bundler.adapters import crypto
 
@@ -88,6 +121,43 @@ def generate_command(
     _emit(
         {
             "privateKey": str(key_path),
+            "publicKey": str(pub_path),
+            "algorithm": key.algorithm,
+            "keyId": key.public.key_id,
+        },
+        output,
+    )
+
+
+def _generate_on_token(
+    uri: str,
+    prefix: Path,
+    key_type: KeyType,
+    pin_file: Path | None,
+    pin_env: str | None,
+    module: str | None,
+    output: OutputFormat,
+) -> None:
+    import sys
+
+    from bundler.adapters import pkcs11
+
+    def ask(text: str) -> str:  # on the terminal, never on stdout (it may carry JSON)
+        import getpass
+
+        return getpass.getpass(text)
+
+    access = pkcs11.TokenAccess(
+        module=module,
+        pin_file=pin_file,
+        pin_env=pin_env,
+        prompt=ask if sys.stdin.isatty() else None,
+    )
+    key, pub_path = pkcs11.generate_key_pair(pkcs11.parse_uri(uri), access, key_type.value, prefix)
+    key.close()
+    _emit(
+        {
+            "keyUri": key.uri,
             "publicKey": str(pub_path),
             "algorithm": key.algorithm,
             "keyId": key.public.key_id,

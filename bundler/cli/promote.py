@@ -24,7 +24,15 @@ from bundler.cli.common import (
     emit_json,
     registry_options,
 )
-from bundler.cli.trust import PassEnvOpt, PassFileOpt, load_policy, private_key
+from bundler.cli.trust import (
+    PassEnvOpt,
+    PassFileOpt,
+    PinEnvOpt,
+    PinFileOpt,
+    Pkcs11ModuleOpt,
+    load_policy,
+    private_key,
+)
 from bundler.errors import TransportError, UsageError
 from bundler.model.text import printable
 
@@ -36,13 +44,18 @@ def promote_command(
     to: Annotated[str, typer.Option("--to", help="REGISTRY/PREFIX to promote into.")],
     policy: Annotated[Path, typer.Option("--policy", help="Trust policy the bundle must meet.")],
     key: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            "--key", help="Promotion key (private, cosign format) that signs the promotion record."
+            "--key",
+            help="Promotion key that signs the promotion record: a private key file (cosign "
+            "format) or a pkcs11: URI.",
         ),
     ] = None,
     passphrase_file: PassFileOpt = None,
     passphrase_env: PassEnvOpt = None,
+    pin_file: PinFileOpt = None,
+    pin_env: PinEnvOpt = None,
+    pkcs11_module: Pkcs11ModuleOpt = None,
     layout: Annotated[
         str,
         typer.Option(
@@ -141,7 +154,11 @@ def promote_command(
     from bundler.services.transports import Transports, parse_location
 
     trust = load_policy(policy, None)
-    signer = private_key(key, passphrase_file, passphrase_env) if key is not None else None
+    signer = (
+        private_key(key, passphrase_file, passphrase_env, pin_file, pin_env, pkcs11_module)
+        if key is not None
+        else None
+    )
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
     deploy_values: dict[str, object] = {}

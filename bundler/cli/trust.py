@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -27,12 +26,33 @@ from bundler.model.text import printable
 if TYPE_CHECKING:
     from bundler.services.verify import VerifyReport
 
-KeyOpt = Annotated[Path, typer.Option("--key", help="Encrypted private key (cosign format).")]
+KeyOpt = Annotated[
+    str,
+    typer.Option(
+        "--key",
+        help="Encrypted private key file (cosign format), or a pkcs11: URI of a token key.",
+    ),
+]
 PassFileOpt = Annotated[
     Path | None, typer.Option("--passphrase-file", help="Read the key's passphrase from FILE.")
 ]
 PassEnvOpt = Annotated[
     str | None, typer.Option("--passphrase-env", help="Read the passphrase from variable VAR.")
+]
+PinFileOpt = Annotated[
+    Path | None, typer.Option("--pin-file", help="Read a pkcs11: key's PIN from FILE.")
+]
+PinEnvOpt = Annotated[
+    str | None,
+    typer.Option("--pin-env", metavar="VAR", help="Read a pkcs11: key's PIN from variable VAR."),
+]
+Pkcs11ModuleOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pkcs11-module",
+        metavar="PATH",
+        help="PKCS#11 module of a pkcs11: key (default: $COSIGN_PKCS11_MODULE_PATH).",
+    ),
 ]
 PolicyOpt = Annotated[
     Path | None, typer.Option("--policy", help="Trust policy file (schemas/trust-policy).")
@@ -47,37 +67,37 @@ IdentityOpt = Annotated[
 ]
 
 
-COSIGN_PASSWORD = "COSIGN_PASSWORD"  # noqa: S105 - the name of cosign's variable, not a secret
+def _terminal_prompt(text: str) -> str:  # on the terminal, never on stdout (it may carry JSON)
+    import getpass
+
+    return getpass.getpass(text)
 
 
-def private_key(path: Path, passphrase_file: Path | None, passphrase_env: str | None):  # type: ignore[no-untyped-def]
-    """Read and decrypt a cosign private key file; the passphrase from a file, env, or a prompt.
+def private_key(  # type: ignore[no-untyped-def]
+    key: str,
+    passphrase_file: Path | None,
+    passphrase_env: str | None,
+    pin_file: Path | None = None,
+    pin_env: str | None = None,
+    pkcs11_module: str | None = None,
+):
+    """The signing key of ``--key``: a cosign key file, or a ``pkcs11:`` URI of a token key.
 
-    KeyFileError if the file cannot be read or the passphrase does not open it.
+    The passphrase or PIN comes from its file or variable, or a prompt when there is a
+    terminal. KeyFileError if the key cannot be read or opened.
     """
-    from bundler.adapters.crypto import decrypt_private_key, read_key_file, read_passphrase
+    from bundler.adapters.pkcs11 import TokenAccess
+    from bundler.adapters.signingkeys import load_signing_key
 
-    try:
-        pem = read_key_file(path)  # a regular file, read with a bound
-    except OSError as exc:
-        raise KeyFileError(f"cannot read key {path}: {exc.strerror}") from None
-    if passphrase_file is None and passphrase_env is None and COSIGN_PASSWORD in os.environ:
-        passphrase_env = COSIGN_PASSWORD  # as cosign reads it, in pipelines
-    prompt = None
-    if passphrase_file is None and passphrase_env is None:
-        if not sys.stdin.isatty():
-            raise UsageError(
-                f"the passphrase of {path} cannot be asked for (no terminal): pass "
-                f"--passphrase-file FILE or --passphrase-env VAR, or set {COSIGN_PASSWORD}"
-            )
-
-        def prompt() -> str:  # on the terminal, never on stdout (it may carry JSON)
-            import getpass
-
-            return getpass.getpass(f"Passphrase for {path}: ")
-
-    passphrase = read_passphrase(file=passphrase_file, env=passphrase_env, prompt=prompt)
-    return decrypt_private_key(pem, passphrase, str(path))
+    access = TokenAccess(
+        module=pkcs11_module,
+        pin_file=pin_file,
+        pin_env=pin_env,
+        prompt=_terminal_prompt if sys.stdin.isatty() else None,
+    )
+    return load_signing_key(
+        key, passphrase_file=passphrase_file, passphrase_env=passphrase_env, token=access
+    )
 
 
 def load_policy(policy: Path | None, key: Path | None) -> TrustPolicy:
@@ -109,6 +129,9 @@ def sign_command(
     key: KeyOpt,
     passphrase_file: PassFileOpt = None,
     passphrase_env: PassEnvOpt = None,
+    pin_file: PinFileOpt = None,
+    pin_env: PinEnvOpt = None,
+    pkcs11_module: Pkcs11ModuleOpt = None,
     recursive: Annotated[
         bool,
         typer.Option(
@@ -130,7 +153,7 @@ def sign_command(
     """
     from bundler import api
 
-    private = private_key(key, passphrase_file, passphrase_env)
+    private = private_key(key, passphrase_file, passphrase_env, pin_file, pin_env, pkcs11_module)
     options = registry_options(plain_http, ca_file, insecure, config_dir)
     with api.Session(options) as session:
         result = api.sign(source, private, recursive=recursive, identity=identity, session=session)
@@ -281,6 +304,9 @@ def approve_command(
     policy: Annotated[Path, typer.Option("--policy", help="Trust policy naming the approver.")],
     passphrase_file: PassFileOpt = None,
     passphrase_env: PassEnvOpt = None,
+    pin_file: PinFileOpt = None,
+    pin_env: PinEnvOpt = None,
+    pkcs11_module: Pkcs11ModuleOpt = None,
     identity: IdentityOpt = None,
     output: OutputOpt = OutputFormat.text,
     parallel: ParallelOpt = 4,
@@ -298,7 +324,7 @@ def approve_command(
     """
     from bundler import api
 
-    private = private_key(key, passphrase_file, passphrase_env)
+    private = private_key(key, passphrase_file, passphrase_env, pin_file, pin_env, pkcs11_module)
     options = registry_options(plain_http, ca_file, insecure, config_dir, parallel)
     with api.Session(options) as session:
         result = api.approve(
