@@ -22,7 +22,7 @@ import contextlib
 from collections.abc import Iterator, MutableMapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bundler.adapters.crypto import (
     PrivateKey,
@@ -50,6 +50,9 @@ from bundler.services.sign import SignResult
 from bundler.services.transfer import ExportResult, ImportResult
 from bundler.services.transports import Location, Transports, parse_location
 from bundler.services.verify import VerifyReport
+
+if TYPE_CHECKING:
+    from bundler.adapters.pkcs11 import Pkcs11Key
 
 __all__ = [
     "ApprovalResult",
@@ -82,6 +85,7 @@ __all__ = [
     "load_bundle_config",
     "load_private_key",
     "load_public_key_file",
+    "load_token_key",
     "load_trust_policy",
     "login",
     "one_key_policy",
@@ -162,6 +166,18 @@ def load_trust_policy(path: str | Path) -> TrustPolicy:
 def load_private_key(path: str | Path, passphrase: bytes) -> PrivateKey:
     """A private key file (cosign's encrypted format, or PKCS#8 PEM) opened with ``passphrase``."""
     return decrypt_private_key(read_key_file(Path(path)), passphrase, str(path))
+
+
+def load_token_key(uri: str, pin: str, module: str | Path | None = None) -> Pkcs11Key:
+    """The key on a PKCS#11 token that the ``pkcs11:`` URI names, logged in with ``pin``.
+
+    The module is the URI's ``module-path``, ``module``, or ``$COSIGN_PKCS11_MODULE_PATH``
+    (docs/keys.md). It signs wherever a key file's key does; ``close()`` logs out.
+    """
+    from bundler.adapters.pkcs11 import TokenAccess, open_key, parse_uri
+
+    access = TokenAccess(module=None if module is None else str(module), pin=pin)
+    return open_key(parse_uri(uri), access)
 
 
 def generate_key_pair(

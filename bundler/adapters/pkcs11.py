@@ -179,6 +179,7 @@ class TokenAccess:
     pin_file: Path | None = None  # --pin-file
     pin_env: str | None = None  # --pin-env
     prompt: Prompt | None = field(default=None, repr=False)
+    pin: str | None = field(default=None, repr=False)  # given by a program (bundler.api)
 
 
 def module_path(uri: Pkcs11Uri, access: TokenAccess) -> Path:
@@ -234,12 +235,8 @@ def _pin_source_path(source: str) -> Path:
     return Path(source)
 
 
-def user_pin(uri: Pkcs11Uri, access: TokenAccess, token_label: str) -> str:
-    """The token's user PIN, from exactly one place.
-
-    ``pin-value``, ``pin-source``, ``--pin-file`` or ``--pin-env``; when none is given,
-    ``COSIGN_PKCS11_PIN``, else the prompt. UsageError when two are given or none can be had.
-    """
+def _given_pin(uri: Pkcs11Uri, access: TokenAccess) -> str | None:
+    """The PIN from the one explicit place it was given, or None; UsageError for two."""
     given = [
         name
         for name, value in (
@@ -247,27 +244,36 @@ def user_pin(uri: Pkcs11Uri, access: TokenAccess, token_label: str) -> str:
             ("the URI's pin-source", uri.pin_source),
             ("--pin-file", access.pin_file),
             ("--pin-env", access.pin_env),
+            ("a PIN argument", access.pin),
         )
         if value is not None
     ]
     if len(given) > 1:
         raise UsageError(f"give the PIN one way, not {' and '.join(given)}")
-    pin: str
-    if uri.pin_value is not None:
-        pin = uri.pin_value
-    elif uri.pin_source is not None:
-        pin = _pin_file(_pin_source_path(uri.pin_source), "PIN source")
-    elif access.pin_file is not None:
-        pin = _pin_file(access.pin_file, "PIN file")
-    elif access.pin_env is not None:
+    if uri.pin_source is not None:
+        return _pin_file(_pin_source_path(uri.pin_source), "PIN source")
+    if access.pin_file is not None:
+        return _pin_file(access.pin_file, "PIN file")
+    if access.pin_env is not None:
         if access.pin_env not in os.environ:
             raise UsageError(f"environment variable {access.pin_env} is not set")
-        pin = os.environ[access.pin_env]
-    elif PIN_ENV in os.environ:
+        return os.environ[access.pin_env]
+    return uri.pin_value if uri.pin_value is not None else access.pin
+
+
+def user_pin(uri: Pkcs11Uri, access: TokenAccess, token_label: str) -> str:
+    """The token's user PIN, from exactly one place.
+
+    ``pin-value``, ``pin-source``, ``--pin-file``, ``--pin-env`` or the program's ``pin``;
+    when none is given, ``COSIGN_PKCS11_PIN``, else the prompt. UsageError when two are given
+    or none can be had.
+    """
+    pin = _given_pin(uri, access)
+    if pin is None and PIN_ENV in os.environ:
         pin = os.environ[PIN_ENV]
-    elif access.prompt is not None:
+    if pin is None and access.prompt is not None:
         pin = access.prompt(f"PIN for token {token_label}: ")
-    else:
+    if pin is None:
         raise UsageError(
             f"the PIN of token {token_label} cannot be asked for (no terminal): pass --pin-file "
             f"FILE or --pin-env VAR, or set {PIN_ENV}"

@@ -17,11 +17,11 @@ DOC = REPO_ROOT / "docs" / "library.md"
 PUBLIC = {
     "ApprovalResult", "BundleSpec", "BundlerError", "CopyResult", "Discovery", "ExportResult",
     "ImportResult", "InspectResult", "Location", "PackOptions", "PackResult", "PrivateKey",
-    "PromotionResult", "PublicKey", "RegistryOptions", "Session", "SignResult", "TrustPolicy",
-    "VerifyReport", "approve", "copy", "export", "generate_key_pair", "images", "import_bundle",
-    "inspect", "load_bundle_config", "load_private_key", "load_public_key_file",
-    "load_trust_policy", "login", "one_key_policy", "pack", "promote", "sign", "verify",
-    "verify_promotion",
+    "PromotionResult", "PublicKey", "RegistryOptions", "Session", "SignResult", "SigningKey",
+    "TrustPolicy", "VerifyReport", "approve", "copy", "export", "generate_key_pair", "images",
+    "import_bundle", "inspect", "load_bundle_config", "load_private_key", "load_public_key_file",
+    "load_token_key", "load_trust_policy", "login", "one_key_policy", "pack", "promote", "sign",
+    "verify", "verify_promotion",
 }  # fmt: skip
 
 

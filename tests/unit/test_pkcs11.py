@@ -324,3 +324,21 @@ def test_keys_the_uri_does_not_single_out_are_refused(hsm: SoftHsm, tmp_path: Pa
             parse_uri("pkcs11:token=unit;object=rsa"), access(hsm), "rsa", tmp_path / "x"
         )
     assert not (tmp_path / "x.pub").exists()
+
+
+def test_the_library_opens_a_token_key_with_the_pin_it_is_given(
+    hsm: SoftHsm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bundler import api
+
+    made, pub_path = generate_key_pair(
+        parse_uri("pkcs11:token=unit;object=library"), access(hsm), "ecdsa-p256", tmp_path / "k"
+    )
+    made.close()
+    monkeypatch.setenv(PIN_ENV, "not-the-pin")  # the PIN given wins over cosign's variable
+    key = api.load_token_key("pkcs11:token=unit;object=library", PIN, module=hsm.module)
+    assert key.public == api.load_public_key_file(pub_path)
+    assert key.public.verify(b"payload", key.sign(b"payload"))
+    key.close()
+    with pytest.raises(UsageError, match="one way"):
+        api.load_token_key(f"pkcs11:token=unit;object=library?pin-value={PIN}", PIN, hsm.module)
