@@ -21,12 +21,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bundler.adapters.base import ClosedOnExit
 from bundler.adapters.crypto import (
     PrivateKey,
     PublicKey,
+    SigningKey,
     decrypt_private_key,
     generate_key,
     load_public_key,
@@ -51,6 +52,9 @@ from bundler.services.transfer import ExportResult, ImportResult
 from bundler.services.transports import Location, Transports, parse_location
 from bundler.services.verify import VerifyReport
 
+if TYPE_CHECKING:
+    from bundler.adapters.pkcs11 import Pkcs11Key
+
 __all__ = [
     "ApprovalResult",
     "BasicAuth",
@@ -71,6 +75,7 @@ __all__ = [
     "RegistryOptions",
     "Session",
     "SignResult",
+    "SigningKey",
     "TrustPolicy",
     "VerifyReport",
     "approve",
@@ -83,6 +88,7 @@ __all__ = [
     "load_bundle_config",
     "load_private_key",
     "load_public_key_file",
+    "load_token_key",
     "load_trust_policy",
     "login",
     "one_key_policy",
@@ -153,6 +159,18 @@ def load_trust_policy(path: str | Path) -> TrustPolicy:
 def load_private_key(path: str | Path, passphrase: bytes) -> PrivateKey:
     """A private key file (cosign's encrypted format, or PKCS#8 PEM) opened with ``passphrase``."""
     return decrypt_private_key(read_key_file(Path(path)), passphrase, str(path))
+
+
+def load_token_key(uri: str, pin: str, module: str | Path | None = None) -> Pkcs11Key:
+    """The key on a PKCS#11 token that the ``pkcs11:`` URI names, logged in with ``pin``.
+
+    The module is the URI's ``module-path``, ``module``, or ``$COSIGN_PKCS11_MODULE_PATH``
+    (docs/keys.md). It signs wherever a key file's key does; ``close()`` logs out.
+    """
+    from bundler.adapters.pkcs11 import TokenAccess, open_key, parse_uri
+
+    access = TokenAccess(module=None if module is None else str(module), pin=pin)
+    return open_key(parse_uri(uri), access)
 
 
 def generate_key_pair(
@@ -229,7 +247,7 @@ def pack(
 
 def sign(
     location: Where,
-    key: PrivateKey,
+    key: SigningKey,
     *,
     identity: str | None = None,
     recursive: bool = True,
@@ -284,7 +302,7 @@ def verify(
 
 def approve(
     location: Where,
-    key: PrivateKey,
+    key: SigningKey,
     policy: TrustPolicy,
     *,
     identity: str | None = None,
@@ -391,7 +409,7 @@ def promote(
     location: Where,
     to: Where,
     policy: TrustPolicy,
-    key: PrivateKey | None,
+    key: SigningKey | None,
     *,
     serve_as: str | None = None,
     style: str = "nested",

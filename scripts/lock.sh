@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the dependency lock (ADR 0008) from pyproject.toml:
 #
-#   requirements/run.txt   [project] dependencies
+#   requirements/run.txt   [project] dependencies and the [pkcs11] extra (token keys)
 #   requirements/test.txt  the same pins plus the [test] extra
 #   requirements/uv.txt    the lock tool itself (uv), from requirements/uv.in
 #
@@ -44,9 +44,9 @@ log "requirements/uv.txt"
 "$UV" pip compile "${common[@]}" requirements/uv.in -o requirements/uv.txt
 log "requirements/run.txt"
 "$UV" pip compile "${common[@]}" -c requirements/constraints.in "$@" \
-    pyproject.toml -o requirements/run.txt
+    pyproject.toml --extra pkcs11 -o requirements/run.txt
 # test.txt is constrained by run.txt: the packages both install are pinned identically.
 log "requirements/test.txt"
 "$UV" pip compile "${common[@]}" -c requirements/constraints.in -c requirements/run.txt "$@" \
-    pyproject.toml --extra test -o requirements/test.txt
+    pyproject.toml --extra pkcs11 --extra test -o requirements/test.txt
 log "done; now: bash scripts/setup.sh test"

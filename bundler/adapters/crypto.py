@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import nacl.exceptions
 import nacl.secret
@@ -37,6 +37,7 @@ import nacl.utils
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from bundler.adapters.fsafe import read_regular
 from bundler.errors import (
@@ -136,6 +137,94 @@ def _public_key(key: object, origin: str) -> PublicKey:
     der = key.public_bytes(serialization.Encoding.DER, spki)
     pem = key.public_bytes(serialization.Encoding.PEM, spki)
     return PublicKey(algorithm, pem, "sha256:" + hashlib.sha256(der).hexdigest(), key)
+
+
+# ----------------------------------------------------------------------------- signing keys
+class SigningKey(Protocol):
+    """What signs: a decrypted key file (:class:`PrivateKey`) or a key on a PKCS#11 token.
+
+    ``sign`` gives the signature cosign would make with that key over ``payload``: ASN.1 DER
+    ECDSA or RSA PKCS#1 v1.5 over SHA-256, or pure Ed25519; ``public.verify`` accepts it.
+    """
+
+    @property
+    def public(self) -> PublicKey:
+        """The key's public half (algorithm, PEM, key id)."""
+        ...
+
+    @property
+    def algorithm(self) -> str:
+        """One of LOADABLE_ALGORITHMS."""
+        ...
+
+    def sign(self, payload: bytes) -> bytes:
+        """A signature over exactly ``payload``."""
+        ...
+
+
+# DER of the EC_PARAMS (an ASN.1 OBJECT IDENTIFIER, or RFC 8410's printable curve name for
+# Edwards keys) that tokens store beside EC keys, and what each is here.
+EC_PARAMS_P256 = bytes.fromhex("06082a8648ce3d030107")  # prime256v1 / secp256r1
+EC_PARAMS_P384 = bytes.fromhex("06052b81040022")  # secp384r1
+EC_PARAMS_ED25519 = bytes.fromhex("06032b6570")  # id-Ed25519
+_EC_PARAMS_ED25519_NAME = b"\x13\x0cedwards25519"
+_TOKEN_CURVES: dict[bytes, ec.EllipticCurve] = {
+    EC_PARAMS_P256: ec.SECP256R1(),
+    EC_PARAMS_P384: ec.SECP384R1(),
+}
+_ECDSA_SIZES = {"ecdsa-p256": 32, "ecdsa-p384": 48}
+
+
+def _der_octet_string(data: bytes) -> bytes | None:
+    """The content of one DER OCTET STRING that is all of ``data``, else None."""
+    if len(data) < 2 or data[0] != 0x04:
+        return None
+    length, start = data[1], 2
+    if length & 0x80:
+        count = length & 0x7F
+        if count not in (1, 2) or len(data) < 2 + count:
+            return None
+        length, start = int.from_bytes(data[2 : 2 + count], "big"), 2 + count
+    return data[start:] if len(data) - start == length else None
+
+
+def token_public_key(ec_params: bytes, ec_point: bytes, origin: str) -> PublicKey:
+    """The public key of a token's EC or Edwards key object from its EC_PARAMS and EC_POINT.
+
+    EC_POINT is a DER OCTET STRING around the point, as PKCS#11 says; some tokens give the bare
+    point, which is read too. KeyFileError for a curve that is not P-256, P-384 or Ed25519.
+    """
+    wrapped = _der_octet_string(ec_point)
+    key: _PublicKeyObject
+    try:
+        if ec_params in (EC_PARAMS_ED25519, _EC_PARAMS_ED25519_NAME):
+            raw = wrapped if wrapped is not None and len(wrapped) == 32 else ec_point
+            key = ed25519.Ed25519PublicKey.from_public_bytes(raw)
+        elif ec_params in _TOKEN_CURVES:
+            curve = _TOKEN_CURVES[ec_params]
+            size = 1 + 2 * ((curve.key_size + 7) // 8)
+            point = ec_point if len(ec_point) == size and ec_point[0] == 4 else wrapped
+            key = ec.EllipticCurvePublicKey.from_encoded_point(curve, point or b"")
+        else:
+            raise KeyFileError(
+                f"{origin}: the key's curve (EC_PARAMS {ec_params.hex()}) is not supported; "
+                "use ECDSA P-256, P-384 or Ed25519"
+            )
+    except ValueError:
+        raise KeyFileError(f"{origin}: the token's public key point is not valid") from None
+    return _public_key(key, origin)
+
+
+def ecdsa_der_signature(raw: bytes, algorithm: str) -> bytes:
+    """PKCS#11 CKM_ECDSA's r || s as the ASN.1 DER ``SEQUENCE {r, s}`` cosign writes."""
+    size = _ECDSA_SIZES[algorithm]
+    if len(raw) != 2 * size:
+        raise KeyFileError(
+            f"the token returned a {len(raw)}-byte ECDSA signature; {algorithm} makes {2 * size}"
+        )
+    return encode_dss_signature(
+        int.from_bytes(raw[:size], "big"), int.from_bytes(raw[size:], "big")
+    )
 
 
 # ----------------------------------------------------------------------------- private keys
@@ -365,6 +454,27 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def public_key_path(prefix: Path) -> Path:
+    """PREFIX.pub, checked to be new and in an existing directory (UsageError otherwise)."""
+    pub_path = prefix.with_name(prefix.name + ".pub")
+    if os.path.lexists(pub_path):
+        raise UsageError(f"{pub_path} already exists; refusing to overwrite a key")
+    if not prefix.parent.is_dir():
+        raise UsageError(f"directory {prefix.parent} does not exist")
+    return pub_path
+
+
+def write_public_key(path: Path, public: PublicKey) -> None:
+    """Write a public key PEM to the new file ``path`` (0644); never overwrites."""
+    try:
+        _write_new(path, public.pem, 0o644)
+    except FileExistsError:
+        raise UsageError(f"{path} already exists; refusing to overwrite a key") from None
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise TransportError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def write_key_pair(prefix: Path, key: PrivateKey, passphrase: bytes) -> tuple[Path, Path]:

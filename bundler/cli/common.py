@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
-    from bundler.adapters.crypto import PrivateKey, PublicKey
+    from bundler.adapters.crypto import PrivateKey, PublicKey, SigningKey
+    from bundler.adapters.pkcs11 import TokenAccess
     from bundler.adapters.registry.options import RegistryOptions
     from bundler.model.plan import TransferPlan
     from bundler.services.copy import Progress as CopyProgress
@@ -264,6 +265,71 @@ def private_key(path: Path, passphrase: PassphraseFlags) -> PrivateKey:
     return decrypt_private_key(pem, passphrase.read(path), str(path))
 
 
+@dataclass
+class TokenFlags:
+    """How a ``pkcs11:`` key is reached: the module, and where its PIN comes from."""
+
+    pin_file: Annotated[
+        Path | None,
+        typer.Option("--pin-file", metavar="FILE", help="A pkcs11: key's PIN, from FILE."),
+    ] = None
+    pin_env: Annotated[
+        str | None,
+        typer.Option("--pin-env", metavar="VAR", help="A pkcs11: key's PIN, from variable VAR."),
+    ] = None
+    module: Annotated[
+        str | None,
+        typer.Option(
+            "--pkcs11-module",
+            metavar="FILE",
+            help="PKCS#11 module for pkcs11: keys (default: $COSIGN_PKCS11_MODULE_PATH).",
+        ),
+    ] = None
+
+    def access(self) -> TokenAccess:
+        """The token access these flags give (a PIN prompt only where there is a terminal)."""
+        from bundler.adapters.pkcs11 import TokenAccess
+
+        def ask(text: str) -> str:  # on the terminal, never on stdout (it may carry JSON)
+            import getpass
+
+            return getpass.getpass(text)
+
+        return TokenAccess(
+            module=self.module,
+            pin_file=self.pin_file,
+            pin_env=self.pin_env,
+            prompt=ask if sys.stdin.isatty() else None,
+        )
+
+    def given(self) -> bool:
+        """Whether any token option was given."""
+        return (self.pin_file, self.pin_env, self.module) != (None, None, None)
+
+
+def signing_key(key: str, passphrase: PassphraseFlags, token: TokenFlags) -> SigningKey:
+    """The signing key of ``--key``: a cosign key file, or a ``pkcs11:`` URI of a token key.
+
+    Options of the other kind are refused (a PIN is never taken for a passphrase); key files
+    are read as every command reads them (missing: exit 3; unreadable or wrong passphrase: 13).
+    """
+    from bundler.adapters.pkcs11 import is_pkcs11_uri, open_key, parse_uri
+
+    if is_pkcs11_uri(key):
+        if passphrase.file is not None or passphrase.env is not None:
+            raise UsageError(
+                "--passphrase-file/--passphrase-env open key files; a pkcs11: key takes "
+                "--pin-file or --pin-env"
+            )
+        return open_key(parse_uri(key), token.access())
+    if token.given():
+        raise UsageError(
+            f"--pkcs11-module/--pin-file/--pin-env are for pkcs11: keys; {key} is a key file "
+            "(it takes --passphrase-file or --passphrase-env)"
+        )
+    return private_key(Path(key), passphrase)
+
+
 def public_key(path: Path) -> PublicKey:
     """The public key (PEM) of ``path``; KeyFileError if it is not one."""
     from bundler.adapters.crypto import load_public_key
@@ -339,7 +405,7 @@ class Ui:
         return console if console.is_terminal else None
 
 
-_GROUPS: tuple[type, ...] = (RegistryFlags, PassphraseFlags, Ui)
+_GROUPS: tuple[type, ...] = (RegistryFlags, PassphraseFlags, TokenFlags, Ui)
 _current: Ui | None = None
 
 

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from bundler.cli.common import PassphraseFlags, Ui, command, emit_json, read_key
+from bundler.cli.common import PassphraseFlags, TokenFlags, Ui, command, emit_json, read_key
+from bundler.errors import UsageError
 from bundler.model.text import printable
 
 
@@ -44,6 +45,7 @@ def _emit(result: dict[str, Any], ui: Ui) -> None:
         "notBefore": "valid from",
         "notAfter": "valid to",
         "fingerprint": "fingerprint",
+        "keyUri": "key uri",
     }
     for name, value in result.items():
         if value in (None, [], ""):
@@ -61,13 +63,31 @@ def generate_command(
         KeyType, typer.Option("--type", help="Key algorithm.")
     ] = KeyType.ecdsa_p256,
     passphrase: PassphraseFlags,
+    pkcs11_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--pkcs11",
+            metavar="URI",
+            help="Make the key pair on a PKCS#11 token instead (pkcs11:token=...;object=...); "
+            "only PREFIX.pub is written.",
+        ),
+    ] = None,
+    token: TokenFlags,
     ui: Ui,
 ) -> None:
     """Generate a key pair: PREFIX.key (encrypted, mode 0600) and PREFIX.pub.
 
     The passphrase comes from --passphrase-file, --passphrase-env, or a prompt (asked
-    twice); never from an argument. cosign and skopeo read both files.
+    twice); never from an argument. cosign and skopeo read both files. With --pkcs11 the
+    pair is made on the token (the private key never leaves it) and PREFIX.pub is written.
     """
+    if pkcs11_uri is not None:
+        if passphrase.file is not None or passphrase.env is not None:
+            raise UsageError("a key made on a token has no passphrase; give its PIN instead")
+        _generate_on_token(pkcs11_uri, prefix, key_type, token, ui)
+        return
+    if token.given():
+        raise UsageError("--pin-file, --pin-env and --pkcs11-module go with --pkcs11 URI")
     from bundler.adapters import crypto
 
     secret = passphrase.read(prefix.with_name(prefix.name + ".key"), new=True)
@@ -76,6 +96,26 @@ def generate_command(
     _emit(
         {
             "privateKey": str(key_path),
+            "publicKey": str(pub_path),
+            "algorithm": key.algorithm,
+            "keyId": key.public.key_id,
+        },
+        ui,
+    )
+
+
+def _generate_on_token(
+    uri: str, prefix: Path, key_type: KeyType, token: TokenFlags, ui: Ui
+) -> None:
+    from bundler.adapters import pkcs11
+
+    key, pub_path = pkcs11.generate_key_pair(
+        pkcs11.parse_uri(uri), token.access(), key_type.value, prefix
+    )
+    key.close()
+    _emit(
+        {
+            "keyUri": key.uri,
             "publicKey": str(pub_path),
             "algorithm": key.algorithm,
             "keyId": key.public.key_id,

@@ -16,12 +16,13 @@ from bundler.cli.common import (
     RegistryFlags,
     SetOpt,
     SetStringOpt,
+    TokenFlags,
     Ui,
     ValuesOpt,
     command,
     emit_json,
-    private_key,
     progress_bar,
+    signing_key,
 )
 from bundler.cli.trust import load_policy
 from bundler.errors import TransportError, UsageError
@@ -46,14 +47,16 @@ def promote_command(
         Path, typer.Option("--policy", metavar="FILE", help="Trust policy the bundle must meet.")
     ],
     key: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--key",
-            metavar="FILE",
-            help="Promotion key (private, cosign format) that signs the promotion record.",
+            metavar="KEY",
+            help="Promotion key that signs the promotion record: a private key file (cosign "
+            "format) or a pkcs11: URI.",
         ),
     ] = None,
     passphrase: PassphraseFlags,
+    token: TokenFlags,
     layout: Annotated[
         str,
         typer.Option(
@@ -173,7 +176,7 @@ def promote_command(
     from bundler.services.transports import Transports, parse_location
 
     trust = load_policy(policy, None)
-    signer = private_key(key, passphrase) if key is not None else None
+    signer = signing_key(key, passphrase, token) if key is not None else None
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
     deploy_values: dict[str, object] = {}

@@ -11,12 +11,13 @@ from bundler.cli.common import (
     ParallelOpt,
     PassphraseFlags,
     RegistryFlags,
+    TokenFlags,
     Ui,
     command,
     emit_json,
-    private_key,
     progress_bar,
     public_key,
+    signing_key,
 )
 from bundler.errors import UsageError
 from bundler.model.policy import TrustPolicy
@@ -27,8 +28,12 @@ if TYPE_CHECKING:
     from bundler.services.verify import VerifyReport
 
 KeyOpt = Annotated[
-    Path,
-    typer.Option("--key", metavar="FILE", help="Encrypted private key (cosign format)."),
+    str,
+    typer.Option(
+        "--key",
+        metavar="KEY",
+        help="Encrypted private key file (cosign format), or a pkcs11: URI of a token key.",
+    ),
 ]
 PolicyOpt = Annotated[
     Path | None,
@@ -72,6 +77,7 @@ def sign_command(
     ],
     key: KeyOpt,
     passphrase: PassphraseFlags,
+    token: TokenFlags,
     recursive: Annotated[
         bool,
         typer.Option(
@@ -106,7 +112,7 @@ def sign_command(
     """
     from bundler import api
 
-    private = private_key(key, passphrase)
+    private = signing_key(key, passphrase, token)
     with api.Session(registry.options()) as session:
         result = api.sign(
             source,
@@ -247,6 +253,7 @@ def approve_command(
         typer.Option("--policy", metavar="FILE", help="Trust policy naming the approver."),
     ],
     passphrase: PassphraseFlags,
+    token: TokenFlags,
     identity: IdentityOpt = None,
     ui: Ui,
     parallel: ParallelOpt = 4,
@@ -261,7 +268,7 @@ def approve_command(
     """
     from bundler import api
 
-    private = private_key(key, passphrase)
+    private = signing_key(key, passphrase, token)
     with api.Session(registry.options(parallel)) as session, progress_bar(ui) as sink:
         result = api.approve(
             source,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bundler.adapters.crypto import PrivateKey
+from bundler.adapters.crypto import SigningKey
 from bundler.errors import UsageError, VerificationError
 from bundler.model.policy import TrustedKey, TrustPolicy
 from bundler.services.copy import Progress
@@ -54,7 +54,7 @@ class ApprovalResult:
         }
 
 
-def approver_of(policy: TrustPolicy, key: PrivateKey) -> TrustedKey:
+def approver_of(policy: TrustPolicy, key: SigningKey) -> TrustedKey:
     """The policy's entry for ``key``.
 
     UsageError when the policy does not trust it, or asks only for this key's role (there is
@@ -74,7 +74,7 @@ def approver_of(policy: TrustPolicy, key: PrivateKey) -> TrustedKey:
 
 def approve(
     location: Location,
-    key: PrivateKey,
+    key: SigningKey,
     policy: TrustPolicy,
     transports: Transports,
     *,

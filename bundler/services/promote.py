@@ -31,7 +31,7 @@ import semver
 
 from bundler.adapters.base import Source, Target
 from bundler.adapters.chart import Chart, dump_values, load_chart_archive, package_files
-from bundler.adapters.crypto import PrivateKey
+from bundler.adapters.crypto import SigningKey
 from bundler.adapters.fsafe import DestinationLock
 from bundler.adapters.helm import Helm, find_helm
 from bundler.adapters.stream import VerifiedStream, read_exact
@@ -463,7 +463,7 @@ def _check_images_match(
             )
 
 
-def sign_record(plan: PromotionPlan, key: PrivateKey) -> tuple[Manifest, dict[Digest, bytes]]:
+def sign_record(plan: PromotionPlan, key: SigningKey) -> tuple[Manifest, dict[Digest, bytes]]:
     """The promotion record as an OCI artifact referring to the chart, signed with ``key``.
 
     Returns the manifest and its blobs (the record layer and the empty config).
@@ -494,7 +494,7 @@ def promote(  # noqa: C901
     target: Location,
     transports: Transports,
     policy: TrustPolicy,
-    key: PrivateKey | None,
+    key: SigningKey | None,
     *,
     style: str = "nested",
     mirror: bool = False,
@@ -628,7 +628,7 @@ class _Writer:
             )
 
     def chart(
-        self, source: Source, plan: PromotionPlan, key: PrivateKey, allow_downgrade: bool
+        self, source: Source, plan: PromotionPlan, key: SigningKey, allow_downgrade: bool
     ) -> Manifest:
         """Steps 4 and 5: the chart and its signed record (once), then the version tag.
 
@@ -685,7 +685,7 @@ def newer_promoted(plan: PromotionPlan, promoted: dict[str, Digest | None]) -> l
 
 
 def existing_record(
-    plan: PromotionPlan, key: PrivateKey, transports: Transports, layout: Location | None
+    plan: PromotionPlan, key: SigningKey, transports: Transports, layout: Location | None
 ) -> Manifest | None:
     """A record of exactly this promotion by ``key`` already attached to the chart, if any."""
     if layout is not None and layout.store is not None:
@@ -715,7 +715,7 @@ def existing_record(
     return None
 
 
-def _records_this(source: Source, manifest: Manifest, wanted: bytes, key: PrivateKey) -> bool:
+def _records_this(source: Source, manifest: Manifest, wanted: bytes, key: SigningKey) -> bool:
     for layer in manifest.layers:
         if layer.media_type != PROMOTION_MEDIA_TYPE or layer.size != len(wanted):
             continue

@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from bundler.adapters.base import Source, Target
-from bundler.adapters.crypto import PrivateKey
+from bundler.adapters.crypto import SigningKey
 from bundler.adapters.layout import LayoutReader, LayoutSource, blob_relpath
 from bundler.errors import BundlerError
 from bundler.model import mediatypes as mt
@@ -81,7 +81,7 @@ def _subjects(source: Source, index: Manifest, recursive: bool) -> list[Manifest
 
 def sign(
     location: Location,
-    key: PrivateKey,
+    key: SigningKey,
     transports: Transports,
     *,
     recursive: bool = True,
@@ -125,7 +125,7 @@ def _sign_locked(
     location: Location,
     source: Source,
     target: Target,
-    key: PrivateKey,
+    key: SigningKey,
     transports: Transports,
     recursive: bool,
     identity: str | None,
@@ -188,7 +188,7 @@ def _existing_signatures(
     return None, []
 
 
-def _signed_by(entries: list[SignatureEntry], payload: bytes, key: PrivateKey) -> bool:
+def _signed_by(entries: list[SignatureEntry], payload: bytes, key: SigningKey) -> bool:
     """Whether one of ``entries`` is a good signature by ``key`` over exactly ``payload``."""
     for entry in entries:
         if entry.payload != payload:
