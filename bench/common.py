@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import json
 import os
 import shlex
 import subprocess
@@ -114,3 +115,11 @@ def machine_facts() -> dict[str, object]:
         "skopeo": skopeo,
         "load_1m": os.getloadavg()[0],
     }
+
+
+def write_report(report: dict[str, object], path: Path | None) -> None:
+    """Print ``report`` as JSON, and write it to ``path`` too when one is given (``--json``)."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if path is not None:
+        path.write_text(text + "\n")

@@ -17,7 +17,6 @@ script, instead of ``python -m bundler.cli.main`` from this tree.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -34,6 +33,7 @@ from common import (
     run_measured,
     start_registry,
     warm,
+    write_report,
 )
 
 synth = load_synth()
@@ -176,9 +176,7 @@ def main() -> int:
             "all_seconds": {k: [round(x, 2) for x in v] for k, v in results.items()},
             "one_large_layer": {"mib": args.big_mib, **big},
         }
-        print(json.dumps(report, indent=2))
-        if args.json:
-            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_report(report, args.json)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -22,7 +22,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import BUNDLER, blob_files, hash_limit, load_synth, run_measured, start_registry, warm
+from common import (
+    BUNDLER,
+    blob_files,
+    hash_limit,
+    load_synth,
+    run_measured,
+    start_registry,
+    warm,
+    write_report,
+)
 
 synth = load_synth()
 
@@ -150,9 +159,7 @@ def main() -> int:
             "ratio_bundler_vs_hash1": round(med["hash1"] / med["bundler"], 2),
             "all_seconds": {k: [round(x, 2) for x in v] for k, v in results.items()},
         }
-        print(json.dumps(report, indent=2))
-        if args.json:
-            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_report(report, args.json)
     finally:
         if reg is not None:
             reg.stop()

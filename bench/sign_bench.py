@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import platform
 import shutil
@@ -29,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import BUNDLER, load_synth, run_measured
+from common import BUNDLER, load_synth, run_measured, write_report
 from pack_bench import write_chart
 
 from bundler.adapters.crypto import generate_key
@@ -160,9 +159,7 @@ def main() -> int:
             "process_read_bytes_during_sign": read,
             "process_wrote_bytes_during_sign": written,
         }
-        print(json.dumps(report, indent=2))
-        if args.json:
-            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_report(report, args.json)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

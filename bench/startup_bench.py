@@ -20,7 +20,6 @@ each command imports (``PYTHONPROFILEIMPORTTIME``), and the machine's facts.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -31,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import BUNDLER, load_synth, machine_facts, start_registry
+from common import BUNDLER, load_synth, machine_facts, start_registry, write_report
 
 synth = load_synth()
 REF = "example.local/bench/app-a:1.0.0"  # an index: amd64 and arm64 images
@@ -135,9 +134,7 @@ def main() -> int:
             },
             "modules_imported": imports,
         }
-        print(json.dumps(report, indent=2))
-        if args.json:
-            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_report(report, args.json)
     finally:
         if reg is not None:
             reg.stop()

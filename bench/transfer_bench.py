@@ -17,7 +17,6 @@ Also the archive size against the unique blob bytes, and the peak RSS of every c
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -26,7 +25,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import BUNDLER, blob_files, hash_limit, load_synth, run_measured, start_registry, warm
+from common import (
+    BUNDLER,
+    blob_files,
+    hash_limit,
+    load_synth,
+    run_measured,
+    start_registry,
+    warm,
+    write_report,
+)
 from pack_bench import write_chart
 
 synth = load_synth()
@@ -175,9 +183,7 @@ def main() -> int:
             "import_vs_skopeo": round(med["skopeo"] / med["import"], 2),
             "all_seconds": {k: [round(x, 2) for x in v] for k, v in results.items()},
         }
-        print(json.dumps(report, indent=2))
-        if args.json:
-            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_report(report, args.json)
     finally:
         if vendor is not None:
             vendor.stop()

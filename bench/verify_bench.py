@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import shutil
 import statistics
@@ -23,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import BUNDLER, ROOT, load_synth, run_measured
+from common import BUNDLER, ROOT, load_synth, run_measured, write_report
 from pack_bench import write_chart
 
 from bundler.adapters.archive import ArchiveReader
@@ -152,9 +151,7 @@ def main() -> int:
                 "ratio_verify_vs_hash": round(v / h, 2),
                 "ratio_command_vs_hash": round(c / h, 2),
             }
-        print(json.dumps(report, indent=2))
-        if args.json:
-            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_report(report, args.json)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_support import run_in_process as _bundler
 
 from bundler import __version__
-from bundler.cli.main import run
 
 
 @pytest.fixture(autouse=True)
@@ -20,20 +20,6 @@ def _hermetic_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the user's Docker config and caches out of reach."""
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-
-def _bundler(
-    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> tuple[int, str, str]:
-    """Run the CLI in-process exactly as the console script does."""
-    monkeypatch.setattr(sys, "argv", ["bundler", *args])
-    code = 0
-    try:
-        run()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _assert_one_error_line(err: str) -> str:

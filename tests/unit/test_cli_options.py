@@ -7,15 +7,15 @@ exit 3 (not found) whichever command reads it. A key file that is no file: exit 
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
+from cli_support import run_in_process as _bundler
 
 from bundler.adapters import crypto
-from bundler.cli.main import EXIT_CODES, app, run
+from bundler.cli.main import EXIT_CODES, app
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 PASSPHRASE = b"correct horse"
@@ -26,19 +26,6 @@ def _hermetic_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("COSIGN_PASSWORD", raising=False)
-
-
-def _bundler(
-    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["bundler", *args])
-    code = 0
-    try:
-        run()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _commands() -> dict[str, Any]:

@@ -7,12 +7,10 @@ pack's completeness error proves Helm read that very file.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-from bundler.cli.main import run
+from cli_support import run_in_process
 
 IMAGE = "example.invalid/from-values:1.0"
 CHART = {
@@ -34,13 +32,8 @@ def _hermetic_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def _bundler(
     args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["bundler", *args])
-    code = 0
-    try:
-        run()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    return code, capsys.readouterr().err
+    code, _, err = run_in_process(args, capsys, monkeypatch)
+    return code, err
 
 
 def _chart(root: Path) -> Path:

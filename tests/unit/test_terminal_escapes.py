@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from cli_support import run_in_process as _bundler
 
 from bundler.cli import main as cli_main
 from bundler.errors import ManifestError
@@ -25,19 +25,6 @@ FAKE_VERIFIED = "v1\x1b[1A\x1b[2K\x1b[32mverified"
 def _hermetic_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-
-def _bundler(
-    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["bundler", *args])
-    code = 0
-    try:
-        cli_main.run()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _layout_named(root: Path, ref_name: str) -> None:
