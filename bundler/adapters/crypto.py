@@ -507,6 +507,24 @@ def write_key_pair(prefix: Path, key: PrivateKey, passphrase: bytes) -> tuple[Pa
     return key_path, pub_path
 
 
+def read_secret_line(path: Path, what: str, limit: int) -> bytes:
+    """The first line of a secret's file (a passphrase, a PIN), without its line ending.
+
+    NotFoundError when the file is not there; KeyFileError when it cannot be read or is over
+    ``limit`` bytes.
+    """
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except FileNotFoundError:
+        raise NotFoundError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise KeyFileError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise KeyFileError(f"{what} {path} is too large")
+    return data.split(b"\n", 1)[0].removesuffix(b"\r")
+
+
 def read_passphrase(
     *, file: Path | None, env: str | None, prompt: Callable[[], str] | None
 ) -> bytes:
@@ -525,17 +543,7 @@ def read_passphrase(
             "give the passphrase one way: --passphrase-file, --passphrase-env, or the prompt"
         )
     if file is not None:
-        try:
-            with file.open("rb") as handle:
-                data = handle.read(MAX_PASSPHRASE_FILE_BYTES + 1)
-        except FileNotFoundError:
-            raise NotFoundError(f"passphrase file {file} does not exist") from None
-        except OSError as exc:
-            raise KeyFileError(f"cannot read passphrase file {file}: {exc.strerror}") from None
-        if len(data) > MAX_PASSPHRASE_FILE_BYTES:
-            raise KeyFileError(f"passphrase file {file} is too large")
-        line = data.split(b"\n", 1)[0]
-        return line.removesuffix(b"\r")
+        return read_secret_line(file, "passphrase file", MAX_PASSPHRASE_FILE_BYTES)
     if env is not None:
         if env not in os.environ:
             raise UsageError(f"environment variable {env} is not set")

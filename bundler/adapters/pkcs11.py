@@ -209,19 +209,13 @@ def module_path(uri: Pkcs11Uri, access: TokenAccess) -> Path:
 
 
 def _pin_file(path: Path, what: str) -> str:
+    from bundler.adapters.crypto import read_secret_line
+
+    line = read_secret_line(path, what, MAX_PIN_FILE_BYTES)  # missing: 3; unreadable: 13
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_PIN_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise UsageError(f"{what} {path} does not exist") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
-    if len(data) > MAX_PIN_FILE_BYTES:
-        raise UsageError(f"{what} {path} is too large for a PIN")
-    try:
-        return data.split(b"\n", 1)[0].removesuffix(b"\r").decode()
+        return line.decode()
     except UnicodeDecodeError:
-        raise UsageError(f"{what} {path} is not UTF-8 text") from None
+        raise KeyFileError(f"{what} {path} is not UTF-8 text") from None
 
 
 def _pin_source_path(source: str) -> Path:

@@ -121,7 +121,7 @@ def test_the_pin_comes_from_exactly_one_place(
     assert asked == ["PIN for token t: "]
 
 
-def test_two_pins_no_pin_or_an_unreadable_one_are_usage_errors(
+def test_two_pins_no_pin_or_a_missing_one_are_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(PIN_ENV, raising=False)
@@ -130,7 +130,7 @@ def test_two_pins_no_pin_or_an_unreadable_one_are_usage_errors(
     with pytest.raises(UsageError, match="no terminal") as caught:
         user_pin(parse_uri("pkcs11:token=t"), TokenAccess(), "t")
     assert "--pin-file" in str(caught.value) and PIN_ENV in str(caught.value)
-    with pytest.raises(UsageError, match="does not exist"):
+    with pytest.raises(NotFoundError, match="does not exist"):  # a missing file: exit 3
         user_pin(parse_uri("pkcs11:token=t"), TokenAccess(pin_file=tmp_path / "none"), "t")
     with pytest.raises(UsageError, match="is not set"):
         user_pin(parse_uri("pkcs11:token=t"), TokenAccess(pin_env="BUNDLER_NO_SUCH_VAR"), "t")
