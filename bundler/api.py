@@ -85,6 +85,7 @@ __all__ = [
     "images",
     "import_bundle",
     "inspect",
+    "list_tags",
     "load_bundle_config",
     "load_private_key",
     "load_public_key_file",
@@ -235,14 +236,20 @@ def pack(
     to: Where,
     *,
     options: PackOptions | None = None,
+    progress: Progress | None = None,
+    warn: Callable[[str], None] | None = None,
     session: Session | None = None,
 ) -> PackResult:
-    """Pack the spec's chart and every image it runs into one bundle at ``to``."""
+    """Pack the spec's chart and every image it runs into one bundle at ``to``.
+
+    ``progress`` is told of the bytes written; ``warn`` gets each warning (malformed chart
+    entries, images only values name) as one line.
+    """
     from bundler.services.pack import pack as pack_service
 
     target = _at(to, for_target=True)
     with _session(session) as transports:
-        return pack_service(spec, target.text, transports, options)
+        return pack_service(spec, target.text, transports, options, progress=progress, warn=warn)
 
 
 def sign(
@@ -372,6 +379,7 @@ def export(
     base: Where | None = None,
     max_volume_size: int | None = None,
     parallel: int = 4,
+    progress: Progress | None = None,
     session: Session | None = None,
 ) -> ExportResult:
     """Write the bundle and its signatures to an archive (volumes, or a delta against ``base``)."""
@@ -385,6 +393,7 @@ def export(
             base=_at(base) if base is not None else None,
             max_volume_size=max_volume_size,
             parallel=parallel,
+            progress=progress,
         )
 
 
@@ -394,6 +403,7 @@ def import_bundle(
     policy: TrustPolicy,
     *,
     parallel: int = 4,
+    progress: Progress | None = None,
     session: Session | None = None,
 ) -> ImportResult:
     """Verify the bundle under ``policy`` while copying it into ``to``, names written last."""
@@ -401,7 +411,12 @@ def import_bundle(
 
     with _session(session) as transports:
         return import_service(
-            _at(location), _at(to, for_target=True), transports, policy, parallel=parallel
+            _at(location),
+            _at(to, for_target=True),
+            transports,
+            policy,
+            parallel=parallel,
+            progress=progress,
         )
 
 
@@ -419,6 +434,7 @@ def promote(
     helm: str | None = None,
     deploy_values: dict[str, Any] | None = None,
     parallel: int = 4,
+    progress: Progress | None = None,
     session: Session | None = None,
 ) -> PromotionResult:
     """Verify now, relocate, prove by rendering, publish the chart and its signed record."""
@@ -439,6 +455,7 @@ def promote(
             serve_as=Reference.parse(serve_as, default_tag=False) if serve_as else None,
             helm=helm,
             deploy_values=deploy_values,
+            progress=progress,
         )
 
 
@@ -448,14 +465,35 @@ def copy(
     *,
     with_referrers: bool = True,
     parallel: int = 4,
+    max_volume_size: int | None = None,
+    progress: Progress | None = None,
     session: Session | None = None,
 ) -> CopyResult:
-    """Copy any OCI artifact with its signatures and referrers, every byte checked."""
+    """Copy any OCI artifact with its signatures and referrers, every byte checked.
+
+    ``max_volume_size`` (bytes) splits an ``archive:`` destination into volumes.
+    """
     from bundler.services.copy import copy as copy_service
 
     with _session(session) as transports, transports.open_source(_at(location)) as source:
-        target = transports.open_target(_at(to, for_target=True))
-        return copy_service(source, target, with_referrers=with_referrers, parallel=parallel)
+        target = transports.open_target(_at(to, for_target=True), max_volume_size=max_volume_size)
+        return copy_service(
+            source, target, with_referrers=with_referrers, parallel=parallel, progress=progress
+        )
+
+
+def list_tags(repository: Where, *, session: Session | None = None) -> list[str]:
+    """Every tag of a registry repository (``REGISTRY/REPO``), following its pagination."""
+    from bundler.errors import UsageError
+
+    location = _at(repository, for_target=True)
+    reference = location.reference
+    if reference is None:
+        raise UsageError(f"{repository}: tags are listed for registry repositories only")
+    if reference.tag or reference.digest:
+        raise UsageError(f"{repository}: name a repository, without tag or digest")
+    with _session(session) as transports:
+        return transports.list_tags(reference)
 
 
 def inspect(location: Where, *, session: Session | None = None) -> InspectResult:

@@ -58,6 +58,8 @@ def copy_command(
     Its signatures and referrers come along. Every manifest and blob is digest-checked on the
     way; names are written only after all content under them is in place.
     """
+    # The services directly, not bundler.api: a per-image copy is the command whose start-up
+    # matters most, and the API imports every use case.
     from bundler.services import copy as copy_service
     from bundler.services.transports import Transports, parse_location
 
@@ -70,20 +72,19 @@ def copy_command(
         volume_size = parse_volume_size(max_volume_size)
         if dst.kind != "archive":
             raise UsageError("--max-volume-size applies only to an archive: destination")
-    with Transports(registry.options(parallel, chunk_size)) as transports:
-        source_store = transports.open_source(src)
-        try:
-            target_store = transports.open_target(dst, max_volume_size=volume_size)
-            with progress_bar(ui) as sink:
-                result = copy_service.copy(
-                    source_store,
-                    target_store,
-                    with_referrers=not no_referrers,
-                    parallel=parallel,
-                    progress=sink,
-                )
-        finally:
-            source_store.close()
+    with (
+        Transports(registry.options(parallel, chunk_size)) as transports,
+        transports.open_source(src) as source_store,
+        progress_bar(ui) as sink,
+    ):
+        target_store = transports.open_target(dst, max_volume_size=volume_size)
+        result = copy_service.copy(
+            source_store,
+            target_store,
+            with_referrers=not no_referrers,
+            parallel=parallel,
+            progress=sink,
+        )
     if ui.json:
         emit_json(result.to_json())
         return
@@ -107,18 +108,15 @@ def tags_command(
     registry: RegistryFlags,
 ) -> None:
     """List a repository's tags (following the registry's pagination)."""
-    from bundler.services.transports import Transports, parse_location
+    from bundler import api
+    from bundler.services.transports import parse_location
 
     location = parse_location(repository, for_target=True)
-    if location.reference is None:
-        raise UsageError(f"{repository}: tags are listed for registry repositories only")
-    if location.reference.tag or location.reference.digest:
-        raise UsageError(f"{repository}: name a repository, without tag or digest")
-    with Transports(registry.options()) as transports:
-        reference = location.reference
-        tags = transports.client(reference.registry).list_tags(reference.repository)
+    with api.Session(registry.options()) as session:
+        tags = api.list_tags(location, session=session)
+    assert location.reference is not None  # list_tags refused anything else
     if ui.json:
-        emit_json({"repository": reference.name, "tags": tags})
+        emit_json({"repository": location.reference.name, "tags": tags})
         return
     for tag in tags:
         typer.echo(printable(tag))  # tags come from the registry

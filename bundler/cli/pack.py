@@ -165,13 +165,11 @@ def pack_command(
     registry: RegistryFlags,
 ) -> None:
     """Pack a Helm chart and every image it runs into one OCI bundle."""
-    from bundler.adapters.bundleconfig import load_bundle_config
-    from bundler.services.pack import PackOptions, pack
-    from bundler.services.transports import Transports
+    from bundler import api
 
     if not to:
         raise UsageError("say where the bundle goes: --to REGISTRY/REPO, oci:DIR or archive:FILE")
-    spec = load_bundle_config(config) if config is not None else BundleSpec()
+    spec = api.load_bundle_config(config) if config is not None else BundleSpec()
     if chart is not None:
         if chart.startswith("oci://"):
             spec.chart_ref, spec.chart_path = chart.removeprefix("oci://"), None
@@ -202,16 +200,17 @@ def pack_command(
     spec.include_disabled = spec.include_disabled or include_disabled
     spec.skip_tests = spec.skip_tests or skip_tests
     spec.allow_missing_platforms = spec.allow_missing_platforms or allow_missing_platforms
-    with Transports(registry.options(parallel)) as transports, progress_bar(ui) as sink:
-        result = pack(
+    options = api.PackOptions(
+        helm=helm, render=not no_render, created=_created(created), parallel=parallel
+    )
+    with api.Session(registry.options(parallel)) as session, progress_bar(ui) as sink:
+        result = api.pack(
             spec,
             to,
-            transports,
-            PackOptions(
-                helm=helm, render=not no_render, created=_created(created), parallel=parallel
-            ),
+            options=options,
             progress=sink,
             warn=None if ui.json else _warn,
+            session=session,
         )
     if ui.json:
         emit_json(result.to_json())
@@ -253,15 +252,11 @@ def inspect_command(
 
     Every manifest shown is digest-checked; signatures are listed, not verified.
     """
-    from bundler.services.inspect import inspect, lock_json
-    from bundler.services.transports import Transports, parse_location
+    from bundler import api
+    from bundler.services.inspect import lock_json
 
-    with Transports(registry.options()) as transports:
-        store = transports.open_source(parse_location(source))
-        try:
-            result = inspect(store)
-        finally:
-            store.close()
+    with api.Session(registry.options()) as session:
+        result = api.inspect(source, session=session)
     if lock:
         if result.lock is None:
             raise UsageError(f"{source} is not a bundle: it has no lock document")

@@ -171,9 +171,7 @@ def promote_command(
     as a Helm OCI chart, and a signed promotion record attached. Nothing is tagged before its
     content is in.
     """
-    from bundler.model.reference import Reference
-    from bundler.services.promote import promote
-    from bundler.services.transports import Transports, parse_location
+    from bundler import api
 
     trust = load_policy(policy, None)
     signer = signing_key(key, passphrase, token) if key is not None else None
@@ -187,22 +185,22 @@ def promote_command(
         if binary is None:
             raise UsageError("values for the proof render need helm: install it or pass --helm")
         deploy_values = Helm(binary).user_values(values or [], set_values or [], set_strings or [])
-    with Transports(registry.options(parallel)) as transports, progress_bar(ui) as sink:
-        result = promote(
-            parse_location(source),
-            parse_location(to, for_target=True),
-            transports,
+    with api.Session(registry.options(parallel)) as session, progress_bar(ui) as sink:
+        result = api.promote(
+            source,
+            to,
             trust,
             signer,
+            serve_as=serve_as,
             style=layout,
             mirror=mirror_mode,
             allow_downgrade=allow_downgrade,
             dry_run=dry_run,
-            parallel=parallel,
-            serve_as=Reference.parse(serve_as, default_tag=False) if serve_as else None,
             helm=helm,
             deploy_values=deploy_values,
+            parallel=parallel,
             progress=sink,
+            session=session,
         )
     if out is not None and not dry_run:
         argo = _Argo(

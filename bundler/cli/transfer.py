@@ -59,9 +59,9 @@ def export_command(
 
     Every blob goes in once, metadata first; with --base, only what the far side lacks.
     """
+    from bundler import api
     from bundler.adapters.volumes import parse_volume_size
-    from bundler.services.transfer import export
-    from bundler.services.transports import Transports, parse_location
+    from bundler.services.transports import parse_location
 
     volume = parse_volume_size(max_volume_size) if max_volume_size else None
     target = parse_location(to, for_target=True)
@@ -74,15 +74,15 @@ def export_command(
                     f"{existing} is already there: export writes a new archive; pass --force "
                     "to replace it"
                 )
-    with Transports(registry.options(parallel)) as transports, progress_bar(ui) as sink:
-        result = export(
-            parse_location(source),
+    with api.Session(registry.options(parallel)) as session, progress_bar(ui) as sink:
+        result = api.export(
+            source,
             target,
-            transports,
-            base=parse_location(base) if base else None,
+            base=base,
             max_volume_size=volume,
             parallel=parallel,
             progress=sink,
+            session=session,
         )
     if ui.json:
         emit_json(result.to_json())
@@ -130,19 +130,13 @@ def import_command(
     Signatures and lock go first, every blob is digest-checked on the way, names come last. A
     rejected or interrupted import leaves nothing tagged; a re-run continues.
     """
+    from bundler import api
     from bundler.cli.trust import load_policy
-    from bundler.services.transfer import import_bundle
-    from bundler.services.transports import Transports, parse_location
 
     trust = load_policy(policy, key)
-    with Transports(registry.options(parallel)) as transports, progress_bar(ui) as sink:
-        result = import_bundle(
-            parse_location(source),
-            parse_location(to, for_target=True),
-            transports,
-            trust,
-            parallel=parallel,
-            progress=sink,
+    with api.Session(registry.options(parallel)) as session, progress_bar(ui) as sink:
+        result = api.import_bundle(
+            source, to, trust, parallel=parallel, progress=sink, session=session
         )
     if ui.json:
         emit_json(result.to_json())

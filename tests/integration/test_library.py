@@ -19,7 +19,7 @@ PUBLIC = {
     "ExportResult", "ImportResult", "InspectResult", "LayoutServer", "Location", "PackOptions",
     "PackResult", "PrivateKey", "PromotionResult", "PublicKey", "RegistryOptions", "Session",
     "SignResult", "SigningKey", "TrustPolicy", "VerifyReport", "approve", "copy", "export",
-    "generate_key_pair", "images", "import_bundle", "inspect", "load_bundle_config",
+    "generate_key_pair", "images", "import_bundle", "inspect", "list_tags", "load_bundle_config",
     "load_private_key", "load_public_key_file", "load_token_key", "load_trust_policy", "login",
     "one_key_policy", "pack", "promote", "serve", "sign", "verify", "verify_promotion",
 }  # fmt: skip
