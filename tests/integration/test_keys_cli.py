@@ -261,48 +261,22 @@ def test_the_passphrase_is_asked_for_on_the_terminal_without_echo(
 ) -> None:
     """With a terminal and no passphrase source, sign asks on /dev/tty: nothing on stdout, no
     echo, and the key opens."""
-    import fcntl
-    import pty
-    import select
-    import termios
+    from harness.terminal import answer_prompt
 
     generated = bundler("keys", "generate", tmp_path / "k", "--passphrase-env", "BUNDLER_KEY_PASS")
     assert generated.returncode == 0, generated.stderr
     image = _signable(tmp_path, synth)
-    leader, follower = pty.openpty()
-
-    def controlling_terminal() -> None:  # after setsid: the pty becomes /dev/tty
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
     env = {k: v for k, v in os.environ.items() if k != "COSIGN_PASSWORD"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bundler.cli.main", "sign", image, "--key", str(tmp_path / "k.key"),
-         "-o", "json"],
-        stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-        start_new_session=True, preexec_fn=controlling_terminal,
-    )  # fmt: skip
-    os.close(follower)
-    seen = b""
-    try:
-        while b"Passphrase for " not in seen:
-            ready, _, _ = select.select([leader], [], [], 60)
-            assert ready, f"no prompt on the terminal: {seen!r}"
-            seen += os.read(leader, 1024)
-        os.write(leader, PASSPHRASE.encode() + b"\n")
-        stdout, stderr = proc.communicate(timeout=120)
-        while select.select([leader], [], [], 0)[0]:
-            try:
-                chunk = os.read(leader, 1024)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        os.close(leader)
-    assert proc.returncode == 0, stderr.decode()
-    assert PASSPHRASE.encode() not in seen + stdout + stderr  # not echoed, not printed
-    assert json.loads(stdout)["signed"]  # stdout holds the JSON document alone
+    argv = [
+        sys.executable,
+        "-m",
+        "bundler.cli.main",
+        "sign",
+        image,
+        "--key",
+        str(tmp_path / "k.key"),
+    ]
+    res = answer_prompt([*argv, "-o", "json"], env, b"Passphrase for ", PASSPHRASE.encode())
+    assert res.returncode == 0, res.stderr.decode()
+    assert PASSPHRASE.encode() not in res.terminal + res.stdout + res.stderr  # no echo, not printed
+    assert json.loads(res.stdout)["signed"]  # stdout holds the JSON document alone

@@ -7,14 +7,8 @@ keys verify it through the same code as key files. No PIN may appear in any outp
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import pty
-import select
 import shutil
-import subprocess
-import termios
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +17,7 @@ import pytest
 from copy_support import BUNDLER, Cli, Result
 from harness.registry import RegistryServer
 from harness.softhsm import SoftHsm
+from harness.terminal import answer_prompt
 from pack_support import DEMO_CHART, layout_source, pack_cli, pack_ok
 
 VENDOR_PIN = "vendor-Pin-73519"
@@ -395,43 +390,9 @@ def test_promote_signs_the_record_with_a_token_key(
 
 def test_the_pin_is_asked_for_on_the_terminal_without_echo(tokens: Tokens, bundle: Path) -> None:
     made = tokens.generate("vendor", VENDOR_URI, VENDOR_PIN)
-    master, slave = pty.openpty()
-
-    def controlling_terminal() -> None:  # after setsid: the pty becomes /dev/tty
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-    proc = subprocess.Popen(
-        [*BUNDLER, "sign", f"archive:{bundle}", "--key", VENDOR_URI],
-        stdin=slave,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=tokens.cli.env,
-        start_new_session=True,
-        preexec_fn=controlling_terminal,
-    )
-    os.close(slave)
-    seen = b""
-    try:
-        while b"PIN for token release: " not in seen:
-            ready, _, _ = select.select([master], [], [], 60)
-            assert ready, f"no prompt on the terminal: {seen!r}"
-            seen += os.read(master, 1024)
-        os.write(master, VENDOR_PIN.encode() + b"\n")
-        stdout, stderr = proc.communicate(timeout=120)
-        while select.select([master], [], [], 0)[0]:
-            try:
-                chunk = os.read(master, 1024)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        os.close(master)
-    assert proc.returncode == 0, stderr.decode()
-    assert VENDOR_PIN.encode() not in seen + stdout + stderr  # not echoed, not printed
-    assert b"PIN for token" not in stdout
-    assert made["keyId"].encode() in stdout
+    argv = [*BUNDLER, "sign", f"archive:{bundle}", "--key", VENDOR_URI]
+    res = answer_prompt(argv, tokens.cli.env, b"PIN for token release: ", VENDOR_PIN.encode())
+    assert res.returncode == 0, res.stderr.decode()
+    assert VENDOR_PIN.encode() not in res.terminal + res.stdout + res.stderr  # not echoed
+    assert b"PIN for token" not in res.stdout
+    assert made["keyId"].encode() in res.stdout
