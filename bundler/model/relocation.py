@@ -125,3 +125,22 @@ def new_value(current: Any, value_path: ValuePath, relocation: Relocation) -> An
             else (f"latest@{relocation.digest}")
         )
     return new
+
+
+def coalesce_values(defaults: Any, overrides: Any) -> Any:
+    """Helm's coalescing of values over a chart's values; the inputs are not changed.
+
+    Maps merge key by key, a ``null`` override removes the key, anything else in ``overrides``
+    replaces; no overrides at all (``None``) leaves the defaults.
+    """
+    if overrides is None:
+        return copy.deepcopy(defaults)
+    if isinstance(defaults, dict) and isinstance(overrides, dict):
+        out = dict(defaults)
+        for key, value in overrides.items():
+            if value is None:
+                out.pop(key, None)
+            else:
+                out[key] = coalesce_values(defaults.get(key), value)
+        return out
+    return copy.deepcopy(overrides)

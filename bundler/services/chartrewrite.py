@@ -15,7 +15,6 @@ internal prefix, pinned by digest, and one the promotion copies.
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import Any
 from bundler.errors import ReferenceFormatError
 from bundler.model.bundle import BundleLock, LockedUse
 from bundler.model.reference import Reference
-from bundler.model.relocation import Relocation, set_value
+from bundler.model.relocation import Relocation, coalesce_values, set_value
 from bundler.services.rendered import scan
 from bundler.services.valuemap import parse_composition
 
@@ -179,19 +178,6 @@ def solve(
     return {path: value for path, value in values.items() if value != original.get(path)}
 
 
-def merge_values(defaults: Any, overrides: Any) -> Any:
-    """Helm's coalescing of a values document over a chart's values (maps merge, rest replaces)."""
-    if isinstance(defaults, dict) and isinstance(overrides, dict):
-        out = dict(defaults)
-        for key, value in overrides.items():
-            if value is None:
-                out.pop(key, None)
-            else:
-                out[key] = merge_values(defaults.get(key), value)
-        return out
-    return copy.deepcopy(overrides)
-
-
 def _occurrences(text: str, literal: str) -> list[int]:
     found, at = [], text.find(literal)
     while at != -1:
@@ -261,7 +247,7 @@ def rewrite_chart(
     """
     decided: dict[str, str] = {}
     for _ in range(2):
-        result = ChartRewrite(merge_values(values, settings_doc), dict(files))
+        result = ChartRewrite(coalesce_values(values, settings_doc), dict(files))
         owner: dict[str, str] = {}  # value path -> image that set it
         for image in lock.images:
             relocation = relocations[image.reference]

@@ -28,6 +28,7 @@ from bundler.adapters.chart import Chart, parse_yaml
 from bundler.adapters.helm import Helm
 from bundler.errors import ChartError, ConfigError, ReferenceFormatError
 from bundler.model.reference import Reference
+from bundler.model.relocation import coalesce_values
 from bundler.model.rendering import RenderSettings
 from bundler.services.rendered import Place, Scan, scan
 from bundler.services.valuemap import Control, Part, compose, relocation_settings
@@ -195,16 +196,6 @@ def _shape(key: object, node: Any, app_version: str | None, where: str) -> _Shap
 # ---------------------------------------------------------------------------- values
 
 
-def _merge(defaults: Any, overrides: Any) -> Any:
-    """Helm's coalescing: maps merge key by key, anything else in ``overrides`` replaces."""
-    if isinstance(defaults, dict) and isinstance(overrides, dict):
-        out = dict(defaults)
-        for key, value in overrides.items():
-            out[key] = _merge(defaults.get(key), value) if key in defaults else value
-        return out
-    return overrides if overrides is not None else defaults
-
-
 def _walk(
     node: Any, path: str, key: object, budget: list[int]
 ) -> Iterator[tuple[str, object, Any]]:
@@ -246,7 +237,7 @@ def _values_findings(  # noqa: C901
 
     The chart's values.yaml is taken under ``overrides`` from the charts above it.
     """
-    effective = _merge(chart.values, overrides)
+    effective = coalesce_values(chart.values, overrides)
     findings: list[ImageFinding] = []
     budget = [MAX_WALK_NODES]
     skip: list[str] = []  # paths already reported as a map, so their keys are not walked again
@@ -280,7 +271,7 @@ def _values_findings(  # noqa: C901
         global_overrides = effective.get("global")
         merged: dict[str, Any] = dict(sub_overrides) if isinstance(sub_overrides, dict) else {}
         if isinstance(global_overrides, dict):
-            merged["global"] = _merge(global_overrides, merged.get("global"))
+            merged["global"] = coalesce_values(global_overrides, merged.get("global"))
         findings += _values_findings(
             sub.chart, f"{prefix}{sub.name}.", f"subchart {sub.name}", merged, depth + 1, warnings
         )
@@ -339,7 +330,9 @@ def coalesced_values(chart: Chart, depth: int = 0) -> dict[str, Any]:
     """The chart's values with every subchart's defaults under its alias (Helm's view)."""
     values = dict(chart.values)
     for sub in chart.subcharts:
-        values[sub.name] = _merge(coalesced_values(sub.chart, depth + 1), values.get(sub.name))
+        values[sub.name] = coalesce_values(
+            coalesced_values(sub.chart, depth + 1), values.get(sub.name)
+        )
     return values
 
 
@@ -508,7 +501,7 @@ class Discovery:
 
 def probe_values(chart: Chart, user: dict[str, Any]) -> dict[str, Any]:
     """The values a render of ``chart`` with ``user`` values sees, subcharts' globals at the top."""
-    effective = _merge(coalesced_values(chart), user)
+    effective = coalesce_values(coalesced_values(chart), user)
     top_global = effective.get("global")
     merged: dict[str, Any] = dict(top_global) if isinstance(top_global, dict) else {}
 
@@ -520,7 +513,7 @@ def probe_values(chart: Chart, user: dict[str, Any]) -> dict[str, Any]:
                 continue
             sub_global = node.pop("global", None)
             if isinstance(sub_global, dict):
-                merged = _merge(sub_global, merged)
+                merged = coalesce_values(sub_global, merged)
             pull(sub.chart, node)
 
     effective = dict(copy.deepcopy(effective))

@@ -60,11 +60,18 @@ from bundler.model.digest import Digest
 from bundler.model.manifest import Manifest, parse_manifest
 from bundler.model.policy import TrustPolicy
 from bundler.model.reference import Reference
-from bundler.model.relocation import Relocation, get_path, new_value, relocate, set_path
+from bundler.model.relocation import (
+    Relocation,
+    coalesce_values,
+    get_path,
+    new_value,
+    relocate,
+    set_path,
+)
 from bundler.model.rendering import RenderSettings
 from bundler.model.signature import Verifier
 from bundler.services import copy as copy_service
-from bundler.services.chartrewrite import merge_values, prove, rewrite_chart
+from bundler.services.chartrewrite import prove, rewrite_chart
 from bundler.services.discover import probe_values
 from bundler.services.overlay import OverlaySource
 from bundler.services.transports import (
@@ -225,7 +232,7 @@ def plan_promotion(
             chart.files,
             bundle.lock,
             by_source,
-            merge_values(settings_values, relax),
+            coalesce_values(settings_values, relax),
         )
         if rewrite.problems:
             raise RelocationError(_cannot_relocate(rewrite.problems))
