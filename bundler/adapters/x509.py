@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, ObjectIdentifier
 
 from bundler.adapters.crypto import _public_key
-from bundler.errors import ConfigError, KeyFileError, NotFoundError
+from bundler.errors import BundlerError, ConfigError, KeyFileError, NotFoundError
 from bundler.model.certified import MAX_CERTIFICATE_CHARS, CertifiedKey
 
 MAX_PATH = 6  # certificates between the leaf and a root
@@ -49,16 +49,28 @@ def certificate_der(pem: bytes) -> bytes | None:
     return found[0].public_bytes(serialization.Encoding.DER) if len(found) == 1 else None
 
 
-def read_ca_file(path: Path, what: str) -> list[x509.Certificate]:
-    """The certificates of a CA file a policy names; ConfigError if unreadable or empty."""
+def _read_pem_file(path: Path, what: str, limit: int, unreadable: type[BundlerError]) -> bytes:
+    """A PEM file of certificates the user named, read bounded.
+
+    NotFoundError when it is not there (exit 3, as for every file); ``unreadable`` when it
+    cannot be read or is over ``limit`` bytes.
+    """
     from bundler.adapters.fsafe import read_regular
 
     try:
-        data = read_regular(path, MAX_CA_FILE_BYTES, what, follow=True)
+        data = read_regular(path, limit, what, follow=True)
+    except FileNotFoundError:
+        raise NotFoundError(f"{what} {path} does not exist") from None
     except OSError as exc:
-        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from None
-    if len(data) > MAX_CA_FILE_BYTES:
-        raise ConfigError(f"{what}: {path} is too large for a CA file")
+        raise unreadable(f"{what}: cannot read {path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise unreadable(f"{what}: {path} is more than {limit} bytes")
+    return data
+
+
+def read_ca_file(path: Path, what: str) -> list[x509.Certificate]:
+    """The certificates of a CA file a policy names; ConfigError if unreadable or empty."""
+    data = _read_pem_file(path, f"{what}: CA file", MAX_CA_FILE_BYTES, ConfigError)
     try:
         return load_certificates(data, f"{what} {path}")
     except KeyFileError as exc:
@@ -256,19 +268,10 @@ def signing_certificate(key_id: str, certificate: Path, chain: Path | None) -> d
     The certificate must be one PEM certificate for the signing key (``key_id``); the chain a
     PEM bundle. KeyFileError otherwise, NotFoundError-like OSErrors as KeyFileError too.
     """
-    from bundler.adapters.fsafe import read_regular
     from bundler.model.certified import CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION
 
     def read(path: Path) -> bytes:
-        try:
-            data = read_regular(path, MAX_CERTIFICATE_CHARS, "certificate", follow=True)
-        except FileNotFoundError:
-            raise NotFoundError(f"certificate {path} does not exist") from None
-        except OSError as exc:
-            raise KeyFileError(f"cannot read certificate {path}: {exc.strerror}") from None
-        if len(data) > MAX_CERTIFICATE_CHARS:
-            raise KeyFileError(f"{path} is too large for a certificate")
-        return data
+        return _read_pem_file(path, "certificate", MAX_CERTIFICATE_CHARS, KeyFileError)
 
     pem = read(certificate)
     found = load_certificates(pem, str(certificate))
