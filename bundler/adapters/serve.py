@@ -81,6 +81,7 @@ class _Catalog:
         self._stamp: tuple[int, int] | None = None
         self._source: LayoutSource | None = None
         self._tags: dict[str, dict[str, Descriptor]] = {}
+        self._manifests: dict[Digest, Descriptor] | None = None  # by digest, made when asked
 
     def current(self) -> tuple[LayoutSource, dict[str, dict[str, Descriptor]]]:
         """The layout as it is now: a source over it and ``{name: {tag: descriptor}}``."""
@@ -95,7 +96,30 @@ class _Catalog:
                     if named is not None and entry.media_type in mt.MANIFESTS:
                         tags.setdefault(named[0], {})[named[1]] = entry
                 self._source, self._tags, self._stamp = source, tags, stamp
+                self._manifests = None
             return self._source, self._tags
+
+    def manifest(self, source: LayoutSource, digest: Digest) -> Descriptor | None:
+        """A manifest by digest: an index entry, or one the entries reach (child, referrer).
+
+        The map is made once per ``index.json`` (the first digest asked), not per request.
+        """
+        from bundler.services.graph import walk
+
+        with self._lock:
+            if self._manifests is None or source is not self._source:
+                found = {e.digest: e for e in source.entries if e.media_type in mt.MANIFESTS}
+                for entry in list(found.values()):
+                    try:
+                        reached = walk(source, entry).manifests.values()
+                    except BundlerError:
+                        continue  # a broken entry hides only what is under it
+                    for m in reached:
+                        found.setdefault(m.digest, m.descriptor())
+                if source is self._source:
+                    self._manifests = found
+                return found.get(digest)
+            return self._manifests.get(digest)
 
 
 def _served_name(ref: str | None) -> tuple[str, str] | None:
@@ -217,7 +241,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(HTTPStatus.BAD_REQUEST, "DIGEST_INVALID", "bad digest", head=head)
                 return
             descriptor = next((d for d in tagged.values() if d.digest == digest), None)
-            found = descriptor or self._any_manifest(source, digest)
+            found = descriptor or self.catalog.manifest(source, digest)
         else:
             found = tagged.get(ref)
         if found is None:
@@ -230,20 +254,6 @@ class _Handler(BaseHTTPRequestHandler):
             "Content-Length": str(len(manifest.raw)),
         }
         self._send(HTTPStatus.OK, manifest.raw, headers, head=head)
-
-    def _any_manifest(self, source: LayoutSource, digest: Digest) -> Descriptor | None:
-        """A manifest by digest: any the layout reaches from its entries (child or referrer)."""
-        from bundler.services.graph import walk
-
-        for entry in source.entries:
-            if entry.digest == digest:
-                return entry
-        for entry in source.entries:
-            if entry.media_type in mt.MANIFESTS:
-                graph = walk(source, entry)
-                if digest in graph.manifests:
-                    return graph.manifests[digest].descriptor()
-        return None
 
     def _blob(self, name: str, ref: str, head: bool) -> None:
         try:

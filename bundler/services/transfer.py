@@ -212,7 +212,13 @@ def import_bundle(
         trusted = trusted_copy_source(source, signed, manifests, policy)
         checked = CheckedTarget(target)
         # A delta archive leaves out what the target should already hold: check it all first.
-        absent = [d for d in blobs.values() if not _source_has(source, d)]
+        # A registry source is asked blob by blob during the copy; a store judged whole says.
+        inventory = source.inventory()
+        absent = (
+            [d for d in blobs.values() if not inventory.files.has_blob(d)]
+            if inventory is not None
+            else []
+        )
         missing = [d for d in absent if not checked.has_blob(d)]
         if missing:
             named = delta_base(source, signed.index)
@@ -387,10 +393,3 @@ class CheckedTarget:
     def remove_blob(self, digest: Digest) -> None:
         """Target.remove_blob."""
         self.target.remove_blob(digest)
-
-
-def _source_has(source: Source, descriptor: Descriptor) -> bool:
-    inventory = source.inventory()
-    if inventory is None:
-        return True  # a registry source is asked blob by blob during the copy
-    return inventory.files.has_blob(descriptor)
